@@ -1,0 +1,141 @@
+"""``pgolf-data train-tokenizer`` and ``pgolf-data tokenizer-info``."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+
+from tqdm import tqdm
+
+from .corpus import DEFAULT_SOURCE, open_corpus
+from .tokenizer import KINDS, artifact, training
+from .tokenizer.metrics import measure
+from .tokenizer.spec import available_specs, resolve_spec, spec_for_kind
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train-tokenizer",
+        help="train a tokenizer from a spec and write its compact artifact",
+        description=(
+            "Train a tokenizer and write DIR/tokenizer.pgt (the compact artifact whose bytes the model budget counts) "
+            "and DIR/report.json (what it was trained on). Specs are TOML files; by name they are looked up in the "
+            f"repository's tokenizers/ folder (available: {', '.join(available_specs()) or 'none'})."
+        ),
+    )
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--spec", help="spec name (e.g. sp1024) or path to a .toml spec")
+    what.add_argument("--kind", choices=KINDS, help="train this kind from its default spec (default: sentencepiece)")
+    p.add_argument("--vocab", type=int, help="vocabulary size, 256..65536 (overrides the spec's)")
+    _add_corpus_args(p)
+    p.add_argument(
+        "--val-docs",
+        type=int,
+        default=0,
+        help="skip the first N documents (the validation split) so the tokenizer never sees them; default 0 trains "
+        "from the first document, as the challenge's own tokenizers did",
+    )
+    p.add_argument("--train-docs", type=int, help="train on at most this many documents (overrides the spec)")
+    p.add_argument("--train-bytes", type=int, help="train on whole documents until this many UTF-8 bytes")
+    p.add_argument("--threads", type=int, help="trainer threads (default: all cores)")
+    p.add_argument(
+        "--sample-docs", type=int, default=200, help="documents for the tokens-per-byte report (default 200)"
+    )
+    p.add_argument("--out", required=True, help="output directory (refused if it exists, unless --force)")
+    p.add_argument("--force", action="store_true", help="replace an existing output directory")
+    p.set_defaults(func=cmd_train_tokenizer)
+
+    p = sub.add_parser(
+        "tokenizer-info",
+        help="describe a trained tokenizer: kind, vocab, artifact bytes, lossless, tokens per byte",
+        description="Print a tokenizer's kind, vocabulary, artifact bytes, losslessness and, on a sample of documents, "
+        "tokens per byte, exactness of the byte counts and of the decode round trip (CaseOps: operator share).",
+    )
+    p.add_argument("tokenizer", metavar="DIR", help="tokenizer directory (or its tokenizer.pgt file)")
+    _add_corpus_args(p, default=None)
+    p.add_argument("--sample-docs", type=int, default=200, help="documents to measure on (default 200)")
+    p.set_defaults(func=cmd_tokenizer_info)
+
+
+def _add_corpus_args(p: argparse.ArgumentParser, default: str | None = DEFAULT_SOURCE) -> None:
+    p.add_argument(
+        "--corpus",
+        default=default,
+        help="document source: a .jsonl[.gz|.zst], .parquet or .txt file, a directory, hf:NAME[:SPLIT], or 'default' "
+        "(the embedded corpus, no network needed)" + ("" if default else "; default: the training corpus"),
+    )
+    p.add_argument("--text-field", default="text", help="JSON/parquet field holding the text (default: text)")
+    p.add_argument("--max-docs", type=int, help="read at most this many documents of the corpus")
+
+
+def cmd_train_tokenizer(args: argparse.Namespace) -> int:
+    spec = resolve_spec(args.spec) if args.spec else spec_for_kind(args.kind or "sentencepiece", args.vocab)
+    spec = spec.with_overrides(vocab_size=args.vocab, train_docs=args.train_docs, train_bytes=args.train_bytes)
+    if args.val_docs < 0:
+        raise ValueError(f"--val-docs must be >= 0, got {args.val_docs}")
+    corpus = open_corpus(args.corpus, text_field=args.text_field, max_docs=args.max_docs)
+    print(f"training {spec.kind} tokenizer {spec.name!r} (vocab {spec.vocab_size}) on {args.corpus}", file=sys.stderr)
+    docs = itertools.islice(corpus, args.val_docs, None)
+    with tqdm(desc="reading corpus", unit="B", unit_scale=True, file=sys.stderr, leave=False) as bar:
+        tok, report = training.train(spec, docs, num_threads=args.threads, progress=bar.update)
+    report["corpus"] = corpus.describe()
+    report["skipped_val_docs"] = args.val_docs
+    # Tokens per byte on held-out text when there is a validation split, else on the first training documents.
+    sample_from = itertools.islice(corpus, 0, args.val_docs) if args.val_docs else corpus
+    sample = list(itertools.islice(sample_from, args.sample_docs))
+    report["sample"] = measure(tok, sample) if sample else None
+    path = artifact.save(tok, args.out, report, force=args.force)
+    print(format_info(artifact.load_report(path), path), file=sys.stderr)
+    return 0
+
+
+def cmd_tokenizer_info(args: argparse.Namespace) -> int:
+    path = artifact.artifact_path(args.tokenizer)
+    tok = artifact.load(path)
+    report = artifact.load_report(path)
+    source = args.corpus or report.get("corpus", {}).get("source", DEFAULT_SOURCE)
+    corpus = open_corpus(source, text_field=args.text_field, max_docs=args.max_docs)
+    sample = list(itertools.islice(corpus, args.sample_docs))
+    info = {**report, "artifact": artifact.artifact_info(path.read_bytes()), "sample": measure(tok, sample)}
+    info.setdefault("kind", tok.kind)
+    info.setdefault("vocab_size", tok.vocab_size)
+    info["lossless"] = tok.lossless
+    info["sample"]["source"] = source
+    print(format_info(info, path))
+    return 0
+
+
+def format_info(info: dict, path) -> str:
+    """The human-readable summary shared by both commands."""
+    art = info["artifact"]
+    lines = [
+        f"tokenizer      {path}",
+        f"kind           {info['kind']}" + (f" (spec {info['spec']['name']})" if "spec" in info else ""),
+        f"vocab          {info['vocab_size']:,}",
+        f"artifact       {art['bytes']:,} bytes ({art['codec']}), sha256 {art['sha256'][:16]}…",
+        "lossless       " + ("yes" if info["lossless"] else "no (normalizes text; byte counts refer to the original)"),
+    ]
+    if info.get("sample") is not None and "docs" in info.get("sample", {}):
+        s = info["sample"]
+        lines.append(
+            f"sample         {s['docs']:,} docs, {s['bytes']:,} bytes -> {s['tokens']:,} tokens: "
+            f"{s['tokens_per_byte']:.4f} tokens/byte ({s['bytes_per_token']:.3f} bytes/token), "
+            f"{s['encode_mb_per_s']:.1f} MB/s"
+        )
+        lines.append(
+            f"exactness      byte counts {'exact' if s['byte_counts_exact'] else 'WRONG'}; "
+            f"decode round trip {s['roundtrip_docs']}/{s['docs']} docs"
+        )
+        if "operator_share" in s:
+            lines.append(f"caseops        {s['operator_tokens']:,} operator tokens = {100 * s['operator_share']:.2f}%")
+    for label, key in (("trained on", "trained_on"), ("trainer", "trainer")):
+        if info.get(key):
+            lines.append(f"{label:<15}" + ", ".join(f"{k} {_fmt(v)}" for k, v in info[key].items()))
+    if "train_seconds" in info:
+        lines.append(f"train time     {info['train_seconds']:.1f} s")
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)

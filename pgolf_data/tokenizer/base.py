@@ -1,0 +1,82 @@
+"""The one interface every tokenizer kind implements.
+
+Ids never include BOS: the shard writer prepends it. ``encode_with_bytes`` is the contract that makes BPB exact:
+for every document the byte counts sum to ``len(text.encode("utf-8"))`` of the *original* text, for lossless and
+lossy kinds alike (a lossy kind attributes the original bytes of each span it consumed, see DESIGN.md section 3).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import ClassVar
+
+import numpy as np
+
+from .spec import TokenizerSpec
+
+MAX_VOCAB = 65_536  # ids must fit uint16 shards
+
+
+class TokenizerError(ValueError):
+    """Bad tokenizer input, spec or artifact; the message names the offending value."""
+
+
+class Tokenizer(ABC):
+    kind: ClassVar[str]
+
+    def __init__(self, spec: TokenizerSpec) -> None:
+        self.spec = spec
+
+    @property
+    @abstractmethod
+    def vocab_size(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def special_ids(self) -> dict[str, int]:
+        """Named special ids, at least ``bos``."""
+
+    @property
+    def bos_id(self) -> int:
+        return self.special_ids["bos"]
+
+    @property
+    @abstractmethod
+    def lossless(self) -> bool:
+        """True when ``decode(encode(text)) == text`` for every string."""
+
+    @property
+    def caseops(self) -> bool:
+        return False
+
+    @abstractmethod
+    def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Token ids (int32, no BOS) per text."""
+
+    @abstractmethod
+    def encode_with_bytes(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``(ids, byte_counts)`` per text; both int32 of equal length, counts summing to the text's UTF-8 length."""
+
+    @abstractmethod
+    def decode(self, ids: Sequence[int] | np.ndarray) -> str: ...
+
+    def encode(self, text: str) -> np.ndarray:
+        return self.encode_batch([text])[0]
+
+    def piece(self, token_id: int) -> str:
+        """A printable form of one token, for inspection."""
+        return self.decode([token_id])
+
+    @classmethod
+    @abstractmethod
+    def train(cls, spec: TokenizerSpec, texts: list[str], *, num_threads: int) -> tuple[Tokenizer, dict]:
+        """Train on ``texts``; return the tokenizer and trainer statistics (what it was actually trained on)."""
+
+    @abstractmethod
+    def payload(self) -> tuple[dict, bytes]:
+        """Everything needed to rebuild this tokenizer: a JSON-able header and one binary blob (see artifact.py)."""
+
+    @classmethod
+    @abstractmethod
+    def from_payload(cls, spec: TokenizerSpec, header: dict, blob: bytes) -> Tokenizer: ...
