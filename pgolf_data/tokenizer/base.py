@@ -61,6 +61,13 @@ class Tokenizer(ABC):
     @abstractmethod
     def decode(self, ids: Sequence[int] | np.ndarray) -> str: ...
 
+    def set_threads(self, num_threads: int) -> None:
+        """Cap the threads one encode call may use (a no-op for kinds that encode on one thread).
+
+        The shard writer gives each worker process one thread, so that N workers use N cores.
+        """
+        return None
+
     def encode(self, text: str) -> np.ndarray:
         return self.encode_batch([text])[0]
 

@@ -1,0 +1,88 @@
+"""The pure-byte tokenizer: the challenge's byte260 layout, one token per UTF-8 byte.
+
+Ids 0..3 are ``<pad>``, ``<s>`` (BOS), ``</s>``, ``<unk>``; byte ``b`` is id ``b + 4`` (stack.md section 2). Nothing
+is learned, so the artifact holds only the spec, and every token accounts for exactly one original byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .base import Tokenizer, TokenizerError
+from .spec import TokenizerSpec
+
+SPECIALS = {"pad": "<pad>", "bos": "<s>", "eos": "</s>", "unk": "<unk>"}
+OFFSET = len(SPECIALS)
+VOCAB_SIZE = OFFSET + 256
+LAYOUT = "byte260"
+
+
+class ByteTokenizer(Tokenizer):
+    kind = "bytes"
+
+    def __init__(self, spec: TokenizerSpec) -> None:
+        if spec.vocab_size != VOCAB_SIZE:
+            raise TokenizerError(
+                f"spec {spec.name!r}: the bytes kind has a fixed vocabulary of {VOCAB_SIZE} ids "
+                f"({OFFSET} specials + 256 byte values), got vocab_size {spec.vocab_size}"
+            )
+        super().__init__(spec)
+
+    @property
+    def vocab_size(self) -> int:
+        return VOCAB_SIZE
+
+    @property
+    def special_ids(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(SPECIALS)}
+
+    @property
+    def lossless(self) -> bool:
+        return True
+
+    def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
+        out = []
+        for text in texts:
+            ids = np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int32)
+            ids += OFFSET
+            out.append(ids)
+        return out
+
+    def encode_with_bytes(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [(ids, np.ones(len(ids), dtype=np.int32)) for ids in self.encode_batch(texts)]
+
+    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        bad = (ids < 0) | (ids >= VOCAB_SIZE)
+        if bad.any():
+            raise TokenizerError(f"token id {int(ids[bad][0])} is outside the vocabulary [0, {VOCAB_SIZE})")
+        raw = (ids[ids >= OFFSET] - OFFSET).astype(np.uint8).tobytes()
+        return raw.decode("utf-8", errors="replace")
+
+    def piece(self, token_id: int) -> str:
+        if 0 <= token_id < OFFSET:
+            return list(SPECIALS.values())[token_id]
+        if OFFSET <= token_id < VOCAB_SIZE:
+            byte = token_id - OFFSET
+            return chr(byte) if 0x21 <= byte < 0x7F else f"<0x{byte:02X}>"
+        raise TokenizerError(f"token id {token_id} is outside the vocabulary [0, {VOCAB_SIZE})")
+
+    @classmethod
+    def train(cls, spec: TokenizerSpec, texts: list[str], *, num_threads: int) -> tuple[ByteTokenizer, dict]:
+        if spec.options:
+            raise TokenizerError(f"spec {spec.name!r}: the bytes kind takes no options, got {sorted(spec.options)}")
+        return cls(spec), {"layout": LAYOUT, "learned": "nothing (fixed layout)"}
+
+    def payload(self) -> tuple[dict, bytes]:
+        return {"layout": LAYOUT}, b""
+
+    @classmethod
+    def from_payload(cls, spec: TokenizerSpec, header: dict, blob: bytes) -> ByteTokenizer:
+        if header.get("layout") != LAYOUT or blob:
+            raise TokenizerError(
+                f"bytes artifact: expected layout {LAYOUT!r} and an empty blob, "
+                f"got layout {header.get('layout')!r} and {len(blob)} blob bytes"
+            )
+        return cls(spec)
