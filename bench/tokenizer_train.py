@@ -115,7 +115,8 @@ def main() -> None:
         ratio = times["pgolf"] / times["direct"]
         print(f"{name:<18}{times['pgolf']:>10.2f}{times['direct']:>10.2f}{ratio:>8.3f}{100 * (ratio - 1):>9.1f}%")
 
-    print(f"\nencode throughput on {len(held_out)} held-out docs ({mb_enc:.1f} MB), all cores")
+    where = "held-out" if args.train_bytes else "training (the whole corpus was trained on)"
+    print(f"\nencode throughput on {len(held_out)} {where} docs ({mb_enc:.1f} MB), all cores")
     print(f"{'tokenizer':<18}{'ids MB/s':>10}{'ids+bytes MB/s':>16}{'tokens/byte':>13}")
     for kind_spec in ("bytes260", "caseops_sp1024"):
         spec = resolve_spec(kind_spec)

@@ -77,6 +77,11 @@ class Tokenizer(ABC):
 
     @classmethod
     @abstractmethod
+    def check_spec(cls, spec: TokenizerSpec) -> object:
+        """Raise on a spec this kind cannot train, so bad specs fail before any corpus is read."""
+
+    @classmethod
+    @abstractmethod
     def train(cls, spec: TokenizerSpec, texts: list[str], *, num_threads: int) -> tuple[Tokenizer, dict]:
         """Train on ``texts``; return the tokenizer and trainer statistics (what it was actually trained on)."""
 

@@ -109,7 +109,12 @@ class _CaseOpsTokenizer(Tokenizer):
         return self._names.get(token_id) or self.inner.piece(token_id)
 
     @classmethod
+    def check_spec(cls, spec: TokenizerSpec) -> None:
+        cls.inner_class.check_spec(cls.inner_spec(spec))
+
+    @classmethod
     def train(cls, spec: TokenizerSpec, texts: list[str], *, num_threads: int) -> tuple[_CaseOpsTokenizer, dict]:
+        cls.check_spec(spec)
         transformed = [encode_case(t) for t in texts]
         inner, stats = cls.inner_class.train(
             cls.inner_spec(spec), cls._training_texts(transformed), num_threads=num_threads

@@ -172,15 +172,21 @@ class HFByteLevelBPETokenizer(Tokenizer):
         return options
 
     @classmethod
-    def train(cls, spec: TokenizerSpec, texts: list[str], *, num_threads: int) -> tuple[HFByteLevelBPETokenizer, dict]:
-        """``num_threads`` 1 trains serially; any other value uses the rayon pool (see the module docstring)."""
+    def check_spec(cls, spec: TokenizerSpec) -> dict:
+        """The trainer options, once the vocabulary size and options are known to be usable."""
         offset = len(cls.SPECIALS)
         if spec.vocab_size < offset + 256:
             raise TokenizerError(
                 f"spec {spec.name!r}: hf-bpe needs vocab_size >= {offset + 256} "
                 f"({offset} specials + 256 byte symbols), got {spec.vocab_size}"
             )
-        options = cls.trainer_options(spec)
+        return cls.trainer_options(spec)
+
+    @classmethod
+    def train(cls, spec: TokenizerSpec, texts: list[str], *, num_threads: int) -> tuple[HFByteLevelBPETokenizer, dict]:
+        """``num_threads`` 1 trains serially; any other value uses the rayon pool (see the module docstring)."""
+        offset = len(cls.SPECIALS)
+        options = cls.check_spec(spec)
         hf = HFTokenizer(models.BPE())
         hf.pre_tokenizer = _pre_tokenizer()
         trainer = trainers.BpeTrainer(

@@ -71,9 +71,14 @@ class ByteTokenizer(Tokenizer):
 
     @classmethod
     def train(cls, spec: TokenizerSpec, texts: list[str], *, num_threads: int) -> tuple[ByteTokenizer, dict]:
+        cls.check_spec(spec)
+        return cls(spec), {"layout": LAYOUT, "learned": "nothing (fixed layout)"}
+
+    @classmethod
+    def check_spec(cls, spec: TokenizerSpec) -> None:
         if spec.options:
             raise TokenizerError(f"spec {spec.name!r}: the bytes kind takes no options, got {sorted(spec.options)}")
-        return cls(spec), {"layout": LAYOUT, "learned": "nothing (fixed layout)"}
+        cls(spec)  # the constructor checks the vocabulary size
 
     def payload(self) -> tuple[dict, bytes]:
         return {"layout": LAYOUT}, b""

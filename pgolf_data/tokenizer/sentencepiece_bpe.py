@@ -284,6 +284,10 @@ class SentencePieceTokenizer(Tokenizer):
         return self._sp.id_to_piece(token_id)
 
     @classmethod
+    def check_spec(cls, spec: TokenizerSpec) -> None:
+        trainer_kwargs(spec)
+
+    @classmethod
     def train(cls, spec: TokenizerSpec, texts: list[str], *, num_threads: int) -> tuple[SentencePieceTokenizer, dict]:
         kwargs = trainer_kwargs(spec)
         limit = kwargs.get("max_sentence_length", DEFAULT_MAX_SENTENCE_LENGTH)

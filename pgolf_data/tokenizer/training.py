@@ -68,6 +68,7 @@ def train(
     from . import kind_class
 
     cls = kind_class(spec.kind)
+    cls.check_spec(spec)
     sample = collect_sample(docs, spec, progress)
     start = time.perf_counter()
     tok, trainer_stats = cls.train(spec, sample.texts, num_threads=num_threads or default_threads())
