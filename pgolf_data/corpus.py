@@ -114,6 +114,12 @@ class DocsHasher:
     def hexdigest(self) -> str:
         return self._h.hexdigest()
 
+    def copy(self) -> DocsHasher:
+        """An independent hasher in the same state (the shard writer snapshots the hash of a document prefix)."""
+        other = DocsHasher()
+        other._h, other.docs, other.bytes = self._h.copy(), self.docs, self.bytes
+        return other
+
 
 def docs_sha256(docs: Iterable[str]) -> str:
     h = DocsHasher()

@@ -234,7 +234,7 @@ class ShardSet:
         """Sidecar bytes summed per document (int64), streaming shard by shard; equals each document's UTF-8 length."""
         sums: list[np.ndarray] = []
         open_doc: int | None = None  # running sum of the document that continues into the next chunk
-        for start, tokens, counts in self.chunks():
+        for _start, tokens, counts in self.chunks():
             if counts is None:
                 raise ShardFormatError(f"{self.directory}: no byte sidecars for the {self.split} split")
             starts = np.flatnonzero(tokens == bos_id)

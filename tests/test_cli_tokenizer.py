@@ -132,7 +132,7 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, capsys, content
     out_dir = tmp_path / "tok"
     code, _, err = run(capsys, "train-tokenizer", *args, "--corpus", str(corpus), "--out", str(out_dir))
     assert code == 2
-    assert err.startswith("pgolf-data train-tokenizer: error: ")
+    assert "pgolf-data train-tokenizer: error: " in err
     assert re.search(message, err), err
     assert not out_dir.exists()
 

@@ -1,0 +1,157 @@
+"""``pgolf-data shard``, ``pgolf-data verify`` and ``pgolf-data inspect``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .corpus import DEFAULT_SOURCE, open_corpus
+from .inspect_shard import describe
+from .sharding import ShardConfig, default_workers, write_shards
+from .shards import MAX_SHARD_TOKENS
+from .tokenizer import artifact
+from .verify import verify
+
+DEFAULT_VAL_DOCS = 50_000
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "shard",
+        help="encode a corpus into official-format token shards with byte sidecars and a manifest",
+        description=(
+            "Encode a corpus with a trained tokenizer into OUT/<name>_{val,train}_NNNNNN.bin token shards (the "
+            "challenge's format: 256 int32 header words, then uint16 ids; BOS before every document, no EOS; "
+            "exactly --shard-tokens tokens a shard, the last of a split shorter), byte sidecars "
+            "<name>_{val,train}_bytes_NNNNNN.bin (UTF-8 bytes of the original text per token, for exact bits per "
+            "byte), a copy of the tokenizer and manifest.json, written last. The first --val-docs documents are the "
+            "validation split, the rest train. Output is byte-identical for any --workers."
+        ),
+    )
+    p.add_argument("--tokenizer", required=True, metavar="DIR", help="tokenizer directory (or its tokenizer.pgt)")
+    p.add_argument(
+        "--corpus",
+        default=DEFAULT_SOURCE,
+        metavar="SRC",
+        help="document source: a .jsonl[.gz|.zst], .parquet or .txt file, a directory, hf:NAME[:SPLIT], or "
+        "'default' (the embedded corpus); default: default",
+    )
+    p.add_argument(
+        "--text-field", default="text", metavar="FIELD", help="JSON/parquet field holding the text (default: text)"
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
+    p.add_argument("--name", default="fineweb", help="file name prefix (default: fineweb, as the official files)")
+    p.add_argument(
+        "--val-docs",
+        type=int,
+        metavar="N",
+        help=f"the first N documents form the validation split (default: {DEFAULT_VAL_DOCS:,} as the challenge, or "
+        "the docs_val of a challenge docs_selected.source_manifest.json)",
+    )
+    p.add_argument(
+        "--shard-tokens",
+        type=int,
+        metavar="N",
+        default=MAX_SHARD_TOKENS,
+        help=f"tokens per shard; a split's last shard is shorter (default: {MAX_SHARD_TOKENS:,}, as the challenge)",
+    )
+    p.add_argument("--max-docs", type=int, metavar="N", help="encode only the first N documents of the corpus")
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        default=default_workers(),
+        help=f"encoder processes (default: all cores, here {default_workers()})",
+    )
+    p.add_argument(
+        "--train-sidecars",
+        action="store_true",
+        help="also write byte sidecars for the train split (validation sidecars are always written)",
+    )
+    again = p.add_mutually_exclusive_group()
+    again.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run in --out after its last verified shard (same settings required)",
+    )
+    again.add_argument("--force", action="store_true", help="delete existing shard output in --out and start over")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_shard)
+
+    p = sub.add_parser(
+        "verify",
+        help="check a shard directory against its manifest (and the corpus): headers, sha256, BOS, byte sums",
+        description=(
+            "Check every claim of DIR/manifest.json: file list, tokenizer sha256, every header (magic, version, "
+            "count against size) and sha256, sidecar counts, the official cut, token ids, BOS at every document, "
+            "sidecar sums, and a decode round trip on a sample of documents. With --corpus also each document's "
+            "sidecar sum against its UTF-8 length, the document count and the corpus sha256. Lists every failure "
+            "with file, offset, expected and found; exits 1 when any check fails."
+        ),
+    )
+    p.add_argument("directory", metavar="DIR", help="shard directory (holding manifest.json)")
+    p.add_argument("--corpus", metavar="SRC", help="the corpus the shards were made from, for the per-document checks")
+    p.add_argument(
+        "--text-field", default="text", metavar="FIELD", help="JSON/parquet field holding the text (default: text)"
+    )
+    p.add_argument(
+        "--sample-docs", type=int, default=16, metavar="N", help="documents per split to round-trip (default: 16)"
+    )
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser(
+        "inspect",
+        help="show a shard's or sidecar's header, token count, first tokens decoded, byte totals",
+        description=(
+            "Describe FILE: a token shard (header, token count, id range, documents, first tokens as ids, pieces and "
+            "text), a byte sidecar (header, byte totals), or a shard directory / manifest.json (a summary)."
+        ),
+    )
+    p.add_argument("path", metavar="FILE", help="a .bin shard or sidecar, a shard directory, or a manifest.json")
+    p.add_argument(
+        "--tokenizer", metavar="DIR", help="tokenizer to decode with (default: tokenizer.pgt beside the file)"
+    )
+    p.add_argument(
+        "-n", "--tokens", type=int, default=16, metavar="N", help="how many leading tokens to show (default: 16)"
+    )
+    p.set_defaults(func=cmd_inspect)
+
+
+def cmd_shard(args: argparse.Namespace) -> int:
+    data = artifact.artifact_path(args.tokenizer).read_bytes()
+    corpus = open_corpus(args.corpus, text_field=args.text_field, max_docs=args.max_docs)
+    val_docs = args.val_docs if args.val_docs is not None else (corpus.default_val_docs or DEFAULT_VAL_DOCS)
+    config = ShardConfig(
+        name=args.name,
+        val_docs=val_docs,
+        shard_tokens=args.shard_tokens,
+        max_docs=args.max_docs,
+        train_sidecars=args.train_sidecars,
+        workers=args.workers,
+    )
+    mode = "resume" if args.resume else "force" if args.force else "new"
+    manifest = write_shards(
+        corpus, data, args.out, config, mode=mode, progress=not args.quiet, log=lambda m: print(m, file=sys.stderr)
+    )
+    for split, entry in manifest.splits.items():
+        sidecars = " + byte sidecars" if entry.sidecars else ""
+        print(
+            f"{split:<5} {entry.docs:>12,} docs {entry.tokens:>15,} tokens {entry.bytes:>15,} bytes "
+            f"{len(entry.shards):>5} shards{sidecars}"
+        )
+    print(f"wrote {args.out}/manifest.json")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    corpus = open_corpus(args.corpus, text_field=args.text_field) if args.corpus else None
+    report = verify(args.directory, corpus=corpus, sample_docs=args.sample_docs)
+    print(report.format())
+    return 0 if report.ok else 1
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    tok = artifact.load(args.tokenizer) if args.tokenizer else None
+    for line in describe(args.path, tokenizer=tok, count=args.tokens):
+        print(line)
+    return 0

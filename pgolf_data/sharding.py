@@ -1,0 +1,671 @@
+"""The shard writer: a corpus and a tokenizer in, official-format shards, byte sidecars and ``manifest.json`` out.
+
+The pipeline runs one way with bounded memory:
+
+- reader (main process): documents in corpus order, hashed as they stream (``corpus.DocsHasher``), grouped into
+  batches of about ``batch_bytes`` of text that never straddle the validation/train boundary;
+- encoders (worker processes): a batch becomes one uint16 array holding BOS + ids for each document, and its sidecar;
+- writer (main process): results are taken back in submission order and streamed into the current shard's temporary
+  file, cut at exactly ``shard_tokens`` tokens (a document may straddle two shards); the switch from validation to
+  train closes the open shard. These are the challenge's export rules (DESIGN.md section 3).
+
+At most ``2 * workers`` batches are in flight, so memory does not grow with the corpus or the shard size, and since
+batches are formed and written in corpus order the files are byte-identical for any number of workers.
+
+Crash safety: a shard is written as ``<file>.tmp`` and renamed when complete; after each rename ``resume.json`` records
+the shard's sha256 and where the next shard starts (document index, tokens of it already written, the corpus hash of
+the documents before it, the split statistics). ``manifest.json`` is written last, so a directory without it is an
+unfinished run. ``mode="resume"`` re-checks every recorded shard and continues after the last good one; any run first
+removes temporary files left by a killed one.
+
+Workers are started with "spawn" (a fork of a process holding threads can deadlock), so a script that calls
+``write_shards`` needs the usual ``if __name__ == "__main__":`` guard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from . import __version__
+from .corpus import DocsHasher
+from .manifest import (
+    DOCS_SHA256_DEFINITION,
+    MANIFEST_NAME,
+    TOKENIZER_NAME,
+    Manifest,
+    ShardEntry,
+    SplitEntry,
+    write_atomic,
+)
+from .shards import (
+    MAX_SHARD_TOKENS,
+    TOKEN_DTYPE,
+    ShardFormatError,
+    Split,
+    file_sha256,
+    make_header,
+    parse_shard_filename,
+    read_header,
+    shard_filename,
+)
+from .tokenizer.artifact import from_artifact, to_artifact
+from .tokenizer.base import MAX_VOCAB, Tokenizer
+
+JOURNAL_NAME = "resume.json"
+Mode = Literal["new", "resume", "force"]
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class ShardConfig:
+    name: str = "fineweb"  # file prefix, as the official fineweb_{val,train}_NNNNNN.bin
+    val_docs: int = 50_000  # the first val_docs documents are the validation split, the rest train
+    shard_tokens: int = MAX_SHARD_TOKENS  # tokens per shard; a split's last shard is shorter
+    max_docs: int | None = None  # read at most this many documents
+    train_sidecars: bool = False  # validation sidecars are always written; train ones only on request
+    workers: int = field(default_factory=default_workers)  # encoder processes
+    batch_bytes: int = 1 << 18  # text per worker task: amortizes inter-process traffic, bounds memory
+
+    def __post_init__(self) -> None:
+        if not _NAME.fullmatch(self.name):
+            raise ValueError(
+                f"shard name {self.name!r} must be letters, digits, '-', '_' or '.', starting alphanumeric"
+            )
+        if self.val_docs < 0:
+            raise ValueError(f"val_docs must be >= 0, got {self.val_docs}")
+        if not 1 <= self.shard_tokens <= MAX_SHARD_TOKENS:
+            raise ValueError(f"shard_tokens must be in [1, {MAX_SHARD_TOKENS}], got {self.shard_tokens}")
+        if self.max_docs is not None and self.max_docs <= self.val_docs:
+            raise ValueError(
+                f"max_docs {self.max_docs} leaves no train documents after the first {self.val_docs} (val_docs)"
+            )
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.batch_bytes < 1:
+            raise ValueError(f"batch_bytes must be >= 1, got {self.batch_bytes}")
+
+    def sidecars(self, split: Split) -> bool:
+        return split == "val" or self.train_sidecars
+
+    def output_settings(self) -> dict[str, Any]:
+        """The settings that determine the files (workers and batch size do not)."""
+        keys = ("val_docs", "shard_tokens", "max_docs", "train_sidecars")
+        return {k: getattr(self, k) for k in keys}
+
+
+# --- encoding (runs in the worker processes) -------------------------------------------------------------------
+
+
+@dataclass
+class EncodedBatch:
+    tokens: np.ndarray  # uint16: for each document, BOS then its ids
+    counts: np.ndarray | None  # uint16 sidecar parallel to tokens: UTF-8 bytes of the original text per token
+    doc_tokens: np.ndarray  # int64 tokens per document, BOS included
+
+
+def encode_documents(
+    tok: Tokenizer, texts: Sequence[str], doc_bytes: np.ndarray, first_doc: int, with_bytes: bool
+) -> EncodedBatch:
+    """Encode documents into the shard stream, checking what the format relies on.
+
+    Every id must fit the vocabulary, BOS may only start a document (it marks the boundaries), and each document's
+    sidecar values must fit uint16 and sum to its UTF-8 length. ``doc_bytes`` are those lengths; ``first_doc``
+    numbers the documents in error messages.
+    """
+    if with_bytes:
+        pairs = tok.encode_with_bytes(texts)
+        ids_list = [ids for ids, _ in pairs]
+        count_list = [counts for _, counts in pairs]
+    else:
+        ids_list, count_list = tok.encode_batch(texts), None
+    if len(ids_list) != len(texts):
+        raise ValueError(f"tokenizer returned {len(ids_list)} encodings for {len(texts)} documents")
+    doc_tokens = np.fromiter((len(ids) + 1 for ids in ids_list), dtype=np.int64, count=len(ids_list))
+    starts = np.concatenate([[0], np.cumsum(doc_tokens)[:-1]])
+    bos = np.array([tok.bos_id], dtype=np.int64)
+    ids = np.concatenate([part for doc in ids_list for part in (bos, doc)]) if texts else bos[:0]
+
+    def doc_of(position: int) -> int:
+        return first_doc + int(np.searchsorted(starts, position, side="right")) - 1
+
+    bad = (ids < 0) | (ids >= tok.vocab_size)
+    if bad.any():
+        p = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"document {doc_of(p)}: token id {int(ids[p])} outside the vocabulary of {tok.vocab_size}")
+    if np.count_nonzero(ids == tok.bos_id) != len(texts):
+        inner = np.flatnonzero(ids == tok.bos_id)
+        p = int(inner[~np.isin(inner, starts)][0])
+        raise ValueError(f"document {doc_of(p)}: the tokenizer produced the BOS id {tok.bos_id} inside the document")
+    counts = None
+    if count_list is not None:
+        for i, (doc_ids, doc_counts) in enumerate(zip(ids_list, count_list)):
+            if len(doc_counts) != len(doc_ids):
+                raise ValueError(f"document {first_doc + i}: {len(doc_ids)} ids but {len(doc_counts)} byte counts")
+        zero = np.zeros(1, dtype=np.int64)
+        counts = np.concatenate([part for doc in count_list for part in (zero, doc)])
+        if counts.min() < 0 or counts.max() > 0xFFFF:
+            p = int(np.flatnonzero((counts < 0) | (counts > 0xFFFF))[0])
+            raise ValueError(f"document {doc_of(p)}: a token accounts for {int(counts[p])} bytes, outside uint16")
+        sums = np.add.reduceat(counts, starts) if texts else zero[:0]
+        wrong = np.flatnonzero(sums != doc_bytes)
+        if wrong.size:
+            i = int(wrong[0])
+            raise ValueError(
+                f"document {first_doc + i}: byte counts sum to {int(sums[i])}, but the text has {int(doc_bytes[i])} "
+                f"UTF-8 bytes (tokenizer kind {tok.kind})"
+            )
+        counts = counts.astype(TOKEN_DTYPE)
+    return EncodedBatch(ids.astype(TOKEN_DTYPE), counts, doc_tokens)
+
+
+_worker_tokenizer: Tokenizer | None = None
+
+
+def _init_worker(artifact: bytes) -> None:
+    global _worker_tokenizer
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to the writer, which shuts the pool down
+    # One encoding thread per worker: the workers are the parallelism (HF tokenizers read this before first use).
+    os.environ["RAYON_NUM_THREADS"] = "1"
+    _worker_tokenizer = from_artifact(artifact)
+    _worker_tokenizer.set_threads(1)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker blocks on its task queue forever if the writer is killed (SIGKILL, OOM): leave when it is gone."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
+def _encode_in_worker(texts: list[str], doc_bytes: np.ndarray, first_doc: int, with_bytes: bool) -> EncodedBatch:
+    assert _worker_tokenizer is not None, "worker used before _init_worker"
+    return encode_documents(_worker_tokenizer, texts, doc_bytes, first_doc, with_bytes)
+
+
+# --- reading ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Batch:
+    first_doc: int
+    split: Split
+    texts: list[str]
+    doc_bytes: np.ndarray  # int64 UTF-8 length per document
+    hash_before: DocsHasher  # corpus hash of the documents before this batch
+
+
+@dataclass(frozen=True)
+class _ResumePoint:
+    """Where the stream continues after a completed shard."""
+
+    next_doc: int  # first document not completely written
+    offset: int  # its tokens already written
+    prefix_sha256: str  # corpus hash of documents [0, next_doc)
+    stats: dict[str, dict[str, int]]  # per split: docs, tokens, bytes of documents [0, next_doc)
+
+
+def _empty_stats() -> dict[str, dict[str, int]]:
+    return {split: {"docs": 0, "tokens": 0, "bytes": 0} for split in ("val", "train")}
+
+
+def _read_batches(
+    docs: Iterable[str], hasher: DocsHasher, config: ShardConfig, start: _ResumePoint
+) -> Iterator[_Batch]:
+    def check_prefix() -> None:
+        if hasher.hexdigest() != start.prefix_sha256:
+            raise ValueError(
+                f"cannot resume: the first {hasher.docs} documents of the corpus hash to {hasher.hexdigest()}, but the "
+                f"interrupted run recorded {start.prefix_sha256}; the corpus changed (use --force to start over)"
+            )
+
+    texts: list[str] = []
+    sizes: list[int] = []
+    first, hash_before, pending = 0, hasher, 0
+    for i, doc in enumerate(docs):
+        if config.max_docs is not None and i >= config.max_docs:
+            break
+        if not isinstance(doc, str):
+            raise ValueError(f"document {i} is {type(doc).__name__}, not str")
+        if i == start.next_doc:
+            check_prefix()
+        if i >= start.next_doc and texts and (i == config.val_docs or pending >= config.batch_bytes):
+            yield _Batch(first, "val" if first < config.val_docs else "train", texts, np.array(sizes), hash_before)
+            texts, sizes, pending = [], [], 0
+        if i >= start.next_doc and not texts:
+            first, hash_before = i, hasher.copy()
+        before = hasher.bytes
+        try:
+            hasher.update(doc)
+        except UnicodeEncodeError as e:
+            raise ValueError(f"document {i}: not valid Unicode text (character {e.start}: {e.reason})") from None
+        if i >= start.next_doc:
+            texts.append(doc)
+            sizes.append(hasher.bytes - before)
+            pending += sizes[-1]
+    if hasher.docs < start.next_doc:
+        raise ValueError(
+            f"cannot resume: the corpus has {hasher.docs} documents, but the interrupted run had reached document "
+            f"{start.next_doc}; the corpus changed (use --force to start over)"
+        )
+    if hasher.docs == start.next_doc:
+        check_prefix()
+    if texts:
+        yield _Batch(first, "val" if first < config.val_docs else "train", texts, np.array(sizes), hash_before)
+
+
+# --- writing ---------------------------------------------------------------------------------------------------
+
+
+class _ShardFile:
+    """One shard being written: streamed to ``<file>.tmp`` and hashed as it goes, renamed by ``commit``.
+
+    The header is written first for a full shard; a split's shorter last shard gets its header rewritten (and is
+    hashed again from disk) at commit.
+    """
+
+    def __init__(self, path: Path, full_tokens: int, *, sum_values: bool = False) -> None:
+        self.path, self.tmp, self.full, self.sum_values = (
+            path,
+            path.with_name(path.name + ".tmp"),
+            full_tokens,
+            sum_values,
+        )
+        header = make_header(full_tokens)
+        self._file = open(self.tmp, "wb")  # noqa: SIM115 -- stays open across writes; commit or abort closes it
+        self._file.write(header)
+        self._hash = hashlib.sha256(header)
+        self.tokens = 0
+        self.total = 0  # sum of the values written, when sum_values (sidecars)
+
+    def write(self, values: np.ndarray) -> None:
+        data = np.ascontiguousarray(values, dtype=TOKEN_DTYPE)
+        self._file.write(memoryview(data))
+        self._hash.update(memoryview(data))
+        self.tokens += data.size
+        if self.sum_values:
+            self.total += int(data.sum(dtype=np.int64))
+
+    def commit(self) -> str:
+        f = self._file
+        if self.tokens != self.full:
+            f.seek(0)
+            f.write(make_header(self.tokens))
+        f.flush()
+        os.fsync(f.fileno())
+        f.close()
+        digest = self._hash.hexdigest() if self.tokens == self.full else file_sha256(self.tmp)
+        os.replace(self.tmp, self.path)
+        return digest
+
+    def abort(self) -> None:
+        self._file.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+@dataclass
+class _Journal:
+    """``resume.json``: the run's output settings and every completed shard with the point after it."""
+
+    path: Path
+    fingerprint: dict[str, Any]
+    shards: list[dict[str, Any]]  # {"split", "entry": ShardEntry fields, "resume": _ResumePoint fields}
+
+    def save(self) -> None:
+        data = {"fingerprint": self.fingerprint, "shards": self.shards}
+        write_atomic(self.path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
+
+    @classmethod
+    def load(cls, path: Path) -> _Journal:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return cls(path, data["fingerprint"], list(data["shards"]))
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}: unreadable resume journal ({e}); use --force to start over") from None
+
+    def resume_point(self) -> _ResumePoint:
+        if not self.shards:
+            return _ResumePoint(0, 0, DocsHasher().hexdigest(), _empty_stats())
+        return _ResumePoint(**self.shards[-1]["resume"])
+
+
+class _Writer:
+    """Streams encoded batches into shards of one split after another, recording each completed shard."""
+
+    def __init__(self, out_dir: Path, config: ShardConfig, journal: _Journal) -> None:
+        self.out_dir, self.config, self.journal = out_dir, config, journal
+        point = journal.resume_point()
+        self.split: Split = "val" if point.next_doc < config.val_docs else "train"
+        self.index = sum(1 for s in journal.shards if s["split"] == self.split)
+        self.stats = {split: dict(values) for split, values in point.stats.items()}
+        self.skip = point.offset  # tokens of the first document that the interrupted run already wrote
+        self.files: tuple[_ShardFile, _ShardFile | None] | None = None
+        self.docs_in_shard = 0
+
+    def write(self, batch: _Batch, encoded: EncodedBatch) -> None:
+        if batch.split != self.split:
+            self.close(_ResumePoint(batch.first_doc, 0, batch.hash_before.hexdigest(), self.stats_snapshot()))
+            self.split, self.index = batch.split, 0
+        starts = np.concatenate([[0], np.cumsum(encoded.doc_tokens)])  # batch positions of each BOS, then the end
+        byte_starts = np.concatenate([[0], np.cumsum(batch.doc_bytes)])
+        before = dict(self.stats[self.split])
+        position, end = self.skip, starts[-1]
+        if self.skip and self.skip >= starts[1]:
+            raise ValueError(
+                f"cannot resume: document {batch.first_doc} now has {starts[1]} tokens, but the interrupted run had "
+                f"written {self.skip} of them; use --force to start over"
+            )
+        self.skip = 0
+        while position < end:
+            if self.files is None:
+                self._open()
+            token_file, byte_file = self.files  # type: ignore[misc]
+            take = int(min(self.config.shard_tokens - token_file.tokens, end - position))
+            token_file.write(encoded.tokens[position : position + take])
+            if byte_file is not None:
+                assert encoded.counts is not None, "sidecar requested but the batch was encoded without byte counts"
+                byte_file.write(encoded.counts[position : position + take])
+            self.docs_in_shard += int(
+                np.searchsorted(starts[:-1], position + take) - np.searchsorted(starts[:-1], position)
+            )
+            position += take
+            if token_file.tokens == self.config.shard_tokens:
+                j = int(np.searchsorted(starts, position, side="right")) - 1  # the document the next shard starts in
+                stats = self.stats_snapshot()
+                stats[self.split] = {
+                    "docs": before["docs"] + j,
+                    "tokens": before["tokens"] + int(starts[j]),
+                    "bytes": before["bytes"] + int(byte_starts[j]),
+                }
+                prefix = batch.hash_before.copy()
+                for text in batch.texts[:j]:
+                    prefix.update(text)
+                self.close(_ResumePoint(batch.first_doc + j, int(position - starts[j]), prefix.hexdigest(), stats))
+        self.stats[self.split] = {
+            "docs": before["docs"] + len(batch.texts),
+            "tokens": before["tokens"] + int(end),
+            "bytes": before["bytes"] + int(byte_starts[-1]),
+        }
+
+    def close(self, point: _ResumePoint) -> None:
+        """Commit the open shard (if any) and record it with the point where the stream continues."""
+        if self.files is None:
+            return
+        token_file, byte_file = self.files
+        sidecar = {}
+        if byte_file is not None:
+            sidecar = {"bytes_file": byte_file.path.name, "bytes_sha256": byte_file.commit(), "bytes": byte_file.total}
+        entry = ShardEntry(token_file.path.name, token_file.tokens, token_file.commit(), self.docs_in_shard, **sidecar)
+        self.files = None  # only now: an interrupted commit leaves them to abort()
+        self.journal.shards.append({"split": self.split, "entry": asdict(entry), "resume": asdict(point)})
+        self.journal.save()
+        self.index += 1
+
+    def abort(self) -> None:
+        if self.files is not None:
+            for f in self.files:
+                if f is not None:
+                    f.abort()
+            self.files = None
+
+    def _open(self) -> None:
+        full = self.config.shard_tokens
+        token_file = _ShardFile(self.out_dir / shard_filename(self.config.name, self.split, self.index), full)
+        byte_file = None
+        if self.config.sidecars(self.split):
+            path = self.out_dir / shard_filename(self.config.name, self.split, self.index, sidecar=True)
+            byte_file = _ShardFile(path, full, sum_values=True)
+        self.files = (token_file, byte_file)
+        self.docs_in_shard = 0
+
+    def stats_snapshot(self) -> dict[str, dict[str, int]]:
+        return {split: dict(values) for split, values in self.stats.items()}
+
+
+# --- the output directory --------------------------------------------------------------------------------------
+
+
+def _our_files(out_dir: Path) -> list[Path]:
+    names = {MANIFEST_NAME, TOKENIZER_NAME, JOURNAL_NAME}
+    return sorted(p for p in out_dir.iterdir() if p.name in names or parse_shard_filename(p.name) is not None)
+
+
+def remove_temporaries(out_dir: Path) -> list[Path]:
+    """Delete the ``.tmp`` files an interrupted run may have left; return them."""
+    names = {MANIFEST_NAME, TOKENIZER_NAME, JOURNAL_NAME}
+    leftovers = [
+        p for p in out_dir.glob("*.tmp") if p.name[:-4] in names or parse_shard_filename(p.name[:-4]) is not None
+    ]
+    for p in leftovers:
+        p.unlink()
+    return leftovers
+
+
+def _verified_prefix(out_dir: Path, shards: list[dict[str, Any]], log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """The recorded shards up to the first one whose files are missing or differ from the record."""
+    for n, record in enumerate(shards):
+        entry = ShardEntry(**record["entry"])
+        pairs = [(entry.file, entry.sha256)]
+        if entry.bytes_file is not None:
+            pairs.append((entry.bytes_file, entry.bytes_sha256))
+        for name, sha in pairs:
+            path = out_dir / name
+            problem = None
+            if not path.is_file():
+                problem = "missing"
+            else:
+                try:
+                    count = read_header(path)
+                except ShardFormatError as e:
+                    problem = str(e)
+                else:
+                    if count != entry.tokens:
+                        problem = f"{count} tokens, the journal recorded {entry.tokens}"
+                    elif file_sha256(path) != sha:
+                        problem = "sha256 differs from the journal"
+            if problem:
+                log(f"resume: {name}: {problem}; rewriting from there")
+                return shards[:n]
+    return shards
+
+
+def _prepare_output(out_dir: Path, fingerprint: dict[str, Any], mode: Mode, log: Callable[[str], None]) -> _Journal:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for p in remove_temporaries(out_dir):
+        log(f"removed {p.name}, left by an interrupted run")
+    ours = _our_files(out_dir)
+    journal = _Journal(out_dir / JOURNAL_NAME, fingerprint, [])
+    if mode == "new" and ours:
+        raise FileExistsError(
+            f"{out_dir} already holds shard output ({', '.join(p.name for p in ours[:3])}"
+            f"{', ...' if len(ours) > 3 else ''}); use --resume to continue an interrupted run or --force to replace it"
+        )
+    if mode == "resume" and (out_dir / MANIFEST_NAME).exists():
+        raise FileExistsError(f"{out_dir} holds a complete shard set ({MANIFEST_NAME}): nothing to resume; use --force")
+    if mode == "resume" and journal.path.exists():
+        recorded = _Journal.load(journal.path)
+        changed = sorted(
+            k
+            for k in fingerprint.keys() | recorded.fingerprint.keys()
+            if fingerprint.get(k) != recorded.fingerprint.get(k)
+        )
+        if changed:
+            details = "; ".join(
+                f"{k}: was {recorded.fingerprint.get(k)!r}, now {fingerprint.get(k)!r}" for k in changed
+            )
+            raise ValueError(f"cannot resume in {out_dir}: the settings differ from the interrupted run's ({details})")
+        journal.shards = _verified_prefix(out_dir, recorded.shards, log)
+    keep = {name for s in journal.shards for name in (s["entry"]["file"], s["entry"]["bytes_file"]) if name}
+    for p in ours:
+        if p.name not in keep and p != journal.path:
+            p.unlink()  # forced, or written after the last verified record: cannot be trusted
+    journal.save()
+    if journal.shards:
+        point = journal.resume_point()
+        shards = len(journal.shards)
+        log(f"resuming after {shards} verified shards, at document {point.next_doc} (+{point.offset} tokens)")
+    return journal
+
+
+# --- the whole run ---------------------------------------------------------------------------------------------
+
+
+def write_shards(
+    docs: Iterable[str],
+    tokenizer: Tokenizer | bytes,
+    out_dir: str | os.PathLike,
+    config: ShardConfig | None = None,
+    *,
+    mode: Mode = "new",
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> Manifest:
+    """Encode ``docs`` with ``tokenizer`` (an object or its artifact bytes) into shards under ``out_dir``.
+
+    ``mode``: "new" refuses a directory that already holds shard output, "force" replaces it, "resume" continues
+    an interrupted run. ``docs`` may have a ``describe()`` method (``corpus.Corpus``), recorded in the manifest.
+    """
+    config = config or ShardConfig()
+    log = log or (lambda message: None)
+    tok = from_artifact(tokenizer) if isinstance(tokenizer, bytes) else tokenizer
+    if tok.vocab_size > MAX_VOCAB:
+        raise ValueError(
+            f"tokenizer has {tok.vocab_size} ids, more than the {MAX_VOCAB} a uint16 shard can hold; nothing written"
+        )
+    artifact = tokenizer if isinstance(tokenizer, bytes) else to_artifact(tokenizer)
+    describe = getattr(docs, "describe", None)
+    source = describe() if callable(describe) else {"source": type(docs).__name__}
+    artifact_sha = hashlib.sha256(artifact).hexdigest()
+    fingerprint = {"name": config.name, "tokenizer_sha256": artifact_sha, "corpus": source, **config.output_settings()}
+    fingerprint = json.loads(json.dumps(fingerprint))  # as the journal will read it back
+    out_dir = Path(out_dir)
+    journal = _prepare_output(out_dir, fingerprint, mode, log)
+    start = journal.resume_point()
+
+    hasher = DocsHasher()
+    writer = _Writer(out_dir, config, journal)
+    bar = _progress(progress, config, start.next_doc)
+    pool = ProcessPoolExecutor(
+        config.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker, initargs=(artifact,)
+    )
+    pending: deque[tuple[_Batch, Future[EncodedBatch]]] = deque()
+    try:
+        for batch in _read_batches(docs, hasher, config, start):
+            with_bytes = config.sidecars(batch.split)
+            future = pool.submit(_encode_in_worker, batch.texts, batch.doc_bytes, batch.first_doc, with_bytes)
+            pending.append((batch, future))
+            if len(pending) > 2 * config.workers:
+                _write_next(pending, writer, bar)
+        while pending:
+            _write_next(pending, writer, bar)
+        if hasher.docs <= config.val_docs:
+            raise ValueError(
+                f"the corpus has {hasher.docs} documents, all in the validation split (val_docs {config.val_docs}): "
+                "no train shards; use a smaller --val-docs"
+            )
+        writer.close(_ResumePoint(hasher.docs, 0, hasher.hexdigest(), writer.stats_snapshot()))
+    except BaseException:
+        writer.abort()
+        pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
+        raise
+    pool.shutdown()
+    bar.close()
+
+    final = describe() if callable(describe) else source
+    manifest = _build_manifest(config, tok, artifact, final, hasher, writer.stats, journal.shards)
+    write_atomic(out_dir / TOKENIZER_NAME, artifact)
+    manifest.write(out_dir)
+    journal.path.unlink()
+    return manifest
+
+
+def _write_next(pending: deque, writer: _Writer, bar: Any) -> None:
+    batch, future = pending.popleft()
+    encoded = future.result()
+    writer.write(batch, encoded)
+    bar.advance(len(batch.texts), int(batch.doc_bytes.sum()), encoded.tokens.size)
+
+
+def _build_manifest(
+    config: ShardConfig,
+    tok: Tokenizer,
+    artifact: bytes,
+    source: dict[str, Any],
+    hasher: DocsHasher,
+    stats: dict[str, dict[str, int]],
+    records: list[dict[str, Any]],
+) -> Manifest:
+    splits = {}
+    for split in ("val", "train"):
+        entries = tuple(ShardEntry(**r["entry"]) for r in records if r["split"] == split)
+        if entries:
+            splits[split] = SplitEntry(**stats[split], sidecars=config.sidecars(split), shards=entries)  # type: ignore[arg-type]
+    tokenizer = {
+        "name": tok.spec.name,
+        "kind": tok.kind,
+        "vocab_size": tok.vocab_size,
+        "bos_id": tok.bos_id,
+        "lossless": tok.lossless,
+        "caseops": tok.caseops,
+        "spec": tok.spec.to_dict(),
+        "artifact": {"file": TOKENIZER_NAME, "bytes": len(artifact), "sha256": hashlib.sha256(artifact).hexdigest()},
+    }
+    corpus = {
+        "source": source,
+        "docs": hasher.docs,
+        "bytes": hasher.bytes,
+        "docs_sha256": hasher.hexdigest(),
+        "docs_sha256_definition": DOCS_SHA256_DEFINITION,
+    }
+    return Manifest(config.name, __version__, tokenizer, corpus, config.output_settings(), splits)
+
+
+class _Progress:
+    """A tqdm bar on stderr counting documents, with text MB/s and tokens/s."""
+
+    def __init__(self, bar: Any) -> None:
+        self.bar, self.text_bytes, self.tokens = bar, 0, 0
+
+    def advance(self, docs: int, text_bytes: int, tokens: int) -> None:
+        if self.bar is None:
+            return
+        self.text_bytes += text_bytes
+        self.tokens += tokens
+        elapsed = max(self.bar.format_dict["elapsed"], 1e-9)
+        self.bar.set_postfix_str(
+            f"{self.text_bytes / elapsed / 1e6:.1f} MB/s, {self.tokens / elapsed / 1e6:.2f} Mtok/s", refresh=False
+        )
+        self.bar.update(docs)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _progress(enabled: bool, config: ShardConfig, initial: int) -> _Progress:
+    if not enabled:
+        return _Progress(None)
+    from tqdm import tqdm
+
+    return _Progress(tqdm(total=config.max_docs, initial=initial, unit="doc", file=sys.stderr, desc="sharding"))

@@ -1,0 +1,425 @@
+"""``pgolf-data verify``: check every claim of a shard directory's manifest against the files (and the corpus).
+
+Checks, in order: the manifest and the file list (no leftovers, nothing missing or unlisted); the tokenizer artifact's
+sha256; every header (magic, version, count against file size) and sha256; sidecar counts equal to shard counts; the
+official cut (every shard but a split's last holds exactly ``shard_tokens``); token ids inside the vocabulary; BOS at
+the start of each split and once per document (per-shard document counts as recorded); sidecars giving BOS 0 bytes and
+summing to the recorded bytes; with the corpus, each document's sidecar sum against its UTF-8 length, the document
+count and the corpus sha256; and a decode round trip on a sample of documents.
+
+Every failure is collected with its file, byte offset and expected vs found values; nothing stops at the first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .corpus import DocsHasher
+from .manifest import MANIFEST_NAME, TOKENIZER_NAME, Manifest, ManifestError, SplitEntry
+from .shards import HEADER_BYTES, ShardFormatError, ShardSet, file_sha256, parse_shard_filename, read_header
+from .tokenizer.artifact import from_artifact
+from .tokenizer.base import Tokenizer, TokenizerError
+
+
+@dataclass(frozen=True)
+class Failure:
+    check: str
+    where: str  # file, with the byte offset when one applies
+    message: str  # expected vs found
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+KEEP_PER_CHECK = 1000  # failures kept per check; beyond that only counted (a wrong corpus fails every document)
+
+
+@dataclass
+class VerifyReport:
+    directory: Path
+    failures: list[Failure] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)  # failures per check, including those not kept
+    passed: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.counts
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def fail(self, check: str, where: str | Path, message: str) -> None:
+        self.counts[check] = self.counts.get(check, 0) + 1
+        if self.counts[check] <= KEEP_PER_CHECK:
+            self.failures.append(Failure(check, str(where), message))
+
+    def check(self, check: str, description: str, failures_before: int) -> None:
+        """Record ``check`` as passed when it added no failure since ``failures_before`` (a ``total``)."""
+        if self.total == failures_before:
+            self.passed.append(f"{check}: {description}")
+
+    def format(self, limit: int = 20) -> str:
+        lines = []
+        groups: dict[str, list[Failure]] = {}
+        for failure in self.failures:
+            groups.setdefault(failure.check, []).append(failure)
+        for check, group in groups.items():
+            lines.append(f"FAILED {check} ({self.counts[check]}):")
+            lines += [f"  {f}" for f in group[:limit]]
+            if self.counts[check] > limit:
+                lines.append(f"  ... and {self.counts[check] - limit} more")
+        lines += [f"ok     {line}" for line in self.passed]
+        lines += [f"note   {line}" for line in self.notes]
+        verdict = "OK" if self.ok else f"{self.total} failure(s)"
+        lines.append(f"{self.directory}: {verdict}")
+        return "\n".join(lines)
+
+
+def verify(directory: str | Path, *, corpus: Iterable[str] | None = None, sample_docs: int = 16) -> VerifyReport:
+    """Verify the shard directory; ``corpus`` (the documents it was made from) enables the per-document checks."""
+    directory = Path(directory)
+    report = VerifyReport(directory)
+    try:
+        manifest = Manifest.load(directory)
+    except (FileNotFoundError, ManifestError) as e:
+        report.fail("manifest", directory, str(e))
+        return report
+    _check_files(directory, manifest, report)
+    tok = _check_tokenizer(directory, manifest, report)
+    readable = {
+        split: _check_split_files(directory, manifest, split, entry, report) for split, entry in manifest.splits.items()
+    }
+    opened = {split: _open_split(directory, manifest, split, report) for split, ok in readable.items() if ok}
+    starts: dict[str, np.ndarray] = {}
+    sums: dict[str, np.ndarray] = {}
+    for split, shards in opened.items():
+        if shards is not None:
+            starts[split], sums[split] = _check_content(shards, manifest, manifest.splits[split], report)
+    texts: dict[tuple[str, int], str] = {}
+    samples = {split: _sample(len(s), sample_docs) for split, s in starts.items()}
+    if corpus is not None:
+        texts = _check_corpus(corpus, manifest, sums, samples, report)
+    if tok is not None:
+        for split, doc_starts in starts.items():
+            _check_round_trip(opened[split], tok, doc_starts, samples[split], texts, report)  # type: ignore[arg-type]
+    return report
+
+
+# --- files -----------------------------------------------------------------------------------------------------
+
+
+def _check_files(directory: Path, manifest: Manifest, report: VerifyReport) -> None:
+    before = report.total
+    listed = {TOKENIZER_NAME, MANIFEST_NAME}
+    for entry in manifest.splits.values():
+        for shard in entry.shards:
+            listed |= {shard.file} | ({shard.bytes_file} if shard.bytes_file else set())
+    present = {p.name for p in directory.iterdir()}
+    for name in sorted(present):
+        if name.endswith(".tmp"):
+            report.fail("files", directory / name, "temporary file left by an interrupted run")
+        elif name == "resume.json":
+            report.fail("files", directory / name, "resume journal of an unfinished run beside a manifest")
+        elif parse_shard_filename(name) is not None and name not in listed:
+            report.fail("files", directory / name, "shard file not listed in the manifest")
+    for name in sorted(listed - present):
+        report.fail("files", directory / name, "listed in the manifest but missing")
+    report.check("files", f"{len(listed)} files listed, all present, nothing extra", before)
+
+
+def _check_tokenizer(directory: Path, manifest: Manifest, report: VerifyReport) -> Tokenizer | None:
+    path = directory / TOKENIZER_NAME
+    if not path.is_file():
+        return None  # already reported as missing
+    data = path.read_bytes()
+    claimed = manifest.tokenizer["artifact"].get("sha256")
+    actual = hashlib.sha256(data).hexdigest()
+    before = report.total
+    if actual != claimed:
+        report.fail("tokenizer", path, f"sha256 {actual}, manifest says {claimed}")
+        return None
+    try:
+        tok = from_artifact(data, where=str(path))
+    except TokenizerError as e:
+        report.fail("tokenizer", path, str(e))
+        return None
+    for key, value in (("vocab_size", tok.vocab_size), ("bos_id", tok.bos_id), ("lossless", tok.lossless)):
+        if manifest.tokenizer[key] != value:
+            report.fail("tokenizer", path, f"{key} is {value}, manifest says {manifest.tokenizer[key]}")
+    report.check(
+        "tokenizer", f"{TOKENIZER_NAME} sha256 and settings match ({tok.kind}, vocab {tok.vocab_size})", before
+    )
+    return tok
+
+
+def _check_split_files(
+    directory: Path, manifest: Manifest, split: str, entry: SplitEntry, report: VerifyReport
+) -> bool:
+    """Headers, counts, sha256 and the official cut of one split; True when its files are structurally readable."""
+    shard_tokens = int(manifest.config["shard_tokens"])
+    readable = True
+    before = report.total
+    for i, shard in enumerate(entry.shards):
+        token_path = directory / shard.file
+        count = _header(token_path, report)
+        _sha(token_path, shard.sha256, report)
+        if count is None:
+            readable = False
+        else:
+            if count != shard.tokens:
+                report.fail("header", f"{token_path}: offset 8", f"{count} tokens, manifest says {shard.tokens}")
+            last = i == len(entry.shards) - 1
+            if (count != shard_tokens and not last) or count > shard_tokens or count == 0:
+                expected = f"exactly {shard_tokens}" if not last else f"1..{shard_tokens}"
+                report.fail("cut", token_path, f"{count} tokens; a {'last ' if last else ''}shard holds {expected}")
+        if entry.sidecars != (shard.bytes_file is not None):
+            missing = "missing" if entry.sidecars else "unexpected"
+            report.fail("sidecar", token_path, f"sidecar {missing} for this split")
+            readable = False
+            continue
+        if shard.bytes_file is not None:
+            side_path = directory / shard.bytes_file
+            side_count = _header(side_path, report)
+            _sha(side_path, shard.bytes_sha256, report)
+            if side_count is None:
+                readable = False
+            elif count is not None and side_count != count:
+                report.fail("sidecar", f"{side_path}: offset 8", f"{side_count} entries, its shard has {count} tokens")
+                readable = False
+    total = sum(s.tokens for s in entry.shards)
+    if total != entry.tokens:
+        report.fail("manifest", MANIFEST_NAME, f"{split}: shards sum to {total} tokens, the split says {entry.tokens}")
+    files = len(entry.shards) * (2 if entry.sidecars else 1)
+    report.check(f"files {split}", f"{files} headers, counts, sha256 and the {shard_tokens}-token cut", before)
+    return readable
+
+
+def _open_split(directory: Path, manifest: Manifest, split: str, report: VerifyReport) -> ShardSet | None:
+    """The split's shards as the reader sees them, when they are exactly the listed files."""
+    try:
+        shards = ShardSet.open(directory, split, name=manifest.name)  # type: ignore[arg-type]
+    except ShardFormatError as e:
+        report.fail("files", directory, f"{split} shards unreadable as a set: {e}")
+        return None
+    listed = [s.file for s in manifest.splits[split].shards]
+    if [p.name for p in shards.token_files] != listed:
+        return None  # unlisted or missing files, already reported
+    return shards
+
+
+def _header(path: Path, report: VerifyReport) -> int | None:
+    if not path.is_file():
+        return None
+    try:
+        return read_header(path)
+    except ShardFormatError as e:
+        report.fail("header", path, str(e).removeprefix(f"{path}: "))
+        return None
+
+
+def _sha(path: Path, claimed: str | None, report: VerifyReport) -> None:
+    if not path.is_file():
+        return  # reported by the file list check
+    actual = file_sha256(path)
+    if actual != claimed:
+        report.fail("sha256", path, f"sha256 {actual}, manifest says {claimed}")
+
+
+# --- content ---------------------------------------------------------------------------------------------------
+
+
+def _location(shards: ShardSet, position: int) -> str:
+    """``file: offset N`` of a global token position."""
+    offsets = shards.offsets
+    i = int(np.searchsorted(offsets, position, side="right")) - 1
+    return f"{shards.token_files[i]}: offset {HEADER_BYTES + 2 * (position - int(offsets[i]))}"
+
+
+def _check_content(
+    shards: ShardSet, manifest: Manifest, entry: SplitEntry, report: VerifyReport
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ids, BOS placement and sidecar totals of one split; returns document starts and per-document byte sums."""
+    split, bos, vocab = shards.split, manifest.bos_id, int(manifest.tokenizer["vocab_size"])
+    before = report.total
+    for start, tokens, _ in shards.chunks():
+        bad = np.flatnonzero(tokens >= vocab)
+        if bad.size:
+            p = start + int(bad[0])
+            report.fail("ids", _location(shards, p), f"token id {int(tokens[bad[0]])} >= vocab_size {vocab}")
+    report.check(f"ids {split}", f"{shards.num_tokens} tokens inside the vocabulary of {vocab}", before)
+
+    before = report.total
+    first = shards.read(0, min(1, shards.num_tokens))
+    if first.size and first[0] != bos:
+        report.fail("bos", _location(shards, 0), f"the split starts with token {int(first[0])}, not BOS {bos}")
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    starts = shards.doc_starts(bos)
+    if len(starts) != entry.docs:
+        report.fail("bos", split, f"{len(starts)} documents (BOS tokens), manifest says {entry.docs}")
+    per_shard = np.diff(np.searchsorted(starts, shards.offsets))
+    for path, found, shard in zip(shards.token_files, per_shard, entry.shards):
+        if found != shard.docs:
+            report.fail("bos", path, f"{found} documents start here, manifest says {shard.docs}")
+    report.check(f"bos {split}", f"{len(starts)} documents, each starting with BOS {bos}", before)
+
+    sums = np.zeros(0, dtype=np.int64)
+    if not shards.has_bytes:
+        return starts, sums
+    before = report.total
+    offsets = shards.offsets
+    for i, (path, shard) in enumerate(zip(shards.byte_files or (), entry.shards)):
+        counts = shards.byte_counts(i)
+        local = starts[(starts >= offsets[i]) & (starts < offsets[i + 1])] - offsets[i]
+        nonzero = local[counts[local] != 0]
+        if nonzero.size:
+            offset = HEADER_BYTES + 2 * int(nonzero[0])
+            report.fail(
+                "sidecar", f"{path}: offset {offset}", f"BOS counts {int(counts[nonzero[0]])} bytes, expected 0"
+            )
+        total = int(counts.sum(dtype=np.int64))
+        if total != shard.bytes:
+            report.fail("sidecar", path, f"values sum to {total} bytes, manifest says {shard.bytes}")
+    sums = shards.doc_byte_sums(bos)
+    if int(sums.sum()) != entry.bytes:
+        report.fail(
+            "sidecar", split, f"sidecars sum to {int(sums.sum())} bytes, manifest says the documents have {entry.bytes}"
+        )
+    report.check(f"sidecar {split}", f"{len(sums)} documents, {int(sums.sum())} bytes, BOS 0 bytes", before)
+    return starts, sums
+
+
+def _sample(n_docs: int, k: int) -> list[int]:
+    """``k`` document indices spread evenly over the split, first and last included."""
+    return sorted({int(i) for i in np.linspace(0, n_docs - 1, num=min(k, n_docs))}) if n_docs else []
+
+
+def _check_corpus(
+    corpus: Iterable[str],
+    manifest: Manifest,
+    sums: dict[str, np.ndarray],
+    samples: dict[str, list[int]],
+    report: VerifyReport,
+) -> dict[tuple[str, int], str]:
+    """Recompute every document's UTF-8 length, the counts and the corpus sha256; keep the sampled documents."""
+    val_docs = int(manifest.config["val_docs"])
+    max_docs = manifest.config.get("max_docs")
+    wanted = {(split, i) for split, indices in samples.items() for i in indices}
+    texts: dict[tuple[str, int], str] = {}
+    hasher = DocsHasher()
+    split_bytes = {"val": 0, "train": 0}
+    split_docs = {"val": 0, "train": 0}
+    mismatches: dict[str, list[tuple[int, int, int]]] = {"val": [], "train": []}
+    before = report.total
+    for i, doc in enumerate(itertools.islice(corpus, max_docs)):
+        split = "val" if i < val_docs else "train"
+        index = i if split == "val" else i - val_docs
+        before_bytes = hasher.bytes
+        hasher.update(doc)
+        size = hasher.bytes - before_bytes
+        split_bytes[split] += size
+        split_docs[split] += 1
+        if split in sums and index < len(sums[split]) and sums[split][index] != size:
+            mismatches[split].append((index, int(sums[split][index]), size))
+        if (split, index) in wanted:
+            texts[(split, index)] = doc
+    for split, entry in manifest.splits.items():
+        if split_docs[split] != entry.docs:
+            report.fail(
+                "corpus", split, f"the corpus has {split_docs[split]} {split} documents, the manifest {entry.docs}"
+            )
+        if split_bytes[split] != entry.bytes:
+            report.fail(
+                "corpus",
+                split,
+                f"the corpus' {split} documents have {split_bytes[split]} bytes, manifest {entry.bytes}",
+            )
+        for index, found, expected in mismatches[split]:
+            report.fail(
+                "doc-bytes",
+                f"{split} document {index}",
+                f"sidecar bytes sum to {found}, the document has {expected} UTF-8 bytes",
+            )
+    if hasher.hexdigest() != manifest.corpus.get("docs_sha256"):
+        report.fail(
+            "corpus",
+            "corpus",
+            f"documents sha256 {hasher.hexdigest()}, manifest says {manifest.corpus.get('docs_sha256')}",
+        )
+    checked = sum(len(s) for s in sums.values())
+    report.check("corpus", f"{hasher.docs} documents and their sha256; {checked} per-document byte sums", before)
+    return texts
+
+
+def _check_round_trip(
+    shards: ShardSet,
+    tok: Tokenizer,
+    starts: np.ndarray,
+    sample: list[int],
+    texts: dict[tuple[str, int], str],
+    report: VerifyReport,
+) -> None:
+    """Decode sampled documents: lossless tokenizers must give the original text (or, without the corpus, text that
+    encodes back to the same tokens and byte counts); the original text must encode to the stored tokens."""
+    split = shards.split
+    before = report.total
+    ends = np.append(starts[1:], shards.num_tokens)
+    for index in sample:
+        lo, hi = int(starts[index]) + 1, int(ends[index])
+        ids = shards.read(lo, hi)
+        counts = shards.read(lo, hi, sidecar=True) if shards.has_bytes else None
+        where = f"{split} document {index} ({_location(shards, lo - 1)})"
+        original = texts.get((split, index))
+        if original is not None:
+            _compare_encoding(tok, original, ids, counts, where, "the corpus document", report)
+        if not tok.lossless:
+            continue
+        try:
+            decoded = tok.decode(ids)
+        except TokenizerError as e:
+            report.fail("round-trip", where, f"cannot decode: {e}")
+            continue
+        if original is not None and decoded != original:
+            c = next((k for k, (a, b) in enumerate(zip(decoded, original)) if a != b), min(len(decoded), len(original)))
+            report.fail(
+                "round-trip",
+                where,
+                f"decoded text differs at character {c}: "
+                f"expected {original[c : c + 20]!r}, found {decoded[c : c + 20]!r}",
+            )
+        elif original is None:
+            _compare_encoding(tok, decoded, ids, counts, where, "the decoded text", report)
+    how = "decode == corpus text and re-encode" if texts else "decode, then re-encode to the same tokens and bytes"
+    if not tok.lossless:
+        how = "re-encode of the corpus text" if texts else "nothing (lossy tokenizer, no corpus given)"
+        note = f"tokenizer {tok.spec.name!r} ({tok.kind}) is lossy: decoding gives normalized text, not the original"
+        if note not in report.notes:
+            report.notes.append(note)
+    report.check(f"round-trip {split}", f"{len(sample)} sampled documents: {how}", before)
+
+
+def _compare_encoding(
+    tok: Tokenizer, text: str, ids: np.ndarray, counts: np.ndarray | None, where: str, what: str, report: VerifyReport
+) -> None:
+    new_ids, new_counts = tok.encode_with_bytes([text])[0]
+    if len(new_ids) != len(ids) or not np.array_equal(new_ids, ids):
+        k = next((k for k, (a, b) in enumerate(zip(new_ids, ids)) if a != b), min(len(new_ids), len(ids)))
+        report.fail(
+            "round-trip",
+            where,
+            f"{what} encodes to {len(new_ids)} tokens, stored {len(ids)}; first difference at token {k}",
+        )
+    elif counts is not None and not np.array_equal(new_counts, counts):
+        k = int(np.flatnonzero(np.asarray(new_counts) != counts)[0])
+        report.fail(
+            "round-trip",
+            where,
+            f"byte counts differ at token {k}: {what} gives {int(new_counts[k])}, stored {int(counts[k])}",
+        )
