@@ -1,4 +1,4 @@
-"""``pgolf-data``: corpora to tokenizers to official-format shards with exact-BPB byte sidecars.
+"""``pgolf-data``: Corpora to tokenizers to official-format shards with exact-BPB byte sidecars.
 
 Each subcommand is registered by a small module (cli_tokenizer, cli_shards); the library does the work.
 """

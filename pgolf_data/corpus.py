@@ -18,6 +18,7 @@ Validation is always the first N documents, training the rest (the challenge's r
 from __future__ import annotations
 
 import ast
+import functools
 import gzip
 import hashlib
 import io
@@ -314,7 +315,13 @@ def _iter_rows(ds, text_field: str, where: str) -> Iterator[str]:
 
 
 def _read_default(target: str, text_field: str, corpus: Corpus) -> Iterator[str]:
-    yield from embedded_documents()
+    yield from _embedded_cached()
+
+
+@functools.cache
+def _embedded_cached() -> tuple[str, ...]:
+    """Parsing the standard library takes seconds; the ~2 MB result is kept for the process."""
+    return tuple(embedded_documents())
 
 
 # --- the embedded default corpus -------------------------------------------------------------------------------
