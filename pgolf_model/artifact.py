@@ -1,0 +1,269 @@
+"""The model artifact: one file with everything needed to evaluate the model, and nothing over the budget.
+
+Layout: ``b"PGMA"``, format version (1 byte), number of parts (1 byte), then per part its name (1-byte length +
+ASCII), codec id (1 byte, 0 = stored as is, else ``pgolf_data.compress``) and stored length (uint32), then the parts'
+bytes in the same order. Parts:
+
+- ``config``: the run's ``Config`` as canonical JSON;
+- ``tokenizer``: the tokenizer artifact (``tokenizer.pgt``), byte for byte: its length is what the budget counts;
+- ``weights``: the quantized state (``quant.QuantizedState``), compressed (zstd level 22 by default);
+- ``code``: the counted code, the source files needed to load and score the model (``COUNTED_FILES``), compressed.
+
+The model is rebuilt from the artifact's own ``config.py``, ``model.py`` and ``quant.py`` (``build_model``), so the
+counted code is the code that runs. The writer refuses to produce a file over ``LIMIT`` bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.abc
+import importlib.util
+import json
+import os
+import struct
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from pgolf_data.compress import CODEC_IDS, compress, decompress
+
+MAGIC = b"PGMA"
+FORMAT_VERSION = 1
+LIMIT = 16_000_000  # the challenge's cap on code + model bytes (decimal); pgolf also counts the tokenizer
+PARTS = ("config", "tokenizer", "weights", "code")
+_REPO = Path(__file__).resolve().parent.parent
+# Everything the evaluation path runs besides torch/numpy: rebuild the model, read shards, score.
+COUNTED_FILES = (
+    "pgolf_model/config.py",
+    "pgolf_model/model.py",
+    "pgolf_model/quant.py",
+    "pgolf_model/artifact.py",
+    "pgolf_model/evaluate.py",
+    "pgolf_model/runtime.py",
+    "pgolf_data/shards.py",
+    "pgolf_data/compress.py",
+)
+# The counted modules that define the model; build_model imports these from the artifact itself.
+MODEL_MODULES = ("config", "model", "quant")
+
+
+class BudgetError(ValueError):
+    """An artifact (or the estimate for a config) over the byte limit; the message says by how much."""
+
+
+class ArtifactError(ValueError):
+    """A file that is not a well-formed model artifact."""
+
+
+def codec_for(name: str) -> tuple[str, ...]:
+    return ("zstd", "lzma", "brotli") if name == "best" else (name,)
+
+
+def counted_code() -> dict[str, bytes]:
+    return {path: (_REPO / path).read_bytes() for path in COUNTED_FILES}
+
+
+def pack_code(files: dict[str, bytes]) -> bytes:
+    """Files as ``uint16 path length, path, uint32 size, bytes``, in the given order."""
+    out = bytearray()
+    for path, data in files.items():
+        name = path.encode()
+        out += struct.pack("<H", len(name)) + name + struct.pack("<I", len(data)) + data
+    return bytes(out)
+
+
+def unpack_code(blob: bytes) -> dict[str, bytes]:
+    files, pos = {}, 0
+    while pos < len(blob):
+        (n,) = struct.unpack_from("<H", blob, pos)
+        path = blob[pos + 2 : pos + 2 + n].decode()
+        (size,) = struct.unpack_from("<I", blob, pos + 2 + n)
+        start = pos + 6 + n
+        files[path] = blob[start : start + size]
+        pos = start + size
+    return files
+
+
+def pack(parts: dict[str, tuple[int, bytes]]) -> bytes:
+    """``{name: (codec_id, stored_bytes)}`` -> the artifact file's bytes."""
+    head = MAGIC + bytes([FORMAT_VERSION, len(parts)])
+    for name, (codec, data) in parts.items():
+        head += bytes([len(name)]) + name.encode("ascii") + bytes([codec]) + struct.pack("<I", len(data))
+    return head + b"".join(data for _, data in parts.values())
+
+
+def build(
+    config_dict: dict, tokenizer_bytes: bytes, weights: bytes, code: dict[str, bytes], weights_codec: str = "zstd"
+) -> bytes:
+    config_json = json.dumps(config_dict, sort_keys=True, separators=(",", ":")).encode()
+    return pack(
+        {
+            "config": compress(config_json),
+            "tokenizer": (0, tokenizer_bytes),
+            "weights": compress(weights, codec_for(weights_codec)),
+            "code": compress(pack_code(code)),
+        }
+    )
+
+
+def write(path: str | os.PathLike, data: bytes, limit: int = LIMIT) -> Path:
+    """Write atomically; refuse (BudgetError, nothing written) when ``data`` is over ``limit`` bytes."""
+    if len(data) > limit:
+        sizes = ", ".join(f"{name} {size:,}" for name, size in part_sizes(data).items())
+        raise BudgetError(
+            f"artifact is {len(data):,} bytes, over the {limit:,}-byte limit by {len(data) - limit:,} ({sizes}); "
+            f"not written to {path}"
+        )
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def _parse(data: bytes, where: str) -> dict[str, tuple[int, bytes]]:
+    if data[:4] != MAGIC:
+        raise ArtifactError(f"{where}: not a pgolf model artifact (magic {data[:4]!r}, expected {MAGIC!r})")
+    if len(data) < 6 or data[4] != FORMAT_VERSION:
+        version = data[4] if len(data) > 4 else "missing"
+        raise ArtifactError(f"{where}: artifact format version {version}, this pgolf reads {FORMAT_VERSION}")
+    pos, entries = 6, []
+    for _ in range(data[5]):
+        if pos >= len(data):
+            raise ArtifactError(f"{where}: truncated part table at byte {pos}")
+        n = data[pos]
+        name = data[pos + 1 : pos + 1 + n].decode("ascii", "replace")
+        codec = data[pos + 1 + n]
+        (size,) = struct.unpack_from("<I", data, pos + 2 + n)
+        entries.append((name, codec, size))
+        pos += 6 + n
+    parts = {}
+    for name, codec, size in entries:
+        if pos + size > len(data):
+            raise ArtifactError(f"{where}: part {name!r} needs bytes {pos}..{pos + size}, file has {len(data)}")
+        parts[name] = (codec, data[pos : pos + size])
+        pos += size
+    if pos != len(data):
+        raise ArtifactError(f"{where}: {len(data) - pos} unexpected bytes after the last part")
+    missing = [p for p in PARTS if p not in parts]
+    if missing:
+        raise ArtifactError(f"{where}: missing part(s) {', '.join(missing)}")
+    return parts
+
+
+def part_sizes(data: bytes, where: str = "artifact") -> dict[str, int]:
+    """Stored bytes per part, plus ``container`` (magic, version and part table); sums to ``len(data)``."""
+    parts = _parse(data, where)
+    sizes = {name: len(stored) for name, (_, stored) in parts.items()}
+    return {**sizes, "container": len(data) - sum(sizes.values())}
+
+
+@dataclass(frozen=True)
+class Artifact:
+    path: str
+    config: dict
+    tokenizer_bytes: bytes
+    weights: bytes  # serialized QuantizedState, decompressed
+    code: dict[str, bytes]
+    sizes: dict[str, int]
+    weights_codec: str
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.sizes.values())
+
+    def tokenizer(self):
+        from pgolf_data.tokenizer.artifact import from_artifact
+
+        return from_artifact(self.tokenizer_bytes, where=f"{self.path}: tokenizer part")
+
+
+def read(path: str | os.PathLike) -> Artifact:
+    path = str(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no model artifact at {path}")
+    data = Path(path).read_bytes()
+    parts = _parse(data, path)
+
+    def open_part(name: str) -> bytes:
+        codec, stored = parts[name]
+        if codec == 0:
+            return stored
+        try:
+            return decompress(codec, stored)
+        except Exception as e:  # any codec failure means the same thing: a corrupt part
+            raise ArtifactError(f"{path}: part {name!r} does not decompress: {e}") from None
+
+    codec_names = {cid: name for name, cid in CODEC_IDS.items()}
+    return Artifact(
+        path=path,
+        config=json.loads(open_part("config")),
+        tokenizer_bytes=open_part("tokenizer"),
+        weights=open_part("weights"),
+        code=unpack_code(open_part("code")),
+        sizes=part_sizes(data, path),
+        weights_codec=codec_names.get(parts["weights"][0], "stored"),
+    )
+
+
+class _CodeImporter(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Serves ``<package>.<module>`` from source held in memory."""
+
+    def __init__(self, package: str, sources: dict[str, bytes], origin: str) -> None:
+        self.package, self.sources, self.origin = package, sources, origin
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname == self.package:
+            return importlib.util.spec_from_loader(fullname, self, is_package=True)
+        prefix, _, name = fullname.rpartition(".")
+        if prefix == self.package and name in self.sources:
+            return importlib.util.spec_from_loader(fullname, self, origin=f"{self.origin}:{name}.py")
+        return None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module) -> None:
+        name = module.__name__.rpartition(".")[2]
+        if module.__name__ != self.package:
+            exec(compile(self.sources[name], f"{self.origin}:pgolf_model/{name}.py", "exec"), module.__dict__)
+
+
+def model_modules(art: Artifact) -> dict[str, object]:
+    """The artifact's own ``config``, ``model`` and ``quant`` modules, imported from its counted code."""
+    sources = {}
+    for name in MODEL_MODULES:
+        key = f"pgolf_model/{name}.py"
+        if key not in art.code:
+            raise ArtifactError(f"{art.path}: the counted code has no {key}")
+        sources[name] = art.code[key]
+    digest = hashlib.sha256(b"".join(sources[n] for n in MODEL_MODULES)).hexdigest()[:16]
+    package = f"_pgolf_artifact_{digest}"
+    if package not in sys.modules:
+        importer = _CodeImporter(package, sources, art.path)
+        sys.meta_path.insert(0, importer)
+        try:
+            for name in MODEL_MODULES:
+                importlib.import_module(f"{package}.{name}")
+        finally:
+            sys.meta_path.remove(importer)
+    return {name: sys.modules[f"{package}.{name}"] for name in MODEL_MODULES}
+
+
+def build_model(art: Artifact, *, device="cpu", embedded_code: bool = True):
+    """``(model, config)`` with dequantized weights, from the artifact's own code (or the installed package's)."""
+    if embedded_code:
+        mods = model_modules(art)
+        config_mod, model_mod, quant_mod = mods["config"], mods["model"], mods["quant"]
+    else:
+        from . import config as config_mod
+        from . import model as model_mod
+        from . import quant as quant_mod
+    cfg = config_mod.Config.from_dict(art.config, where=f"{art.path}: config")
+    model = model_mod.GPT(cfg.model)
+    state = quant_mod.QuantizedState.from_bytes(art.weights, where=f"{art.path}: weights").dequantize()
+    model.load_state_dict(state, strict=True)
+    return model.to(device), cfg

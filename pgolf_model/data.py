@@ -1,0 +1,92 @@
+"""The distributed training loader over a split's shards.
+
+A batch is a pure function of ``(step, micro_step, rank)``: there is no iterator state, so a run resumes at any
+step by asking for that step's batch, and every rank reads only its own slice of the token stream.
+
+The unit is a *slot*: ``device_batch_tokens`` consecutive input tokens plus one for the shifted targets. Slot
+``k = (step * grad_accum + micro_step) * world_size + rank``. With ``shuffle=False`` slot ``k`` is stream positions
+``[k (D+1), (k+1)(D+1))``, the official baseline's order, so one process with accumulation 2 and two processes
+without it read the same tokens for the same step. With ``shuffle=True`` each row of a slot is a ``seq_len + 1``
+window picked by a seeded permutation of all windows, a fresh permutation per epoch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pgolf_data.shards import ShardSet
+
+
+class TokenStream:
+    """The shards of one split as one virtual array, read by position (wrapping around at the end)."""
+
+    def __init__(self, shards: ShardSet) -> None:
+        self.parts = [shards.tokens(i) for i in range(len(shards.token_files))]
+        self.starts = np.cumsum([0] + [len(p) for p in self.parts])
+        self.total = int(self.starts[-1])
+        if self.total < 2:
+            raise ValueError(f"{shards.directory}: the {shards.split} split has {self.total} tokens, need >= 2")
+
+    def read(self, start: int, n: int) -> np.ndarray:
+        """``n`` tokens from ``start`` (taken modulo the stream length), as int64."""
+        out = np.empty(n, dtype=np.int64)
+        pos, filled = start % self.total, 0
+        while filled < n:
+            part = int(np.searchsorted(self.starts, pos, side="right")) - 1
+            offset = pos - int(self.starts[part])
+            take = min(n - filled, len(self.parts[part]) - offset)
+            out[filled : filled + take] = self.parts[part][offset : offset + take]
+            filled += take
+            pos = (pos + take) % self.total
+        return out
+
+
+class TrainLoader:
+    def __init__(
+        self,
+        shards: ShardSet,
+        *,
+        seq_len: int,
+        device_batch_tokens: int,
+        grad_accum: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        shuffle: bool = False,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        assert device_batch_tokens % seq_len == 0, "device_batch_tokens must be a multiple of seq_len"
+        self.stream = TokenStream(shards)
+        self.seq_len, self.slot_tokens, self.rows = seq_len, device_batch_tokens, device_batch_tokens // seq_len
+        self.grad_accum, self.rank, self.world_size = grad_accum, rank, world_size
+        self.seed, self.shuffle, self.device = seed, shuffle, torch.device(device)
+        self.num_windows = (self.stream.total - 1) // seq_len
+        if shuffle and self.num_windows < 1:
+            raise ValueError(f"{shards.directory}: {self.stream.total} training tokens, fewer than one window")
+        self._perm: tuple[int, np.ndarray] | None = None
+
+    def slot(self, step: int, micro_step: int) -> int:
+        return (step * self.grad_accum + micro_step) * self.world_size + self.rank
+
+    def _window(self, row: int) -> int:
+        epoch, i = divmod(row, self.num_windows)
+        if self._perm is None or self._perm[0] != epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            self._perm = (epoch, rng.permutation(self.num_windows))
+        return int(self._perm[1][i])
+
+    def tokens(self, step: int, micro_step: int) -> np.ndarray:
+        """The slot's tokens as (rows, seq_len + 1): inputs are ``[:, :-1]``, targets ``[:, 1:]``."""
+        k, L = self.slot(step, micro_step), self.seq_len
+        if not self.shuffle:
+            flat = self.stream.read(k * (self.slot_tokens + 1), self.slot_tokens + 1)
+            return np.lib.stride_tricks.sliding_window_view(flat, L + 1)[::L]
+        return np.stack([self.stream.read(self._window(k * self.rows + j) * L, L + 1) for j in range(self.rows)])
+
+    def batch(self, step: int, micro_step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets (rows, seq_len) on the loader's device."""
+        rows = torch.from_numpy(np.ascontiguousarray(self.tokens(step, micro_step)))
+        if self.device.type == "cuda":
+            rows = rows.pin_memory().to(self.device, non_blocking=True)
+        return rows[:, :-1], rows[:, 1:]

@@ -1,0 +1,207 @@
+"""The GPT: the challenge baseline's architecture, written so the record stack's switches slot in.
+
+Notable features (the 2026-03-17 naive baseline, 1.2244 BPB; STACK = ../shared/research/stack.md section 10):
+- weightless RMSNorm before attention, before the MLP, on the embeddings and before the head;
+- rotary position embeddings (RoPE, base 1e4) on RMS-normed queries and keys, with a learned per-head query gain;
+- grouped-query attention through ``F.scaled_dot_product_attention`` (8 query heads share 4 KV heads);
+- ReLU^2 MLP (from modded-nanogpt, https://arxiv.org/abs/2109.08668);
+- per-block residual mix with the embedding stream x0 and per-channel output scales;
+- U-Net skips: the first half of the layer sequence pushes its outputs, the second half pops them in reverse;
+- tied input/output embeddings and a tanh logit soft-cap (Gemma 2, cap 30).
+
+The layer sequence is a list of physical block indices (``encoder_layers``, ``decoder_layers``), so depth recurrence
+is a different list, not a rewrite. Parameters live in fp32; on CUDA the training loop runs the forward pass under
+bf16 autocast.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import ModelConfig
+
+
+def rms_norm(x: Tensor) -> Tensor:
+    return F.rms_norm(x, (x.size(-1),))
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding on the first ``rot_dim`` channels of each head (all of them in the baseline)."""
+
+    def __init__(self, rot_dim: int, base: float) -> None:
+        super().__init__()
+        self.rot_dim = rot_dim
+        inv_freq = 1.0 / (base ** (torch.arange(0, rot_dim, 2, dtype=torch.float32) / rot_dim))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Rotate channel pairs (i, i + rot_dim/2) of ``x`` (B, H, T, D) by position-dependent angles."""
+        t = torch.arange(x.size(-2), device=x.device, dtype=torch.float32)
+        freqs = torch.outer(t, self.inv_freq)  # (T, rot_dim/2); recomputed per call, cheap and compile-friendly
+        cos, sin = freqs.cos().to(x.dtype), freqs.sin().to(x.dtype)
+        half = self.rot_dim // 2
+        x1, x2, rest = x[..., :half], x[..., half : self.rot_dim], x[..., self.rot_dim :]
+        return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin, rest), dim=-1)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        kv_dim = cfg.num_kv_heads * cfg.head_dim
+        self.c_q = nn.Linear(cfg.model_dim, cfg.model_dim, bias=False)
+        self.c_k = nn.Linear(cfg.model_dim, kv_dim, bias=False)
+        self.c_v = nn.Linear(cfg.model_dim, kv_dim, bias=False)
+        self.proj = nn.Linear(cfg.model_dim, cfg.model_dim, bias=False)
+        # With q and k RMS-normed, attention logits are bounded; this learned per-head gain is the temperature.
+        self.q_gain = nn.Parameter(torch.full((cfg.num_heads,), cfg.qk_gain_init))
+        self.rotary = Rotary(cfg.head_dim, cfg.rope_base)
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, T, C = x.shape
+        q = self.c_q(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        k = self.c_k(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
+        v = self.c_v(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q, k = self.rotary(rms_norm(q)), self.rotary(rms_norm(k))
+        q = q * self.q_gain.to(q.dtype)[None, :, None, None]
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.num_kv_heads != self.num_heads)
+        y = y.transpose(1, 2).reshape(B, T, C)
+        return self.proj(y)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        hidden = cfg.mlp_mult * cfg.model_dim
+        self.fc = nn.Linear(cfg.model_dim, hidden, bias=False)
+        self.proj = nn.Linear(hidden, cfg.model_dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(F.relu(self.fc(x)).square())
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.attn = CausalSelfAttention(cfg, layer_idx)
+        self.mlp = MLP(cfg)
+        self.attn_scale = nn.Parameter(torch.ones(cfg.model_dim))
+        self.mlp_scale = nn.Parameter(torch.ones(cfg.model_dim))
+        # x <- mix[0] * x + mix[1] * x0: each block may pull the embedding stream back in (init: identity).
+        self.resid_mix = nn.Parameter(torch.stack((torch.ones(cfg.model_dim), torch.zeros(cfg.model_dim))))
+
+    def forward(self, x: Tensor, x0: Tensor) -> Tensor:
+        mix = self.resid_mix.to(x.dtype)
+        x = mix[0] * x + mix[1] * x0
+        x = x + self.attn_scale.to(x.dtype) * self.attn(rms_norm(x))
+        return x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.model_dim)
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))
+        # The virtual layer sequence, as physical block indices: encoder outputs feed the decoder in reverse.
+        half = cfg.num_layers // 2
+        self.encoder_layers = list(range(half))
+        self.decoder_layers = list(range(half, cfg.num_layers))
+        num_skips = min(len(self.encoder_layers), len(self.decoder_layers))
+        self.skip_weights = nn.Parameter(torch.ones(num_skips, cfg.model_dim))
+        self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.model_dim, cfg.vocab_size, bias=False)
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Initialization, as the baseline:
+
+        | tensor                              | init                                   |
+        |-------------------------------------|----------------------------------------|
+        | tok_emb (tied)                      | N(0, tied_embed_init_std^2)            |
+        | tok_emb (untied)                    | N(0, 1)                                |
+        | c_q, c_k, c_v, mlp.fc               | U(-1/sqrt(fan_in), 1/sqrt(fan_in))     |
+        | attn.proj, mlp.proj, lm_head        | 0 (each block starts as the identity)  |
+        | q_gain / scales / resid_mix / skips | qk_gain_init / 1 / (1, 0) / 1          |
+        """
+        std = self.cfg.tied_embed_init_std if self.cfg.tie_embeddings else 1.0
+        nn.init.normal_(self.tok_emb.weight, mean=0.0, std=std)
+        for block in self.blocks:
+            for lin in (block.attn.c_q, block.attn.c_k, block.attn.c_v, block.mlp.fc):
+                bound = 1.0 / math.sqrt(lin.in_features)
+                nn.init.uniform_(lin.weight, -bound, bound)
+            nn.init.zeros_(block.attn.proj.weight)
+            nn.init.zeros_(block.mlp.proj.weight)
+            block.attn.q_gain.fill_(self.cfg.qk_gain_init)
+            block.attn_scale.fill_(1.0)
+            block.mlp_scale.fill_(1.0)
+            block.resid_mix[0].fill_(1.0)
+            block.resid_mix[1].fill_(0.0)
+        self.skip_weights.fill_(1.0)
+        if self.lm_head is not None:
+            nn.init.zeros_(self.lm_head.weight)
+
+    def param_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
+        """Parameters by optimizer group: ``matrix`` (Muon), ``embed``, ``head``, ``scalar`` (Adam).
+
+        Every parameter is in exactly one group (asserted), so a new tensor must be placed here on purpose.
+        """
+        matrix_ids = {id(m.weight) for block in self.blocks for m in block.modules() if isinstance(m, nn.Linear)}
+        groups: dict[str, list[tuple[str, nn.Parameter]]] = {"matrix": [], "embed": [], "head": [], "scalar": []}
+        for name, p in self.named_parameters():
+            if id(p) in matrix_ids:
+                groups["matrix"].append((name, p))
+            elif p is self.tok_emb.weight:
+                groups["embed"].append((name, p))
+            elif self.lm_head is not None and p is self.lm_head.weight:
+                groups["head"].append((name, p))
+            else:
+                groups["scalar"].append((name, p))
+        assert sum(len(g) for g in groups.values()) == len(list(self.parameters())), "a parameter is in two groups"
+        return groups
+
+    def hidden(self, idx: Tensor) -> Tensor:
+        """Final normed hidden states (B, T, C) for token ids (B, T)."""
+        x = rms_norm(self.tok_emb(idx))
+        x0 = x
+        skips: list[Tensor] = []
+        for i in self.encoder_layers:
+            x = self.blocks[i](x, x0)
+            skips.append(x)
+        for j, i in enumerate(self.decoder_layers):
+            if skips:
+                x = x + self.skip_weights[j].to(x.dtype) * skips.pop()
+            x = self.blocks[i](x, x0)
+        return rms_norm(x)
+
+    def logits(self, idx: Tensor) -> Tensor:
+        """Soft-capped logits (B, T, V) in fp32."""
+        x = self.hidden(idx)
+        weight = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
+        z = F.linear(x, weight.to(x.dtype)).float()
+        cap = self.cfg.logit_softcap
+        return cap * torch.tanh(z / cap) if cap > 0 else z
+
+    def forward(self, idx: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
+        """Cross-entropy in nats: a scalar for ``reduction="mean"``, (B, T) for ``"none"``."""
+        logits = self.logits(idx)
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction=reduction)
+        return loss if reduction != "none" else loss.view_as(targets)
+
+
+def count_parameters(cfg: ModelConfig) -> int:
+    """Parameter count without allocating (built on the meta device)."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in GPT(cfg).parameters())
+
+
+def parameter_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """``state_dict`` names and shapes without allocating."""
+    with torch.device("meta"):
+        return {name: tuple(t.shape) for name, t in GPT(cfg).state_dict().items()}

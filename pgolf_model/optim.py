@@ -1,0 +1,147 @@
+"""Optimizers and the learning-rate schedule.
+
+``Muon`` updates 2-D weight matrices with the orthogonalized momentum; Adam handles the embedding, the untied head,
+and every gain, mix and skip weight (``GPT.param_groups`` decides which is which).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from .config import OptimConfig
+
+# Quintic Newton-Schulz coefficients (a, b, c) of Muon's reference implementation: chosen to push every singular
+# value of the normalized input quickly into roughly [0.7, 1.2] rather than to converge exactly to 1.
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+
+
+def newton_schulz(G: Tensor, steps: int, dtype: torch.dtype = torch.bfloat16, eps: float = 1e-7) -> Tensor:
+    """Approximately orthogonalize a 2-D matrix: ``U V^T`` of its SVD ``U S V^T``, with every singular value near 1.
+
+    Each step maps ``X <- a X + (b A + c A^2) X`` with ``A = X X^T``, an odd polynomial in the singular values.
+    Runs in ``dtype``: bf16 on GPUs as the reference implementation does, fp32 on CPUs (where bf16 is slow).
+    """
+    assert G.ndim == 2, f"Newton-Schulz needs a matrix, got shape {tuple(G.shape)}"
+    X = G.to(dtype)
+    X = X / (X.norm() + eps)  # spectral norm <= Frobenius norm <= 1, inside the iteration's basin
+    transposed = X.size(0) > X.size(1)
+    if transposed:  # iterate on the wide orientation: A = X X^T is the smaller Gram matrix
+        X = X.T
+    a, b, c = NS_COEFFICIENTS
+    for _ in range(steps):
+        A = X @ X.T
+        X = a * X + (b * A + c * A @ A) @ X
+    return X.T if transposed else X
+
+
+class Muon(torch.optim.Optimizer):
+    """Muon: momentum SGD whose update is orthogonalized by a Newton-Schulz iteration.
+
+    Source: Keller Jordan et al., "Muon: An optimizer for hidden layers in neural networks" (2024),
+    https://kellerjordan.github.io/posts/muon/ and github.com/KellerJordan/modded-nanogpt; this is the variant of the
+    Parameter Golf baseline: Nesterov momentum ``buf = mu buf + g; u = g + mu buf``, orthogonalize ``u``, scale by
+    ``sqrt(max(1, rows/cols))`` so tall matrices get the same per-element step size, ``p -= lr * update``.
+
+    Only for 2-D hidden-layer weights. Embeddings, output heads, and gains/biases/vectors must use Adam: their
+    gradients are not "matrix-like" and orthogonalizing them hurts.
+
+    Under ``torch.distributed`` the gradients must already be averaged (DDP does it); each rank then orthogonalizes
+    every world_size-th matrix and one all-reduce shares the updates, so the Newton-Schulz work is split, not repeated.
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float,
+        momentum: float,
+        ns_steps: int,
+        nesterov: bool = True,
+        ns_dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(params, dict(lr=lr, momentum=momentum, ns_steps=ns_steps, nesterov=nesterov))
+        self.ns_dtype = ns_dtype
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        distributed = dist.is_available() and dist.is_initialized()
+        world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
+        for group in self.param_groups:
+            params = group["params"]
+            if not params:
+                continue
+            flat = torch.zeros(sum(p.numel() for p in params), device=params[0].device, dtype=params[0].dtype)
+            offset = 0
+            for i, p in enumerate(params):
+                if p.grad is not None:
+                    # Every rank keeps every momentum buffer (cheap), so rank 0's checkpoint holds the full state.
+                    buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad))
+                    buf.mul_(group["momentum"]).add_(p.grad)
+                    if i % world == rank:
+                        u = p.grad.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
+                        dtype = self.ns_dtype or (torch.bfloat16 if u.is_cuda else torch.float32)
+                        u = newton_schulz(u, group["ns_steps"], dtype=dtype)
+                        u = u * max(1.0, u.size(0) / u.size(1)) ** 0.5
+                        flat[offset : offset + p.numel()] = u.reshape(-1)
+                offset += p.numel()
+            if distributed and world > 1:
+                dist.all_reduce(flat)
+            offset = 0
+            for p in params:
+                p.add_(flat[offset : offset + p.numel()].view_as(p), alpha=-group["lr"])
+                offset += p.numel()
+
+
+def build_optimizers(model, cfg: OptimConfig) -> list[torch.optim.Optimizer]:
+    """Muon for the block matrices, Adam for the rest; each group records its ``base_lr`` for the schedule."""
+    groups = model.param_groups()
+    embed_lr = cfg.tied_embed_lr if model.lm_head is None else cfg.embed_lr
+    fused = next(model.parameters()).is_cuda
+    adam_groups = [
+        {"params": [p for _, p in groups[name]], "lr": lr, "base_lr": lr, "name": name}
+        for name, lr in (("embed", embed_lr), ("head", cfg.head_lr), ("scalar", cfg.scalar_lr))
+        if groups[name]
+    ]
+    adam = torch.optim.Adam(adam_groups, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, fused=fused)
+    muon = Muon(
+        [p for _, p in groups["matrix"]], lr=cfg.matrix_lr, momentum=cfg.muon_momentum, ns_steps=cfg.muon_ns_steps
+    )
+    for group in muon.param_groups:
+        group["base_lr"], group["name"] = cfg.matrix_lr, "matrix"
+    return [adam, muon]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Learning-rate multiplier and Muon momentum as functions of the step.
+
+    The warm-down is linear to 0 over the last ``warmdown_steps`` of ``total_steps``. Under a wall-clock limit the
+    trainer passes the projected total (the step at which time runs out at the current pace), which is the baseline's
+    time-based warm-down written in steps.
+    """
+
+    cfg: OptimConfig
+
+    def lr_scale(self, step: int, total_steps: int) -> float:
+        warmup, warmdown = self.cfg.lr_warmup_steps, self.cfg.warmdown_steps
+        scale = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
+        if warmdown > 0 and step >= total_steps - warmdown:
+            scale = min(scale, max(total_steps - step, 0) / warmdown)
+        return scale
+
+    def muon_momentum(self, step: int) -> float:
+        n = self.cfg.muon_momentum_warmup_steps
+        frac = min(step / n, 1.0) if n > 0 else 1.0
+        return (1 - frac) * self.cfg.muon_momentum_start + frac * self.cfg.muon_momentum
+
+    def apply(self, optimizers: list[torch.optim.Optimizer], step: int, total_steps: int) -> float:
+        scale = self.lr_scale(step, total_steps)
+        for opt in optimizers:
+            for group in opt.param_groups:
+                group["lr"] = group["base_lr"] * scale
+                if isinstance(opt, Muon):
+                    group["momentum"] = self.muon_momentum(step)
+        return scale

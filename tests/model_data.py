@@ -1,0 +1,61 @@
+"""Shard directories for the pgolf_model tests, written here so they do not depend on the sharding pipeline.
+
+Documents are encoded with the byte-level tokenizer (``pgolf_data.tokenizer.pure_bytes``): BOS, then one token per
+UTF-8 byte, each accounting for one byte; BOS accounts for none.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pgolf_data.shards import shard_filename, write_shard
+from pgolf_data.tokenizer import artifact as tok_artifact
+from pgolf_data.tokenizer.pure_bytes import ByteTokenizer
+from pgolf_data.tokenizer.spec import TokenizerSpec
+
+
+def byte_tokenizer() -> ByteTokenizer:
+    return ByteTokenizer(TokenizerSpec(name="bytes260", kind="bytes", vocab_size=260))
+
+
+def encode_stream(tok, docs: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The shard stream of ``docs``: per document BOS + ids, and the matching byte counts."""
+    ids, counts = [], []
+    for doc_ids, doc_bytes in tok.encode_with_bytes(docs):
+        ids += [np.array([tok.bos_id]), doc_ids]
+        counts += [np.array([0]), doc_bytes]
+    return np.concatenate(ids).astype(np.int64), np.concatenate(counts).astype(np.int64)
+
+
+def write_split(
+    directory: Path, split: str, tokens: np.ndarray, counts: np.ndarray, shards: int = 1, name: str = "test"
+) -> None:
+    for i, (t, c) in enumerate(zip(np.array_split(tokens, shards), np.array_split(counts, shards))):
+        write_shard(directory / shard_filename(name, split, i), t)
+        write_shard(directory / shard_filename(name, split, i, sidecar=True), c)
+
+
+def make_dataset(root: Path, train_docs: list[str], val_docs: list[str], train_shards: int = 2) -> tuple[Path, Path]:
+    """``(data_dir, tokenizer_dir)`` with byte-tokenized train and val splits."""
+    tok = byte_tokenizer()
+    tok_dir = root / "tokenizer"
+    if not tok_dir.exists():
+        tok_artifact.save(tok, tok_dir, report={})
+    data = root / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    write_split(data, "train", *encode_stream(tok, train_docs), shards=train_shards)
+    write_split(data, "val", *encode_stream(tok, val_docs))
+    return data, tok_dir
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: the test machine's cores are shared, and oversubscribed torch threads stall each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

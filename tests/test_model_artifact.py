@@ -1,0 +1,136 @@
+"""The one-file artifact: round trip, its own counted code runs, the budget limit, corrupt files, the budget CLI."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from model_data import byte_tokenizer, one_thread  # noqa: F401 (autouse fixture)
+
+from pgolf_data.tokenizer.artifact import save as save_tokenizer
+from pgolf_data.tokenizer.artifact import to_artifact
+from pgolf_model import artifact, budget
+from pgolf_model.config import preset
+from pgolf_model.model import GPT
+from pgolf_model.quant import QuantizedState
+
+
+@pytest.fixture(scope="module")
+def built():
+    cfg = preset("smoke").override({"model.vocab_size": 260})
+    torch.manual_seed(0)
+    model = GPT(cfg.model)
+    for p in model.parameters():
+        p.data += 0.02 * torch.randn_like(p)
+    tok_bytes = to_artifact(byte_tokenizer())
+    weights = QuantizedState.quantize(model.state_dict(), cfg.quant).to_bytes()
+    data = artifact.build(cfg.to_dict(), tok_bytes, weights, artifact.counted_code(), cfg.quant.codec)
+    return cfg, model, tok_bytes, data
+
+
+def test_round_trip(built, tmp_path):
+    cfg, _, tok_bytes, data = built
+    path = artifact.write(tmp_path / "m.pga", data)
+    art = artifact.read(path)
+    assert art.config == cfg.to_dict()
+    assert art.tokenizer_bytes == tok_bytes and art.tokenizer().vocab_size == 260
+    assert art.code == artifact.counted_code()
+    assert art.total_bytes == len(data) == path.stat().st_size
+    assert set(art.sizes) == {*artifact.PARTS, "container"} and art.weights_codec == "zstd"
+
+
+def test_the_model_is_rebuilt_by_the_artifacts_own_code(built, tmp_path):
+    _, model, _, data = built
+    art = artifact.read(artifact.write(tmp_path / "m.pga", data))
+    embedded, _ = artifact.build_model(art)
+    host, _ = artifact.build_model(art, embedded_code=False)
+    assert type(embedded).__module__.startswith("_pgolf_artifact_") and type(host) is GPT
+    x = torch.randint(0, 260, (2, 32), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(embedded.logits(x), host.logits(x))
+    quantized = (embedded.logits(x) - model.logits(x)).abs().max()
+    assert 0 < quantized < 0.05  # int8 rounding moved the logits, a little
+    # Change the counted model code: the rebuilt model changes with it, so the counted code is what runs.
+    code = dict(art.code)
+    code["pgolf_model/model.py"] = code["pgolf_model/model.py"].replace(
+        b"return cap * torch.tanh(z / cap) if cap > 0 else z", b"return 2 * z"
+    )
+    weights = QuantizedState.from_bytes(art.weights).to_bytes()
+    patched = artifact.read(
+        artifact.write(tmp_path / "p.pga", artifact.build(art.config, art.tokenizer_bytes, weights, code))
+    )
+    changed, _ = artifact.build_model(patched)
+    assert not torch.allclose(changed.logits(x), embedded.logits(x))
+
+
+def test_writer_refuses_a_file_over_the_limit(built, tmp_path):
+    *_, data = built
+    target = tmp_path / "big.pga"
+    with pytest.raises(artifact.BudgetError, match=rf"over the 10,000-byte limit by {len(data) - 10_000:,}"):
+        artifact.write(target, data, limit=10_000)
+    assert not target.exists() and not list(tmp_path.iterdir())
+
+
+def test_config_that_cannot_fit_is_refused_with_the_overflow():
+    cfg = preset("baseline").override({"model.num_layers": 12})
+    with pytest.raises(artifact.BudgetError, match=r"over the 16,000,000-byte limit by [\d,]+ \(.*at 8 bits\)"):
+        budget.check(cfg, 20_000)
+    sizes = budget.check(preset("baseline"), 20_000)  # the baseline itself fits
+    assert sum(sizes.values()) < artifact.LIMIT
+
+
+def test_weight_estimate_is_close_for_gaussian_weights():
+    cfg = preset("smoke").override({"model.vocab_size": 260, "model.model_dim": 128})
+    torch.manual_seed(0)
+    model = GPT(cfg.model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p))
+    actual = len(
+        artifact.build(
+            cfg.to_dict(), b"", QuantizedState.quantize(model.state_dict(), cfg.quant).to_bytes(), {}, cfg.quant.codec
+        )
+    )
+    estimate = budget.estimate(cfg, 0)
+    expected = estimate["weights"] + estimate["config"] + estimate["container"] + len(artifact.pack_code({}))
+    assert abs(expected - actual) / actual < 0.03
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: b"PGTK" + d[4:], "not a pgolf model artifact"),
+        (lambda d: d[:4] + b"\x09" + d[5:], "format version 9"),
+        (lambda d: d[:-10], "needs bytes"),
+        (lambda d: d + b"x", "1 unexpected bytes"),
+    ],
+)
+def test_corrupt_artifacts_are_errors(built, tmp_path, mutate, message):
+    *_, data = built
+    path = tmp_path / "bad.pga"
+    path.write_bytes(mutate(data))
+    with pytest.raises(artifact.ArtifactError, match=message):
+        artifact.read(path)
+
+
+def test_missing_part_is_an_error(tmp_path):
+    path = tmp_path / "m.pga"
+    path.write_bytes(artifact.pack({"config": (0, b"{}"), "tokenizer": (0, b"")}))
+    with pytest.raises(artifact.ArtifactError, match="missing part"):
+        artifact.read(path)
+
+
+def test_budget_cli_prints_parts_and_total(built, tmp_path, capsys):
+    *_, data = built
+    path = artifact.write(tmp_path / "m.pga", data)
+    assert budget.main([str(path)]) == 0
+    out = capsys.readouterr().out
+    for part in (*artifact.PARTS, "container"):
+        assert part in out
+    assert f"{len(data):,}" in out and "16,000,000  fits" in out
+
+
+def test_budget_cli_estimates_a_config(tmp_path, capsys):
+    save_tokenizer(byte_tokenizer(), tmp_path / "tok", report={})
+    assert budget.main(["--preset", "baseline", "--tokenizer", str(tmp_path / "tok")]) == 0
+    assert "estimate for preset baseline" in capsys.readouterr().out
+    assert budget.main(["--preset", "baseline", "--tokenizer", str(tmp_path / "tok"), "--model.num_layers", "12"]) == 1
+    assert "OVER" in capsys.readouterr().out

@@ -1,0 +1,113 @@
+"""Config: presets, validation errors naming field and value, CLI overrides and help, JSON round trip."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+
+import pytest
+
+from pgolf_model.config import (
+    PRESETS,
+    SECTIONS,
+    Config,
+    ConfigError,
+    ModelConfig,
+    TrainConfig,
+    add_config_arguments,
+    config_from_args,
+    preset,
+)
+from pgolf_model.model import count_parameters
+
+
+def parse(argv: list[str]) -> tuple[Config, dict]:
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    return config_from_args(parser.parse_args(argv))
+
+
+def test_baseline_has_the_official_parameter_count():
+    # stack.md section 10: the naive baseline has 17,059,912 parameters.
+    assert count_parameters(preset("baseline").model) == 17_059_912
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_presets_round_trip_through_json(name):
+    cfg = preset(name)
+    assert cfg.preset == name
+    assert Config.from_dict(cfg.to_dict()) == cfg
+
+
+def test_cli_overrides_apply_on_top_of_the_preset():
+    cfg, given = parse(
+        [
+            "--preset",
+            "tiny",
+            "--model.num_layers",
+            "6",
+            "--max-minutes",
+            "2.5",
+            "--compile",
+            "--train.shuffle",
+            "false",
+            "--quant.codec",
+            "best",
+        ]
+    )
+    assert cfg.model.num_layers == 6 and cfg.model.model_dim == preset("tiny").model.model_dim
+    assert cfg.train.max_minutes == 2.5 and cfg.train.compile is True and cfg.train.shuffle is False
+    assert cfg.quant.codec == "best"
+    assert set(given) == {"model.num_layers", "train.max_minutes", "train.compile", "train.shuffle", "quant.codec"}
+
+
+def test_help_lists_every_field_with_its_meaning():
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    text = parser.format_help()
+    for section, cls in SECTIONS.items():
+        for f in fields(cls):
+            assert f"--{section}.{f.name}" in text
+            assert f.metadata["help"].split()[0] in text
+    assert "baseline 9, tiny 4, smoke 2" in " ".join(text.split())
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"model.num_kv_heads": 3}, r"model.num_kv_heads = 3: must divide num_heads = 8"),
+        ({"model.model_dim": 500}, r"model.model_dim = 500: must be divisible by num_heads = 8"),
+        ({"model.num_layers": 0}, r"model.num_layers = 0: must be a positive integer"),
+        ({"model.vocab_size": 70_000}, r"model.vocab_size = 70000"),
+        ({"train.device_batch_tokens": 1000}, r"train.device_batch_tokens = 1000: must be a multiple of seq_len"),
+        ({"train.batch_tokens": 100_000}, r"train.batch_tokens = 100000: must be a multiple of device_batch"),
+        ({"optim.adam_beta2": 1.0}, r"optim.adam_beta2 = 1.0: must be in \[0, 1\)"),
+        ({"quant.bits": 9}, r"quant.bits = 9: must be in \[2, 8\]"),
+        ({"quant.codec": "zip"}, r"quant.codec = 'zip'"),
+        ({"model.layers": 3}, r"unknown config field 'model.layers'"),
+    ],
+)
+def test_bad_values_name_the_field_and_value(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        preset("baseline").override(changes)
+
+
+def test_unknown_preset_and_unknown_json_keys():
+    with pytest.raises(ConfigError, match="unknown preset 'huge'"):
+        preset("huge")
+    data = preset("smoke").to_dict()
+    data["model"]["depth"] = 3
+    with pytest.raises(ConfigError, match=r"ckpt: unknown field\(s\) model.depth"):
+        Config.from_dict(data, where="ckpt")
+
+
+def test_grad_accum_follows_world_size():
+    t = TrainConfig()
+    assert [t.grad_accum(w) for w in (1, 2, 8)] == [8, 4, 1]
+    with pytest.raises(ConfigError, match="device_batch_tokens x world size = 65536 x 16"):
+        t.grad_accum(16)
+
+
+def test_head_dim_must_be_even_for_rope():
+    with pytest.raises(ConfigError, match="head_dim 3 must be even"):
+        ModelConfig(model_dim=12, num_heads=4, num_kv_heads=2)
