@@ -39,6 +39,9 @@ COUNTED_FILES = (
     "pgolf_model/quant.py",
     "pgolf_model/artifact.py",
     "pgolf_model/evaluate.py",
+    "pgolf_model/sliding.py",
+    "pgolf_model/ttt.py",
+    "pgolf_model/lora.py",
     "pgolf_model/runtime.py",
     "pgolf_data/shards.py",
     "pgolf_data/compress.py",
@@ -95,12 +98,19 @@ def pack(parts: dict[str, tuple[int, bytes]]) -> bytes:
 def build(
     config_dict: dict, tokenizer_bytes: bytes, weights: bytes, code: dict[str, bytes], weights_codec: str = "zstd"
 ) -> bytes:
+    return build_compressed(config_dict, tokenizer_bytes, compress(weights, codec_for(weights_codec)), code)
+
+
+def build_compressed(
+    config_dict: dict, tokenizer_bytes: bytes, weights: tuple[int, bytes], code: dict[str, bytes]
+) -> bytes:
+    """``build`` with the weights already compressed, as ``(codec id, bytes)``."""
     config_json = json.dumps(config_dict, sort_keys=True, separators=(",", ":")).encode()
     return pack(
         {
             "config": compress(config_json),
             "tokenizer": (0, tokenizer_bytes),
-            "weights": compress(weights, codec_for(weights_codec)),
+            "weights": weights,
             "code": compress(pack_code(code)),
         }
     )

@@ -1,4 +1,5 @@
-"""Typed run configuration: four small dataclasses, named presets, and command-line overrides.
+"""Typed run configuration: one small dataclass per section (model, optim, train, quant, eval), named presets, and
+command-line overrides.
 
 Every field is one flag, ``--<section>.<field> VALUE`` (e.g. ``--model.num_layers 11``), applied on top of a preset
 (``--preset baseline``). Each dataclass validates itself on creation and raises ``ConfigError`` naming the field and
@@ -44,6 +45,20 @@ class ModelConfig:
     logit_softcap: float = _field(30.0, "logits pass through cap*tanh(z/cap); 0 disables the cap")
     tie_embeddings: bool = _field(True, "share the input embedding with the output projection")
     tied_embed_init_std: float = _field(0.005, "init std of the token embedding")
+    # Record-stack switches (../shared/research/stack.md section 6); every default is off = the baseline.
+    mlp_leaky_slope: float = _field(0.0, "MLP activation leaky_relu(x, slope)^2; 0 = relu^2, the records use 0.5")
+    rope_dims: int = _field(0, "partial RoPE: rotate only the first this many dims of each head; 0 = all")
+    ln_scale: bool = _field(False, "scale each block's normed inputs by 1/sqrt(layer_idx + 1)")
+    xsa: bool = _field(False, "XSA: remove from each head's output its component along the token's own value")
+    attn_gate_width: int = _field(0, "sparse attention gate on the first this many normed input dims; 0 = off")
+    smear_gate: bool = _field(False, "SmearGate on the embeddings: add a gated copy of the previous token's")
+    bos_id: int = _field(1, "the tokenizer's BOS id: SmearGate never smears across it")
+    parallel_from: int = _field(0, "decoder blocks with physical index >= this run two parallel lanes; 0 = off")
+    loop_start: int = _field(0, "depth recurrence: first physical block of the looped range")
+    loop_end: int = _field(-1, "depth recurrence: last physical block of the looped range (inclusive)")
+    num_loops: int = _field(0, "depth recurrence: extra passes over blocks loop_start..loop_end; 0 = off")
+    bigram_buckets: int = _field(0, "BigramHash embedding buckets added to the token embedding; 0 = off")
+    bigram_dim: int = _field(128, "BigramHash embedding width, projected to model_dim")
 
     def __post_init__(self) -> None:
         s = "model"
@@ -58,6 +73,22 @@ class ModelConfig:
         _require(self.rope_base > 0, s, "rope_base", self.rope_base, "must be positive")
         _require(self.logit_softcap >= 0, s, "logit_softcap", self.logit_softcap, "must be >= 0 (0 disables)")
         _require(self.tied_embed_init_std > 0, s, "tied_embed_init_std", self.tied_embed_init_std, "must be positive")
+        _require(self.mlp_leaky_slope >= 0, s, "mlp_leaky_slope", self.mlp_leaky_slope, "must be >= 0")
+        why = f"must be 0 or an even number <= head_dim {self.head_dim}"
+        _require(self.rope_dims % 2 == 0 and 0 <= self.rope_dims <= self.head_dim, s, "rope_dims", self.rope_dims, why)
+        why = f"must be in [0, model_dim {dim}]"
+        _require(0 <= self.attn_gate_width <= dim, s, "attn_gate_width", self.attn_gate_width, why)
+        _require(0 <= self.bos_id < self.vocab_size, s, "bos_id", self.bos_id, "must be a token id")
+        why = f"must be 0 (off) or a decoder block index in [num_layers//2, {self.num_layers})"
+        ok = self.parallel_from == 0 or self.num_layers // 2 <= self.parallel_from < self.num_layers
+        _require(ok, s, "parallel_from", self.parallel_from, why)
+        _require(self.num_loops >= 0, s, "num_loops", self.num_loops, "must be >= 0")
+        if self.num_loops:
+            why = f"need 0 <= loop_start <= loop_end < num_layers = {self.num_layers}"
+            ok = 0 <= self.loop_start <= self.loop_end < self.num_layers
+            _require(ok, s, "loop_end", (self.loop_start, self.loop_end), why)
+        _require(self.bigram_buckets >= 0, s, "bigram_buckets", self.bigram_buckets, "must be >= 0")
+        _require(self.bigram_dim > 0, s, "bigram_dim", self.bigram_dim, "must be positive")
 
     @property
     def head_dim(self) -> int:
@@ -75,6 +106,8 @@ class OptimConfig:
     muon_momentum_start: float = _field(0.85, "Muon momentum at step 0, raised linearly to muon_momentum")
     muon_momentum_warmup_steps: int = _field(500, "steps over which Muon momentum rises; 0 = constant")
     muon_ns_steps: int = _field(5, "Newton-Schulz iterations per Muon update")
+    muon_ns_coeffs: str = _field("fixed", "Newton-Schulz coefficients: fixed (3.4445, -4.775, 2.0315) or polar_express")
+    muon_row_norm: bool = _field(False, "MuonEq-R: scale each row of the momentum update to unit L2 norm before NS")
     adam_beta1: float = _field(0.9, "Adam beta1")
     adam_beta2: float = _field(0.95, "Adam beta2")
     adam_eps: float = _field(1e-8, "Adam epsilon")
@@ -91,6 +124,8 @@ class OptimConfig:
         for name in ("muon_momentum_warmup_steps", "lr_warmup_steps", "warmdown_steps"):
             _require(getattr(self, name) >= 0, s, name, getattr(self, name), "must be >= 0")
         _require(self.muon_ns_steps >= 1, s, "muon_ns_steps", self.muon_ns_steps, "must be >= 1")
+        why = "must be one of fixed, polar_express"
+        _require(self.muon_ns_coeffs in ("fixed", "polar_express"), s, "muon_ns_coeffs", self.muon_ns_coeffs, why)
 
 
 @dataclass(frozen=True)
@@ -109,6 +144,8 @@ class TrainConfig:
     shuffle: bool = _field(False, "read training windows in a seeded random order instead of sequentially")
     compile: bool = _field(False, "torch.compile the model")
     compile_warmup_steps: int = _field(0, "steps run before the clock starts, then undone (compiles kernels)")
+    ema_decay: float = _field(0.0, "keep an fp32 EMA of all weights (decay per step), used for eval/export; 0 = off")
+    loop_after: float = _field(0.0, "depth recurrence starts at this fraction of training (time, or steps); 0 = always")
 
     def __post_init__(self) -> None:
         s = "train"
@@ -116,6 +153,8 @@ class TrainConfig:
             _require(getattr(self, name) > 0, s, name, getattr(self, name), "must be positive")
         for name in ("max_minutes", "val_every", "val_tokens", "log_every", "checkpoint_every", "compile_warmup_steps"):
             _require(getattr(self, name) >= 0, s, name, getattr(self, name), "must be >= 0")
+        _require(0 <= self.ema_decay < 1, s, "ema_decay", self.ema_decay, "must be in [0, 1)")
+        _require(0 <= self.loop_after < 1, s, "loop_after", self.loop_after, "must be in [0, 1)")
         device, seq = self.device_batch_tokens, self.seq_len
         _require(device % seq == 0, s, "device_batch_tokens", device, f"must be a multiple of seq_len = {seq}")
         why = f"must be a multiple of device_batch_tokens = {device}"
@@ -133,20 +172,119 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class QuantConfig:
-    bits: int = _field(8, "bits per quantized weight (symmetric, one scale per row)")
-    clip_quantile: float = _field(0.9999984, "per-row clip at this quantile of |w| before scaling")
+    """Post-training quantization (``export``): per tensor group (``embed``, ``attn``, ``mlp``, ``other``) a width
+    and a clip rule, round-to-nearest or GPTQ, optional LQER, optional budget-driven widths."""
+
+    bits: int = _field(8, "bits per quantized weight (symmetric, one scale per row); the default of every group")
+    embed_bits: int = _field(0, "bits of the embedding / untied head matrices; 0 = quant.bits")
+    attn_bits: int = _field(0, "bits of the attention matrices; 0 = quant.bits")
+    mlp_bits: int = _field(0, "bits of the MLP matrices; 0 = quant.bits")
+    clip_quantile: float = _field(0.9999984, "per-row clip at this quantile of |w| before scaling (without SDClip)")
+    sdclip_k: float = _field(0.0, "SDClip: row scale = k * std(row) / qmax; 0 = clip at clip_quantile instead")
+    embed_sdclip_k: float = _field(0.0, "SDClip k of the embedding matrices; 0 = quant.sdclip_k")
+    attn_sdclip_k: float = _field(0.0, "SDClip k of the attention matrices; 0 = quant.sdclip_k")
+    mlp_sdclip_k: float = _field(0.0, "SDClip k of the MLP matrices; 0 = quant.sdclip_k")
+    method: str = _field("rtn", "rtn (round to nearest) or gptq (Hessians from self-generated calibration)")
+    allocate: bool = _field(False, "choose each group's bits in int5..int8 to fit the byte budget (ignores *bits)")
+    lqer_rank: int = _field(0, "LQER: rank of the error correction of the 3 worst matrices; 0 = off")
+    calib_seqs: int = _field(64, "self-generated calibration sequences (for gptq or allocate)")
+    calib_seq_len: int = _field(0, "calibration sequence length; 0 = train.seq_len")
+    calib_batch: int = _field(8, "calibration sequences per forward pass")
     keep_float_max_numel: int = _field(65_536, "tensors with at most this many elements stay float16")
     codec: str = _field("zstd", "weight compressor: zstd (level 22), lzma, brotli, or best (smallest of the three)")
 
     def __post_init__(self) -> None:
         s = "quant"
         _require(2 <= self.bits <= 8, s, "bits", self.bits, "must be in [2, 8]")
+        for name in ("embed_bits", "attn_bits", "mlp_bits"):
+            value = getattr(self, name)
+            _require(value == 0 or 2 <= value <= 8, s, name, value, "must be 0 (= quant.bits) or in [2, 8]")
         _require(0 < self.clip_quantile <= 1, s, "clip_quantile", self.clip_quantile, "must be in (0, 1]")
+        for name in ("sdclip_k", "embed_sdclip_k", "attn_sdclip_k", "mlp_sdclip_k"):
+            _require(getattr(self, name) >= 0, s, name, getattr(self, name), "must be >= 0 (0 = no SDClip)")
+        _require(self.method in ("rtn", "gptq"), s, "method", self.method, "must be rtn or gptq")
+        _require(self.lqer_rank >= 0, s, "lqer_rank", self.lqer_rank, "must be >= 0 (0 = off)")
+        for name in ("calib_seqs", "calib_batch"):
+            _require(getattr(self, name) > 0, s, name, getattr(self, name), "must be positive")
+        _require(self.calib_seq_len >= 0, s, "calib_seq_len", self.calib_seq_len, "must be >= 0 (0 = train.seq_len)")
         _require(self.keep_float_max_numel >= 0, s, "keep_float_max_numel", self.keep_float_max_numel, "must be >= 0")
         _require(self.codec in CODECS, s, "codec", self.codec, f"must be one of {', '.join(CODECS)}")
 
+    def bits_of(self, group: str) -> int:
+        return getattr(self, f"{group}_bits", 0) or self.bits
 
-SECTIONS = {"model": ModelConfig, "optim": OptimConfig, "train": TrainConfig, "quant": QuantConfig}
+    def sdclip_k_of(self, group: str) -> float:
+        return getattr(self, f"{group}_sdclip_k", 0.0) or self.sdclip_k
+
+
+TTT_MODES = ("none", "full", "lora", "phased")
+LORA_TARGETS = ("q", "k", "v", "o", "mlp")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How the validation split is scored: window stride and score-first test-time training (``pgolf_model.ttt``
+    has each mode and its record; the LoRA and global-SGD defaults are the 1.0611 record's)."""
+
+    stride: int = _field(0, "sliding-window stride in tokens (the records: 64); 0 = non-overlapping windows")
+    seq_len: int = _field(0, "evaluation window and TTT context in tokens; 0 = train.seq_len")
+    ttt: str = _field("none", "score-first test-time training: none, full, lora or phased")
+    seed: int = _field(0, "seed of the LoRA adapters' initialization")
+    full_lr: float = _field(0.002, "full TTT: SGD learning rate, cosine to 0 over the chunks")
+    full_momentum: float = _field(0.9, "full TTT: SGD momentum")
+    full_epochs: int = _field(3, "full TTT: passes over each scored chunk")
+    full_chunk_tokens: int = _field(32_768, "full TTT: targets per chunk (score it, then train on it)")
+    full_batch_seqs: int = _field(32, "full TTT: sequences of seq_len per SGD step")
+    full_grad_clip: float = _field(1.0, "full TTT: gradient norm clip; 0 = none")
+    lora_rank: int = _field(80, "LoRA TTT: adapter rank")
+    lora_alpha: float = _field(144.0, "LoRA TTT: adapter output scale is alpha / rank")
+    lora_targets: str = _field("q,k,v,o,mlp", "LoRA TTT: adapted modules besides the head, from q,k,v,o,mlp")
+    lora_lr: float = _field(1e-4, "LoRA TTT: AdamW learning rate")
+    lora_beta1: float = _field(0.0, "LoRA TTT: AdamW beta1")
+    lora_beta2: float = _field(0.99, "LoRA TTT: AdamW beta2")
+    lora_eps: float = _field(1e-10, "LoRA TTT: AdamW epsilon")
+    lora_weight_decay: float = _field(0.5, "LoRA TTT: AdamW decoupled weight decay")
+    lora_chunk_tokens: int = _field(48, "LoRA TTT: targets per chunk (score it, then one step on it)")
+    lora_batch_docs: int = _field(64, "LoRA TTT: documents adapted side by side, one adapter set each")
+    lora_warm_start_a: bool = _field(True, "LoRA TTT: keep A between document batches (only B is zeroed)")
+    phased_prefix_docs: int = _field(2500, "phased TTT: documents scored before the last global SGD phase")
+    phased_phases: int = _field(3, "phased TTT: global SGD phases, at evenly spaced document counts")
+    global_lr: float = _field(0.001, "phased TTT: global SGD learning rate, cosine to 0 over the chunks")
+    global_momentum: float = _field(0.9, "phased TTT: global SGD momentum")
+    global_epochs: int = _field(1, "phased TTT: global SGD passes")
+    global_chunk_tokens: int = _field(32_768, "phased TTT: targets per global SGD chunk (one cosine step each)")
+    global_batch_seqs: int = _field(32, "phased TTT: sequences of seq_len per global SGD step")
+    global_grad_clip: float = _field(1.0, "phased TTT: gradient norm clip; 0 = none")
+
+    def __post_init__(self) -> None:
+        s = "eval"
+        _require(self.ttt in TTT_MODES, s, "ttt", self.ttt, f"must be one of {', '.join(TTT_MODES)}")
+        for name in ("stride", "seq_len", "full_epochs", "global_epochs", "phased_prefix_docs"):
+            _require(getattr(self, name) >= 0, s, name, getattr(self, name), "must be >= 0")
+        positive = ("full_chunk_tokens", "full_batch_seqs", "lora_rank", "lora_chunk_tokens", "lora_batch_docs")
+        for name in (*positive, "phased_phases", "global_chunk_tokens", "global_batch_seqs"):
+            _require(getattr(self, name) > 0, s, name, getattr(self, name), "must be positive")
+        floats = ("full_lr", "full_momentum", "full_grad_clip", "lora_alpha", "lora_lr", "lora_eps")
+        for name in (*floats, "lora_weight_decay", "global_lr", "global_momentum", "global_grad_clip"):
+            _require(getattr(self, name) >= 0, s, name, getattr(self, name), "must be >= 0")
+        for name in ("lora_beta1", "lora_beta2"):
+            _require(0 <= getattr(self, name) < 1, s, name, getattr(self, name), "must be in [0, 1)")
+        bad = sorted(set(self.lora_target_list) - set(LORA_TARGETS))
+        why = f"unknown target(s) {', '.join(bad)}; choose from {','.join(LORA_TARGETS)}"
+        _require(not bad, s, "lora_targets", self.lora_targets, why)
+
+    @property
+    def lora_target_list(self) -> tuple[str, ...]:
+        return tuple(t.strip() for t in self.lora_targets.split(",") if t.strip())
+
+
+SECTIONS = {
+    "model": ModelConfig,
+    "optim": OptimConfig,
+    "train": TrainConfig,
+    "quant": QuantConfig,
+    "eval": EvalConfig,
+}
 
 
 @dataclass(frozen=True)
@@ -155,6 +293,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     preset: str = "custom"
 
     def to_dict(self) -> dict[str, Any]:
@@ -240,7 +379,55 @@ def smoke() -> Config:
     )
 
 
-PRESETS = {"baseline": baseline, "tiny": tiny, "smoke": smoke}
+def record_1_11() -> Config:
+    """The March stack around 1.11 BPB: records/track_10min_16mb/2026-03-25_ValCalib_GPTQ_XSA_BigramHash3072 (1.1147,
+    3 seeds; its README and train_gpt.py Hyperparameters; STACK = ../shared/research/stack.md sections 6, 10).
+
+    Model: 11 x 512, 8 heads / 4 KV, MLP 3x LeakyReLU(0.5)^2, vocab 1024 tied, XSA on all 11 layers, partial RoPE
+    16/64, LN scale 1/sqrt(layer+1), BigramHash 3072 x 112, qk_gain 1.5, softcap 30. Optimizer: Muon lr 0.025,
+    momentum 0.92 -> 0.99 over 1500 steps, scalars 0.025, tied embedding 0.035, Adam betas (0.9, 0.95), grad clip 0.3,
+    warm-down 4000 (the run command's WARMDOWN_ITERS). Training: seq 2048, 786,432 tokens per step (8 x 98,304),
+    EMA 0.997, 20 compile warm-up steps.
+
+    Differences from that record: its SmearGate is the March static per-channel gate (we use the BOS-fixed one of
+    stack.md section 6), and we have no value embeddings (VE128 on layers 9-10), no Muon/Adam weight decay (0.04),
+    no tight SWA, no late QAT; its quantization (GPTQ int6, self-generated calibration, lzma) is the quant section's.
+    """
+    return Config(
+        model=ModelConfig(
+            num_layers=11,
+            mlp_mult=3,
+            mlp_leaky_slope=0.5,
+            xsa=True,
+            rope_dims=16,
+            ln_scale=True,
+            smear_gate=True,
+            bigram_buckets=3072,
+            bigram_dim=112,
+        ),
+        optim=OptimConfig(
+            matrix_lr=0.025,
+            scalar_lr=0.025,
+            tied_embed_lr=0.035,
+            muon_momentum=0.99,
+            muon_momentum_start=0.92,
+            muon_momentum_warmup_steps=1500,
+            grad_clip_norm=0.3,
+            warmdown_steps=4000,
+        ),
+        train=TrainConfig(
+            seq_len=2048,
+            batch_tokens=786_432,
+            device_batch_tokens=98_304,
+            compile=True,
+            compile_warmup_steps=20,
+            ema_decay=0.997,
+        ),
+        preset="record-1.11",
+    )
+
+
+PRESETS = {"baseline": baseline, "tiny": tiny, "smoke": smoke, "record-1.11": record_1_11}
 
 
 def preset(name: str) -> Config:
@@ -252,7 +439,14 @@ def preset(name: str) -> Config:
 # ---------------------------------------------------------------------------------------------------------------------
 # Command line
 
-ALIASES = {"train.max_minutes": "--max-minutes", "train.compile": "--compile", "train.seed": "--seed"}
+ALIASES = {
+    "train.max_minutes": "--max-minutes",
+    "train.compile": "--compile",
+    "train.seed": "--seed",
+    "eval.stride": "--stride",
+    "eval.ttt": "--ttt",
+}
+CHOICES = {"quant.codec": CODECS, "eval.ttt": TTT_MODES}
 
 
 def _parse_bool(text: str) -> bool:
@@ -267,23 +461,29 @@ def _parse_bool(text: str) -> bool:
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per field: ``--section.field``; the help shows the meaning and each preset's value."""
     parser.add_argument("--preset", default="baseline", choices=list(PRESETS), help="starting configuration")
+    for section in SECTIONS:
+        add_section_arguments(parser, section)
+
+
+def add_section_arguments(parser: argparse.ArgumentParser, section: str) -> None:
+    """The ``--section.field`` flags of one section (default None: not given)."""
     presets = {name: make() for name, make in PRESETS.items()}
-    for section, section_cls in SECTIONS.items():
-        group = parser.add_argument_group(f"{section} settings")
-        hints = get_type_hints(section_cls)
-        for f in fields(section_cls):
-            key = f"{section}.{f.name}"
-            kind = hints[f.name]
-            values = ", ".join(f"{p} {getattr(getattr(c, section), f.name)}" for p, c in presets.items())
-            flags = [f"--{key}"] + ([ALIASES[key]] if key in ALIASES else [])
-            extra: dict[str, Any] = {}
-            if kind is bool:
-                extra = {"type": _parse_bool, "nargs": "?", "const": True, "metavar": "BOOL"}
-            else:
-                extra = {"type": kind, "metavar": kind.__name__.upper()}
-            if key == "quant.codec":
-                extra["choices"] = CODECS
-            group.add_argument(*flags, dest=key, default=None, help=f"{f.metadata['help']} [{values}]", **extra)
+    section_cls = SECTIONS[section]
+    group = parser.add_argument_group(f"{section} settings")
+    hints = get_type_hints(section_cls)
+    for f in fields(section_cls):
+        key = f"{section}.{f.name}"
+        kind = hints[f.name]
+        values = ", ".join(f"{p} {getattr(getattr(c, section), f.name)}" for p, c in presets.items())
+        flags = [f"--{key}"] + ([ALIASES[key]] if key in ALIASES else [])
+        extra: dict[str, Any] = {}
+        if kind is bool:
+            extra = {"type": _parse_bool, "nargs": "?", "const": True, "metavar": "BOOL"}
+        else:
+            extra = {"type": kind, "metavar": kind.__name__.upper()}
+        if key in CHOICES:
+            extra["choices"] = CHOICES[key]
+        group.add_argument(*flags, dest=key, default=None, help=f"{f.metadata['help']} [{values}]", **extra)
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[Config, dict[str, Any]]:

@@ -11,8 +11,12 @@ Two byte counts (DESIGN.md section 3):
   UTF-8 length of its text with a leading ``▁`` counted as one byte unless the previous token is a control token
   (BOS), a byte-fallback piece counts 1, control/unknown/unused pieces 0.
 
-Usage: ``python -m pgolf_model.evaluate RUN/model.pga --data DIR [--val-tokens N] [--bytes official]``, also under
-``torchrun``.
+How the stream is scored is the ``eval`` section of the config (the artifact's own unless flags say otherwise):
+sliding windows with ``--stride`` (``sliding.py``) and score-first test-time training with ``--ttt full|lora|phased``
+(``ttt.py``, on a copy of the model), every ``eval.*`` field a flag.
+
+Usage: ``python -m pgolf_model.evaluate RUN/model.pga --data DIR [--val-tokens N] [--bytes official] [--stride 64]
+[--ttt lora --eval.lora_batch_docs 16]``, also under ``torchrun``.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import torch
 from pgolf_data.shards import ShardSet
 
 from . import artifact, runtime
+from .config import Config, add_section_arguments
 from .runtime import Runtime, all_reduce_sum
 
 
@@ -149,6 +154,8 @@ def score(
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .ttt import evaluate_ttt  # ttt builds on this module's BPBResult
+
     parser = argparse.ArgumentParser(prog="python -m pgolf_model.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("artifact", help="model artifact written by pgolf_model.train (e.g. runs/X/model.pga)")
     parser.add_argument("--data", required=True, help="shard directory with the val split (and its byte sidecars)")
@@ -162,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         help="build the model from the installed pgolf_model instead of the artifact's own counted code",
     )
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    add_section_arguments(parser, "eval")
     args = parser.parse_args(argv)
     if args.val_tokens < 0 or args.batch_tokens < 0:
         parser.error(f"--val-tokens {args.val_tokens} and --batch-tokens {args.batch_tokens} must be >= 0")
@@ -180,20 +188,24 @@ def main(argv: list[str] | None = None) -> int:
             counts = sidecar
         else:
             counts = official_byte_counts(tokens, official_byte_tables(sentencepiece_processor(art.tokenizer())))
+        given = {k: v for k, v in vars(args).items() if k.startswith("eval.") and v is not None}
+        how = Config.from_dict({"eval": art.config.get("eval", {})}, where=f"{art.path}: config").override(given).eval
+        seq_len = how.seq_len or cfg.train.seq_len
+        common = dict(batch_tokens=args.batch_tokens or cfg.train.device_batch_tokens, runtime=rt)
         start = time.perf_counter()
-        result = score(
-            model,
-            tokens,
-            counts,
-            seq_len=cfg.train.seq_len,
-            batch_tokens=args.batch_tokens or cfg.train.device_batch_tokens,
-            runtime=rt,
-            val_tokens=args.val_tokens,
-        )
+        if how.ttt == "none" and how.stride in (0, seq_len):
+            result = score(model, tokens, counts, seq_len=seq_len, val_tokens=args.val_tokens, **common)
+        else:
+            bos_id = art.tokenizer().bos_id
+            result = evaluate_ttt(
+                model, tokens, counts, how, seq_len=seq_len, bos_id=bos_id, val_tokens=args.val_tokens, **common
+            )
         seconds = time.perf_counter() - start
         if rt.is_main:
             out = {
                 **result.to_dict(),
+                "stride": how.stride or seq_len if how.ttt in ("none", "full") else None,  # lora/phased: per-doc chunks
+                "ttt": how.ttt,
                 "bytes_mode": args.bytes,
                 "artifact_bytes": art.total_bytes,
                 "eval_seconds": round(seconds, 2),
@@ -203,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(
                     f"val_bpb {result.bpb:.6f}  val_loss {result.loss:.6f}  targets {result.tokens:,}  "
-                    f"bytes {result.bytes:,} ({args.bytes})  artifact {art.total_bytes:,} B  {seconds:.1f}s"
+                    f"bytes {result.bytes:,} ({args.bytes})  stride {out['stride'] or '-'}  ttt {how.ttt}  "
+                    f"artifact {art.total_bytes:,} B  {seconds:.1f}s"
                 )
     except (ValueError, FileNotFoundError) as e:  # bad artifact, shards, tokenizer or byte mode: one line
         print(f"error: {e}", file=sys.stderr)

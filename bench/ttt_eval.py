@@ -1,0 +1,77 @@
+"""BPB and time of each evaluation mode on one artifact, side by side, against non-overlapping windows.
+
+    python bench/ttt_eval.py RUN/model.pga --data DIR [--val-tokens 65536] [--set eval.lora_batch_docs=8 ...]
+
+Modes: non-overlapping windows (the baseline scorer), sliding windows (stride 64), score-first TTT full (its chunks
+scored with the same stride), docs (the lora mode's per-document chunk windows at learning rate 0: what the context
+alone changes), lora and phased. ``--set`` overrides EvalConfig fields for every mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import get_type_hints
+
+import torch
+
+from pgolf_model import artifact
+from pgolf_model.config import EvalConfig
+from pgolf_model.evaluate import load_val
+from pgolf_model.runtime import Runtime
+from pgolf_model.ttt import evaluate_ttt
+
+
+def parse_sets(items: list[str]) -> dict:
+    types = get_type_hints(EvalConfig)
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        name = key.removeprefix("eval.")
+        if name not in types:
+            raise SystemExit(f"--set {item}: unknown EvalConfig field {name!r}")
+        out[name] = value.lower() in ("1", "true") if types[name] is bool else types[name](value)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("artifact")
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--val-tokens", type=int, default=65_536)
+    parser.add_argument("--stride", type=int, default=64)
+    parser.add_argument("--set", nargs="*", default=[], help="EvalConfig overrides, e.g. lora_batch_docs=8")
+    parser.add_argument("--modes", default="none,sliding,full,docs,lora,phased")
+    args = parser.parse_args()
+
+    art = artifact.read(args.artifact)
+    model, cfg = artifact.build_model(art)
+    tokens, counts = load_val(args.data)
+    bos_id = art.tokenizer().bos_id
+    rt = Runtime(torch.device("cpu"))
+    common = parse_sets(args.set)
+    modes = {
+        "none": EvalConfig(**common),
+        "sliding": EvalConfig(**{**common, "stride": args.stride}),
+        "full": EvalConfig(**{**common, "stride": args.stride, "ttt": "full"}),
+        "docs": EvalConfig(**{**common, "ttt": "lora", "lora_lr": 0.0}),  # document windows, no adaptation
+        "lora": EvalConfig(**{**common, "ttt": "lora"}),
+        "phased": EvalConfig(**{**common, "ttt": "phased"}),
+    }
+    threads = torch.get_num_threads()
+    print(f"{args.artifact}: {args.val_tokens:,} targets, seq_len {cfg.train.seq_len}, {threads} torch threads")
+    print(f"{'mode':<8} {'val_bpb':>9} {'delta':>9} {'seconds':>8} {'x time':>7}")
+    base = None
+    for name in args.modes.split(","):
+        start = time.perf_counter()
+        got = evaluate_ttt(
+            model, tokens, counts, modes[name], seq_len=cfg.train.seq_len, batch_tokens=cfg.train.device_batch_tokens,
+            bos_id=bos_id, runtime=rt, val_tokens=args.val_tokens,
+        )  # fmt: skip
+        seconds = time.perf_counter() - start
+        base = base or (got.bpb, seconds)
+        print(f"{name:<8} {got.bpb:9.5f} {got.bpb - base[0]:+9.5f} {seconds:8.1f} {seconds / base[1]:7.1f}")
+
+
+if __name__ == "__main__":
+    main()

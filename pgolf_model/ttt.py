@@ -1,0 +1,331 @@
+"""Score-first test-time training (TTT): the model keeps training on validation tokens once they have been scored.
+
+The challenge allows it under four conditions (issue #1017, ../shared/research/stack.md section 1): the score of a
+token depends only on the tokens before it, over a full softmax, is taken before any update that has seen it, and
+each token is scored exactly once. Here this holds in stream order: a target's score never depends on tokens after
+it (tests/test_ttt.py changes every token after a position and checks that no score up to it moves). Documents and
+chunks are processed in stream order for that reason; the 2026-04 records sort documents by length instead (a GPU
+load-balancing choice that lets a document's score depend on later documents through warm adapters and phases).
+
+Modes (``EvalConfig.ttt``), each on a private copy of the model; the caller's weights never change:
+
+- ``full`` (records/track_10min_16mb/2026-03-23_LeakyReLU_LegalTTT_ParallelMuon, recipe of PR #461): the stream in
+  chunks of 32,768 targets; score a chunk by sliding windows, then SGD on all weights over it (lr 0.002 cosine over
+  chunks, momentum 0.9, 3 epochs, batches of 32 sequences, gradient clip 1.0); the last chunk is only scored.
+- ``lora`` (2026-04-10_VarLenAttn, PR #1530, as tuned in 2026-04-27_..._9HpStack_1.0611): documents (split at BOS,
+  each ending with the next document's BOS as its last target) in batches of 64, one set of LoRA adapters per
+  document (``lora.DocLoRA``: rank 80, alpha 144), reset per batch (B zeroed, A kept warm) with a fresh AdamW (lr 1e-4,
+  betas (0, 0.99), eps 1e-10, weight decay 0.5). Each document goes in chunks of 48 targets, each scored with the
+  document's last <= seq_len tokens as context, then (unless it is the document's last chunk) one step on the chunk's
+  mean NLL.
+- ``phased`` (2026-04-14_MultiPhaseGlobalSGD_PhasedTTT, PR #1626, 3 phases over 2,500 documents in the 1.0611
+  record): ``lora``, and whenever the number of scored documents reaches a phase boundary (833, 1666, 2500), SGD on
+  all weights over the documents scored so far (32,768-target chunks of seq_len sequences, lr 1e-3 cosine over
+  chunks, momentum 0.9, 1 epoch, clip 1.0), then fresh adapters. Chunks whose cosine rate is 0 are skipped, which for
+  two or more chunks is the record's "last chunk skipped" and for a single chunk still trains.
+
+Distributed: sliding windows and SGD sequences are split over ranks (gradients summed, so a step equals the
+single-process step); document batches are dealt round-robin, and phase boundaries fall after whole rounds.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from .config import EvalConfig
+from .lora import DocLoRA
+from .runtime import Runtime
+from .sliding import Scored, Tally, score_sliding, score_windows, windows
+
+
+def cosine_lr(base: float, i: int, n: int) -> float:
+    """``base`` at item 0 of ``n``, cosine down to 0 at item ``n - 1`` (as both TTT records)."""
+    return base * 0.5 * (1.0 + math.cos(math.pi * i / max(n - 1, 1)))
+
+
+def find_docs(tokens: np.ndarray, bos_id: int) -> list[tuple[int, int]]:
+    """``(start, length)`` per document: from its BOS (or the stream's start) through the next BOS inclusive, so each
+    target 1..N-1 belongs to exactly one document (the next BOS is a target with 0 bytes, as in the records)."""
+    starts = np.flatnonzero(tokens == bos_id)
+    if starts.size == 0 or starts[0] != 0:
+        starts = np.concatenate([[0], starts])
+    ends = np.append(starts[1:] + 1, len(tokens))
+    return [(int(a), int(b - a)) for a, b in zip(starts, ends) if b - a >= 2]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# SGD on scored tokens (full TTT and the phases' global SGD)
+
+
+def _sgd_pass(
+    model, opt, tokens: np.ndarray, first: int, n_seqs: int, *, seq_len: int, batch_seqs: int, clip: float, rt: Runtime
+) -> None:
+    """One pass over the sequences ``tokens[first + i*seq_len ..]`` (``seq_len`` targets each, ``i < n_seqs``),
+    ``batch_seqs`` per step split over ranks; a step's loss is the mean NLL of its sequences whatever the number of
+    ranks (local sums over the global count, gradients summed)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    for s in range(0, n_seqs, batch_seqs):
+        n = min(batch_seqs, n_seqs - s)
+        lo, hi = s + n * rt.rank // rt.world_size, s + n * (rt.rank + 1) // rt.world_size
+        opt.zero_grad(set_to_none=False)
+        if hi > lo:
+            idx = first + np.arange(lo, hi)[:, None] * seq_len + np.arange(seq_len + 1)
+            span = torch.from_numpy(tokens[idx]).to(rt.device)
+            with rt.autocast():
+                nll = model(span[:, :-1], span[:, 1:], reduction="none")
+            (nll.float().sum() / (n * seq_len)).backward()
+        for p in params:
+            if p.grad is None:  # a rank without sequences in this step still joins the sum
+                p.grad = torch.zeros_like(p)
+        if rt.distributed:  # one flat all-reduce instead of one per tensor
+            grads = [p.grad for p in params]
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            dist.all_reduce(flat)
+            for g, summed in zip(grads, flat.split([g.numel() for g in grads])):
+                g.copy_(summed.view_as(g))
+        if clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, clip)
+        opt.step()
+
+
+def _private_copy(model, trainable: bool):
+    """A copy to adapt: the caller's model is never changed."""
+    twin = copy.deepcopy(model)
+    for p in twin.parameters():
+        p.requires_grad_(trainable)
+    return twin
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# full: chunked sliding-window scoring, then SGD on each scored chunk
+
+
+def ttt_full(
+    model,
+    tokens: np.ndarray,
+    byte_counts: np.ndarray,
+    cfg: EvalConfig,
+    *,
+    seq_len: int,
+    batch_tokens: int,
+    runtime: Runtime,
+    keep_nll: bool = False,
+) -> Scored:
+    """Score-first full-parameter TTT (module docstring, ``full``) of all targets of ``tokens``."""
+    model = _private_copy(model, trainable=True)
+    n_targets = len(tokens) - 1
+    wins = windows(n_targets, seq_len, cfg.stride or seq_len)
+    n_chunks = -(-n_targets // cfg.full_chunk_tokens)
+    by_chunk: list[list] = [[] for _ in range(n_chunks)]
+    for w in wins:  # a window belongs to the chunk of its first scored target (as the record)
+        by_chunk[w.first_scored // cfg.full_chunk_tokens].append(w)
+    tally = Tally(byte_counts, n_targets, runtime.device, keep_nll)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.full_lr, momentum=cfg.full_momentum)
+    rows = max(1, batch_tokens // seq_len)
+    for c, chunk_wins in enumerate(by_chunk):
+        lo = len(chunk_wins) * runtime.rank // runtime.world_size
+        hi = len(chunk_wins) * (runtime.rank + 1) // runtime.world_size
+        model.eval()
+        with torch.no_grad():
+            score_windows(model, tokens, chunk_wins[lo:hi], tally, rows=rows, runtime=runtime)
+        if c == n_chunks - 1 or cfg.full_epochs == 0:
+            continue  # nothing is left to score with what this chunk would teach
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(cfg.full_lr, c, n_chunks)
+        first = c * cfg.full_chunk_tokens
+        n_seqs = min(cfg.full_chunk_tokens, n_targets - first) // seq_len
+        model.train()
+        for _ in range(cfg.full_epochs):
+            _sgd_pass(
+                model,
+                opt,
+                tokens,
+                first,
+                n_seqs,
+                seq_len=seq_len,
+                batch_seqs=cfg.full_batch_seqs,
+                clip=cfg.full_grad_clip,
+                rt=runtime,
+            )
+    return tally.result(runtime)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# lora and phased: per-document adapters, chunk by chunk
+
+
+def _score_doc_batch(
+    model, lora: DocLoRA, opt, docs, tokens: np.ndarray, tally: Tally, *, chunk: int, seq_len: int, rt: Runtime
+) -> None:
+    """Score-then-step through a batch of documents, chunk by chunk, all rows side by side.
+
+    Chunk ``c`` of a document is its targets ``c*chunk ..`` (fewer in its last chunk); its context window is the
+    document's tokens from ``max(0, (c+1)*chunk - seq_len)``. Windows and tensor shapes depend only on ``c`` (rows of
+    documents without a chunk ``c`` are padding), never on where a document ends, so no score depends on later tokens.
+    """
+    n_pred = [length - 1 for _, length in docs]
+    n_chunks = [-(-n // chunk) for n in n_pred]
+    for c in range(max(n_chunks)):
+        start = max(0, (c + 1) * chunk - seq_len)
+        width, offset = (c + 1) * chunk - start, c * chunk - start
+        span = np.zeros((lora.bsz, width + 1), dtype=np.int64)
+        firsts, lengths = [0] * lora.bsz, [0] * lora.bsz
+        for b, (doc_start, _) in enumerate(docs):
+            if c < n_chunks[b]:
+                end = min((c + 1) * chunk, n_pred[b])  # one past the document's last target in this chunk
+                span[b, : end - start + 1] = tokens[doc_start + start : doc_start + end + 1]
+                firsts[b], lengths[b] = doc_start + c * chunk, end - c * chunk
+        span_t = torch.from_numpy(span).to(rt.device)
+        with rt.autocast():
+            nll = lora.nll(model, span_t[:, :-1], span_t[:, 1:])
+        tally.add_runs(nll, [offset] * lora.bsz, firsts, lengths)
+        train = [c < n - 1 for n in n_chunks] + [False] * (lora.bsz - len(docs))
+        if any(train):
+            # Each document's own chunk mean; summed, so each adapter sees only its document's gradient.
+            per_doc = nll[:, offset : offset + chunk].float().mean(dim=1)
+            opt.zero_grad(set_to_none=True)
+            (per_doc * torch.tensor(train, device=rt.device)).sum().backward()
+            opt.step()
+
+
+def _phase_boundaries(cfg: EvalConfig, n_docs: int) -> list[int]:
+    prefix = min(cfg.phased_prefix_docs, n_docs)
+    return [b for b in (prefix * (i + 1) // cfg.phased_phases for i in range(cfg.phased_phases)) if b > 0]
+
+
+def _global_sgd(model, tokens: np.ndarray, cfg: EvalConfig, seq_len: int, rt: Runtime) -> None:
+    """SGD on all weights over ``tokens`` (already scored documents), in cosine-scheduled chunks."""
+    for p in model.parameters():
+        p.requires_grad_(True)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.global_lr, momentum=cfg.global_momentum)
+    n_targets = len(tokens) - 1
+    n_chunks = -(-n_targets // cfg.global_chunk_tokens)
+    model.train()
+    for c in range(n_chunks):
+        lr = cosine_lr(cfg.global_lr, c, n_chunks)
+        if lr == 0:
+            continue
+        for group in opt.param_groups:
+            group["lr"] = lr
+        first = c * cfg.global_chunk_tokens
+        n_seqs = min(cfg.global_chunk_tokens, n_targets - first) // seq_len
+        for _ in range(cfg.global_epochs):
+            _sgd_pass(
+                model,
+                opt,
+                tokens,
+                first,
+                n_seqs,
+                seq_len=seq_len,
+                batch_seqs=cfg.global_batch_seqs,
+                clip=cfg.global_grad_clip,
+                rt=rt,
+            )
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+
+def ttt_docs(
+    model,
+    tokens: np.ndarray,
+    byte_counts: np.ndarray,
+    cfg: EvalConfig,
+    *,
+    seq_len: int,
+    bos_id: int,
+    runtime: Runtime,
+    keep_nll: bool = False,
+) -> Scored:
+    """Score-first per-document LoRA TTT, with global SGD phases when ``cfg.ttt == "phased"`` (module docstring)."""
+    if cfg.lora_chunk_tokens > seq_len:
+        raise ValueError(f"eval.lora_chunk_tokens {cfg.lora_chunk_tokens} is longer than the window ({seq_len})")
+    model = _private_copy(model, trainable=False)
+    model.eval()
+    docs = find_docs(tokens, bos_id)
+    bsz, world = cfg.lora_batch_docs, runtime.world_size
+    batches = [docs[i : i + bsz] for i in range(0, len(docs), bsz)]
+    boundaries = _phase_boundaries(cfg, len(docs)) if cfg.ttt == "phased" else []
+    tally = Tally(byte_counts, len(tokens) - 1, runtime.device, keep_nll)
+    lora = None  # built at a rank's first batch and after each phase; B is zeroed (A kept or redrawn) per batch
+    for first in range(0, len(batches), world):
+        k = first + runtime.rank
+        if k < len(batches):
+            # A is drawn from a generator seeded by the batch index: without warm starts, scores do not depend on
+            # the number of ranks.
+            draw = torch.Generator().manual_seed(cfg.seed * 1_000_003 + k)
+            if lora is None:
+                lora = DocLoRA(model, bsz, cfg.lora_rank, cfg.lora_alpha, cfg.lora_target_list, draw)
+            else:
+                lora.reset(keep_a=cfg.lora_warm_start_a, generator=draw)
+            opt = torch.optim.AdamW(
+                lora.parameters(),
+                lr=cfg.lora_lr,
+                betas=(cfg.lora_beta1, cfg.lora_beta2),
+                eps=cfg.lora_eps,
+                weight_decay=cfg.lora_weight_decay,
+            )
+            _score_doc_batch(
+                model, lora, opt, batches[k], tokens, tally, chunk=cfg.lora_chunk_tokens, seq_len=seq_len, rt=runtime
+            )
+        scored = min(len(docs), (first + world) * bsz)  # every rank knows what the round scored
+        while boundaries and scored >= boundaries[0]:
+            doc_start, length = docs[boundaries.pop(0) - 1]
+            _global_sgd(model, tokens[: doc_start + length], cfg, seq_len, runtime)
+            lora = None
+    return tally.result(runtime)
+
+
+def evaluate_ttt(
+    model,
+    tokens: np.ndarray,
+    byte_counts: np.ndarray,
+    cfg: EvalConfig,
+    *,
+    seq_len: int,
+    batch_tokens: int,
+    bos_id: int | None,
+    runtime: Runtime,
+    val_tokens: int = 0,
+    keep_nll: bool = False,
+) -> Scored:
+    """Exact BPB of targets 1..N-1 of ``tokens`` (or the first ``val_tokens``) under ``cfg``: sliding windows, then
+    the TTT mode, if any."""
+    if len(byte_counts) != len(tokens):
+        raise ValueError(f"{len(byte_counts)} byte counts for {len(tokens)} tokens")
+    if val_tokens:
+        tokens, byte_counts = tokens[: val_tokens + 1], byte_counts[: val_tokens + 1]
+    if len(tokens) < 2:
+        raise ValueError("the validation split has fewer than 2 tokens")
+    seq_len = cfg.seq_len or seq_len
+    if cfg.ttt == "none":
+        stride = cfg.stride or seq_len
+        return score_sliding(
+            model,
+            tokens,
+            byte_counts,
+            seq_len=seq_len,
+            stride=stride,
+            batch_tokens=batch_tokens,
+            runtime=runtime,
+            keep_nll=keep_nll,
+        )
+    if cfg.ttt == "full":
+        return ttt_full(
+            model,
+            tokens,
+            byte_counts,
+            cfg,
+            seq_len=seq_len,
+            batch_tokens=batch_tokens,
+            runtime=runtime,
+            keep_nll=keep_nll,
+        )
+    if bos_id is None:
+        raise ValueError(f"eval.ttt = {cfg.ttt!r} splits documents at BOS, but the tokenizer has no BOS id")
+    return ttt_docs(model, tokens, byte_counts, cfg, seq_len=seq_len, bos_id=bos_id, runtime=runtime, keep_nll=keep_nll)

@@ -1,0 +1,106 @@
+"""Budget-fair model sizing: for each tokenizer, the largest model of a preset's shape whose artifact fits the budget.
+
+A comparison gives every tokenizer the same artifact budget (tokenizer + embedding table + other weights + code), so
+a larger vocabulary must pay for its bigger embedding table and tokenizer with a smaller rest of the model. The
+default budget is the estimated artifact of the preset's model with the reference (first) tokenizer.
+
+The search is deterministic and walks a ladder of candidates from the preset's own size. ``shrink="width"`` keeps
+the preset's layers and heads and varies ``model_dim`` in steps of ``2 * num_heads`` (the head dimension stays even,
+as RoPE needs); ``shrink="layers"`` keeps the width and varies the number of layers in steps of one. When the preset's
+size fits, the walk grows while the next size still fits (up to ``max_scale`` times the preset), so a tokenizer with
+a smaller vocabulary than the reference may get a larger model; otherwise it shrinks until a size fits. Estimates come
+from ``pgolf_model.budget.estimate`` (exact except the compressed weights, which it estimates from a Gaussian sample).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from pgolf_model import budget
+from pgolf_model.artifact import BudgetError
+from pgolf_model.config import Config
+
+Shrink = Literal["width", "layers"]
+SHRINK_MODES = ("width", "layers")
+Estimator = Callable[[Config, int], dict[str, int]]
+
+
+@dataclass(frozen=True)
+class Sizing:
+    config: Config
+    estimate: dict[str, int]  # artifact bytes per part, as pgolf_model.budget.estimate gives them
+    budget: int
+    tried: tuple[tuple[int, int], ...]  # (model_dim or num_layers, estimated total bytes) in the order walked
+
+    @property
+    def total(self) -> int:
+        return sum(self.estimate.values())
+
+
+def ladder(base: Config, shrink: Shrink, max_scale: float) -> tuple[list[Config], int]:
+    """The candidate configs, smallest first, and the index of the preset's own size in that list."""
+    model = base.model
+    if shrink == "width":
+        step = 2 * model.num_heads
+        if model.model_dim % step:
+            raise ValueError(f"the preset's model_dim {model.model_dim} is not a multiple of 2 * num_heads = {step}")
+        sizes = list(range(step, int(model.model_dim * max_scale) + 1, step))
+        return [base.override({"model.model_dim": d}) for d in sizes], sizes.index(model.model_dim)
+    if shrink == "layers":
+        sizes = list(range(1, int(model.num_layers * max_scale) + 1))
+        return [base.override({"model.num_layers": n}) for n in sizes], sizes.index(model.num_layers)
+    raise ValueError(f"shrink must be one of {', '.join(SHRINK_MODES)}, got {shrink!r}")
+
+
+def size_of(cfg: Config, shrink: Shrink) -> int:
+    return cfg.model.model_dim if shrink == "width" else cfg.model.num_layers
+
+
+def reference_budget(base: Config, vocab_size: int, tokenizer_bytes: int, estimate: Estimator = budget.estimate) -> int:
+    """The estimated artifact bytes of the preset's own model with the reference tokenizer."""
+    return sum(estimate(base.override({"model.vocab_size": vocab_size}), tokenizer_bytes).values())
+
+
+def fit(
+    base: Config,
+    vocab_size: int,
+    tokenizer_bytes: int,
+    budget_bytes: int,
+    *,
+    shrink: Shrink = "width",
+    max_scale: float = 2.0,
+    estimate: Estimator = budget.estimate,
+) -> Sizing:
+    """Walk the ladder from the preset's size (see the module docstring) to the size that fits ``budget_bytes``."""
+    if max_scale < 1:
+        raise ValueError(f"max_scale must be >= 1 (the preset's own size is always a candidate), got {max_scale}")
+    configs, i = ladder(base.override({"model.vocab_size": vocab_size}), shrink, max_scale)
+    tried: list[tuple[int, int]] = []
+
+    def measure(j: int) -> dict[str, int]:
+        parts = estimate(configs[j], tokenizer_bytes)
+        tried.append((size_of(configs[j], shrink), sum(parts.values())))
+        return parts
+
+    parts = measure(i)
+    if sum(parts.values()) <= budget_bytes:
+        while i + 1 < len(configs):
+            bigger = measure(i + 1)
+            if sum(bigger.values()) > budget_bytes:
+                break
+            i, parts = i + 1, bigger
+        return Sizing(configs[i], parts, budget_bytes, tuple(tried))
+    while i > 0:
+        i -= 1
+        parts = measure(i)
+        if sum(parts.values()) <= budget_bytes:
+            return Sizing(configs[i], parts, budget_bytes, tuple(tried))
+    field = "model_dim" if shrink == "width" else "num_layers"
+    size, total = tried[-1]
+    raise BudgetError(
+        f"nothing fits: with vocab {vocab_size} and a {tokenizer_bytes:,}-byte tokenizer, the smallest candidate "
+        f"({field} {size}) is estimated at {total:,} bytes, over the {budget_bytes:,}-byte budget by "
+        f"{total - budget_bytes:,}; raise --budget" + (" or use --shrink width" if shrink == "layers" else "")
+    )

@@ -1,0 +1,297 @@
+"""Tokenizer A/B: is tokenizer B better than tokenizer A under one artifact budget?
+
+    python -m pipelines.tokenizer_ab --specs tokenizers/sp1024.toml tokenizers/caseops_sp8192.toml \\
+        --corpus SRC --seeds 3 --preset tiny --out DIR [--budget-mode steps|tokens|wall-clock]
+    python -m pipelines.tokenizer_ab --screen --specs sp1024 sp4096 sp8192 ... --corpus SRC --out DIR
+
+For each spec: train the tokenizer on the corpus' training documents, shard the same documents (the first
+``--val-docs`` are validation), size the preset's model so that its estimated artifact -- tokenizer, embedding table,
+other weights and code -- fits the same byte budget (``pipelines.sizing``), train it under the same compute budget
+for each seed, and take the exact BPB of the quantized artifact on every validation byte. ``DIR/report.md`` (with
+plots) gives mean ± std per spec, the difference to the first spec in BPB and nats per byte, Welch's t-tests and the
+verdict in the challenge's terms (``pipelines.stats``). ``--screen`` skips the model: tokens per byte and n-gram
+BPB for many specs in minutes (``pipelines.screening``).
+
+Every stage is cached under ``--cache`` (default ``DIR/cache``) by a hash of its inputs, so an interrupted run or one
+with more seeds redoes only what is missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pgolf_data.tokenizer import TokenizerSpec
+from pgolf_data.tokenizer.spec import SpecError, resolve_spec
+from pgolf_data.tokenizer.training import default_threads
+
+from .cache import StageCache, write_json
+from .documents import CorpusSplit
+from .screening import DEFAULT_SAMPLE_BYTES
+from .stages import shard_stage, tokenizer_stage
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ABSettings:
+    specs: tuple[str, ...]  # spec names or TOML paths; the first is the reference
+    corpus: str
+    out: Path
+    seeds: int = 3
+    first_seed: int = 1337
+    preset: str = "tiny"
+    budget_mode: str = "steps"  # steps | tokens | wall-clock (pipelines.model_stages.apply_compute_budget)
+    budget_value: float | None = None  # steps, tokens or minutes; None = the preset's
+    artifact_budget: int | None = None  # bytes; None = the preset's model with the first spec's tokenizer
+    shrink: str = "width"  # width | layers (pipelines.sizing)
+    max_scale: float = 2.0
+    val_docs: int = 1000
+    max_docs: int | None = None
+    text_field: str = "text"
+    cache: Path | None = None
+    threads: int = field(default_factory=default_threads)
+    jobs: int = 1  # trainings at once, threads // jobs torch threads each
+
+    def __post_init__(self) -> None:
+        if not self.specs:
+            raise ValueError("give at least one spec (--specs)")
+        if self.seeds < 1:
+            raise ValueError(f"seeds must be >= 1, got {self.seeds}")
+        if self.threads < 1 or self.jobs < 1:
+            raise ValueError(f"threads and jobs must be >= 1, got threads {self.threads}, jobs {self.jobs}")
+        if self.artifact_budget is not None and self.artifact_budget <= 0:
+            raise ValueError(f"the artifact budget must be a positive number of bytes, got {self.artifact_budget}")
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.cache or self.out / "cache"
+
+    def seed_list(self) -> list[int]:
+        return [self.first_seed + i for i in range(self.seeds)]
+
+
+def load_specs(names: tuple[str, ...]) -> list[TokenizerSpec]:
+    specs = [resolve_spec(name) for name in names]
+    seen: dict[str, str] = {}
+    for name, spec in zip(names, specs):
+        if spec.name in seen:
+            raise SpecError(f"specs {seen[spec.name]!r} and {name!r} are both named {spec.name!r}; names must differ")
+        seen[spec.name] = name
+    return specs
+
+
+def _split(settings: ABSettings) -> CorpusSplit:
+    return CorpusSplit(settings.corpus, settings.val_docs, settings.max_docs, settings.text_field)
+
+
+def run_ab(settings: ABSettings, log: Log = print) -> dict:
+    """The whole comparison; writes ``results.json`` and ``report.md`` (+ plots) into ``settings.out``."""
+    from pgolf_model.config import preset
+
+    from . import sizing
+    from .model_stages import TrainRequest, apply_compute_budget, read_manifest, train_stages
+    from .report import write_ab_report
+
+    start = time.perf_counter()
+    if settings.shrink not in sizing.SHRINK_MODES:
+        raise ValueError(f"shrink must be one of {', '.join(sizing.SHRINK_MODES)}, got {settings.shrink!r}")
+    specs = load_specs(settings.specs)
+    split = _split(settings)
+    cache = StageCache(settings.cache_dir, log)
+    base, compute = apply_compute_budget(preset(settings.preset), settings.budget_mode, settings.budget_value)
+
+    # 1. Tokenizer and shards per spec, all from the same documents.
+    prepared = []
+    for spec in specs:
+        tok_dir = tokenizer_stage(cache, spec, split, threads=settings.threads)
+        shard_dir = shard_stage(cache, tok_dir, split, workers=settings.threads, label=spec.name)
+        prepared.append((spec, tok_dir, shard_dir, read_manifest(shard_dir)))
+
+    # 2. One artifact budget; each spec's model sized to fit it.
+    ref_tok = prepared[0][3]["tokenizer"]
+    artifact_budget = settings.artifact_budget
+    budget_source = f"given (--budget {artifact_budget:,})" if artifact_budget else ""
+    if artifact_budget is None:
+        artifact_budget = sizing.reference_budget(base, ref_tok["vocab_size"], ref_tok["artifact"]["bytes"])
+        budget_source = f"the estimated artifact of preset {settings.preset} with {specs[0].name}"
+    sized = []
+    for spec, _, _, manifest in prepared:
+        tok = manifest["tokenizer"]
+        fitted = sizing.fit(
+            base, tok["vocab_size"], tok["artifact"]["bytes"], artifact_budget,
+            shrink=settings.shrink, max_scale=settings.max_scale,
+        )  # fmt: skip
+        m = fitted.config.model
+        log(f"{spec.name}: {m.num_layers} layers x {m.model_dim} wide, estimated artifact {fitted.total:,} bytes")
+        sized.append(fitted)
+
+    # 3. Every (spec, seed) trained under the same compute budget and scored from its artifact.
+    seeds = settings.seed_list()
+    requests = [
+        TrainRequest(tok_dir, shard_dir, fitted.config.override({"train.seed": seed}), f"{spec.name} seed {seed}")
+        for (spec, tok_dir, shard_dir, _), fitted in zip(prepared, sized)
+        for seed in seeds
+    ]
+    stages = train_stages(cache, requests, jobs=settings.jobs, threads=settings.threads)
+
+    # 4. Results, statistics and the report.
+    val_bytes = split.fingerprint()["val"]["bytes"]
+    rows = [
+        _spec_row(item, fitted, seeds, stages[i * len(seeds) : (i + 1) * len(seeds)], val_bytes)
+        for i, (item, fitted) in enumerate(zip(prepared, sized))
+    ]
+    results = {
+        "settings": {
+            "specs": list(settings.specs),
+            "corpus": split.fingerprint(),
+            "preset": settings.preset,
+            "budget_mode": settings.budget_mode,
+            "compute": compute,
+            "artifact_budget": artifact_budget,
+            "budget_source": budget_source,
+            "shrink": settings.shrink,
+            "seeds": seeds,
+            "cache": str(settings.cache_dir),
+            "stages_built": dict(cache.executions),
+            "seconds": round(time.perf_counter() - start, 1),
+        },
+        "specs": rows,
+        "comparisons": _comparisons(rows),
+    }
+    settings.out.mkdir(parents=True, exist_ok=True)
+    write_json(settings.out / "results.json", results)
+    report = write_ab_report(results, settings.out)
+    for c in results["comparisons"]:
+        log(f"verdict, {c['candidate']} vs {c['reference']}: {c['verdict']}")
+    log(f"report: {report} ({results['settings']['seconds']:.0f} s)")
+    return results
+
+
+def _spec_row(prepared: tuple, fitted, seeds: list[int], stages: list[Path], val_bytes: int) -> dict:
+    """One spec's entry of ``results.json``: tokenizer facts, sizing, and each seed's numbers from its run files."""
+    from .model_stages import run_result
+
+    spec, tok_dir, shard_dir, manifest = prepared
+    tok, val = manifest["tokenizer"], manifest["splits"]["val"]
+    runs = []
+    for seed, stage in zip(seeds, stages):
+        result = run_result(stage)
+        if result["val_bytes"] != val_bytes:
+            raise AssertionError(
+                f"{stage}: scored {result['val_bytes']:,} bytes, but the validation documents have {val_bytes:,}: "
+                "the runs would not be comparable"
+            )
+        runs.append({"seed": seed, "stage": str(stage), **result})
+    return {
+        "spec": spec.name,
+        "spec_definition": spec.to_dict(),
+        "kind": spec.kind,
+        "vocab_size": tok["vocab_size"],
+        "lossless": tok["lossless"],
+        "tokenizer_bytes": tok["artifact"]["bytes"],
+        "tokens_per_byte": (val["tokens"] - val["docs"]) / val["bytes"],  # validation, BOS (one a document) excluded
+        "val_tokens": val["tokens"],
+        "val_bytes": val["bytes"],
+        "stages": {"tokenizer": str(tok_dir), "shards": str(shard_dir)},
+        "sizing": {"estimate": fitted.estimate, "estimated_total": fitted.total, "tried": fitted.tried},
+        "runs": runs,
+    }
+
+
+def _comparisons(rows: list[dict]) -> list[dict]:
+    """Every spec against the first (the reference)."""
+    from .stats import compare
+
+    out = []
+    ref = rows[0]
+    for row in rows[1:]:
+        c = compare(ref["spec"], [r["val_bpb"] for r in ref["runs"]], row["spec"], [r["val_bpb"] for r in row["runs"]])
+        out.append({**asdict(c), "delta_nats": c.delta_nats, "verdict": c.verdict})
+    return out
+
+
+def run_screen(settings: ABSettings, sample_bytes: int | None = DEFAULT_SAMPLE_BYTES, log: Log = print) -> list[dict]:
+    """Screening of every spec; writes ``screening.json`` and ``screening.md`` (+ plot) into ``settings.out``."""
+    from .report import write_screen_report
+    from .screening import ScreenConfig, screen
+
+    start = time.perf_counter()
+    split = _split(settings)
+    config = ScreenConfig(sample_bytes=sample_bytes)
+    cache = StageCache(settings.cache_dir, log)
+    rows = screen(load_specs(settings.specs), split, cache, config, threads=settings.threads, log=log)
+    sample = f"whole training documents, up to {sample_bytes:,} bytes" if sample_bytes else "all training documents"
+    meta = {
+        "corpus": split.fingerprint(),
+        "sample": sample,
+        "stages_built": dict(cache.executions),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    settings.out.mkdir(parents=True, exist_ok=True)
+    write_json(settings.out / "screening.json", {"settings": meta, "specs": rows})
+    report = write_screen_report(rows, meta, settings.out)
+    log(f"report: {report} ({meta['seconds']:.0f} s)")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pgolf_model.config import PRESETS
+
+    from .model_stages import BUDGET_MODES
+    from .sizing import SHRINK_MODES
+
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.tokenizer_ab",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--specs", nargs="+", required=True, help="spec names or TOML files; the first is the reference"
+    )
+    parser.add_argument("--corpus", required=True, help="corpus source (file, directory, hf:NAME or 'default')")
+    parser.add_argument("--out", required=True, type=Path, help="output directory for the report")
+    parser.add_argument("--screen", action="store_true", help="screening only: tokens per byte and n-gram BPB")
+    parser.add_argument("--seeds", type=int, default=3, help="training runs per spec (default 3)")
+    parser.add_argument("--first-seed", type=int, default=1337, help="seeds are FIRST, FIRST+1, ... (default 1337)")
+    parser.add_argument("--preset", default="tiny", choices=list(PRESETS), help="model preset (default tiny)")
+    parser.add_argument("--budget-mode", default="steps", choices=BUDGET_MODES, help="what every run gets the same of")
+    parser.add_argument("--budget-value", type=float, help="steps, tokens or minutes (default: the preset's)")
+    parser.add_argument("--budget", type=int, help="artifact budget in bytes (default: preset model, first spec)")
+    parser.add_argument("--shrink", default="width", choices=SHRINK_MODES, help="what sizing varies (default width)")
+    parser.add_argument("--max-scale", type=float, default=2.0, help="largest model, x the preset's (default 2)")
+    parser.add_argument("--val-docs", type=int, default=1000, help="first N documents = validation (default 1000)")
+    parser.add_argument("--max-docs", type=int, help="read at most this many documents")
+    parser.add_argument("--text-field", default="text", help="JSON field or parquet column holding the text")
+    parser.add_argument(
+        "--sample-bytes", type=int, default=DEFAULT_SAMPLE_BYTES,
+        help=f"screening: training text for the n-gram counts, 0 = all (default {DEFAULT_SAMPLE_BYTES:,})",
+    )  # fmt: skip
+    parser.add_argument("--cache", type=Path, help="stage cache directory (default OUT/cache)")
+    parser.add_argument("--threads", type=int, default=default_threads(), help="threads and worker processes")
+    parser.add_argument("--jobs", type=int, default=1, help="trainings at once, THREADS // JOBS threads each")
+    args = parser.parse_args(argv)
+    try:
+        settings = ABSettings(
+            specs=tuple(args.specs), corpus=args.corpus, out=args.out, seeds=args.seeds, first_seed=args.first_seed,
+            preset=args.preset, budget_mode=args.budget_mode, budget_value=args.budget_value,
+            artifact_budget=args.budget, shrink=args.shrink, max_scale=args.max_scale, val_docs=args.val_docs,
+            max_docs=args.max_docs, text_field=args.text_field, cache=args.cache, threads=args.threads, jobs=args.jobs,
+        )  # fmt: skip
+        if args.screen:
+            run_screen(settings, args.sample_bytes or None)
+        else:
+            run_ab(settings)
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,393 @@
+"""Score-first TTT: legality (no score moves when later tokens change), equality with plain scoring at learning rate
+0, learning on a repetitive stream, the caller's model untouched, the LoRA adapters, and the configuration."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from model_data import byte_tokenizer, encode_stream, write_split
+
+from pgolf_data.tokenizer.artifact import to_artifact
+from pgolf_model import artifact, evaluate
+from pgolf_model.config import ConfigError, EvalConfig, ModelConfig, preset
+from pgolf_model.evaluate import score
+from pgolf_model.lora import DocLoRA
+from pgolf_model.model import GPT
+from pgolf_model.quant import QuantizedState
+from pgolf_model.runtime import Runtime
+from pgolf_model.sliding import score_sliding
+from pgolf_model.ttt import cosine_lr, evaluate_ttt, find_docs
+
+CPU = Runtime(torch.device("cpu"))
+BOS = byte_tokenizer().bos_id
+SEQ_LEN = 32
+
+# Small settings that make every mode train hard enough to move scores within a ~1,000-token stream.
+MODES = {
+    "full": EvalConfig(
+        ttt="full", stride=8, full_chunk_tokens=96, full_batch_seqs=2, full_epochs=2, full_lr=0.05, full_grad_clip=1.0
+    ),
+    "lora": EvalConfig(ttt="lora", lora_chunk_tokens=8, lora_batch_docs=3, lora_rank=4, lora_lr=0.003),
+    "phased": EvalConfig(
+        ttt="phased",
+        lora_chunk_tokens=8,
+        lora_batch_docs=3,
+        lora_rank=4,
+        lora_lr=0.003,
+        phased_prefix_docs=6,
+        phased_phases=2,
+        global_chunk_tokens=96,
+        global_batch_seqs=2,
+        global_lr=0.05,
+    ),
+}
+FROZEN = {
+    "full": EvalConfig(ttt="full", stride=8, full_chunk_tokens=96, full_batch_seqs=2, full_lr=0.0),
+    "lora": EvalConfig(ttt="lora", lora_chunk_tokens=8, lora_batch_docs=3, lora_rank=4, lora_lr=0.0),
+    "phased": EvalConfig(
+        ttt="phased", lora_chunk_tokens=8, lora_batch_docs=3, lora_rank=4, lora_lr=0.0, phased_prefix_docs=6,
+        phased_phases=2, global_chunk_tokens=96, global_batch_seqs=2, global_lr=0.0,
+    ),
+}  # fmt: skip
+
+
+# The record stack's model switches, all on (stack.md section 6), on a 4-block model.
+RECORD_SWITCHES = dict(
+    num_layers=4, mlp_leaky_slope=0.5, rope_dims=8, ln_scale=True, xsa=True, attn_gate_width=12, smear_gate=True,
+    bos_id=BOS, parallel_from=3, loop_start=1, loop_end=2, num_loops=1, bigram_buckets=64, bigram_dim=16,
+)  # fmt: skip
+
+
+def tiny_model(seed: int = 0, **switches) -> GPT:
+    torch.manual_seed(seed)
+    shape = dict(vocab_size=260, num_layers=2, model_dim=32, num_heads=2, num_kv_heads=1)
+    m = GPT(ModelConfig(**{**shape, **switches}))
+    with torch.no_grad():
+        for p in m.parameters():  # away from the identity-at-init, so that context and adapters matter
+            p += 0.05 * torch.randn_like(p)
+    return m
+
+
+def run(model, tokens, counts, cfg, **kw):
+    return evaluate_ttt(
+        model, tokens, counts, cfg, seq_len=SEQ_LEN, batch_tokens=4 * SEQ_LEN, bos_id=BOS, runtime=CPU, keep_nll=True,
+        **kw,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def streams(dev_sample):
+    """Two unrelated streams of short documents (with their byte counts), cut to the same length."""
+    tok = byte_tokenizer()
+    a, a_counts = encode_stream(tok, [d[: 60 + 23 * (i % 5)] for i, d in enumerate(dev_sample[:14])])
+    b, b_counts = encode_stream(tok, [d[: 45 + 31 * (i % 4)] for i, d in enumerate(dev_sample[100:116])])
+    n = min(len(a), len(b))
+    return (a[:n], a_counts[:n]), (b[:n], b_counts[:n])
+
+
+@pytest.fixture(scope="module")
+def on_a(streams):
+    """Each mode's scores of the first stream, trained and frozen, computed once."""
+    (a, a_counts), _ = streams
+    model = tiny_model()
+    return {mode: (run(model, a, a_counts, MODES[mode]), run(model, a, a_counts, FROZEN[mode])) for mode in MODES}
+
+
+# --- legality -------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("where", ["mid-document", "before a BOS", "late"])
+def test_scores_up_to_p_do_not_depend_on_tokens_after_p(streams, on_a, mode, where):
+    (a, a_counts), (b, b_counts) = streams
+    bos = np.flatnonzero(a == BOS)
+    p = {"mid-document": 437, "before a BOS": int(bos[4]) - 1, "late": len(a) - 150}[where]
+    p += int(np.argmax(a[p + 1 :] != b[p + 1 :]))  # the streams differ from position p + 1 on
+    assert where != "before a BOS" or a[p + 1] == BOS
+    spliced = np.concatenate([a[: p + 1], b[p + 1 :]])  # agrees with a on positions 0..p only
+    spliced_counts = np.concatenate([a_counts[: p + 1], b_counts[p + 1 :]])
+    trained, frozen = on_a[mode]
+    other = run(tiny_model(), spliced, spliced_counts, MODES[mode])
+    # Target j is stream position j + 1: the scores of positions 1..p are targets 0..p-1, and they are identical.
+    np.testing.assert_array_equal(trained.nll[:p], other.nll[:p])
+    assert not np.array_equal(trained.nll[p:], other.nll[p:])  # the streams do differ after p ...
+    assert not np.allclose(trained.nll[:p], frozen.nll[:p])  # ... and training did move the scores before p
+
+
+@pytest.mark.parametrize("mode", ["full", "phased"])
+def test_legality_holds_with_the_record_switches_on(streams, mode):
+    (a, a_counts), (b, b_counts) = streams
+    p = 437 + int(np.argmax(a[438:] != b[438:]))
+    spliced, spliced_counts = (
+        np.concatenate([a[: p + 1], b[p + 1 :]]),
+        np.concatenate([a_counts[: p + 1], b_counts[p + 1 :]]),
+    )
+    model = tiny_model(**RECORD_SWITCHES)
+    on_a, on_b = run(model, a, a_counts, MODES[mode]), run(model, spliced, spliced_counts, MODES[mode])
+    np.testing.assert_array_equal(on_a.nll[:p], on_b.nll[:p])
+    assert not np.array_equal(on_a.nll[p:], on_b.nll[p:])
+
+
+def test_a_scoring_order_that_peeks_ahead_would_fail_the_legality_check(streams):
+    """The check has teeth: a model trained on the whole stream before scoring changes scores before p."""
+    (a, a_counts), (b, b_counts) = streams
+    p = 437
+    spliced = np.concatenate([a[: p + 1], b[p + 1 :]])
+    spliced_counts = np.concatenate([a_counts[: p + 1], b_counts[p + 1 :]])
+    peeked = []
+    for tokens, counts in ((a, a_counts), (spliced, spliced_counts)):
+        model = tiny_model()
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        x, y = torch.from_numpy(tokens[:-1])[None], torch.from_numpy(tokens[1:])[None]
+        model(x, y).backward()
+        opt.step()
+        peeked.append(run(model, tokens, counts, EvalConfig()).nll)
+    assert not np.array_equal(peeked[0][:p], peeked[1][:p])
+
+
+# --- learning rate 0 is plain scoring -------------------------------------------------------------------------------
+
+
+def test_full_ttt_at_learning_rate_0_is_sliding_window_scoring(streams):
+    (a, a_counts), _ = streams
+    model = tiny_model()
+    got = run(model, a, a_counts, FROZEN["full"])
+    want = score_sliding(
+        model, a, a_counts, seq_len=SEQ_LEN, stride=8, batch_tokens=SEQ_LEN, runtime=CPU, keep_nll=True
+    )
+    np.testing.assert_allclose(got.nll, want.nll, rtol=1e-5, atol=1e-6)
+    assert (got.tokens, got.bytes) == (len(a) - 1, a_counts[1:].sum())
+
+
+def brute_force_doc_nll(model, tokens: np.ndarray, chunk: int, upto: int) -> np.ndarray:
+    """Targets ``0..upto-1`` one by one: a target's context is its own document from its chunk's window start."""
+    out = np.full(upto, np.nan)
+    with torch.no_grad():
+        for start, length in find_docs(tokens, BOS):
+            for i in range(min(length - 1, upto - start)):  # document target i is stream target start + i
+                lo = max(0, (i // chunk + 1) * chunk - SEQ_LEN)
+                x = torch.from_numpy(tokens[start + lo : start + i + 1])[None]
+                y = torch.from_numpy(tokens[start + lo + 1 : start + i + 2])[None]
+                out[start + i] = model(x, y, reduction="none")[0, -1].item()
+    return out
+
+
+def test_lora_ttt_at_learning_rate_0_scores_each_document_by_its_own_chunk_windows(streams, on_a):
+    (a, a_counts), _ = streams
+    got = on_a["lora"][1]
+    want = brute_force_doc_nll(tiny_model(), a, chunk=8, upto=600)
+    np.testing.assert_allclose(got.nll[:600], want, rtol=1e-5, atol=1e-5)
+    assert (got.tokens, got.bytes) == (len(a) - 1, a_counts[1:].sum())
+    assert got.bpb == pytest.approx(np.nansum(got.nll) / math.log(2) / a_counts[1:].sum(), rel=1e-12)
+
+
+def test_phased_ttt_at_learning_rate_0_is_lora_ttt(on_a):
+    np.testing.assert_array_equal(on_a["phased"][1].nll, on_a["lora"][1].nll)
+
+
+# --- TTT learns, on a copy ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def repetitive():
+    """One random 48-byte phrase, longer than the 32-token window, repeated within and across documents: only
+    weights that learned the phrase can predict it."""
+    rng = np.random.default_rng(0)
+    phrase = rng.integers(4, 260, size=48)
+    doc = np.concatenate([[BOS], np.tile(phrase, 4)])
+    tokens = np.concatenate([np.tile(doc, 8), [BOS]])
+    return tokens, (tokens != BOS).astype(np.int64)
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_ttt_learns_a_repeated_document(repetitive, mode):
+    tokens, counts = repetitive
+    model = tiny_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    frozen, adapted = run(model, tokens, counts, FROZEN[mode]), run(model, tokens, counts, MODES[mode])
+    assert adapted.loss < 0.8 * frozen.loss, (mode, adapted.loss, frozen.loss)
+    # The caller's model is untouched.
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(p.requires_grad for p in model.parameters())
+
+
+# --- ranks ---------------------------------------------------------------------------------------------------------
+
+# Settings under which the number of ranks must not matter: no warm-started adapters (each batch draws A from its own
+# seed) and a phase boundary that falls after a whole round of batches either way.
+RANK_FREE = {
+    "full": MODES["full"],
+    "lora": dataclasses.replace(MODES["lora"], lora_warm_start_a=False),
+    "phased": dataclasses.replace(MODES["phased"], lora_warm_start_a=False, phased_phases=1),
+}
+
+
+def _rank_worker(rank: int, world: int, init_file: str, tokens, counts, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        rt = Runtime(torch.device("cpu"), rank, world)
+        for mode, cfg in RANK_FREE.items():
+            got = evaluate_ttt(
+                tiny_model(), tokens, counts, cfg, seq_len=SEQ_LEN, batch_tokens=4 * SEQ_LEN, bos_id=BOS,
+                runtime=rt, keep_nll=True,
+            )  # fmt: skip
+            np.save(f"{out}/{mode}-{rank}.npy", np.append(got.nll, [got.nll_nats, got.tokens, got.bytes]))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_ranks_score_like_one(streams, tmp_path):
+    (a, a_counts), _ = streams
+    mp.spawn(_rank_worker, args=(2, str(tmp_path / "init"), a, a_counts, str(tmp_path)), nprocs=2)
+    for mode, cfg in RANK_FREE.items():
+        single = run(tiny_model(), a, a_counts, cfg)
+        parts = [np.load(tmp_path / f"{mode}-{r}.npy") for r in range(2)]
+        nll = [p[:-3] for p in parts]
+        assert (sum(~np.isnan(x) for x in nll) == 1).all(), mode  # each target scored on exactly one rank
+        np.testing.assert_allclose(np.nansum(nll, axis=0), single.nll, rtol=1e-4, atol=1e-5, err_msg=mode)
+        for p in parts:  # the totals are summed over ranks
+            assert p[-2:].tolist() == [single.tokens, single.bytes]
+            assert p[-3] == pytest.approx(single.nll_nats, rel=1e-5)
+
+
+# --- pieces ---------------------------------------------------------------------------------------------------------
+
+
+def test_find_docs_gives_every_target_to_one_document():
+    tokens = np.array([BOS, 5, 6, BOS, 7, BOS, BOS, 8, 9, 10])
+    assert find_docs(tokens, BOS) == [(0, 4), (3, 3), (5, 2), (6, 4)]
+    # Not starting with BOS, and no BOS at all: the stream's start opens the first document.
+    assert find_docs(np.array([5, 6, BOS, 7]), BOS) == [(0, 3), (2, 2)]
+    assert find_docs(np.array([5, 6, 7]), BOS) == [(0, 3)]
+    for tokens in (np.array([BOS, 5, 6, BOS, 7, BOS, BOS, 8, 9, 10]), np.array([5, BOS, BOS])):
+        covered = [start + i for start, length in find_docs(tokens, BOS) for i in range(length - 1)]
+        assert covered == list(range(len(tokens) - 1))
+
+
+def test_cosine_lr_runs_from_base_to_zero():
+    assert [round(cosine_lr(1.0, i, 5), 6) for i in range(5)] == [1.0, 0.853553, 0.5, 0.146447, 0.0]
+    assert cosine_lr(0.3, 0, 1) == 0.3
+
+
+@pytest.mark.parametrize("switches", [{}, RECORD_SWITCHES], ids=["baseline", "record switches"])
+def test_fresh_adapters_leave_the_model_unchanged_and_rows_are_independent(switches):
+    model = tiny_model(**switches)
+    lora = DocLoRA(model, 3, 4, 8.0, DocLoRA.TARGETS, torch.Generator().manual_seed(0))
+    x = torch.randint(0, 260, (3, 20), generator=torch.Generator().manual_seed(1))
+    y = torch.randint(0, 260, (3, 20), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        plain = model(x, y, reduction="none")
+        assert torch.equal(lora.nll(model, x, y), plain)
+        for m in lora.modules():
+            if hasattr(m, "B"):
+                m.B[1].normal_()  # adapt row 1 only
+        adapted = lora.nll(model, x, y)
+        assert torch.equal(adapted[[0, 2]], plain[[0, 2]]) and not torch.allclose(adapted[1], plain[1])
+        assert torch.equal(model(x, y, reduction="none"), plain)  # detached again after each use
+    assert all(type(b.attn).__name__ == "CausalSelfAttention" for b in model.blocks)
+
+
+def test_each_lora_target_adapts_its_module():
+    model = tiny_model()
+    x = torch.randint(0, 260, (1, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        plain = model(x, x, reduction="none")
+        for target in (*DocLoRA.TARGETS, None):
+            lora = DocLoRA(model, 1, 2, 2.0, (target,) if target else (), torch.Generator().manual_seed(0))
+            for m in lora.modules():
+                if hasattr(m, "B"):
+                    m.B.normal_()
+            assert not torch.allclose(lora.nll(model, x, x), plain), target  # None: the head adapter alone
+    with pytest.raises(ValueError, match="unknown LoRA target"):
+        DocLoRA(model, 1, 2, 2.0, ("w",), torch.Generator())
+
+
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("ttt", "sometimes", "must be one of none, full, lora, phased"),
+        ("stride", -1, "must be >= 0"),
+        ("lora_rank", 0, "must be positive"),
+        ("lora_beta2", 1.0, r"must be in \[0, 1\)"),
+        ("lora_targets", "q,z", "unknown target"),
+        ("full_lr", -0.1, "must be >= 0"),
+    ],
+)
+def test_bad_eval_settings_are_errors(field, value, match):
+    with pytest.raises(ConfigError, match=f"eval.{field} = {value!r}: {match}"):
+        EvalConfig(**{field: value})
+
+
+def test_bad_inputs_are_errors(streams):
+    (a, a_counts), _ = streams
+    model = tiny_model()
+    with pytest.raises(ValueError, match="no BOS id"):
+        evaluate_ttt(model, a, a_counts, MODES["lora"], seq_len=32, batch_tokens=32, bos_id=None, runtime=CPU)
+    with pytest.raises(ValueError, match="lora_chunk_tokens 48 is longer than the window"):
+        evaluate_ttt(model, a, a_counts, EvalConfig(ttt="lora"), seq_len=32, batch_tokens=32, bos_id=BOS, runtime=CPU)
+    with pytest.raises(ValueError, match="byte counts for"):
+        run(model, a, a_counts[:-1], MODES["full"])
+
+
+# --- the evaluate command -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cli_artifact(streams, tmp_path_factory):
+    """A smoke-shaped model artifact whose config asks for stride 16, and a val split of the first stream."""
+    root = tmp_path_factory.mktemp("cli")
+    (a, a_counts), _ = streams
+    write_split(root, "val", a, a_counts)
+    cfg = preset("smoke").override({"model.vocab_size": 260, "train.seq_len": 32, "eval.stride": 16})
+    torch.manual_seed(0)
+    model = GPT(cfg.model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p += 0.05 * torch.randn_like(p)
+    weights = QuantizedState.quantize(model.state_dict(), cfg.quant).to_bytes()
+    data = artifact.build(cfg.to_dict(), to_artifact(byte_tokenizer()), weights, artifact.counted_code())
+    return artifact.write(root / "m.pga", data), root
+
+
+def cli(capsys, *argv) -> dict:
+    assert evaluate.main([*map(str, argv), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_evaluate_uses_the_artifacts_eval_settings_unless_flags_say_otherwise(cli_artifact, streams, capsys):
+    path, data = cli_artifact
+    (a, a_counts), _ = streams
+    model, cfg = artifact.build_model(artifact.read(path))
+    kw = dict(seq_len=32, batch_tokens=cfg.train.device_batch_tokens, runtime=CPU)
+    own = cli(capsys, path, "--data", data)
+    assert (own["stride"], own["ttt"]) == (16, "none")
+    assert own["val_bpb"] == pytest.approx(score_sliding(model, a, a_counts, stride=16, **kw).bpb, rel=1e-12)
+    plain = cli(capsys, path, "--data", data, "--stride", 0)
+    assert plain["stride"] == 32 and plain["val_bpb"] == pytest.approx(score(model, a, a_counts, **kw).bpb, rel=1e-12)
+    flags = ["--eval.lora_chunk_tokens", 8, "--eval.lora_batch_docs", 3, "--eval.lora_rank", 4]
+    lora = cli(capsys, path, "--data", data, "--ttt", "lora", *flags, "--eval.lora_warm_start_a", "false")
+    how = EvalConfig(
+        stride=16, ttt="lora", lora_chunk_tokens=8, lora_batch_docs=3, lora_rank=4, lora_warm_start_a=False
+    )
+    want = evaluate_ttt(model, a, a_counts, how, bos_id=BOS, **kw)
+    assert lora["ttt"] == "lora" and lora["val_bpb"] == pytest.approx(want.bpb, rel=1e-12)
+    assert lora["val_tokens"] == len(a) - 1 and lora["val_bytes"] == a_counts[1:].sum()
+
+
+def test_evaluate_rejects_bad_eval_settings(cli_artifact, capsys):
+    path, data = cli_artifact
+    assert evaluate.main([str(path), "--data", str(data), "--eval.lora_rank", "0"]) == 2
+    assert "eval.lora_rank = 0: must be positive" in capsys.readouterr().err
+    assert evaluate.main([str(path), "--data", str(data), "--stride", "33"]) == 2
+    assert "stride 33: must be in [1, seq_len = 32]" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        evaluate.main([str(path), "--data", str(data), "--ttt", "sometimes"])
