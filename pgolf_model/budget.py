@@ -23,36 +23,45 @@ import torch
 
 from pgolf_data.compress import compress
 
+from .allocation import MIN_BITS
 from .artifact import LIMIT, PARTS, BudgetError, codec_for, counted_code, pack_code, part_sizes
 from .config import Config, QuantConfig, add_config_arguments, config_from_args
-from .model import parameter_shapes
-from .quant import quantize_rows, tensor_format
+from .model import GPT, parameter_shapes
+from .ptq import tensor_groups
+from .quant import round_to_nearest, row_scales, tensor_format
 
 _SAMPLE_ELEMENTS = 1 << 18
 
 
 @functools.lru_cache(maxsize=64)
-def compressed_bytes_per_value(bits: int, cols: int, clip_quantile: float, codec: str) -> float:
+def compressed_bytes_per_value(bits: int, cols: int, clip_quantile: float, sdclip_k: float, codec: str) -> float:
     """Compressed bytes per quantized value for Gaussian rows of width ``cols``."""
     rows = max(8, _SAMPLE_ELEMENTS // cols)
     w = torch.from_numpy(np.random.default_rng(0).standard_normal((rows, cols), dtype=np.float32))
-    q, _ = quantize_rows(w, bits, clip_quantile)
+    q = round_to_nearest(w, row_scales(w, bits, clip_quantile=clip_quantile, sdclip_k=sdclip_k), bits)
     return len(compress(q.numpy().tobytes(), codec_for(codec))[1]) / q.numel()
 
 
 def weights_estimate(cfg: Config) -> int:
-    return _weights_estimate(parameter_shapes(cfg.model), cfg.quant)
+    """With ``quant.allocate`` every group is estimated at ``allocation.MIN_BITS``: the least the plan can spend."""
+    with torch.device("meta"):
+        model = GPT(cfg.model)
+    shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    return _weights_estimate(shapes, tensor_groups(model), cfg.quant)
 
 
-def _weights_estimate(shapes: dict[str, tuple[int, ...]], q: QuantConfig) -> int:
+def _weights_estimate(shapes: dict[str, tuple[int, ...]], groups: dict[str, str], q: QuantConfig) -> int:
     total = 8  # magic + header length
     header = []
     for name, shape in shapes.items():
         numel = int(np.prod(shape))
         if tensor_format(shape, q) == "int":
             rows, cols = shape
-            total += round(numel * compressed_bytes_per_value(q.bits, cols, q.clip_quantile, q.codec)) + 2 * rows
-            header.append({"name": name, "shape": list(shape), "format": "int", "bits": q.bits})
+            group = groups.get(name, "other")
+            bits = MIN_BITS if q.allocate else q.bits_of(group)
+            per_value = compressed_bytes_per_value(bits, cols, q.clip_quantile, q.sdclip_k_of(group), q.codec)
+            total += round(numel * per_value) + 2 * rows
+            header.append({"name": name, "shape": list(shape), "format": "int", "bits": bits})
         else:
             total += 2 * numel
             header.append({"name": name, "shape": list(shape), "format": "float16"})
@@ -81,7 +90,8 @@ def check(cfg: Config, tokenizer_bytes: int, limit: int = LIMIT) -> dict[str, in
         params = sum(int(np.prod(s)) for s in parameter_shapes(cfg.model).values())
         raise BudgetError(
             f"the estimated artifact is {total:,} bytes, over the {limit:,}-byte limit by {total - limit:,} "
-            f"({parts}; {params:,} parameters at {cfg.quant.bits} bits): shrink the model or lower quant.bits"
+            f"({parts}; {params:,} parameters at {cfg.quant.bits} bits): shrink the model or lower quant.bits "
+            "(or the group widths quant.*_bits, or let quant.allocate choose them)"
         )
     return sizes
 

@@ -2,14 +2,17 @@
 
 Scheme (the baseline's, generalized to any width): each matrix with more than ``keep_float_max_numel`` elements is
 quantized per row, symmetric, to integers in ``[-(2^(b-1) - 1), 2^(b-1) - 1]`` with one float16 scale per row
-(the row's ``clip_quantile`` of |w| divided by the top level); smaller tensors (gains, mixes, skip weights) are kept
-as float16. Values of any width are stored one per int8 byte: the compressor removes the unused high bits, which is
-what the records do for int5/int6. The bit width is recorded per tensor, so mixed widths and other rounding rules
-(GPTQ) produce the same format.
+(the row's ``clip_quantile`` of |w|, or SDClip's ``k * std(row)``, divided by the top level); smaller tensors (gains,
+mixes, skip weights) are kept as float16. Values of any width are stored one per int8 byte: the compressor removes
+the unused high bits, which is what the records do for int5/int6. The bit width is recorded per tensor, so mixed
+widths and other rounding rules (GPTQ, ``gptq.py``) produce the same format. A matrix may carry an LQER correction
+(``lqer.py``): low-rank factors ``A`` (INT2, one scale) and ``B`` (INT4, one scale per ``group`` values) added back
+as ``A B`` on dequantization.
 
 Serialized layout: ``b"PGQW"``, uint32 header length, a canonical JSON header listing every tensor (name, shape,
-format, bits, payload offsets), then the payload: all integer values, then all row scales, then all float16 tensors,
-each in header order. Grouping like with like compresses better.
+format, bits, ``lqer: [rank, group]`` where present), then the payload: all integer values, then all row scales,
+then the LQER factors' integers (A then B per tensor) and their scales, then all float16 tensors, each in header
+order. Grouping like with like compresses better.
 
 This module is part of the artifact's counted code; it imports only numpy, torch and ``.config``.
 """
@@ -29,20 +32,50 @@ from .config import QuantConfig
 MAGIC = b"PGQW"
 
 
+def qmax(bits: int) -> int:
+    """Largest level of the symmetric ``bits``-bit grid ``[-qmax, qmax]``."""
+    if not 2 <= bits <= 8:
+        raise ValueError(f"bits = {bits}: must be in [2, 8] (values are stored one per int8 byte)")
+    return 2 ** (bits - 1) - 1
+
+
+def row_scales(w: Tensor, bits: int, *, clip_quantile: float = 1.0, sdclip_k: float = 0.0) -> Tensor:
+    """One float16 scale per row: ``sdclip_k * std(row) / qmax`` when ``sdclip_k > 0`` (SDClip, 2026-04-05 record),
+    else the row's ``clip_quantile`` of ``|w|`` over ``qmax``. Rows whose scale would be 0 get 1 (they round to 0)."""
+    assert w.ndim == 2, f"row_scales needs a matrix, got shape {tuple(w.shape)}"
+    w = w.detach().float()
+    if sdclip_k > 0:
+        clip = sdclip_k * w.std(dim=1, correction=0)
+    elif clip_quantile < 1.0:
+        clip = torch.quantile(w.abs(), clip_quantile, dim=1)
+    else:
+        clip = w.abs().amax(dim=1)
+    scale = (clip / qmax(bits)).to(torch.float16)
+    return torch.where(scale > 0, scale, torch.ones_like(scale))
+
+
+def round_to_nearest(w: Tensor, scale: Tensor, bits: int) -> Tensor:
+    """``clamp(round(w / scale), -qmax, qmax)`` per row, as int8."""
+    top = qmax(bits)
+    return torch.clamp(torch.round(w.detach().float() / scale.float()[:, None]), -top, top).to(torch.int8)
+
+
 def quantize_rows(w: Tensor, bits: int, clip_quantile: float) -> tuple[Tensor, Tensor]:
     """Per-row symmetric quantization of a 2-D tensor: ``(q int8, scale float16)`` with ``w ~ q * scale``."""
-    assert w.ndim == 2, f"quantize_rows needs a matrix, got shape {tuple(w.shape)}"
-    qmax = 2 ** (bits - 1) - 1
-    w = w.detach().float()
-    clip = torch.quantile(w.abs(), clip_quantile, dim=1) if clip_quantile < 1.0 else w.abs().amax(dim=1)
-    scale = (clip / qmax).to(torch.float16)
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # all-zero (or underflowing) rows
-    q = torch.clamp(torch.round(w / scale.float()[:, None]), -qmax, qmax).to(torch.int8)
-    return q, scale
+    scale = row_scales(w, bits, clip_quantile=clip_quantile)
+    return round_to_nearest(w, scale, bits), scale
 
 
 def dequantize_rows(q: Tensor, scale: Tensor) -> Tensor:
     return q.float() * scale.float()[:, None]
+
+
+def lqer_correction(f: dict) -> Tensor:
+    """``A_hat B_hat`` (float32) from LQER factors ``{"group", "a_q", "a_scale", "b_q", "b_scale"}`` (numpy)."""
+    a = torch.from_numpy(f["a_q"]).float() * float(f["a_scale"][0])
+    b = torch.from_numpy(f["b_q"]).float()
+    b_scale = torch.from_numpy(f["b_scale"].astype(np.float32)).repeat_interleave(f["group"])[: b.numel()]
+    return a @ (b.reshape(-1) * b_scale).view_as(b)
 
 
 def tensor_format(shape: tuple[int, ...], cfg: QuantConfig) -> str:
@@ -55,7 +88,7 @@ def tensor_format(shape: tuple[int, ...], cfg: QuantConfig) -> str:
 class QuantizedState:
     """A quantized ``state_dict``: per tensor either ``(q, scale, bits)`` or a float16 array."""
 
-    entries: dict[str, dict]  # name -> {"shape", "format", "bits"?, "q"?, "scale"?, "value"?}
+    entries: dict[str, dict]  # name -> {"shape", "format", "bits"?, "q"?, "scale"?, "lqer"?, "value"?}
 
     @classmethod
     def quantize(cls, state: dict[str, Tensor], cfg: QuantConfig) -> QuantizedState:
@@ -86,24 +119,31 @@ class QuantizedState:
         for name, e in self.entries.items():
             if e["format"] == "int":
                 out[name] = dequantize_rows(torch.from_numpy(e["q"]), torch.from_numpy(e["scale"]))
+                if "lqer" in e:
+                    out[name] += lqer_correction(e["lqer"])
             else:
                 out[name] = torch.from_numpy(e["value"].astype(np.float32))
             out[name] = out[name].reshape(e["shape"])
         return out
 
     def to_bytes(self) -> bytes:
-        header, ints, scales, floats = [], [], [], []
+        header, ints, scales, lqer_ints, lqer_scales, floats = [], [], [], [], [], []
         for name, e in self.entries.items():
             item = {"name": name, "shape": list(e["shape"]), "format": e["format"]}
             if e["format"] == "int":
                 item["bits"] = e["bits"]
                 ints.append(np.ascontiguousarray(e["q"], dtype=np.int8).tobytes())
                 scales.append(np.ascontiguousarray(e["scale"], dtype="<f2").tobytes())
+                if "lqer" in e:
+                    f = e["lqer"]
+                    item["lqer"] = [f["rank"], f["group"]]
+                    lqer_ints += [np.ascontiguousarray(f[k], dtype=np.int8).tobytes() for k in ("a_q", "b_q")]
+                    lqer_scales += [np.ascontiguousarray(f[k], dtype="<f2").tobytes() for k in ("a_scale", "b_scale")]
             else:
                 floats.append(np.ascontiguousarray(e["value"], dtype="<f2").tobytes())
             header.append(item)
         head = json.dumps(header, separators=(",", ":")).encode()
-        return MAGIC + struct.pack("<I", len(head)) + head + b"".join(ints + scales + floats)
+        return MAGIC + struct.pack("<I", len(head)) + head + b"".join(ints + scales + lqer_ints + lqer_scales + floats)
 
     @classmethod
     def from_bytes(cls, data: bytes, *, where: str = "weights") -> QuantizedState:
@@ -134,6 +174,16 @@ class QuantizedState:
             }
         for h in ints:
             entries[h["name"]]["scale"] = take(h["shape"][0], "<f2", (h["shape"][0],))
+        corrected = [h for h in ints if "lqer" in h]
+        for h in corrected:
+            (rows, cols), (rank, group) = h["shape"], h["lqer"]
+            f = {"rank": rank, "group": group, "a_q": take(rows * rank, "i1", (rows, rank))}
+            entries[h["name"]]["lqer"] = {**f, "b_q": take(rank * cols, "i1", (rank, cols))}
+        for h in corrected:
+            (_, cols), (rank, group) = h["shape"], h["lqer"]
+            f = entries[h["name"]]["lqer"]
+            f["a_scale"] = take(1, "<f2", (1,))
+            f["b_scale"] = take(-(-rank * cols // group), "<f2", (-(-rank * cols // group),))
         for h in header:
             if h["format"] == "float16":
                 n = int(np.prod(h["shape"])) if h["shape"] else 1

@@ -20,7 +20,7 @@ import math
 import platform
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -33,13 +33,13 @@ from pgolf_data.shards import ShardFormatError, ShardSet
 from pgolf_data.tokenizer import TokenizerError
 from pgolf_data.tokenizer.artifact import artifact_path, from_artifact
 
-from . import artifact, budget, checkpoint, runtime
+from . import artifact, budget, checkpoint, export, runtime
+from .allocation import AllocationError
 from .config import Config, ConfigError, add_config_arguments, config_from_args
 from .data import TrainLoader
 from .evaluate import BPBResult, load_val, score
 from .model import GPT
-from .optim import Schedule, build_optimizers
-from .quant import QuantizedState
+from .optim import Schedule, WeightEMA, build_optimizers
 from .runtime import Runtime
 
 ARTIFACT_NAME = "model.pga"
@@ -128,15 +128,23 @@ def save_checkpoint(out_dir: Path, cfg: Config, step: int, train_seconds: float,
     checkpoint.save(out_dir, step, state, cfg.train.keep_checkpoints)
 
 
-def write_artifact(path: Path, cfg: Config, model: GPT, tokenizer_bytes: bytes, limit: int, rt: Runtime) -> None:
-    """Rank 0 quantizes and writes; every rank raises BudgetError if the file would be over ``limit``."""
+def write_artifact(
+    path: Path, cfg: Config, model: GPT, tokenizer_bytes: bytes, limit: int, rt: Runtime, log: RunLog
+) -> None:
+    """Rank 0 quantizes (``export``: prints the plan) and writes; every rank raises BudgetError if the file would be
+    over ``limit``."""
     error = None
     if rt.is_main:
-        weights = QuantizedState.quantize(model.state_dict(), cfg.quant).to_bytes()
-        data = artifact.build(cfg.to_dict(), tokenizer_bytes, weights, artifact.counted_code(), cfg.quant.codec)
+        code = artifact.counted_code()
+        # Everything but the weights is known before quantizing; the rest of the limit is the weights' budget.
+        weights_budget = limit - len(artifact.build_compressed(cfg.to_dict(), tokenizer_bytes, (0, b""), code))
         try:
+            result = export.export_weights(model, cfg, runtime=rt, weights_budget=weights_budget)
+            log.say(result.table(weights_budget if cfg.quant.allocate else None))
+            log.record("quant", plan=[asdict(r) for r in result.plan], seconds=result.seconds)
+            data = artifact.build_compressed(cfg.to_dict(), tokenizer_bytes, result.compressed, code)
             artifact.write(path, data, limit)
-        except artifact.BudgetError as e:
+        except (artifact.BudgetError, AllocationError) as e:
             error = str(e)
     error = _broadcast(error, rt)
     if error is not None:
@@ -150,6 +158,13 @@ def projected_steps(cfg: Config, step: int, start: tuple[int, float], train_seco
         return cfg.train.iterations
     pace = (train_seconds - start[1]) / (step - start[0])
     return min(cfg.train.iterations, step + int((limit_s - train_seconds) / pace))
+
+
+def training_fraction(cfg: Config, step: int, train_seconds: float) -> float:
+    """How far training is: by the clock under a time limit (as the records schedule depth recurrence), else steps."""
+    if cfg.train.max_minutes:
+        return max(train_seconds / (60.0 * cfg.train.max_minutes), step / cfg.train.iterations)
+    return step / cfg.train.iterations
 
 
 def run(
@@ -185,6 +200,8 @@ def run(
             raise FileNotFoundError(f"--resume auto: no checkpoints in {checkpoint.checkpoint_dir(out_dir)}")
         step, train_seconds = restore(path, cfg, model, optimizers)
         log.say(f"resumed from {path} at step {step} ({train_seconds:.1f}s of training)")
+    # The EMA is not checkpointed: a resumed run restarts it from the resumed weights.
+    ema = WeightEMA(model, cfg.train.ema_decay) if cfg.train.ema_decay else None
     net = torch.compile(model) if cfg.train.compile else model
     ddp = None
     if rt.distributed:
@@ -276,15 +293,23 @@ def run(
     stopped_by_clock = False
     while True:
         last = step >= cfg.train.iterations or stopped_by_clock
+        if last:  # the final model: depth recurrence on (as at eval in the records), EMA weights if kept
+            model.set_looping(True)
+            if ema is not None:
+                ema.copy_to(model)
         if last or (cfg.train.val_every and step % cfg.train.val_every == 0 and (step > start[0] or step == 0)):
             final_val = validate(step, 0 if last else cfg.train.val_tokens)
             bar.set_postfix(val_bpb=f"{final_val.bpb:.4f}")
             if last:
                 break
         lr_scale = schedule.apply(optimizers, step, projected_steps(cfg, step, start, train_seconds))
+        if cfg.train.loop_after:
+            model.set_looping(training_fraction(cfg, step, train_seconds) >= cfg.train.loop_after)
         rt.synchronize()
         t0 = time.perf_counter()
         loss = train_step(step)
+        if ema is not None:
+            ema.update(model)
         rt.synchronize()
         train_seconds += time.perf_counter() - t0
         step += 1
@@ -316,7 +341,7 @@ def run(
         save_checkpoint(out_dir, cfg, step, train_seconds, model, optimizers)
     art_path = out_dir / ARTIFACT_NAME
     try:
-        write_artifact(art_path, cfg, model, inputs.tokenizer_bytes, budget_limit, rt)
+        write_artifact(art_path, cfg, model, inputs.tokenizer_bytes, budget_limit, rt, log)
     except artifact.BudgetError as e:
         log.record("error", message=str(e))
         raise artifact.BudgetError(f"{e}; the trained weights are in {checkpoint.latest(out_dir)}") from None

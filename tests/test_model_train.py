@@ -55,7 +55,7 @@ def test_smoke_trains_clearly_below_the_unigram_entropy(dataset, smoke_run):
     assert summary["val_bpb"] < 0.85 * uni, (summary["val_bpb"], uni)
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     events = {r["event"] for r in records}
-    assert events == {"start", "train", "val", "result"}
+    assert events == {"start", "train", "val", "quant", "result"}
     vals = [r for r in records if r["event"] == "val"]
     assert vals[0]["step"] == 0 and vals[-1]["full"] and vals[0]["val_bpb"] > vals[-1]["val_bpb"]
     train = [r for r in records if r["event"] == "train"]

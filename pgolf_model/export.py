@@ -1,0 +1,116 @@
+"""From trained weights to the artifact's compressed ``weights`` part, within the byte budget.
+
+Steps, as the records run them after training (STACK section 8): self-generated calibration tokens (when GPTQ or the
+bit allocation needs them) -> Hessians (GPTQ) -> bit width per tensor group (fixed by the config, or chosen to fit
+the budget by ``allocation``) -> GPTQ or round-to-nearest per matrix -> LQER -> serialize -> compress (the config's
+codec, or the smallest of zstd-22/lzma/brotli with ``codec = best``; the codec id is recorded in the artifact).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from torch import nn
+
+from pgolf_data.compress import codec_name, compress
+
+from . import allocation, calibration
+from .allocation import PlanRow
+from .artifact import codec_for
+from .config import Config
+from .ptq import GROUPS, GroupRule, group_members, quantize_state, tensor_groups
+from .quant import QuantizedState
+from .runtime import Runtime
+
+
+@dataclass
+class Export:
+    state: QuantizedState
+    weights: bytes  # serialized, uncompressed
+    compressed: tuple[int, bytes]  # (codec id, bytes): the artifact's weights part
+    plan: list[PlanRow]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def table(self, budget: int | None = None) -> str:
+        """The plan; ``budget``: the bytes the allocation fitted the weights part into, if it ran."""
+        head = f"quantization plan ({f'fit to {budget:,} bytes' if budget is not None else 'fixed widths'}):"
+        codec = codec_name(self.compressed[0])
+        return head + "\n" + allocation.format_plan(self.plan, len(self.compressed[1]), codec, budget)
+
+
+def rules_from_config(cfg: Config) -> dict[str, GroupRule]:
+    q = cfg.quant
+    return {g: GroupRule(q.bits_of(g), q.sdclip_k_of(g)) for g in GROUPS}
+
+
+def export_weights(
+    model: nn.Module, cfg: Config, *, runtime: Runtime, weights_budget: int | None = None, seed: int | None = None
+) -> Export:
+    """Quantize and compress ``model``'s weights as ``cfg.quant`` says; ``weights_budget`` (bytes of the compressed
+    weights part) is required when ``cfg.quant.allocate`` is on."""
+    q = cfg.quant
+    if q.allocate and weights_budget is None:
+        raise ValueError("quant.allocate needs the byte budget left for the weights")
+    seed = cfg.train.seed if seed is None else seed
+    seconds: dict[str, float] = {}
+    groups, rules = tensor_groups(model), rules_from_config(cfg)
+    state = {k: v.detach() for k, v in model.state_dict().items()}
+
+    tokens = hessians = None
+    if q.method == "gptq" or q.allocate:
+        t0 = time.perf_counter()
+        length = q.calib_seq_len or cfg.train.seq_len
+        tokens = calibration.generate(model, q.calib_seqs, length, batch_size=q.calib_batch, seed=seed, runtime=runtime)
+        seconds["calibration"] = time.perf_counter() - t0
+    if q.method == "gptq":
+        t0 = time.perf_counter()
+        hessians = calibration.collect_hessians(model, tokens, batch_size=q.calib_batch, runtime=runtime)
+        seconds["hessians"] = time.perf_counter() - t0
+
+    cache: dict = {}
+    built: dict[tuple, tuple[QuantizedState, bytes, tuple[int, bytes]]] = {}
+
+    def build(bits: dict[str, int]) -> tuple[QuantizedState, bytes, tuple[int, bytes]]:
+        key = tuple(sorted(bits.items()))
+        if key not in built:
+            chosen = {g: replace(r, bits=bits.get(g, r.bits)) for g, r in rules.items()}
+            qs = quantize_state(state, groups, chosen, q, hessians=hessians, lqer_rank=q.lqer_rank, cache=cache)
+            blob = qs.to_bytes()
+            built[key] = (qs, blob, compress(blob, codec_for(q.codec)))
+        return built[key]
+
+    t0 = time.perf_counter()
+    costs: dict[tuple[str, int], float] = {}
+    if q.allocate:
+        options = allocation.group_options(
+            model,
+            groups,
+            rules,
+            q,
+            tokens=tokens,
+            batch_size=q.calib_batch,
+            runtime=runtime,
+            hessians=hessians,
+            cache=cache,
+        )
+        costs = {(g, o.bits): o.cost for g, opts in options.items() for o in opts}
+        bits, _ = allocation.allocate(options, weights_budget, lambda b: len(build(b)[2][1]))
+    else:
+        bits = {g: r.bits for g, r in rules.items()}
+    qs, blob, compressed = build(bits)
+    seconds["quantize"] = time.perf_counter() - t0
+
+    plan = [
+        PlanRow(
+            group=g,
+            bits=bits[g],
+            tensors=len(names),
+            params=sum(state[n].numel() for n in names),
+            bytes=allocation.entropy_bytes(np.concatenate([qs.entries[n]["q"].reshape(-1) for n in names])),
+            cost=costs.get((g, bits[g])),
+        )
+        for g, names in group_members(state, groups, q).items()
+    ]
+    return Export(qs, blob, compressed, plan, seconds)

@@ -1,0 +1,121 @@
+"""Post-training quantization of a model: per tensor group a bit width and a clip rule, GPTQ or round-to-nearest,
+then the optional LQER correction, into a ``quant.QuantizedState``.
+
+Tensor groups (what the records set bits and SDClip ``k`` for, STACK section 8): ``embed`` (embedding tables and
+the untied output head), ``attn`` and ``mlp`` (the blocks' attention and MLP matrices), ``other`` (any other
+matrix). Tensors with at most ``keep_float_max_numel`` elements stay float16, as in ``quant``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from . import gptq, lqer
+from .config import QuantConfig
+from .quant import QuantizedState, round_to_nearest, row_scales, tensor_format
+
+GROUPS = ("embed", "attn", "mlp", "other")
+
+
+@dataclass(frozen=True)
+class GroupRule:
+    bits: int
+    sdclip_k: float = 0.0  # > 0: SDClip scale k * std(row) / qmax; 0: clip at the row's clip_quantile of |w|
+
+
+def tensor_groups(model: nn.Module) -> dict[str, str]:
+    """``{state-dict name: group}`` for every 2-D floating-point parameter of ``model``."""
+    embeds = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    head = getattr(model, "lm_head", None)
+    if head is not None:
+        embeds.add(id(head.weight))
+    groups = {}
+    for name, p in model.named_parameters():
+        if p.ndim != 2 or not p.is_floating_point():
+            continue
+        parts = name.split(".")
+        if id(p) in embeds:
+            groups[name] = "embed"
+        elif "attn" in parts:
+            groups[name] = "attn"
+        elif "mlp" in parts:
+            groups[name] = "mlp"
+        else:
+            groups[name] = "other"
+    return groups
+
+
+def group_members(state: dict[str, Tensor], groups: dict[str, str], cfg: QuantConfig) -> dict[str, list[str]]:
+    """``{group: names}`` of the matrices that are quantized (the rest stay float16), in state order."""
+    members: dict[str, list[str]] = {}
+    for name, t in state.items():
+        if name in groups and tensor_format(tuple(t.shape), cfg) == "int":
+            members.setdefault(groups[name], []).append(name)
+    return members
+
+
+def quantize_matrix(
+    w: Tensor, rule: GroupRule, *, clip_quantile: float, hessian: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """``(q int8, scale float16)`` for one matrix: GPTQ when a Hessian is given, else round-to-nearest."""
+    scale = row_scales(w, rule.bits, clip_quantile=clip_quantile, sdclip_k=rule.sdclip_k)
+    if hessian is None:
+        return round_to_nearest(w, scale, rule.bits), scale
+    return gptq.gptq(w, hessian, scale, rule.bits), scale
+
+
+def quantize_named(
+    name: str, t: Tensor, rule: GroupRule, cfg: QuantConfig, *, hessian: Tensor | None, cache: dict | None
+) -> tuple[Tensor, Tensor]:
+    """``quantize_matrix`` on the CPU result side, memoized in ``cache`` under ``(name, bits, k)``."""
+    key = (name, rule.bits, rule.sdclip_k)
+    if cache is not None and key in cache:
+        return cache[key]
+    q, scale = quantize_matrix(t.detach().float(), rule, clip_quantile=cfg.clip_quantile, hessian=hessian)
+    out = (q.cpu(), scale.cpu())
+    if cache is not None:
+        cache[key] = out
+    return out
+
+
+def quantize_state(
+    state: dict[str, Tensor],
+    groups: dict[str, str],
+    rules: dict[str, GroupRule],
+    cfg: QuantConfig,
+    *,
+    hessians: dict[str, Tensor] | None = None,
+    lqer_rank: int = 0,
+    lqer_top: int = lqer.TOP,
+    cache: dict | None = None,
+) -> QuantizedState:
+    """Quantize ``state`` (a ``state_dict``) tensor by tensor; see the module docstring.
+
+    A matrix with a Hessian in ``hessians`` is GPTQ'd, any other one rounded to nearest. With ``lqer_rank > 0`` the
+    ``lqer_top`` quantized matrices with the largest error ``||W - Q s||_F`` get a rank-``lqer_rank`` correction.
+    ``cache`` (a dict the caller keeps) memoizes ``(name, bits, k) -> (q, scale)`` across calls.
+    """
+    entries: dict[str, dict] = {}
+    errors: dict[str, Tensor] = {}
+    for name, t in state.items():
+        if not t.is_floating_point():
+            raise ValueError(f"state tensor {name} has dtype {t.dtype}; only float tensors are stored")
+        shape = tuple(t.shape)
+        if tensor_format(shape, cfg) != "int":
+            entries[name] = {"shape": shape, "format": "float16", "value": t.detach().cpu().half().numpy()}
+            continue
+        if name not in groups:
+            raise ValueError(f"matrix {name} {shape} belongs to no tensor group")
+        rule = rules[groups[name]]
+        h = hessians.get(name) if hessians is not None else None
+        q, scale = quantize_named(name, t, rule, cfg, hessian=h, cache=cache)
+        entries[name] = {"shape": shape, "format": "int", "bits": rule.bits, "q": q.numpy(), "scale": scale.numpy()}
+        if lqer_rank > 0:
+            errors[name] = t.detach().float().cpu() - q.float() * scale.float()[:, None]
+    if lqer_rank > 0:
+        worst = sorted(errors, key=lambda n: -float(errors[n].norm()))[:lqer_top]
+        for name in worst:
+            entries[name]["lqer"] = lqer.factors(errors[name], lqer_rank)
+    return QuantizedState(entries)

@@ -1,0 +1,132 @@
+"""Self-generated calibration: deterministic sampling, and Hessians checked against inputs computed by hand on a toy
+model (a shared input, a layer run twice, the logit matmul), then on the real GPT."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pgolf_model import calibration
+from pgolf_model.config import preset
+from pgolf_model.model import GPT
+from pgolf_model.ptq import tensor_groups
+from pgolf_model.quant import tensor_format
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # The test machine's two cores are shared; one intra-op thread avoids oversubscription stalls.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@dataclass
+class ToyCfg:
+    vocab_size: int = 11
+
+
+class Toy(nn.Module):
+    """emb -> a and b read the same input -> c run twice (a loop) -> hidden; logits = hidden @ emb^T."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cfg = ToyCfg()
+        g = torch.Generator().manual_seed(0)
+        self.tok_emb = nn.Embedding(11, 6)
+        self.a, self.b, self.c = nn.Linear(6, 6, bias=False), nn.Linear(6, 6, bias=False), nn.Linear(6, 6, bias=False)
+        self.lm_head = None
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+
+    def stages(self, idx):
+        x = self.tok_emb(idx)
+        h1 = torch.tanh(self.a(x) + self.b(x))
+        h2 = torch.tanh(self.c(h1))
+        return x, h1, h2, torch.tanh(self.c(h2))
+
+    def hidden(self, idx):
+        return self.stages(idx)[-1]
+
+    def logits(self, idx):
+        return F.linear(self.hidden(idx), self.tok_emb.weight)
+
+
+def second_moment(*xs):
+    x = torch.cat([t.reshape(-1, t.size(-1)) for t in xs])
+    return x.T @ x / x.size(0)
+
+
+def test_generation_is_deterministic_and_in_range():
+    model = Toy()
+    a = calibration.generate(model, 5, 9, batch_size=2, seed=3)
+    assert a.shape == (5, 9) and a.dtype == torch.int64
+    assert int(a.min()) >= 0 and int(a.max()) < 11
+    assert torch.equal(a, calibration.generate(model, 5, 9, batch_size=2, seed=3))
+    assert not torch.equal(a, calibration.generate(model, 5, 9, batch_size=2, seed=4))
+    # The batch size only groups the work; each batch draws from the same seeded generator in turn.
+    assert torch.equal(a[:2], calibration.generate(model, 2, 9, batch_size=2, seed=3))
+
+
+def test_first_tokens_are_uniform():
+    first = calibration.generate(Toy(), 2200, 1, batch_size=2200, seed=0)[:, 0]
+    counts = torch.bincount(first, minlength=11).float()
+    assert counts.min() > 140 and counts.max() < 260  # expected 200 each
+
+
+def test_low_temperature_follows_the_argmax():
+    model = Toy()
+    seqs = calibration.generate(model, 4, 6, batch_size=4, seed=0, temperature=1e-4)
+    with torch.no_grad():
+        greedy = model.logits(seqs[:, :-1]).argmax(-1)
+    assert torch.equal(seqs[:, 1:], greedy)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"num_seqs": 0}, "positive sizes"),
+        ({"batch_size": 0}, "positive sizes"),
+        ({"temperature": 0.0}, "temperature = 0.0: must be positive"),
+    ],
+)
+def test_bad_generation_settings_are_errors(kwargs, message):
+    args = {"num_seqs": 2, "seq_len": 3, "batch_size": 2, "seed": 0, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        calibration.generate(Toy(), args.pop("num_seqs"), args.pop("seq_len"), **args)
+
+
+def test_hessians_match_the_inputs_computed_by_hand():
+    model = Toy()
+    tokens = torch.randint(11, (5, 7), generator=torch.Generator().manual_seed(1))
+    H = calibration.collect_hessians(model, tokens, batch_size=2)
+    with torch.no_grad():
+        x, h1, h2, out = model.stages(tokens)
+    assert set(H) == {"a.weight", "b.weight", "c.weight", "tok_emb.weight"}
+    torch.testing.assert_close(H["a.weight"], second_moment(x))
+    torch.testing.assert_close(H["b.weight"], second_moment(x))
+    torch.testing.assert_close(H["c.weight"], second_moment(h1, h2))  # both passes of the loop
+    torch.testing.assert_close(H["tok_emb.weight"], second_moment(out))  # the logit matmul's input
+
+
+def test_every_matrix_of_the_gpt_gets_a_hessian():
+    cfg = preset("smoke")
+    torch.manual_seed(0)
+    model = GPT(cfg.model)
+    tokens = calibration.generate(model, 3, 16, batch_size=2, seed=0)
+    H = calibration.collect_hessians(model, tokens, batch_size=2)
+    quantized = {n for n in tensor_groups(model) if tensor_format(model.state_dict()[n].shape, cfg.quant) == "int"}
+    assert set(H) == quantized
+    for name, h in H.items():
+        cols = model.state_dict()[name].shape[1]
+        assert h.shape == (cols, cols) and torch.allclose(h, h.T)
+        assert torch.linalg.eigvalsh(h.double()).min() > -1e-5, name
+    # q, k and v read the same normed input.
+    assert torch.equal(H["blocks.0.attn.c_q.weight"], H["blocks.0.attn.c_k.weight"])
+    assert torch.equal(H["blocks.0.attn.c_q.weight"], H["blocks.0.attn.c_v.weight"])
