@@ -87,6 +87,10 @@ class ModelConfig:
             why = f"need 0 <= loop_start <= loop_end < num_layers = {self.num_layers}"
             ok = 0 <= self.loop_start <= self.loop_end < self.num_layers
             _require(ok, s, "loop_end", (self.loop_start, self.loop_end), why)
+            # A looped block would run again after the parallel lanes have started; the lanes must be last.
+            why = f"the looped blocks must all come before parallel_from = {self.parallel_from}"
+            ok = not self.parallel_from or self.loop_end < self.parallel_from
+            _require(ok, s, "loop_end", self.loop_end, why)
         _require(self.bigram_buckets >= 0, s, "bigram_buckets", self.bigram_buckets, "must be >= 0")
         _require(self.bigram_dim > 0, s, "bigram_dim", self.bigram_dim, "must be positive")
 

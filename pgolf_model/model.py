@@ -9,6 +9,9 @@ Notable features (the 2026-03-17 naive baseline, 1.2244 BPB; STACK = ../shared/r
 - U-Net skips: the first half of the layer sequence pushes its outputs, the second half pops them in reverse;
 - tied input/output embeddings and a tanh logit soft-cap (Gemma 2, cap 30).
 
+Record-stack switches (``ModelConfig``, all off by default; STACK section 6): LeakyReLU(0.5)^2, partial RoPE, LN
+scale, XSA, sparse attention gate, BOS-fixed SmearGate, BigramHash, parallel residual lanes, depth recurrence.
+
 The layer sequence is a list of physical block indices (``encoder_layers``, ``decoder_layers``), so depth recurrence
 is a different list, not a rewrite. Parameters live in fp32; on CUDA the training loop runs the forward pass under
 bf16 autocast.
@@ -60,7 +63,12 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.model_dim, cfg.model_dim, bias=False)
         # With q and k RMS-normed, attention logits are bounded; this learned per-head gain is the temperature.
         self.q_gain = nn.Parameter(torch.full((cfg.num_heads,), cfg.qk_gain_init))
-        self.rotary = Rotary(cfg.head_dim, cfg.rope_base)
+        # Partial RoPE (records from 2026-03-21): the unrotated dims attend by content regardless of distance.
+        self.rotary = Rotary(cfg.rope_dims or cfg.head_dim, cfg.rope_base)
+        self.xsa = cfg.xsa
+        # Sparse attention gate (stack.md section 6): a per-head sigmoid gate read from a few input dims, 0.5 at init.
+        self.gate_width = cfg.attn_gate_width
+        self.gate = nn.Parameter(torch.zeros(cfg.num_heads, cfg.attn_gate_width)) if cfg.attn_gate_width else None
 
     def forward(self, x: Tensor) -> Tensor:
         B, T, C = x.shape
@@ -70,6 +78,14 @@ class CausalSelfAttention(nn.Module):
         q, k = self.rotary(rms_norm(q)), self.rotary(rms_norm(k))
         q = q * self.q_gain.to(q.dtype)[None, :, None, None]
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.num_kv_heads != self.num_heads)
+        if self.xsa:
+            # XSA: attention tends to copy the token's own value back; remove that direction so the layer adds
+            # only information from other tokens. Head h uses KV group h // (H / Hkv), as in the GQA attention.
+            v_hat = F.normalize(v, dim=-1).repeat_interleave(self.num_heads // self.num_kv_heads, dim=1)
+            y = y - (y * v_hat).sum(-1, keepdim=True) * v_hat
+        if self.gate is not None:
+            g = torch.sigmoid(0.5 * F.linear(x[..., : self.gate_width], self.gate.to(x.dtype)))  # (B, T, H)
+            y = y * g.transpose(1, 2).unsqueeze(-1)
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.proj(y)
 
@@ -80,9 +96,13 @@ class MLP(nn.Module):
         hidden = cfg.mlp_mult * cfg.model_dim
         self.fc = nn.Linear(cfg.model_dim, hidden, bias=False)
         self.proj = nn.Linear(hidden, cfg.model_dim, bias=False)
+        self.leaky_slope = cfg.mlp_leaky_slope
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.proj(F.relu(self.fc(x)).square())
+        h = self.fc(x)
+        # LeakyReLU(0.5)^2 (records from 2026-03-23) keeps a gradient for negative pre-activations.
+        h = F.leaky_relu(h, self.leaky_slope) if self.leaky_slope else F.relu(h)
+        return self.proj(h.square())
 
 
 class Block(nn.Module):
@@ -95,12 +115,31 @@ class Block(nn.Module):
         self.mlp_scale = nn.Parameter(torch.ones(cfg.model_dim))
         # x <- mix[0] * x + mix[1] * x0: each block may pull the embedding stream back in (init: identity).
         self.resid_mix = nn.Parameter(torch.stack((torch.ones(cfg.model_dim), torch.zeros(cfg.model_dim))))
+        # Layer-norm scaling: deeper blocks see smaller inputs, so their updates stay proportionate to the stream.
+        self.in_scale = 1.0 / math.sqrt(layer_idx + 1) if cfg.ln_scale else 1.0
+        # Parallel residuals: lane mixing r (2,) and p (2 lanes x {attn, mlp}); init r = 1.1, p = 1 (stack.md s6).
+        self.parallel = bool(cfg.parallel_from) and layer_idx >= cfg.parallel_from
+        if self.parallel:
+            self.lane_decay = nn.Parameter(torch.full((2,), 1.1))
+            self.lane_mix = nn.Parameter(torch.ones(2, 2))
+
+    def norm(self, x: Tensor) -> Tensor:
+        return rms_norm(x) * self.in_scale if self.in_scale != 1.0 else rms_norm(x)
 
     def forward(self, x: Tensor, x0: Tensor) -> Tensor:
         mix = self.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
-        x = x + self.attn_scale.to(x.dtype) * self.attn(rms_norm(x))
-        return x + self.mlp_scale.to(x.dtype) * self.mlp(rms_norm(x))
+        x = x + self.attn_scale.to(x.dtype) * self.attn(self.norm(x))
+        return x + self.mlp_scale.to(x.dtype) * self.mlp(self.norm(x))
+
+    def forward_lanes(self, lanes: tuple[Tensor, Tensor], x0: Tensor) -> tuple[Tensor, Tensor]:
+        """Two-lane block: attention reads lane 0 (mixed with x0), the MLP reads lane 1, both write to both lanes."""
+        lane0, lane1 = lanes
+        mix = self.resid_mix.to(lane0.dtype)
+        a = self.attn_scale.to(lane0.dtype) * self.attn(self.norm(mix[0] * lane0 + mix[1] * x0))
+        m = self.mlp_scale.to(lane1.dtype) * self.mlp(self.norm(lane1))
+        r, p = self.lane_decay.to(lane0.dtype), self.lane_mix.to(lane0.dtype)
+        return r[0] * lane0 + p[0, 0] * a + p[0, 1] * m, r[1] * lane1 + p[1, 0] * a + p[1, 1] * m
 
 
 class GPT(nn.Module):
@@ -109,10 +148,14 @@ class GPT(nn.Module):
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.model_dim)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))
-        # The virtual layer sequence, as physical block indices: encoder outputs feed the decoder in reverse.
-        half = cfg.num_layers // 2
-        self.encoder_layers = list(range(half))
-        self.decoder_layers = list(range(half, cfg.num_layers))
+        # SmearGate, BOS-fixed (stack.md section 6): w and lambda start at 0, so the gate starts as the identity.
+        self.smear = nn.Parameter(torch.zeros(13)) if cfg.smear_gate else None  # 12 gate weights, then lambda
+        # BigramHash (records 2026-03-20 .. 04-04): a hashed (previous, current) token-pair embedding, zero at init.
+        if cfg.bigram_buckets:
+            self.bigram_emb = nn.Embedding(cfg.bigram_buckets, cfg.bigram_dim)
+            self.bigram_proj = nn.Linear(cfg.bigram_dim, cfg.model_dim, bias=False)
+            self.bigram_scale = nn.Parameter(torch.tensor(0.05))
+        self.set_looping(True)
         num_skips = min(len(self.encoder_layers), len(self.decoder_layers))
         self.skip_weights = nn.Parameter(torch.ones(num_skips, cfg.model_dim))
         self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.model_dim, cfg.vocab_size, bias=False)
@@ -144,6 +187,19 @@ class GPT(nn.Module):
             block.resid_mix[0].fill_(1.0)
             block.resid_mix[1].fill_(0.0)
         self.skip_weights.fill_(1.0)
+        for block in self.blocks:
+            if block.attn.gate is not None:
+                block.attn.gate.zero_()
+            if block.parallel:
+                block.lane_decay.fill_(1.1)
+                block.lane_mix.fill_(1.0)
+        if self.smear is not None:
+            self.smear.zero_()
+        if self.cfg.bigram_buckets:
+            nn.init.zeros_(self.bigram_emb.weight)
+            bound = 1.0 / math.sqrt(self.cfg.bigram_dim)
+            nn.init.uniform_(self.bigram_proj.weight, -bound, bound)
+            self.bigram_scale.fill_(0.05)
         if self.lm_head is not None:
             nn.init.zeros_(self.lm_head.weight)
 
@@ -166,18 +222,61 @@ class GPT(nn.Module):
         assert sum(len(g) for g in groups.values()) == len(list(self.parameters())), "a parameter is in two groups"
         return groups
 
+    def set_looping(self, on: bool) -> None:
+        """The virtual layer sequence, as physical block indices; encoder outputs feed the decoder in reverse.
+
+        With depth recurrence on, blocks loop_start..loop_end run 1 + num_loops times (the record: 3,4,5 three
+        times in 11 blocks gives 17 virtual layers); the first half of the sequence is the encoder either way.
+        """
+        cfg = self.cfg
+        order = list(range(cfg.num_layers))
+        if on and cfg.num_loops:
+            looped = list(range(cfg.loop_start, cfg.loop_end + 1)) * (1 + cfg.num_loops)
+            order = order[: cfg.loop_start] + looped + order[cfg.loop_end + 1 :]
+        half = len(order) // 2
+        self.looping = on
+        self.encoder_layers, self.decoder_layers = order[:half], order[half:]
+
+    def embed(self, idx: Tensor) -> Tensor:
+        """x0: the normed token embedding, after the optional BigramHash and SmearGate."""
+        e = self.tok_emb(idx)
+        if self.cfg.bigram_buckets:
+            buckets = self.cfg.bigram_buckets
+            prev = F.pad(idx[:, :-1], (1, 0))
+            h = torch.bitwise_xor(36313 * idx, 27191 * prev) % (buckets - 1)
+            h[:, 0] = buckets - 1  # position 0 has no previous token
+            e = e + self.bigram_scale.to(e.dtype) * self.bigram_proj(self.bigram_emb(h))
+        if self.smear is not None:
+            w, lam = self.smear[:12].to(e.dtype), self.smear[12].to(e.dtype)
+            gate = torch.sigmoid(e[:, 1:, :12] @ w).unsqueeze(-1)
+            keep = (idx[:, 1:] != self.cfg.bos_id).unsqueeze(-1).to(e.dtype)  # a document never reads the one before
+            e = torch.cat((e[:, :1], e[:, 1:] + lam * gate * e[:, :-1] * keep), dim=1)
+        return rms_norm(e)
+
     def hidden(self, idx: Tensor) -> Tensor:
         """Final normed hidden states (B, T, C) for token ids (B, T)."""
-        x = rms_norm(self.tok_emb(idx))
+        x = self.embed(idx)
         x0 = x
         skips: list[Tensor] = []
         for i in self.encoder_layers:
             x = self.blocks[i](x, x0)
             skips.append(x)
+        lanes: tuple[Tensor, Tensor] | None = None
         for j, i in enumerate(self.decoder_layers):
             if skips:
-                x = x + self.skip_weights[j].to(x.dtype) * skips.pop()
-            x = self.blocks[i](x, x0)
+                skip = self.skip_weights[j].to(x.dtype) * skips.pop()
+                if lanes is None:
+                    x = x + skip
+                else:
+                    lanes = (lanes[0] + skip, lanes[1])
+            if self.blocks[i].parallel:
+                lanes = self.blocks[i].forward_lanes(lanes or (x, x), x0)
+            elif lanes is not None:
+                raise ValueError(f"block {i} follows a parallel block but is not parallel; check parallel_from")
+            else:
+                x = self.blocks[i](x, x0)
+        if lanes is not None:
+            x = 0.5 * (lanes[0] + lanes[1])
         return rms_norm(x)
 
     def logits(self, idx: Tensor) -> Tensor:

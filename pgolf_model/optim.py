@@ -18,8 +18,33 @@ from .config import OptimConfig
 # value of the normalized input quickly into roughly [0.7, 1.2] rather than to converge exactly to 1.
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
+# Polar Express (Amsel et al. 2025, https://arxiv.org/abs/2505.16932): one (a, b, c) per step, each optimal for the
+# singular-value range left by the previous one; the record stack uses these five (stack.md section 7). Steps past
+# the fifth repeat the last.
+POLAR_EXPRESS = (
+    (8.156554524902461, -22.48329292557795, 15.878769915207462),
+    (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+    (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+    (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+    (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+)
 
-def newton_schulz(G: Tensor, steps: int, dtype: torch.dtype = torch.bfloat16, eps: float = 1e-7) -> Tensor:
+
+def ns_coefficients(kind: str, steps: int) -> list[tuple[float, float, float]]:
+    if kind == "fixed":
+        return [NS_COEFFICIENTS] * steps
+    if kind == "polar_express":
+        return [POLAR_EXPRESS[min(i, len(POLAR_EXPRESS) - 1)] for i in range(steps)]
+    raise ValueError(f"unknown Newton-Schulz coefficients {kind!r}; known: fixed, polar_express")
+
+
+def newton_schulz(
+    G: Tensor,
+    steps: int,
+    dtype: torch.dtype = torch.bfloat16,
+    eps: float = 1e-7,
+    coeffs: str = "fixed",
+) -> Tensor:
     """Approximately orthogonalize a 2-D matrix: ``U V^T`` of its SVD ``U S V^T``, with every singular value near 1.
 
     Each step maps ``X <- a X + (b A + c A^2) X`` with ``A = X X^T``, an odd polynomial in the singular values.
@@ -31,8 +56,7 @@ def newton_schulz(G: Tensor, steps: int, dtype: torch.dtype = torch.bfloat16, ep
     transposed = X.size(0) > X.size(1)
     if transposed:  # iterate on the wide orientation: A = X X^T is the smaller Gram matrix
         X = X.T
-    a, b, c = NS_COEFFICIENTS
-    for _ in range(steps):
+    for a, b, c in ns_coefficients(coeffs, steps):
         A = X @ X.T
         X = a * X + (b * A + c * A @ A) @ X
     return X.T if transposed else X
@@ -61,9 +85,13 @@ class Muon(torch.optim.Optimizer):
         ns_steps: int,
         nesterov: bool = True,
         ns_dtype: torch.dtype | None = None,
+        ns_coeffs: str = "fixed",
+        row_norm: bool = False,
     ) -> None:
         super().__init__(params, dict(lr=lr, momentum=momentum, ns_steps=ns_steps, nesterov=nesterov))
         self.ns_dtype = ns_dtype
+        ns_coefficients(ns_coeffs, 1)  # reject an unknown name now, not at the first step
+        self.ns_coeffs, self.row_norm = ns_coeffs, row_norm
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -83,7 +111,9 @@ class Muon(torch.optim.Optimizer):
                     if i % world == rank:
                         u = p.grad.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
                         dtype = self.ns_dtype or (torch.bfloat16 if u.is_cuda else torch.float32)
-                        u = newton_schulz(u, group["ns_steps"], dtype=dtype)
+                        if self.row_norm:  # MuonEq-R (stack.md section 7): equalize row norms before NS
+                            u = u / u.norm(dim=1, keepdim=True).clamp_min(1e-7)
+                        u = newton_schulz(u, group["ns_steps"], dtype=dtype, coeffs=self.ns_coeffs)
                         u = u * max(1.0, u.size(0) / u.size(1)) ** 0.5
                         flat[offset : offset + p.numel()] = u.reshape(-1)
                 offset += p.numel()
@@ -107,11 +137,43 @@ def build_optimizers(model, cfg: OptimConfig) -> list[torch.optim.Optimizer]:
     ]
     adam = torch.optim.Adam(adam_groups, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, fused=fused)
     muon = Muon(
-        [p for _, p in groups["matrix"]], lr=cfg.matrix_lr, momentum=cfg.muon_momentum, ns_steps=cfg.muon_ns_steps
+        [p for _, p in groups["matrix"]],
+        lr=cfg.matrix_lr,
+        momentum=cfg.muon_momentum,
+        ns_steps=cfg.muon_ns_steps,
+        ns_coeffs=cfg.muon_ns_coeffs,
+        row_norm=cfg.muon_row_norm,
     )
     for group in muon.param_groups:
         group["base_lr"], group["name"] = cfg.matrix_lr, "matrix"
     return [adam, muon]
+
+
+class WeightEMA:
+    """An fp32 exponential moving average of every weight, updated after each step and used for eval and export.
+
+    The records keep one from 2026-03-22 on (decay 0.997, later 0.9965; stack.md section 7): averaging the last few
+    hundred steps of the warm-down lands in a flatter point than the final iterate.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        if not 0 < decay < 1:
+            raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
+        self.decay = decay
+        self.shadow = {name: t.detach().float().clone() for name, t in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for name, t in model.state_dict().items():
+            if t.is_floating_point():
+                self.shadow[name].lerp_(t.float(), 1.0 - self.decay)
+            else:
+                self.shadow[name].copy_(t)
+
+    @torch.no_grad()
+    def copy_to(self, model: torch.nn.Module) -> None:
+        for name, t in model.state_dict().items():
+            t.copy_(self.shadow[name].to(t.dtype))
 
 
 @dataclass(frozen=True)
