@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pgolf_data.compress import CODEC_IDS, compress, decompress
+from pgolf_data.manifest import write_atomic
 
 MAGIC = b"PGMA"
 FORMAT_VERSION = 1
@@ -125,12 +126,7 @@ def write(path: str | os.PathLike, data: bytes, limit: int = LIMIT) -> Path:
             f"not written to {path}"
         )
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, data)
     return path
 
 

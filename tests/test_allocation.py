@@ -7,23 +7,15 @@ import itertools
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from model_data import one_thread  # noqa: F401 (autouse fixture)
 from quant_model import CPU, train_small
 
 from pgolf_data.compress import compress
 from pgolf_model import allocation, calibration
 from pgolf_model.allocation import AllocationError, Option
 from pgolf_model.ptq import GroupRule, tensor_groups
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_entropy_bytes():

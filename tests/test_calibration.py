@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 import torch.nn.functional as F
+from model_data import one_thread  # noqa: F401 (autouse fixture)
 from torch import nn
 
 from pgolf_model import calibration
@@ -15,15 +16,6 @@ from pgolf_model.config import preset
 from pgolf_model.model import GPT
 from pgolf_model.ptq import tensor_groups
 from pgolf_model.quant import tensor_format
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # The test machine's two cores are shared; one intra-op thread avoids oversubscription stalls.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @dataclass

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-from model_data import make_dataset
+from model_data import (
+    make_dataset,
+    one_thread,  # noqa: F401 (autouse fixture)
+)
 from quant_model import CPU, train_small
 
 from pgolf_data.compress import compress, decompress
@@ -16,14 +18,6 @@ from pgolf_model.config import ConfigError, preset
 from pgolf_model.ptq import GroupRule
 from pgolf_model.quant import QuantizedState
 from pgolf_model.train import run
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

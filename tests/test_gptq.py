@@ -10,17 +10,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from model_data import one_thread  # noqa: F401 (autouse fixture)
 from quant_model import CPU, train_small
 
 from pgolf_model import calibration, gptq, quant
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def correlated(rows: int, cols: int, seed: int, n: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
