@@ -19,7 +19,6 @@ the trainer statistics count what was skipped.
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -69,7 +68,17 @@ def trainer_kwargs(spec: TokenizerSpec) -> dict[str, Any]:
     return kwargs
 
 
-_SPLITS = (re.compile(r"(?<=\n)"), re.compile(r"(?= )"))  # after a newline; before a space (SP's ▁ starts a word)
+def _after_newlines(text: str) -> list[str]:
+    parts = text.split("\n")  # str.split is several times faster than a look-behind regex split
+    return [p + "\n" for p in parts[:-1]] + [parts[-1]]
+
+
+def _before_spaces(text: str) -> list[str]:
+    parts = text.split(" ")
+    return [parts[0]] + [" " + p for p in parts[1:]]
+
+
+_SPLITS = (_after_newlines, _before_spaces)  # after a newline; before a space (SP's ▁ starts a word)
 
 
 def split_long(text: str, limit: int) -> list[str]:
@@ -88,7 +97,7 @@ def _pack(text: str, limit: int, level: int) -> list[str]:
     out: list[str] = []
     current: list[str] = []
     size = 0
-    for unit in _SPLITS[level].split(text):
+    for unit in _SPLITS[level](text):
         n = len(unit.encode("utf-8"))
         if current and size + n > limit:
             out.append("".join(current))
