@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .corpus import DEFAULT_SOURCE, open_corpus
+from .cli_args import add_corpus_args
+from .corpus import open_corpus
 from .inspect_shard import describe
 from .sharding import ShardConfig, default_workers, write_shards
 from .shards import MAX_SHARD_TOKENS
@@ -29,16 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--tokenizer", required=True, metavar="DIR", help="tokenizer directory (or its tokenizer.pgt)")
-    p.add_argument(
-        "--corpus",
-        default=DEFAULT_SOURCE,
-        metavar="SRC",
-        help="document source: a .jsonl[.gz|.zst], .parquet or .txt file, a directory, hf:NAME[:SPLIT], or "
-        "'default' (the embedded corpus); default: default",
-    )
-    p.add_argument(
-        "--text-field", default="text", metavar="FIELD", help="JSON/parquet field holding the text (default: text)"
-    )
+    add_corpus_args(p)
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
     p.add_argument("--name", default="fineweb", help="file name prefix (default: fineweb, as the official files)")
     p.add_argument(
@@ -55,7 +47,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=MAX_SHARD_TOKENS,
         help=f"tokens per shard; a split's last shard is shorter (default: {MAX_SHARD_TOKENS:,}, as the challenge)",
     )
-    p.add_argument("--max-docs", type=int, metavar="N", help="encode only the first N documents of the corpus")
     p.add_argument(
         "--workers",
         type=int,
@@ -90,9 +81,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("directory", metavar="DIR", help="shard directory (holding manifest.json)")
-    p.add_argument("--corpus", metavar="SRC", help="the corpus the shards were made from, for the per-document checks")
-    p.add_argument(
-        "--text-field", default="text", metavar="FIELD", help="JSON/parquet field holding the text (default: text)"
+    add_corpus_args(
+        p, default=None, corpus_help="the corpus the shards were made from, for the per-document checks", max_docs=False
     )
     p.add_argument(
         "--sample-docs", type=int, default=16, metavar="N", help="documents per split to round-trip (default: 16)"

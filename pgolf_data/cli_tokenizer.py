@@ -8,6 +8,7 @@ import sys
 
 from tqdm import tqdm
 
+from .cli_args import CORPUS_HELP, add_corpus_args
 from .corpus import DEFAULT_SOURCE, open_corpus
 from .tokenizer import KINDS, artifact, training
 from .tokenizer.metrics import measure
@@ -28,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     what.add_argument("--spec", help="spec name (e.g. sp1024) or path to a .toml spec")
     what.add_argument("--kind", choices=KINDS, help="train this kind from its default spec (default: sentencepiece)")
     p.add_argument("--vocab", type=int, help="vocabulary size, 256..65536 (overrides the spec's)")
-    _add_corpus_args(p)
+    add_corpus_args(p)
     p.add_argument(
         "--val-docs",
         type=int,
@@ -53,20 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "tokens per byte, exactness of the byte counts and of the decode round trip (CaseOps: operator share).",
     )
     p.add_argument("tokenizer", metavar="DIR", help="tokenizer directory (or its tokenizer.pgt file)")
-    _add_corpus_args(p, default=None)
+    add_corpus_args(p, default=None, corpus_help=CORPUS_HELP + "; default: the training corpus")
     p.add_argument("--sample-docs", type=int, default=200, help="documents to measure on (default 200)")
     p.set_defaults(func=cmd_tokenizer_info)
-
-
-def _add_corpus_args(p: argparse.ArgumentParser, default: str | None = DEFAULT_SOURCE) -> None:
-    p.add_argument(
-        "--corpus",
-        default=default,
-        help="document source: a .jsonl[.gz|.zst], .parquet or .txt file, a directory, hf:NAME[:SPLIT], or 'default' "
-        "(the embedded corpus, no network needed)" + ("" if default else "; default: the training corpus"),
-    )
-    p.add_argument("--text-field", default="text", help="JSON/parquet field holding the text (default: text)")
-    p.add_argument("--max-docs", type=int, help="read at most this many documents of the corpus")
 
 
 def cmd_train_tokenizer(args: argparse.Namespace) -> int:
