@@ -36,6 +36,7 @@ _REPO = Path(__file__).resolve().parent.parent
 # Everything the evaluation path runs besides torch/numpy: rebuild the model, read shards, score.
 COUNTED_FILES = (
     "pgolf_model/config.py",
+    "pgolf_model/softcap_ce.py",
     "pgolf_model/model.py",
     "pgolf_model/quant.py",
     "pgolf_model/artifact.py",
@@ -48,7 +49,7 @@ COUNTED_FILES = (
     "pgolf_data/compress.py",
 )
 # The counted modules that define the model; build_model imports these from the artifact itself.
-MODEL_MODULES = ("config", "model", "quant")
+MODEL_MODULES = ("config", "softcap_ce", "model", "quant")
 
 
 class BudgetError(ValueError):
@@ -239,7 +240,7 @@ class _CodeImporter(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 
 def model_modules(art: Artifact) -> dict[str, object]:
-    """The artifact's own ``config``, ``model`` and ``quant`` modules, imported from its counted code."""
+    """The artifact's own ``MODEL_MODULES``, imported from its counted code."""
     sources = {}
     for name in MODEL_MODULES:
         key = f"pgolf_model/{name}.py"

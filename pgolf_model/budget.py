@@ -81,19 +81,39 @@ def estimate(cfg: Config, tokenizer_bytes: int) -> dict[str, int]:
     return {**sizes, "container": container}
 
 
+# The estimate's Gaussian rows overstate trained weights (see the module docstring), the more so the wider the clip:
+# with the record presets' configs it is 1.6% over the 1.0611 record's brotli'd weights (SDClip; about 15.92 MB in
+# PR #1851) and 18% over the 1.1147 record's whole 15,984,850-byte artifact (per-row absmax int6, lzma). An
+# estimate over the limit by no more than this share of its weights is only a warning; the writer's check decides.
+ESTIMATE_SLACK = 0.20
+
+
 def check(cfg: Config, tokenizer_bytes: int, limit: int = LIMIT) -> dict[str, int]:
-    """The estimate, or BudgetError saying by how much the config cannot fit."""
+    """The estimate, or BudgetError saying by how much the config cannot fit (beyond ``ESTIMATE_SLACK``)."""
     sizes = estimate(cfg, tokenizer_bytes)
     total = sum(sizes.values())
-    if total > limit:
+    if total > limit + ESTIMATE_SLACK * sizes["weights"]:
         parts = ", ".join(f"{k} {v:,}" for k, v in sizes.items())
         params = sum(int(np.prod(s)) for s in parameter_shapes(cfg.model).values())
         raise BudgetError(
             f"the estimated artifact is {total:,} bytes, over the {limit:,}-byte limit by {total - limit:,} "
-            f"({parts}; {params:,} parameters at {cfg.quant.bits} bits): shrink the model or lower quant.bits "
-            "(or the group widths quant.*_bits, or let quant.allocate choose them)"
+            f"({parts}; {params:,} parameters at {cfg.quant.bits} bits), more than trained weights save over the "
+            "estimate: shrink the model or lower quant.bits (or the group widths quant.*_bits, or let quant.allocate "
+            "choose them)"
         )
     return sizes
+
+
+def warning(sizes: dict[str, int], limit: int = LIMIT) -> str | None:
+    """A sentence for an estimate that ``check`` let through although it is over ``limit``."""
+    total = sum(sizes.values())
+    if total <= limit:
+        return None
+    return (
+        f"warning: the estimated artifact is {total:,} bytes, {total - limit:,} over the {limit:,}-byte limit; "
+        f"trained weights usually compress smaller than the estimate (up to {ESTIMATE_SLACK:.0%}), and the artifact "
+        "writer refuses a file that is really over (the trained weights are kept in a checkpoint)"
+    )
 
 
 def format_table(sizes: dict[str, int], limit: int = LIMIT, title: str = "artifact") -> str:

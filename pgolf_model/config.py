@@ -59,6 +59,8 @@ class ModelConfig:
     num_loops: int = _field(0, "depth recurrence: extra passes over blocks loop_start..loop_end; 0 = off")
     bigram_buckets: int = _field(0, "BigramHash embedding buckets added to the token embedding; 0 = off")
     bigram_dim: int = _field(128, "BigramHash embedding width, projected to model_dim")
+    ve_layers: str = _field("", "value embeddings: the blocks (e.g. 9,10) whose values get a shared table; '' = off")
+    ve_dim: int = _field(128, "value embedding table width, projected to the key/value width")
 
     def __post_init__(self) -> None:
         s = "model"
@@ -93,10 +95,22 @@ class ModelConfig:
             _require(ok, s, "loop_end", self.loop_end, why)
         _require(self.bigram_buckets >= 0, s, "bigram_buckets", self.bigram_buckets, "must be >= 0")
         _require(self.bigram_dim > 0, s, "bigram_dim", self.bigram_dim, "must be positive")
+        _require(self.ve_dim > 0, s, "ve_dim", self.ve_dim, "must be positive")
+        try:
+            layers = self.ve_layer_list
+        except ValueError:
+            layers = None
+        why = f"must be distinct comma-separated block indices in [0, {self.num_layers})"
+        ok = layers is not None and len(set(layers)) == len(layers) and all(0 <= i < self.num_layers for i in layers)
+        _require(ok, s, "ve_layers", self.ve_layers, why)
 
     @property
     def head_dim(self) -> int:
         return self.model_dim // self.num_heads
+
+    @property
+    def ve_layer_list(self) -> tuple[int, ...]:
+        return tuple(int(i) for i in self.ve_layers.split(",") if i.strip())
 
 
 @dataclass(frozen=True)
@@ -118,11 +132,22 @@ class OptimConfig:
     grad_clip_norm: float = _field(0.0, "clip the global gradient norm to this; 0 = no clipping")
     lr_warmup_steps: int = _field(0, "linear learning-rate warm-up steps")
     warmdown_steps: int = _field(1200, "linear decay to 0 over the last this many (projected) steps")
+    warmdown_frac: float = _field(0.0, "linear decay over the last this fraction of training; 0 = use warmdown_steps")
+    min_lr_scale: float = _field(0.0, "floor of the warm-down's learning-rate multiplier (records: MIN_LR 0.1)")
+    muon_wd: float = _field(0.0, "Muon decoupled weight decay: p <- p * (1 - lr * wd) before each update")
+    embed_wd: float = _field(0.0, "Adam decoupled weight decay of the embedding tables and the untied head")
+    scalar_wd: float = _field(0.0, "Adam decoupled weight decay of the gains, mixes and other small tensors")
+    wd_taper_start: float = _field(0.0, "Muon weight decay tapers linearly after this fraction of training; 0 = off")
+    wd_taper_final: float = _field(0.5, "Muon weight-decay multiplier reached at the end of the taper")
 
     def __post_init__(self) -> None:
         s = "optim"
-        for name in ("matrix_lr", "scalar_lr", "tied_embed_lr", "embed_lr", "head_lr", "adam_eps", "grad_clip_norm"):
+        lrs = ("matrix_lr", "scalar_lr", "tied_embed_lr", "embed_lr", "head_lr", "adam_eps", "grad_clip_norm")
+        for name in (*lrs, "muon_wd", "embed_wd", "scalar_wd", "wd_taper_final"):
             _require(getattr(self, name) >= 0, s, name, getattr(self, name), "must be >= 0")
+        for name in ("min_lr_scale", "wd_taper_start"):
+            _require(0 <= getattr(self, name) < 1, s, name, getattr(self, name), "must be in [0, 1)")
+        _require(0 <= self.warmdown_frac <= 1, s, "warmdown_frac", self.warmdown_frac, "must be in [0, 1]")
         for name in ("muon_momentum", "muon_momentum_start", "adam_beta1", "adam_beta2"):
             _require(0 <= getattr(self, name) < 1, s, name, getattr(self, name), "must be in [0, 1)")
         for name in ("muon_momentum_warmup_steps", "lr_warmup_steps", "warmdown_steps"):
@@ -150,6 +175,7 @@ class TrainConfig:
     compile_warmup_steps: int = _field(0, "steps run before the clock starts, then undone (compiles kernels)")
     ema_decay: float = _field(0.0, "keep an fp32 EMA of all weights (decay per step), used for eval/export; 0 = off")
     loop_after: float = _field(0.0, "depth recurrence starts at this fraction of training (time, or steps); 0 = always")
+    qat_threshold: float = _field(0.0, "late QAT: fake-quantize the matrices once the lr scale is below this; 0 = off")
 
     def __post_init__(self) -> None:
         s = "train"
@@ -159,6 +185,7 @@ class TrainConfig:
             _require(getattr(self, name) >= 0, s, name, getattr(self, name), "must be >= 0")
         _require(0 <= self.ema_decay < 1, s, "ema_decay", self.ema_decay, "must be in [0, 1)")
         _require(0 <= self.loop_after < 1, s, "loop_after", self.loop_after, "must be in [0, 1)")
+        _require(0 <= self.qat_threshold <= 1, s, "qat_threshold", self.qat_threshold, "must be in [0, 1]")
         device, seq = self.device_batch_tokens, self.seq_len
         _require(device % seq == 0, s, "device_batch_tokens", device, f"must be a multiple of seq_len = {seq}")
         why = f"must be a multiple of device_batch_tokens = {device}"
@@ -385,17 +412,24 @@ def smoke() -> Config:
 
 def record_1_11() -> Config:
     """The March stack around 1.11 BPB: records/track_10min_16mb/2026-03-25_ValCalib_GPTQ_XSA_BigramHash3072 (1.1147,
-    3 seeds; its README and train_gpt.py Hyperparameters; STACK = ../shared/research/stack.md sections 6, 10).
+    3 seeds; its README and train_gpt.py Hyperparameters; STACK = ../shared/research/stack.md sections 6, 8, 10).
 
     Model: 11 x 512, 8 heads / 4 KV, MLP 3x LeakyReLU(0.5)^2, vocab 1024 tied, XSA on all 11 layers, partial RoPE
-    16/64, LN scale 1/sqrt(layer+1), BigramHash 3072 x 112, qk_gain 1.5, softcap 30. Optimizer: Muon lr 0.025,
-    momentum 0.92 -> 0.99 over 1500 steps, scalars 0.025, tied embedding 0.035, Adam betas (0.9, 0.95), grad clip 0.3,
+    16/64, LN scale 1/sqrt(layer+1), BigramHash 3072 x 112, value embeddings (VE_LAYERS 9,10, VE_DIM 128), qk_gain
+    1.5, softcap 30. Optimizer: Muon lr 0.025, momentum 0.92 -> 0.99 over 1500 steps, scalars 0.025, tied embedding
+    0.035, Adam betas (0.9, 0.95), MUON_WD = ADAM_WD = 0.04 (decoupled, on every Adam group), grad clip 0.3,
     warm-down 4000 (the run command's WARMDOWN_ITERS). Training: seq 2048, 786,432 tokens per step (8 x 98,304),
-    EMA 0.997, 20 compile warm-up steps.
+    EMA 0.997, 20 compile warm-up steps, late QAT below lr scale 0.15 (LATE_QAT_THRESHOLD). Quantization: GPTQ on AR
+    self-generated calibration (64 x 2048 tokens, temperature 0.8, batch 8), int6 attention and MLP matrices, int8
+    embeddings (its embedding tables are outside its int6 categories), lzma. Eval: sliding windows, stride 64.
 
     Differences from that record: its SmearGate is the March static per-channel gate (we use the BOS-fixed one of
-    stack.md section 6), and we have no value embeddings (VE128 on layers 9-10), no Muon/Adam weight decay (0.04),
-    no tight SWA, no late QAT; its quantization (GPTQ int6, self-generated calibration, lzma) is the quant section's.
+    STACK section 6); its Q/K/V/MLP-up matrices start orthogonal (ours uniform); we keep its EMA but not its tight
+    SWA (every 50 steps once the lr scale is below 0.2); its late QAT fake-quantizes only its ``CastedLinear``
+    layers (its block matrices live in banks, so in effect the BigramHash and VE projections) with the row max as
+    clip, where ours fake-quantizes the block matrices with the export's clip rule; its int6 rounding picks a
+    per-row clip percentile by error (GPTQ-lite) where ours clips at ``quant.clip_quantile``; and it prunes +-1
+    values when over budget, which we do not.
     """
     return Config(
         model=ModelConfig(
@@ -408,6 +442,8 @@ def record_1_11() -> Config:
             smear_gate=True,
             bigram_buckets=3072,
             bigram_dim=112,
+            ve_layers="9,10",
+            ve_dim=128,
         ),
         optim=OptimConfig(
             matrix_lr=0.025,
@@ -418,6 +454,9 @@ def record_1_11() -> Config:
             muon_momentum_warmup_steps=1500,
             grad_clip_norm=0.3,
             warmdown_steps=4000,
+            muon_wd=0.04,
+            embed_wd=0.04,
+            scalar_wd=0.04,
         ),
         train=TrainConfig(
             seq_len=2048,
@@ -426,12 +465,117 @@ def record_1_11() -> Config:
             compile=True,
             compile_warmup_steps=20,
             ema_decay=0.997,
+            qat_threshold=0.15,
         ),
+        quant=QuantConfig(
+            bits=6,
+            embed_bits=8,
+            method="gptq",
+            calib_seqs=64,
+            calib_seq_len=2048,
+            calib_batch=8,
+            codec="lzma",
+        ),
+        eval=EvalConfig(stride=64),
         preset="record-1.11",
     )
 
 
-PRESETS = {"baseline": baseline, "tiny": tiny, "smoke": smoke, "record-1.11": record_1_11}
+def record_caseops() -> Config:
+    """The SP8192 CaseOps stack around 1.06 BPB: records/track_10min_16mb/2026-04-27_SP8192_LQER_SparseGate_
+    BOSSmearFix_9HpStack_1.0611 (1.06108, 3 seeds; its README run command over its train_gpt.py defaults; STACK =
+    ../shared/research/stack.md sections 6-9). Train it with the CaseOps SentencePiece-8192 tokenizer (BOS id 1).
+
+    Model (STACK 6): 11 x 512, 8 heads / 4 KV, MLP 4x LeakyReLU(0.5)^2, vocab 8192 tied (init std 0.005), XSA on all
+    layers, partial RoPE 16/64 (base 1e4), LN scale, QK_GAIN_INIT 5.0, sparse attention gate on the first 12 dims
+    (GATE_WINDOW 12, SPARSE_ATTN_GATE_SCALE 0.5), BOS-fixed SmearGate, parallel lanes from block 8
+    (PARALLEL_START_LAYER), blocks 3..5 looped twice more (LOOP_START 3, LOOP_END 5, NUM_LOOPS 2) from 35% of
+    training (ENABLE_LOOPING_AT), softcap 30. No BigramHash, no value embeddings.
+    Optimizer (STACK 7): Muon lr 0.026 with Polar-Express coefficients (5 steps) and MuonEq-R row normalization,
+    momentum 0.92 -> 0.97 over 1500 steps, MUON_WD 0.095; AdamW tied embedding lr 0.03 wd 0.085 (EMBED_WD), scalars lr
+    0.02 wd 0.02 (ADAM_WD), betas (0.9, 0.99) (BETA2), eps 1e-8; grad clip 0.3; no warm-up; warm-down over the last
+    0.85 of training (WARMDOWN_FRAC) to a floor of 0.1 (MIN_LR). No weight-decay taper (its code has none).
+    Training: seq 2048, 786,432 tokens per step (8 x 98,304), EMA 0.9965, 20 compile warm-up steps, 10 minutes.
+    Quantization (STACK 8): GPTQ, SDClip k = 12.85 at int6 by default (MATRIX_CLIP_SIGMAS), attention int6 k 13.0,
+    MLP int6 k 11.5, tied embedding int7 k 14.0 (EMBED_BITS 7), LQER rank 4 on the 3 worst matrices; brotli (its
+    predecessors' codec). Evaluation (STACK 9): phased TTT, 2500 prefix documents in 3 phases, global SGD lr 0.001
+    momentum 0.9, LoRA rank 80 alpha 144, AdamW lr 1e-4 betas (0, 0.99) wd 0.5, 48-token chunks, 64 documents a batch
+    (the ``EvalConfig`` defaults are these values; stride unused, as in the record).
+
+    Differences from that record: GPTQ calibration is self-generated (64 x 2048 tokens, the 2026-03-25 record's
+    method) where it reads 16 x 786,432 training tokens; the compressor is brotli, not its per-group lrzip; the
+    8 x 12 attention gate stays float16 (it stores it int8); its skip connections are sigmoid-gated lerps (ours
+    weighted adds); its Q/K/V/MLP-up matrices start orthogonal (ours uniform); attention is not document-masked.
+    """
+    return Config(
+        model=ModelConfig(
+            vocab_size=8192,
+            num_layers=11,
+            mlp_mult=4,
+            mlp_leaky_slope=0.5,
+            xsa=True,
+            rope_dims=16,
+            ln_scale=True,
+            qk_gain_init=5.0,
+            attn_gate_width=12,
+            smear_gate=True,
+            parallel_from=8,
+            loop_start=3,
+            loop_end=5,
+            num_loops=2,
+        ),
+        optim=OptimConfig(
+            matrix_lr=0.026,
+            scalar_lr=0.02,
+            tied_embed_lr=0.03,
+            muon_momentum=0.97,
+            muon_momentum_start=0.92,
+            muon_momentum_warmup_steps=1500,
+            muon_ns_coeffs="polar_express",
+            muon_row_norm=True,
+            adam_beta2=0.99,
+            grad_clip_norm=0.3,
+            warmdown_frac=0.85,
+            min_lr_scale=0.1,
+            muon_wd=0.095,
+            embed_wd=0.085,
+            scalar_wd=0.02,
+        ),
+        train=TrainConfig(
+            seq_len=2048,
+            batch_tokens=786_432,
+            device_batch_tokens=98_304,
+            compile=True,
+            compile_warmup_steps=20,
+            ema_decay=0.9965,
+            loop_after=0.35,
+        ),
+        quant=QuantConfig(
+            bits=6,
+            sdclip_k=12.85,
+            embed_bits=7,
+            embed_sdclip_k=14.0,
+            attn_sdclip_k=13.0,
+            mlp_sdclip_k=11.5,
+            method="gptq",
+            lqer_rank=4,
+            calib_seqs=64,
+            calib_seq_len=2048,
+            calib_batch=8,
+            codec="brotli",
+        ),
+        eval=EvalConfig(ttt="phased", seq_len=2048),
+        preset="record-caseops",
+    )
+
+
+PRESETS = {
+    "baseline": baseline,
+    "tiny": tiny,
+    "smoke": smoke,
+    "record-1.11": record_1_11,
+    "record-caseops": record_caseops,
+}
 
 
 def preset(name: str) -> Config:

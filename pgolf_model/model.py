@@ -10,7 +10,8 @@ Notable features (the 2026-03-17 naive baseline, 1.2244 BPB; STACK = ../shared/r
 - tied input/output embeddings and a tanh logit soft-cap (Gemma 2, cap 30).
 
 Record-stack switches (``ModelConfig``, all off by default; STACK section 6): LeakyReLU(0.5)^2, partial RoPE, LN
-scale, XSA, sparse attention gate, BOS-fixed SmearGate, BigramHash, parallel residual lanes, depth recurrence.
+scale, XSA, sparse attention gate, BOS-fixed SmearGate, BigramHash, value embeddings, parallel residual lanes, depth
+recurrence. The blocks' matrices are ``Linear`` layers that late QAT (``qat.py``) can switch to fake-quantized weights.
 
 The layer sequence is a list of physical block indices (``encoder_layers``, ``decoder_layers``), so depth recurrence
 is a different list, not a rewrite. Parameters live in fp32; on CUDA the training loop runs the forward pass under
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import ModelConfig
+from .softcap_ce import softcap_cross_entropy
 
 
 def rms_norm(x: Tensor) -> Tensor:
@@ -51,16 +53,28 @@ class Rotary(nn.Module):
         return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin, rest), dim=-1)
 
 
+class Linear(nn.Linear):
+    """A bias-free block matrix; ``fake_quant`` (set by ``qat.enable``) maps the weight on the training forward pass."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__(in_features, out_features, bias=False)
+        self.fake_quant = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.fake_quant(self.weight) if self.fake_quant is not None and self.training else self.weight
+        return F.linear(x, w)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_idx: int) -> None:
         super().__init__()
         self.layer_idx = layer_idx
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         kv_dim = cfg.num_kv_heads * cfg.head_dim
-        self.c_q = nn.Linear(cfg.model_dim, cfg.model_dim, bias=False)
-        self.c_k = nn.Linear(cfg.model_dim, kv_dim, bias=False)
-        self.c_v = nn.Linear(cfg.model_dim, kv_dim, bias=False)
-        self.proj = nn.Linear(cfg.model_dim, cfg.model_dim, bias=False)
+        self.c_q = Linear(cfg.model_dim, cfg.model_dim)
+        self.c_k = Linear(cfg.model_dim, kv_dim)
+        self.c_v = Linear(cfg.model_dim, kv_dim)
+        self.proj = Linear(cfg.model_dim, cfg.model_dim)
         # With q and k RMS-normed, attention logits are bounded; this learned per-head gain is the temperature.
         self.q_gain = nn.Parameter(torch.full((cfg.num_heads,), cfg.qk_gain_init))
         # Partial RoPE (records from 2026-03-21): the unrotated dims attend by content regardless of distance.
@@ -70,11 +84,15 @@ class CausalSelfAttention(nn.Module):
         self.gate_width = cfg.attn_gate_width
         self.gate = nn.Parameter(torch.zeros(cfg.num_heads, cfg.attn_gate_width)) if cfg.attn_gate_width else None
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, ve: Tensor | None = None) -> Tensor:
+        """``ve`` (B, T, Hkv * D): a value embedding added to the values (and so seen by XSA too)."""
         B, T, C = x.shape
         q = self.c_q(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
         k = self.c_k(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
-        v = self.c_v(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.c_v(x)
+        if ve is not None:
+            v = v + ve
+        v = v.view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q, k = self.rotary(rms_norm(q)), self.rotary(rms_norm(k))
         q = q * self.q_gain.to(q.dtype)[None, :, None, None]
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.num_kv_heads != self.num_heads)
@@ -94,8 +112,8 @@ class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         hidden = cfg.mlp_mult * cfg.model_dim
-        self.fc = nn.Linear(cfg.model_dim, hidden, bias=False)
-        self.proj = nn.Linear(hidden, cfg.model_dim, bias=False)
+        self.fc = Linear(cfg.model_dim, hidden)
+        self.proj = Linear(hidden, cfg.model_dim)
         self.leaky_slope = cfg.mlp_leaky_slope
 
     def forward(self, x: Tensor) -> Tensor:
@@ -126,17 +144,19 @@ class Block(nn.Module):
     def norm(self, x: Tensor) -> Tensor:
         return rms_norm(x) * self.in_scale if self.in_scale != 1.0 else rms_norm(x)
 
-    def forward(self, x: Tensor, x0: Tensor) -> Tensor:
+    def forward(self, x: Tensor, x0: Tensor, ve: Tensor | None = None) -> Tensor:
         mix = self.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
-        x = x + self.attn_scale.to(x.dtype) * self.attn(self.norm(x))
+        x = x + self.attn_scale.to(x.dtype) * self.attn(self.norm(x), ve=ve)
         return x + self.mlp_scale.to(x.dtype) * self.mlp(self.norm(x))
 
-    def forward_lanes(self, lanes: tuple[Tensor, Tensor], x0: Tensor) -> tuple[Tensor, Tensor]:
+    def forward_lanes(
+        self, lanes: tuple[Tensor, Tensor], x0: Tensor, ve: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Two-lane block: attention reads lane 0 (mixed with x0), the MLP reads lane 1, both write to both lanes."""
         lane0, lane1 = lanes
         mix = self.resid_mix.to(lane0.dtype)
-        a = self.attn_scale.to(lane0.dtype) * self.attn(self.norm(mix[0] * lane0 + mix[1] * x0))
+        a = self.attn_scale.to(lane0.dtype) * self.attn(self.norm(mix[0] * lane0 + mix[1] * x0), ve=ve)
         m = self.mlp_scale.to(lane1.dtype) * self.mlp(self.norm(lane1))
         r, p = self.lane_decay.to(lane0.dtype), self.lane_mix.to(lane0.dtype)
         return r[0] * lane0 + p[0, 0] * a + p[0, 1] * m, r[1] * lane1 + p[1, 0] * a + p[1, 1] * m
@@ -155,6 +175,15 @@ class GPT(nn.Module):
             self.bigram_emb = nn.Embedding(cfg.bigram_buckets, cfg.bigram_dim)
             self.bigram_proj = nn.Linear(cfg.bigram_dim, cfg.model_dim, bias=False)
             self.bigram_scale = nn.Parameter(torch.tensor(0.05))
+        # Value embeddings (VE128, 2026-03-25 record): one table shared by the listed blocks, each with its own scale,
+        # re-injects token identity into the attention values of late layers.
+        self.ve_layers = cfg.ve_layer_list
+        if self.ve_layers:
+            kv_dim = cfg.num_kv_heads * cfg.head_dim
+            self.ve_emb = nn.Embedding(cfg.vocab_size, cfg.ve_dim)
+            self.ve_proj = nn.Linear(cfg.ve_dim, kv_dim, bias=False) if cfg.ve_dim != kv_dim else None
+            self.ve_scale = nn.Parameter(torch.tensor(0.1))
+            self.ve_layer_scales = nn.Parameter(torch.ones(len(self.ve_layers)))
         self.set_looping(True)
         num_skips = min(len(self.encoder_layers), len(self.decoder_layers))
         self.skip_weights = nn.Parameter(torch.ones(num_skips, cfg.model_dim))
@@ -165,13 +194,14 @@ class GPT(nn.Module):
     def init_weights(self) -> None:
         """Initialization, as the baseline:
 
-        | tensor                              | init                                   |
-        |-------------------------------------|----------------------------------------|
-        | tok_emb (tied)                      | N(0, tied_embed_init_std^2)            |
-        | tok_emb (untied)                    | N(0, 1)                                |
-        | c_q, c_k, c_v, mlp.fc               | U(-1/sqrt(fan_in), 1/sqrt(fan_in))     |
-        | attn.proj, mlp.proj, lm_head        | 0 (each block starts as the identity)  |
-        | q_gain / scales / resid_mix / skips | qk_gain_init / 1 / (1, 0) / 1          |
+        | tensor                              | init                                         |
+        |-------------------------------------|----------------------------------------------|
+        | tok_emb (tied)                      | N(0, tied_embed_init_std^2)                  |
+        | tok_emb (untied)                    | N(0, 1)                                      |
+        | c_q, c_k, c_v, mlp.fc               | U(-1/sqrt(fan_in), 1/sqrt(fan_in))           |
+        | attn.proj, mlp.proj, lm_head        | 0 (each block starts as the identity)        |
+        | q_gain / scales / resid_mix / skips | qk_gain_init / 1 / (1, 0) / 1                |
+        | ve_emb / ve_proj / ve_scale         | N(0, 0.01^2) / orthogonal / 0.1 (2026-03-25) |
         """
         std = self.cfg.tied_embed_init_std if self.cfg.tie_embeddings else 1.0
         nn.init.normal_(self.tok_emb.weight, mean=0.0, std=std)
@@ -200,20 +230,28 @@ class GPT(nn.Module):
             bound = 1.0 / math.sqrt(self.cfg.bigram_dim)
             nn.init.uniform_(self.bigram_proj.weight, -bound, bound)
             self.bigram_scale.fill_(0.05)
+        if self.ve_layers:
+            nn.init.normal_(self.ve_emb.weight, mean=0.0, std=0.01)
+            if self.ve_proj is not None:
+                nn.init.orthogonal_(self.ve_proj.weight)
+            self.ve_scale.fill_(0.1)
+            self.ve_layer_scales.fill_(1.0)
         if self.lm_head is not None:
             nn.init.zeros_(self.lm_head.weight)
 
     def param_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
-        """Parameters by optimizer group: ``matrix`` (Muon), ``embed``, ``head``, ``scalar`` (Adam).
+        """Parameters by optimizer group: ``matrix`` (Muon), ``embed``, ``head``, ``scalar`` (Adam). The BigramHash
+        and value embedding tables are ``embed``, their projections ``scalar``, as in the 2026-03-25 record.
 
         Every parameter is in exactly one group (asserted), so a new tensor must be placed here on purpose.
         """
         matrix_ids = {id(m.weight) for block in self.blocks for m in block.modules() if isinstance(m, nn.Linear)}
+        tables = {id(m.weight) for m in (getattr(self, "bigram_emb", None), getattr(self, "ve_emb", None)) if m}
         groups: dict[str, list[tuple[str, nn.Parameter]]] = {"matrix": [], "embed": [], "head": [], "scalar": []}
         for name, p in self.named_parameters():
             if id(p) in matrix_ids:
                 groups["matrix"].append((name, p))
-            elif p is self.tok_emb.weight:
+            elif p is self.tok_emb.weight or id(p) in tables:
                 groups["embed"].append((name, p))
             elif self.lm_head is not None and p is self.lm_head.weight:
                 groups["head"].append((name, p))
@@ -253,13 +291,25 @@ class GPT(nn.Module):
             e = torch.cat((e[:, :1], e[:, 1:] + lam * gate * e[:, :-1] * keep), dim=1)
         return rms_norm(e)
 
+    def value_embeddings(self, idx: Tensor) -> dict[int, Tensor]:
+        """``{physical block: (B, T, Hkv * D)}``: the shared value embedding times each listed block's scale."""
+        if not self.ve_layers:
+            return {}
+        h = self.ve_emb(idx)
+        if self.ve_proj is not None:
+            h = self.ve_proj(h)
+        h = h * self.ve_scale.to(h.dtype)
+        scales = self.ve_layer_scales.to(h.dtype)
+        return {layer: h * scales[k] for k, layer in enumerate(self.ve_layers)}
+
     def hidden(self, idx: Tensor) -> Tensor:
         """Final normed hidden states (B, T, C) for token ids (B, T)."""
         x = self.embed(idx)
         x0 = x
+        ves = self.value_embeddings(idx)
         skips: list[Tensor] = []
         for i in self.encoder_layers:
-            x = self.blocks[i](x, x0)
+            x = self.blocks[i](x, x0, ve=ves.get(i))
             skips.append(x)
         lanes: tuple[Tensor, Tensor] | None = None
         for j, i in enumerate(self.decoder_layers):
@@ -270,27 +320,37 @@ class GPT(nn.Module):
                 else:
                     lanes = (lanes[0] + skip, lanes[1])
             if self.blocks[i].parallel:
-                lanes = self.blocks[i].forward_lanes(lanes or (x, x), x0)
+                lanes = self.blocks[i].forward_lanes(lanes or (x, x), x0, ve=ves.get(i))
             elif lanes is not None:
                 raise ValueError(f"block {i} follows a parallel block but is not parallel; check parallel_from")
             else:
-                x = self.blocks[i](x, x0)
+                x = self.blocks[i](x, x0, ve=ves.get(i))
         if lanes is not None:
             x = 0.5 * (lanes[0] + lanes[1])
         return rms_norm(x)
 
+    @property
+    def head_weight(self) -> Tensor:
+        return self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
+
     def logits(self, idx: Tensor) -> Tensor:
         """Soft-capped logits (B, T, V) in fp32."""
         x = self.hidden(idx)
-        weight = self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
-        z = F.linear(x, weight.to(x.dtype)).float()
+        z = F.linear(x, self.head_weight.to(x.dtype)).float()
         cap = self.cfg.logit_softcap
         return cap * torch.tanh(z / cap) if cap > 0 else z
 
     def forward(self, idx: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
         """Cross-entropy in nats: a scalar for ``reduction="mean"``, (B, T) for ``"none"``."""
-        logits = self.logits(idx)
-        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction=reduction)
+        x = self.hidden(idx)
+        if x.device.type == "cpu":  # chunked (softcap_ce.py); on GPU torch.compile fuses the plain form below
+            weight = self.head_weight.to(x.dtype)
+            loss = softcap_cross_entropy(x.flatten(0, 1), weight, targets.flatten(), self.cfg.logit_softcap, reduction)
+        else:
+            z = F.linear(x, self.head_weight.to(x.dtype)).float()
+            cap = self.cfg.logit_softcap
+            logits = cap * torch.tanh(z / cap) if cap > 0 else z
+            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction=reduction)
         return loss if reduction != "none" else loss.view_as(targets)
 
 

@@ -68,7 +68,9 @@ class Muon(torch.optim.Optimizer):
     Source: Keller Jordan et al., "Muon: An optimizer for hidden layers in neural networks" (2024),
     https://kellerjordan.github.io/posts/muon/ and github.com/KellerJordan/modded-nanogpt; this is the variant of the
     Parameter Golf baseline: Nesterov momentum ``buf = mu buf + g; u = g + mu buf``, orthogonalize ``u``, scale by
-    ``sqrt(max(1, rows/cols))`` so tall matrices get the same per-element step size, ``p -= lr * update``.
+    ``sqrt(max(1, rows/cols))`` so tall matrices get the same per-element step size, ``p -= lr * update``. With
+    ``weight_decay`` > 0 each matrix first shrinks, ``p *= 1 - lr * wd`` (decoupled, as AdamW; the records from
+    2026-03-20 on: 0.04 in March, 0.095 in the 1.0611 record, STACK section 7).
 
     Only for 2-D hidden-layer weights. Embeddings, output heads, and gains/biases/vectors must use Adam: their
     gradients are not "matrix-like" and orthogonalizing them hurts.
@@ -87,8 +89,10 @@ class Muon(torch.optim.Optimizer):
         ns_dtype: torch.dtype | None = None,
         ns_coeffs: str = "fixed",
         row_norm: bool = False,
+        weight_decay: float = 0.0,
     ) -> None:
-        super().__init__(params, dict(lr=lr, momentum=momentum, ns_steps=ns_steps, nesterov=nesterov))
+        defaults = dict(lr=lr, momentum=momentum, ns_steps=ns_steps, nesterov=nesterov, weight_decay=weight_decay)
+        super().__init__(params, defaults)
         self.ns_dtype = ns_dtype
         ns_coefficients(ns_coeffs, 1)  # reject an unknown name now, not at the first step
         self.ns_coeffs, self.row_norm = ns_coeffs, row_norm
@@ -121,21 +125,29 @@ class Muon(torch.optim.Optimizer):
                 dist.all_reduce(flat)
             offset = 0
             for p in params:
+                if group.get("weight_decay", 0.0) > 0:  # checkpoints from before weight decay lack the key
+                    p.mul_(1 - group["lr"] * group["weight_decay"])
                 p.add_(flat[offset : offset + p.numel()].view_as(p), alpha=-group["lr"])
                 offset += p.numel()
 
 
 def build_optimizers(model, cfg: OptimConfig) -> list[torch.optim.Optimizer]:
-    """Muon for the block matrices, Adam for the rest; each group records its ``base_lr`` for the schedule."""
+    """Muon for the block matrices, Adam for the rest; each group records its ``base_lr`` (and Muon its ``base_wd``)
+    for the schedule. Adam's weight decay is decoupled (AdamW), so 0 is plain Adam."""
     groups = model.param_groups()
     embed_lr = cfg.tied_embed_lr if model.lm_head is None else cfg.embed_lr
     fused = next(model.parameters()).is_cuda
     adam_groups = [
-        {"params": [p for _, p in groups[name]], "lr": lr, "base_lr": lr, "name": name}
-        for name, lr in (("embed", embed_lr), ("head", cfg.head_lr), ("scalar", cfg.scalar_lr))
+        {"params": [p for _, p in groups[name]], "lr": lr, "base_lr": lr, "weight_decay": wd, "name": name}
+        for name, lr, wd in (
+            ("embed", embed_lr, cfg.embed_wd),
+            ("head", cfg.head_lr, cfg.embed_wd),
+            ("scalar", cfg.scalar_lr, cfg.scalar_wd),
+        )
         if groups[name]
     ]
-    adam = torch.optim.Adam(adam_groups, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, fused=fused)
+    betas = (cfg.adam_beta1, cfg.adam_beta2)
+    adam = torch.optim.Adam(adam_groups, betas=betas, eps=cfg.adam_eps, fused=fused, decoupled_weight_decay=True)
     muon = Muon(
         [p for _, p in groups["matrix"]],
         lr=cfg.matrix_lr,
@@ -143,9 +155,10 @@ def build_optimizers(model, cfg: OptimConfig) -> list[torch.optim.Optimizer]:
         ns_steps=cfg.muon_ns_steps,
         ns_coeffs=cfg.muon_ns_coeffs,
         row_norm=cfg.muon_row_norm,
+        weight_decay=cfg.muon_wd,
     )
     for group in muon.param_groups:
-        group["base_lr"], group["name"] = cfg.matrix_lr, "matrix"
+        group["base_lr"], group["base_wd"], group["name"] = cfg.matrix_lr, cfg.muon_wd, "matrix"
     return [adam, muon]
 
 
@@ -178,21 +191,33 @@ class WeightEMA:
 
 @dataclass(frozen=True)
 class Schedule:
-    """Learning-rate multiplier and Muon momentum as functions of the step.
+    """Learning-rate multiplier, Muon momentum and Muon weight-decay multiplier as functions of the step.
 
-    The warm-down is linear to 0 over the last ``warmdown_steps`` of ``total_steps``. Under a wall-clock limit the
-    trainer passes the projected total (the step at which time runs out at the current pace), which is the baseline's
-    time-based warm-down written in steps.
+    The warm-down is linear to 0 over the last ``warmdown_steps`` of ``total_steps``, or over the last
+    ``warmdown_frac`` of them, never below ``min_lr_scale`` (the 1.0611 record: fraction 0.85, floor 0.1, STACK
+    section 7). Under a wall-clock limit the trainer passes the projected total (the step at which time runs out at
+    the current pace), so ``step / total_steps`` is the records' wall-clock fraction written in steps.
+
+    The weight-decay taper (2026-04-18 record): Muon's decay is full until ``wd_taper_start`` of training, then falls
+    linearly to ``wd_taper_final`` times at the end.
     """
 
     cfg: OptimConfig
 
     def lr_scale(self, step: int, total_steps: int) -> float:
-        warmup, warmdown = self.cfg.lr_warmup_steps, self.cfg.warmdown_steps
+        warmup = self.cfg.lr_warmup_steps
+        warmdown = self.cfg.warmdown_frac * total_steps if self.cfg.warmdown_frac else self.cfg.warmdown_steps
         scale = min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
         if warmdown > 0 and step >= total_steps - warmdown:
-            scale = min(scale, max(total_steps - step, 0) / warmdown)
+            scale = min(scale, max(max(total_steps - step, 0) / warmdown, self.cfg.min_lr_scale))
         return scale
+
+    def wd_scale(self, step: int, total_steps: int) -> float:
+        start, final = self.cfg.wd_taper_start, self.cfg.wd_taper_final
+        frac = step / total_steps if total_steps > 0 else 1.0
+        if not start or frac <= start:
+            return 1.0
+        return 1.0 + (final - 1.0) * min((frac - start) / (1.0 - start), 1.0)
 
     def muon_momentum(self, step: int) -> float:
         n = self.cfg.muon_momentum_warmup_steps
@@ -200,10 +225,11 @@ class Schedule:
         return (1 - frac) * self.cfg.muon_momentum_start + frac * self.cfg.muon_momentum
 
     def apply(self, optimizers: list[torch.optim.Optimizer], step: int, total_steps: int) -> float:
-        scale = self.lr_scale(step, total_steps)
+        scale, wd_scale = self.lr_scale(step, total_steps), self.wd_scale(step, total_steps)
         for opt in optimizers:
             for group in opt.param_groups:
                 group["lr"] = group["base_lr"] * scale
                 if isinstance(opt, Muon):
                     group["momentum"] = self.muon_momentum(step)
+                    group["weight_decay"] = group.get("base_wd", 0.0) * wd_scale
         return scale

@@ -33,7 +33,7 @@ from pgolf_data.shards import ShardFormatError, ShardSet
 from pgolf_data.tokenizer import TokenizerError
 from pgolf_data.tokenizer.artifact import artifact_path, from_artifact
 
-from . import artifact, budget, checkpoint, export, runtime
+from . import artifact, budget, checkpoint, export, qat, runtime
 from .allocation import AllocationError
 from .config import Config, ConfigError, add_config_arguments, config_from_args
 from .data import TrainLoader
@@ -96,6 +96,9 @@ def load_inputs(cfg: Config, data: str | Path, tokenizer: str | Path, budget_lim
     tok = from_artifact(tokenizer_bytes, where=str(path))
     if cfg.model.vocab_size != tok.vocab_size:
         raise ConfigError(f"model.vocab_size = {cfg.model.vocab_size}, but the tokenizer has {tok.vocab_size} ids")
+    if cfg.model.smear_gate and cfg.model.bos_id != tok.bos_id:
+        # SmearGate's document boundary is the BOS id: a wrong one would let documents read their predecessor.
+        raise ConfigError(f"model.bos_id = {cfg.model.bos_id}, but the tokenizer's BOS id is {tok.bos_id}")
     estimate = budget.check(cfg, len(tokenizer_bytes), budget_limit)
     train_shards = ShardSet.open(data, "train")
     val_tokens, val_bytes = load_val(data)
@@ -104,6 +107,14 @@ def load_inputs(cfg: Config, data: str | Path, tokenizer: str | Path, budget_lim
     _check_tokens(f"{data}: val split", val_tokens, cfg.model.vocab_size)
     _check_tokens(str(train_shards.token_files[0]), np.asarray(train_shards.tokens(0)), cfg.model.vocab_size)
     return Inputs(tokenizer_bytes, estimate, train_shards, val_tokens, val_bytes)
+
+
+def with_tokenizer_ids(cfg: Config, given: dict, tokenizer: str | Path) -> Config:
+    """``cfg`` with ``model.vocab_size`` and ``model.bos_id`` taken from the tokenizer, unless given on the command
+    line (then ``load_inputs`` checks them against it)."""
+    tok = from_artifact(artifact_path(tokenizer).read_bytes())
+    ids = {"model.vocab_size": tok.vocab_size, "model.bos_id": tok.bos_id}
+    return cfg.override({k: v for k, v in ids.items() if k not in given})
 
 
 def restore(path: Path, cfg: Config, model: GPT, optimizers) -> tuple[int, float]:
@@ -259,8 +270,11 @@ def run(
         # Compile (and warm up) on real steps before the clock starts, then put everything back.
         saved = copy.deepcopy(model.state_dict()), [copy.deepcopy(o.state_dict()) for o in optimizers]
         for i in range(cfg.train.compile_warmup_steps):
+            if cfg.train.qat_threshold and i == cfg.train.compile_warmup_steps // 2:
+                qat.enable(model, cfg.quant)  # compile the late-QAT graph now too, not on the clock
             schedule.apply(optimizers, step + i, cfg.train.iterations)
             train_step(step + i)
+        qat.disable(model)
         model.load_state_dict(saved[0])
         for opt, opt_state in zip(optimizers, saved[1]):
             opt.load_state_dict(opt_state)
@@ -282,6 +296,8 @@ def run(
         f"{cfg.preset}: {n_params:,} parameters, {rt.world_size} rank(s) on {rt.device}, grad_accum "
         f"{grad_accum}, estimated artifact {sum(inputs.estimate.values()):,} bytes"
     )
+    if (over := budget.warning(inputs.estimate, budget_limit)) is not None:
+        log.say(over)
 
     # -- the loop: validate, step, log, stop on the clock -------------------------------------------------------
     from tqdm import tqdm
@@ -303,6 +319,11 @@ def run(
             if last:
                 break
         lr_scale = schedule.apply(optimizers, step, projected_steps(cfg, step, start, train_seconds))
+        late = step >= cfg.optim.lr_warmup_steps and lr_scale < cfg.train.qat_threshold
+        if late and not qat.enabled(model):  # late QAT (March records): on once the warm-down passes the threshold
+            n = qat.enable(model, cfg.quant)
+            log.record("qat", step=step, lr_scale=lr_scale, matrices=n)
+            log.say(f"step {step:>6}  late QAT on for {n} matrices (lr scale {lr_scale:.3f})")
         if cfg.train.loop_after:
             model.set_looping(training_fraction(cfg, step, train_seconds) >= cfg.train.loop_after)
         rt.synchronize()
@@ -398,9 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--resume auto needs --out (the run directory to resume)")
     try:
         cfg, given = config_from_args(args)
-        if "model.vocab_size" not in given:
-            vocab = from_artifact(artifact_path(args.tokenizer).read_bytes()).vocab_size
-            cfg = cfg.override({"model.vocab_size": vocab})
+        cfg = with_tokenizer_ids(cfg, given, args.tokenizer)
         rt = runtime.setup(args.device)
     except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)

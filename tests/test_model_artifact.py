@@ -74,7 +74,15 @@ def test_config_that_cannot_fit_is_refused_with_the_overflow():
     with pytest.raises(artifact.BudgetError, match=r"over the 16,000,000-byte limit by [\d,]+ \(.*at 8 bits\)"):
         budget.check(cfg, 20_000)
     sizes = budget.check(preset("baseline"), 20_000)  # the baseline itself fits
-    assert sum(sizes.values()) < artifact.LIMIT
+    assert sum(sizes.values()) < artifact.LIMIT and budget.warning(sizes) is None
+
+
+def test_config_over_by_less_than_the_estimates_slack_is_a_warning():
+    cfg = preset("baseline").override({"model.num_layers": 10})
+    sizes = budget.check(cfg, 20_000)
+    over = sum(sizes.values()) - artifact.LIMIT
+    assert 0 < over <= budget.ESTIMATE_SLACK * sizes["weights"]
+    assert f"{over:,} over the 16,000,000-byte limit" in budget.warning(sizes)
 
 
 def test_weight_estimate_is_close_for_gaussian_weights():

@@ -84,6 +84,12 @@ def test_help_lists_every_field_with_its_meaning():
         ({"optim.adam_beta2": 1.0}, r"optim.adam_beta2 = 1.0: must be in \[0, 1\)"),
         ({"quant.bits": 9}, r"quant.bits = 9: must be in \[2, 8\]"),
         ({"quant.codec": "zip"}, r"quant.codec = 'zip'"),
+        ({"optim.warmdown_frac": 1.5}, r"optim.warmdown_frac = 1.5: must be in \[0, 1\]"),
+        ({"optim.min_lr_scale": 1.0}, r"optim.min_lr_scale = 1.0: must be in \[0, 1\)"),
+        ({"optim.muon_wd": -0.1}, r"optim.muon_wd = -0.1: must be >= 0"),
+        ({"optim.wd_taper_start": 1.0}, r"optim.wd_taper_start = 1.0: must be in \[0, 1\)"),
+        ({"train.qat_threshold": 2.0}, r"train.qat_threshold = 2.0: must be in \[0, 1\]"),
+        ({"model.ve_layers": "9,10"}, r"model.ve_layers = '9,10': must be distinct comma-separated block indices"),
         ({"model.layers": 3}, r"unknown config field 'model.layers'"),
     ],
 )

@@ -107,3 +107,84 @@ def test_schedule_apply_sets_every_group():
             assert g["lr"] == g["base_lr"] * 0.5
             if isinstance(opt, Muon):
                 assert g["momentum"] == 0.95
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Weight decay, the fractional warm-down and the weight-decay taper (STACK section 7)
+
+
+def _muon_step(w0: torch.Tensor, g: torch.Tensor, **kw) -> torch.Tensor:
+    p = torch.nn.Parameter(w0.clone())
+    opt = Muon([p], lr=0.05, momentum=0.9, ns_steps=5, ns_dtype=torch.float32, **kw)
+    p.grad = g.clone()
+    opt.step()
+    return p.detach()
+
+
+def test_muon_weight_decay_shrinks_before_the_update():
+    gen = torch.Generator().manual_seed(0)
+    w0, g = torch.randn(24, 16, generator=gen), torch.randn(24, 16, generator=gen)
+    plain, decayed = _muon_step(w0, g), _muon_step(w0, g, weight_decay=0.5)
+    # p <- p (1 - lr wd) - lr u: the update u depends on the gradient only, so the difference is -lr wd p0.
+    torch.testing.assert_close(decayed, plain - 0.05 * 0.5 * w0, atol=1e-6, rtol=0)
+
+
+def test_adam_weight_decay_is_decoupled_per_group():
+    model = GPT(preset("smoke").model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1)  # no zeros, so decay is visible on every tensor
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    cfg = OptimConfig(embed_wd=0.5, scalar_wd=0.25, tied_embed_lr=0.1, scalar_lr=0.2, matrix_lr=0.0)
+    adam, _ = build_optimizers(model, cfg)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)  # zero gradient: Adam's own step is 0, only the decay moves the weights
+    adam.step()
+    groups = {n: g for g, ps in model.param_groups().items() for n, _ in ps}
+    for n, p in model.named_parameters():
+        factor = {"embed": 1 - 0.1 * 0.5, "scalar": 1 - 0.2 * 0.25, "matrix": 1.0}[groups[n]]
+        torch.testing.assert_close(p.detach(), before[n] * factor, msg=n)
+
+
+def test_weight_decay_off_is_plain_adam():
+    torch.manual_seed(0)
+    model = GPT(preset("smoke").model)  # default OptimConfig: tied embedding lr 0.05, betas (0.9, 0.95)
+    w = model.tok_emb.weight.detach().clone()
+    ref_w = torch.nn.Parameter(w.clone())
+    reference = torch.optim.Adam([ref_w], lr=0.05, betas=(0.9, 0.95), eps=1e-8)
+    adam, _ = build_optimizers(model, OptimConfig())
+    for seed in range(3):
+        g = torch.randn(w.shape, generator=torch.Generator().manual_seed(seed))
+        model.tok_emb.weight.grad, ref_w.grad = g.clone(), g.clone()
+        adam.step()
+        reference.step()
+    torch.testing.assert_close(model.tok_emb.weight.detach(), ref_w.detach())
+
+
+def test_fractional_warmdown_with_a_floor():
+    # The 1.0611 record: multiplier 1 for f < 1 - 0.85, then max((1 - f) / 0.85, 0.1).
+    s = Schedule(OptimConfig(warmdown_frac=0.85, min_lr_scale=0.1))
+    for step in (0, 10, 14, 15, 50, 80, 91, 95, 100):
+        f = step / 100
+        expected = 1.0 if f < 1 - 0.85 else max((1 - f) / 0.85, 0.1)
+        assert s.lr_scale(step, 100) == pytest.approx(expected), step
+    # The floor also holds under the step-count warm-down; without it the default behaviour is unchanged.
+    assert Schedule(OptimConfig(warmdown_steps=10, min_lr_scale=0.2)).lr_scale(99, 100) == pytest.approx(0.2)
+    assert Schedule(OptimConfig(warmdown_steps=10)).lr_scale(99, 100) == pytest.approx(0.1)
+
+
+def test_weight_decay_taper_and_apply():
+    # The 2026-04-18 record: full Muon weight decay until 70% of training, then linear to 0.5x at the end.
+    cfg = OptimConfig(muon_wd=0.1, embed_wd=0.3, wd_taper_start=0.7, wd_taper_final=0.5, muon_momentum_warmup_steps=0)
+    s = Schedule(cfg)
+    assert [s.wd_scale(i, 100) for i in (0, 70)] == [1.0, 1.0]
+    assert [s.wd_scale(i, 100) for i in (85, 100)] == [pytest.approx(0.75), pytest.approx(0.5)]
+    assert Schedule(OptimConfig()).wd_scale(100, 100) == 1.0  # off by default
+    opts = build_optimizers(GPT(preset("smoke").model), cfg)
+    s.apply(opts, 85, 100)
+    for opt in opts:
+        for g in opt.param_groups:
+            if isinstance(opt, Muon):
+                assert g["weight_decay"] == pytest.approx(0.075)
+            elif g["name"] == "embed":
+                assert g["weight_decay"] == 0.3  # Adam's decay does not taper

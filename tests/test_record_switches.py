@@ -232,11 +232,100 @@ def test_bigram_hash_embedding():
 
 @pytest.mark.parametrize(
     "bad",
-    [dict(rope_dims=3), dict(rope_dims=10), dict(mlp_leaky_slope=-1.0), dict(attn_gate_width=33), dict(bos_id=64)],
+    [
+        dict(rope_dims=3),
+        dict(rope_dims=10),
+        dict(mlp_leaky_slope=-1.0),
+        dict(attn_gate_width=33),
+        dict(bos_id=64),
+        dict(ve_layers="4"),
+        dict(ve_layers="1,1"),
+        dict(ve_layers="a"),
+        dict(ve_dim=0),
+    ],
 )
 def test_bad_switch_values_are_rejected(bad):
     with pytest.raises(ConfigError, match=next(iter(bad))):
         ModelConfig(**BASE, **bad)
+
+
+VE = dict(ve_layers="1,3", ve_dim=8)  # KV width 2 x 8 = 16, so the table is projected
+
+
+def test_value_embeddings_are_the_shared_table_times_each_layer_scale():
+    model = build(**VE)
+    with torch.no_grad():
+        model.ve_layer_scales.copy_(torch.tensor([0.5, -2.0]))
+        model.ve_scale.fill_(0.3)
+        idx = tokens()
+        ves = model.value_embeddings(idx)
+    table = model.ve_emb.weight.detach()[idx] @ model.ve_proj.weight.detach().T  # (B, T, 16)
+    assert sorted(ves) == [1, 3]
+    torch.testing.assert_close(ves[1], 0.3 * 0.5 * table)
+    torch.testing.assert_close(ves[3], 0.3 * -2.0 * table)
+
+
+@pytest.mark.parametrize("xsa", [False, True])
+def test_value_embedding_is_added_to_the_values(xsa):
+    # Attention is linear in v: adding ve = x M^T to the values is attention with c_v's weight plus M.
+    model = build(xsa=xsa, **VE)
+    attn = model.blocks[1].attn
+    x, m = torch.randn(2, 6, 32), 0.3 * torch.randn(16, 32)
+    with torch.no_grad():
+        y = attn(x, ve=F.linear(x, m))
+        attn.c_v.weight += m
+        expected = attn(x)
+    torch.testing.assert_close(y, expected, atol=1e-6, rtol=1e-5)
+
+
+def test_value_embeddings_reach_only_the_listed_blocks_on_every_pass():
+    model = perturb(build(num_loops=1, loop_start=1, loop_end=2, **VE))
+    seen = []
+    for i, block in enumerate(model.blocks):
+        block.attn.register_forward_pre_hook(
+            lambda mod, args, kwargs, i=i: seen.append((i, kwargs.get("ve") is not None)), with_kwargs=True
+        )
+    logits_of(model, tokens())
+    assert seen == [(0, False), (1, True), (2, False), (1, True), (2, False), (3, True)]
+    # Zero layer scales switch VE off: the model is the plain one with the same weights.
+    with torch.no_grad():
+        model.ve_layer_scales.zero_()
+    plain = GPT(ModelConfig(**BASE, num_loops=1, loop_start=1, loop_end=2))
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("ve_")})
+    idx = tokens()
+    torch.testing.assert_close(logits_of(model, idx), logits_of(plain, idx))
+
+
+def test_value_embedding_init_and_groups_as_the_record():
+    model = build(**VE)
+    assert abs(float(model.ve_emb.weight.detach().std()) - 0.01) < 0.002
+    assert float(model.ve_scale.detach()) == pytest.approx(0.1)
+    w = model.ve_proj.weight.detach()  # (16, 8), orthogonal columns
+    torch.testing.assert_close(w.T @ w, torch.eye(8), atol=1e-5, rtol=0)
+    assert model.ve_layer_scales.tolist() == [1.0, 1.0]
+    groups = {g: [n for n, _ in ps] for g, ps in model.param_groups().items()}
+    assert "ve_emb.weight" in groups["embed"]
+    assert {"ve_proj.weight", "ve_scale", "ve_layer_scales"} <= set(groups["scalar"])
+    bigram = {g: [n for n, _ in ps] for g, ps in build(bigram_buckets=16, bigram_dim=8).param_groups().items()}
+    assert "bigram_emb.weight" in bigram["embed"] and "bigram_proj.weight" in bigram["scalar"]
+    # No projection when the table already has the KV width (the record's ``proj = None`` case).
+    assert build(ve_layers="2", ve_dim=16).ve_proj is None
+
+
+def test_value_embeddings_quantize_export_and_reload():
+    from pgolf_model.config import QuantConfig
+    from pgolf_model.ptq import GroupRule, quantize_state, tensor_groups
+
+    model = build(**VE)
+    groups = tensor_groups(model)
+    assert groups["ve_emb.weight"] == "embed" and groups["ve_proj.weight"] == "other"
+    cfg = QuantConfig(keep_float_max_numel=100)
+    rules = {g: GroupRule(6) for g in ("embed", "attn", "mlp", "other")}
+    state = quantize_state(model.state_dict(), groups, rules, cfg)
+    assert state.entries["ve_emb.weight"]["format"] == "int" and state.entries["ve_proj.weight"]["format"] == "int"
+    rebuilt = GPT(ModelConfig(**BASE, **VE))
+    rebuilt.load_state_dict(state.dequantize())  # strict: every VE tensor is in the artifact's weights
+    torch.testing.assert_close(rebuilt.ve_emb.weight, model.ve_emb.weight, atol=0.01, rtol=0)
 
 
 def test_switches_round_trip_through_dict():
@@ -376,5 +465,8 @@ def test_record_1_11_preset_parameter_count_by_hand():
     attn = 2 * d * d + 2 * d * 256 + 8  # q, o; k, v (4 KV heads x 64); q_gain
     block = attn + 2 * d * 3 * d + 4 * d  # MLP 3x; attn/mlp scales, resid_mix (2 rows)
     embed = 1024 * d + 3072 * 112 + 112 * d + 1 + 13  # tied table, bigram table + projection + scale; SmearGate
-    assert count_parameters(m) == layers * block + embed + 5 * d  # 5 U-Net skip weights
+    ve = 1024 * 128 + 128 * 256 + 1 + 2  # VE table, projection to the KV width, scale, 2 layer scales
+    assert count_parameters(m) == layers * block + embed + ve + 5 * d  # 5 U-Net skip weights
+    # The record logs model_params:27067484 with its 512-channel March SmearGate where ours has 13 parameters.
+    assert count_parameters(m) == 27_067_484 - 512 + 13
     assert cfg.train.batch_tokens == 786_432 and cfg.train.ema_decay == 0.997
