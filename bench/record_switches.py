@@ -14,6 +14,7 @@ import time
 
 import torch
 
+from pgolf_model import qat
 from pgolf_model.config import preset
 from pgolf_model.model import GPT
 from pgolf_model.optim import build_optimizers
@@ -29,6 +30,9 @@ VARIANTS = {
     "bigram_hash": {"model.bigram_buckets": 2048, "model.bigram_dim": 64},
     "parallel_resid": {"model.parallel_from": -1},  # replaced by the last block index
     "loop_x1": {"model.num_loops": 1, "model.loop_start": 1, "model.loop_end": 1},
+    "value_embed": {"model.ve_layers": "1", "model.ve_dim": 64},
+    "late_qat": {"train.qat_threshold": 0.15},  # on for every timed step here
+    "muon_wd": {"optim.muon_wd": 0.04},
     "polar_express": {"optim.muon_ns_coeffs": "polar_express"},
     "muoneq_r": {"optim.muon_row_norm": True},
 }
@@ -38,6 +42,8 @@ def tokens_per_s(cfg, steps: int) -> float:
     torch.manual_seed(0)
     model = GPT(cfg.model)
     opts = build_optimizers(model, cfg.optim)
+    if cfg.train.qat_threshold:
+        qat.enable(model, cfg.quant)
     seqs = cfg.train.device_batch_tokens // cfg.train.seq_len
     idx = torch.randint(0, cfg.model.vocab_size, (seqs, cfg.train.seq_len + 1))
     x, y = idx[:, :-1], idx[:, 1:]

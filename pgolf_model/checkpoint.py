@@ -1,7 +1,8 @@
 """Resumable training checkpoints: ``<run>/checkpoints/step_NNNNNN.pt``, written atomically, the newest few kept.
 
-A checkpoint holds the config, the step, the training clock, the model and every optimizer state. The data order
-is a function of the step (``data.TrainLoader``), so nothing else is needed to continue exactly where a run stopped.
+A checkpoint holds the config, the step, the training clock, the model, every optimizer state and the weight EMA (or
+None). The data order is a function of the step (``data.TrainLoader``), so nothing else is needed to continue exactly
+where a run stopped.
 """
 
 from __future__ import annotations

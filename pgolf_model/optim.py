@@ -183,6 +183,14 @@ class WeightEMA:
             else:
                 self.shadow[name].copy_(t)
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.shadow
+
+    def load_state_dict(self, shadow: dict[str, torch.Tensor]) -> None:
+        if set(shadow) != set(self.shadow):
+            raise ValueError(f"EMA state for tensors {sorted(set(shadow) ^ set(self.shadow))} does not match the model")
+        self.shadow = {name: t.to(self.shadow[name].device, torch.float32).clone() for name, t in shadow.items()}
+
     @torch.no_grad()
     def copy_to(self, model: torch.nn.Module) -> None:
         for name, t in model.state_dict().items():

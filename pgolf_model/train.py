@@ -117,24 +117,30 @@ def with_tokenizer_ids(cfg: Config, given: dict, tokenizer: str | Path) -> Confi
     return cfg.override({k: v for k, v in ids.items() if k not in given})
 
 
-def restore(path: Path, cfg: Config, model: GPT, optimizers) -> tuple[int, float]:
-    """Load a checkpoint into ``model`` and ``optimizers``; returns its step and training seconds."""
+def restore(path: Path, cfg: Config, model: GPT, optimizers, ema: WeightEMA | None) -> tuple[int, float]:
+    """Load a checkpoint into ``model``, ``optimizers`` and ``ema``; returns its step and training seconds."""
     state = checkpoint.load(path)
     if state["config"]["model"] != cfg.to_dict()["model"]:
         raise ConfigError(f"{path}: checkpoint model config {state['config']['model']} differs from this run's")
     model.load_state_dict(state["model"])
     for opt, opt_state in zip(optimizers, state["optimizers"]):
         opt.load_state_dict(opt_state)
+    if ema is not None:  # a checkpoint saved without an EMA restarts it from the resumed weights
+        ema.load_state_dict(state.get("ema") or WeightEMA(model, ema.decay).state_dict())
     return state["step"], state["train_seconds"]
 
 
-def save_checkpoint(out_dir: Path, cfg: Config, step: int, train_seconds: float, model: GPT, optimizers) -> None:
+def save_checkpoint(
+    out_dir: Path, cfg: Config, step: int, train_seconds: float, model: GPT, optimizers, ema: WeightEMA | None
+) -> None:
+    """The final checkpoint holds the weights that were exported (the EMA's, when kept)."""
     state = {
         "config": cfg.to_dict(),
         "step": step,
         "train_seconds": train_seconds,
         "model": model.state_dict(),
         "optimizers": [opt.state_dict() for opt in optimizers],
+        "ema": ema.state_dict() if ema is not None else None,
     }
     checkpoint.save(out_dir, step, state, cfg.train.keep_checkpoints)
 
@@ -205,14 +211,13 @@ def run(
     optimizers = build_optimizers(model, cfg.optim)
     schedule = Schedule(cfg.optim)
     step, train_seconds = 0, 0.0
+    ema = WeightEMA(model, cfg.train.ema_decay) if cfg.train.ema_decay else None
     if resume is not None:
         path = checkpoint.latest(out_dir) if resume == "auto" else Path(resume)
         if path is None:
             raise FileNotFoundError(f"--resume auto: no checkpoints in {checkpoint.checkpoint_dir(out_dir)}")
-        step, train_seconds = restore(path, cfg, model, optimizers)
+        step, train_seconds = restore(path, cfg, model, optimizers, ema)
         log.say(f"resumed from {path} at step {step} ({train_seconds:.1f}s of training)")
-    # The EMA is not checkpointed: a resumed run restarts it from the resumed weights.
-    ema = WeightEMA(model, cfg.train.ema_decay) if cfg.train.ema_decay else None
     net = torch.compile(model) if cfg.train.compile else model
     ddp = None
     if rt.distributed:
@@ -354,12 +359,12 @@ def run(
             if stopped_by_clock:
                 log.say(f"stopping at step {step}: {train_seconds:.1f}s reached --max-minutes {cfg.train.max_minutes}")
         if rt.is_main and cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0:
-            save_checkpoint(out_dir, cfg, step, train_seconds, model, optimizers)
+            save_checkpoint(out_dir, cfg, step, train_seconds, model, optimizers, ema)
     bar.close()
 
     # -- the artifact, and the model rebuilt from it alone -------------------------------------------------------
     if rt.is_main:
-        save_checkpoint(out_dir, cfg, step, train_seconds, model, optimizers)
+        save_checkpoint(out_dir, cfg, step, train_seconds, model, optimizers, ema)
     art_path = out_dir / ARTIFACT_NAME
     try:
         write_artifact(art_path, cfg, model, inputs.tokenizer_bytes, budget_limit, rt, log)

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     say(f"3/3 training the {args.preset} preset for at most {args.minutes} minutes")
-    cfg = preset(args.preset).override({"train.max_minutes": args.minutes, "model.vocab_size": report["vocab_size"]})
+    cfg = model_train.with_tokenizer_ids(preset(args.preset).override({"train.max_minutes": args.minutes}), {}, tok_dir)
     summary = model_train.run(cfg, data=shard_dir, tokenizer=tok_dir, out_dir=out / "model")
     print(
         f"val_bpb {summary['artifact_val_bpb']:.4f} (exact, from the artifact alone; "

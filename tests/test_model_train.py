@@ -74,10 +74,12 @@ def test_artifact_round_trip_stays_within_the_bound(smoke_run, dataset, capsys):
     assert result["val_tokens"] == summary["val_targets"]
 
 
-def test_resume_reproduces_the_uninterrupted_run(dataset, tmp_path):
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_resume_reproduces_the_uninterrupted_run(dataset, tmp_path, ema_decay):
     data, tok = dataset
     cfg = smoke(
         **{
+            "train.ema_decay": ema_decay,  # the EMA is checkpointed too
             "train.iterations": 6,
             "train.checkpoint_every": 3,
             "train.keep_checkpoints": 5,
