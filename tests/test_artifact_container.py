@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -27,6 +29,19 @@ def test_smallest_codec_wins_and_output_is_deterministic():
     sizes = {n: len(compress.compress(data, (n,))[1]) for n in ("zstd", "lzma", "brotli")}
     assert len(packed) == min(sizes.values())
     assert compress.compress(data) == (cid, packed)
+
+
+def test_lzma_with_a_dictionary_fitted_to_the_input_matches_the_preset():
+    """The shrunk dictionary only saves the preset's table set-up: same bytes as the full preset on real payloads."""
+    import lzma
+
+    from pgolf_data.tokenizer import sp_model
+
+    preset = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
+    charsmap = sp_model.builtin_charsmap("nmt_nfkc")  # ~240 KB of real binary data
+    source = Path(compress.__file__).read_bytes()
+    for data in (b"", b"x", source, source * 40, charsmap, charsmap[:5000] * 3):
+        assert compress.CODECS[2][1](data) == lzma.compress(data, format=lzma.FORMAT_RAW, filters=preset)
 
 
 def test_unknown_codecs_are_refused():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import re
+import struct
 from functools import lru_cache
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 
 from pgolf_data.tokenizer import SpecError, TokenizerError, TokenizerSpec, sp_model
 from pgolf_data.tokenizer.artifact import from_artifact, to_artifact
-from pgolf_data.tokenizer.sentencepiece_bpe import SentencePieceTokenizer, split_long
+from pgolf_data.tokenizer.sentencepiece_bpe import SentencePieceTokenizer, split_long, training_sentences
 from pgolf_data.tokenizer.training import train
 
 SPECS = Path(__file__).resolve().parents[1] / "tokenizers"
@@ -245,6 +246,49 @@ def test_split_long_covers_the_text_in_pieces_within_the_limit(text, limit):
     assert all(0 < len(p.encode()) <= limit for p in pieces)
 
 
+def reference_split_long(text: str, limit: int, level: int = 0) -> list[str]:
+    """The greedy rule written on strings, recursively (split_long works on the UTF-8 bytes, iteratively)."""
+    if len(text.encode()) <= limit:
+        return [text] if text else []
+    if level == 2:
+        raw, out = text.encode(), []
+        while raw:
+            k = limit
+            while k < len(raw) and raw[k] & 0xC0 == 0x80:
+                k -= 1
+            out.append(raw[:k].decode())
+            raw = raw[k:]
+        return out
+    units = re.split("(?<=\n)", text) if level == 0 else re.split("(?= )", text)
+    out, current = [], ""
+    for unit in units:
+        if current and len((current + unit).encode()) > limit:
+            out.append(current)
+            current = ""
+        if len(unit.encode()) > limit:
+            out += reference_split_long(unit, limit, level + 1)
+        else:
+            current += unit
+    return [*out, current] if current else out
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(["a", "bb", " ", "  ", "\n", "\n\n", "é", "😀", " w", "\r\n", "▁"]), max_size=80).map(
+        "".join
+    ),
+    st.integers(4, 30),
+)
+def test_split_long_matches_the_reference_rule(text, limit):
+    assert split_long(text, limit) == reference_split_long(text, limit)
+
+
+def test_split_long_matches_the_reference_rule_on_dev_docs(dev_sample):
+    for limit in (LIMIT, 300, 7):
+        for text in dev_sample[:200]:
+            assert split_long(text, limit) == reference_split_long(text, limit)
+
+
 def test_split_long_prefers_line_ends_then_spaces_then_characters():
     assert split_long("aaaa\nbbbb\ncccc", 10) == ["aaaa\nbbbb\n", "cccc"]
     assert split_long("aaa bbb ccc", 8) == ["aaa bbb", " ccc"]
@@ -261,6 +305,15 @@ def test_chunk_mode_trains_on_every_byte(lossless, dev_sample):
     assert stats["bytes_trained"] == sum(len(d.encode()) for d in dev_sample[:300])
     assert stats["docs_dropped"] == stats["bytes_dropped"] == 0
     assert stats["sentences"] > stats["docs"]
+
+
+@pytest.mark.parametrize("long_docs", ["chunk", "drop"])
+def test_known_sizes_give_the_same_sentences_and_counts(dev_sample, long_docs):
+    texts = dev_sample[:300]
+    sizes = [len(t.encode()) for t in texts]
+    assert training_sentences(texts, LIMIT, long_docs, sizes) == training_sentences(texts, LIMIT, long_docs)
+    with pytest.raises(ValueError, match="299 sizes for 300 texts"):
+        training_sentences(texts, LIMIT, long_docs, sizes[:-1])
 
 
 def test_drop_mode_with_only_long_docs_is_an_error():
@@ -324,13 +377,34 @@ def test_corrupt_payloads_are_refused(lossless):
         SentencePieceTokenizer.from_payload(lossless.spec, {}, blob)
 
 
+def test_payloads_with_bad_or_cyclic_parts_are_refused(lossless):
+    header, blob = lossless.payload()
+    n, template = header["pieces"], int.from_bytes(blob[:4], "little")
+    codes = blob[4 + template : 4 + template + n]
+    first_pair = next(i for i, c in enumerate(codes) if c >> 4 == sp_model.FORM_PAIR)
+    lefts = 4 + template + n  # the first pair's left part, a uint16
+
+    def with_first_left(part: int) -> bytes:
+        return blob[:lefts] + part.to_bytes(2, "little") + blob[lefts + 2 :]
+
+    with pytest.raises(TokenizerError, match=f"piece {first_pair} refers to bad parts {n}, "):
+        SentencePieceTokenizer.from_payload(lossless.spec, header, with_first_left(n))
+    with pytest.raises(TokenizerError, match=f"piece {first_pair} refers to bad parts {first_pair}, "):
+        SentencePieceTokenizer.from_payload(lossless.spec, header, with_first_left(first_pair))  # itself: a cycle
+
+
 def test_compact_encoding_survives_unusual_scores_and_pieces(lossless):
     pieces, rest = sp_model.split_model(lossless.model_proto())
     pieces[300] = sp_model.Piece(pieces[300].text, 0.5, pieces[300].type)
     pieces.append(sp_model.Piece("zzz-not-splittable\u2603", -3.0, sp_model.USER_DEFINED))
+    pieces.append(sp_model.Piece("\u2603" * 50, -4.0, None))  # 150 bytes: two-byte lengths in the piece's fields
     model = sp_model.join_model(pieces, rest)
+    assert sp_model.split_model(model) == (pieces, rest)
     header, blob = sp_model.compact(model)
     assert sp_model.expand(header, blob) == model
+    # The long piece's field, by hand: 0A len(0A len text 15 score), no type field (NORMAL); varint lengths 158, 150.
+    body = b"\x0a\x96\x01" + "\u2603".encode() * 50 + b"\x15" + struct.pack("<f", -4.0)
+    assert model.endswith(b"\x0a\x9e\x01" + body + b"".join(f.raw for f in rest))
 
 
 @pytest.mark.parametrize("name", ["sp8192", "sp8192_lossless"])

@@ -82,8 +82,14 @@ class Tokenizer(ABC):
 
     @classmethod
     @abstractmethod
-    def train(cls, spec: TokenizerSpec, texts: list[str], *, num_threads: int) -> tuple[Tokenizer, dict]:
-        """Train on ``texts``; return the tokenizer and trainer statistics (what it was actually trained on)."""
+    def train(
+        cls, spec: TokenizerSpec, texts: list[str], *, num_threads: int, sizes: Sequence[int] | None = None
+    ) -> tuple[Tokenizer, dict]:
+        """Train on ``texts``; return the tokenizer and trainer statistics (what it was actually trained on).
+
+        ``sizes``: each text's UTF-8 length when the caller has measured them already (``collect_sample`` has): a
+        kind that needs them takes these instead of encoding the whole corpus a second time.
+        """
 
     @abstractmethod
     def payload(self) -> tuple[dict, bytes]:

@@ -113,7 +113,9 @@ class _CaseOpsTokenizer(Tokenizer):
         cls.inner_class.check_spec(cls.inner_spec(spec))
 
     @classmethod
-    def train(cls, spec: TokenizerSpec, texts: list[str], *, num_threads: int) -> tuple[_CaseOpsTokenizer, dict]:
+    def train(
+        cls, spec: TokenizerSpec, texts: list[str], *, num_threads: int, sizes: Sequence[int] | None = None
+    ) -> tuple[_CaseOpsTokenizer, dict]:
         cls.check_spec(spec)
         transformed = [encode_case(t) for t in texts]
         inner, stats = cls.inner_class.train(

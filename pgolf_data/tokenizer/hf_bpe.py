@@ -183,7 +183,9 @@ class HFByteLevelBPETokenizer(Tokenizer):
         return cls.trainer_options(spec)
 
     @classmethod
-    def train(cls, spec: TokenizerSpec, texts: list[str], *, num_threads: int) -> tuple[HFByteLevelBPETokenizer, dict]:
+    def train(
+        cls, spec: TokenizerSpec, texts: list[str], *, num_threads: int, sizes: Sequence[int] | None = None
+    ) -> tuple[HFByteLevelBPETokenizer, dict]:
         """``num_threads`` 1 trains serially; any other value uses the rayon pool (see the module docstring)."""
         offset = len(cls.SPECIALS)
         options = cls.check_spec(spec)

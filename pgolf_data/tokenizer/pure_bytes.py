@@ -70,7 +70,9 @@ class ByteTokenizer(Tokenizer):
         raise TokenizerError(f"token id {token_id} is outside the vocabulary [0, {VOCAB_SIZE})")
 
     @classmethod
-    def train(cls, spec: TokenizerSpec, texts: list[str], *, num_threads: int) -> tuple[ByteTokenizer, dict]:
+    def train(
+        cls, spec: TokenizerSpec, texts: list[str], *, num_threads: int, sizes: Sequence[int] | None = None
+    ) -> tuple[ByteTokenizer, dict]:
         cls.check_spec(spec)
         return cls(spec), {"layout": LAYOUT, "learned": "nothing (fixed layout)"}
 

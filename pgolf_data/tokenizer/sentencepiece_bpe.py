@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -68,67 +69,82 @@ def trainer_kwargs(spec: TokenizerSpec) -> dict[str, Any]:
     return kwargs
 
 
-def _after_newlines(text: str) -> list[str]:
-    parts = text.split("\n")  # str.split is several times faster than a look-behind regex split
-    return [p + "\n" for p in parts[:-1]] + [parts[-1]]
-
-
-def _before_spaces(text: str) -> list[str]:
-    parts = text.split(" ")
-    return [parts[0]] + [" " + p for p in parts[1:]]
-
-
-_SPLITS = (_after_newlines, _before_spaces)  # after a newline; before a space (SP's ▁ starts a word)
-
-
 def split_long(text: str, limit: int) -> list[str]:
     """Consecutive pieces of ``text``, each at most ``limit`` UTF-8 bytes, cut at line ends, then spaces, then chars.
 
-    Pieces are packed greedily, so ``"".join(split_long(t, n)) == t`` and there are few of them.
+    Lines (each with its newline) are packed greedily into pieces; a line longer than ``limit`` is cut into words
+    (each with its leading space) packed the same way, and a word longer than ``limit`` at the last character
+    boundary that fits. So ``"".join(split_long(t, n)) == t`` and there are few pieces.
     """
-    return _pack(text, limit, 0) if text else []
+    return _split_encoded(text, text.encode("utf-8"), limit) if text else []
 
 
-def _pack(text: str, limit: int, level: int) -> list[str]:
-    if len(text.encode("utf-8")) <= limit:
+def _split_encoded(text: str, raw: bytes, limit: int) -> list[str]:
+    if len(raw) <= limit:
         return [text]
-    if level == len(_SPLITS):
-        return _cut_chars(text, limit)
-    out: list[str] = []
-    current: list[str] = []
-    size = 0
-    for unit in _SPLITS[level](text):
-        n = len(unit.encode("utf-8"))
-        if current and size + n > limit:
-            out.append("".join(current))
-            current, size = [], 0
-        if n > limit:
-            out += _pack(unit, limit, level + 1)
-        elif unit:
-            current.append(unit)
-            size += n
-    if current:
-        out.append("".join(current))
-    return out
+    ends = _piece_ends(raw, limit)
+    return [raw[a:b].decode("utf-8") for a, b in zip([0, *ends], ends)]
 
 
-def _cut_chars(text: str, limit: int) -> list[str]:
-    raw, out, start = text.encode("utf-8"), [], 0
-    while start < len(raw):
-        end = min(start + limit, len(raw))
-        while end < len(raw) and raw[end] & 0xC0 == 0x80:  # never cut inside a character
+def _piece_ends(raw: bytes, limit: int) -> list[int]:
+    """The byte offsets where ``split_long``'s pieces of ``raw`` end.
+
+    Found on the UTF-8 bytes with C-level ``find``/``rfind`` inside each piece's window instead of a Python loop over
+    every line: newline and space bytes never occur inside a multi-byte character, so cutting there cuts the text.
+    Greedy packing takes the last unit end within ``limit`` bytes of the piece start.
+    """
+    out: list[int] = []
+    pos, size = 0, len(raw)
+    while size - pos > limit:
+        cut = raw.rfind(b"\n", pos, pos + limit) + 1  # a line ends after its newline
+        if cut > pos:
+            out.append(cut)
+        else:  # the line starting here is longer than limit: cut it into words
+            cut = raw.find(b"\n", pos) + 1 or size
+            out += _word_ends(raw, pos, cut, limit)
+        pos = cut
+    return [*out, size] if pos < size else out
+
+
+def _word_ends(raw: bytes, pos: int, stop: int, limit: int) -> list[int]:
+    out: list[int] = []
+    while stop - pos > limit:
+        cut = raw.rfind(b" ", pos + 1, pos + limit + 1)  # a word starts at its space, so it ends before the next one
+        if cut > pos:
+            out.append(cut)
+        else:  # a word longer than limit: cut it at the last character boundary that fits
+            cut = raw.find(b" ", pos + 1, stop)
+            cut = stop if cut < 0 else cut
+            out += _char_ends(raw, pos, cut, limit)
+        pos = cut
+    return [*out, stop] if pos < stop else out
+
+
+def _char_ends(raw: bytes, pos: int, stop: int, limit: int) -> list[int]:
+    out = []
+    while pos < stop:
+        end = min(pos + limit, stop)
+        while end < stop and raw[end] & 0xC0 == 0x80:  # never cut inside a character
             end -= 1
-        out.append(raw[start:end].decode("utf-8"))
-        start = end
+        out.append(end)
+        pos = end
     return out
 
 
-def training_sentences(texts: Sequence[str], limit: int, long_docs: str) -> tuple[list[str], dict]:
-    """What SentencePiece is given: ``texts`` with long documents chunked or dropped, and the counts of each."""
+def training_sentences(
+    texts: Sequence[str], limit: int, long_docs: str, sizes: Sequence[int] | None = None
+) -> tuple[list[str], dict]:
+    """What SentencePiece is given: ``texts`` with long documents chunked or dropped, and the counts of each.
+
+    ``sizes``: the texts' UTF-8 lengths if known; then only the long documents that are chunked are encoded.
+    """
+    if sizes is None:
+        sizes = [len(t.encode("utf-8")) for t in texts]
+    elif len(sizes) != len(texts):
+        raise ValueError(f"{len(sizes)} sizes for {len(texts)} texts")
     sentences: list[str] = []
     n_bytes = chunked = dropped = dropped_bytes = 0
-    for text in texts:
-        size = len(text.encode("utf-8"))
+    for text, size in zip(texts, sizes):
         if size <= limit:
             sentences.append(text)
         elif long_docs == "drop":
@@ -136,7 +152,7 @@ def training_sentences(texts: Sequence[str], limit: int, long_docs: str) -> tupl
             dropped_bytes += size
             continue
         else:
-            sentences += split_long(text, limit)
+            sentences += _split_encoded(text, text.encode("utf-8"), limit)
             chunked += 1
         n_bytes += size
     stats = {
@@ -186,6 +202,17 @@ class SentencePieceTokenizer(Tokenizer):
             and s.denormalizer_charsmap_bytes == 0
         )
         self._threads = default_threads()
+        self._meta_ids = np.array([self._sp.piece_to_id(f"<0x{b:02X}>") for b in META.encode()], dtype=np.int32)
+        if self._lossless and not all(self._sp.is_byte(int(i)) for i in self._meta_ids):
+            raise TokenizerError(f"spec {spec.name!r}: byte-fallback model lacks the pieces <0xE2> <0x96> <0x81>")
+
+    @cached_property
+    def _tables(self) -> tuple[np.ndarray, np.ndarray]:
+        """Normalized bytes per id (-1: an unknown piece covers a variable span); original bytes per id (lossless).
+
+        Built on first use: only ``encode_with_bytes`` needs them, and a whole vocabulary's piece strings are the
+        bulk of constructing a tokenizer, which training does once to write the artifact.
+        """
         ids = list(range(self._sp.get_piece_size()))
         pieces = self._sp.id_to_piece(ids)
         is_byte = np.array(self._sp.is_byte(ids), dtype=bool)
@@ -193,12 +220,9 @@ class SentencePieceTokenizer(Tokenizer):
         is_unk = np.array(self._sp.is_unknown(ids), dtype=bool)
         utf8 = np.array([len(p.encode("utf-8")) for p in pieces], dtype=np.int64)
         metas = np.array([p.count(META) for p in pieces], dtype=np.int64)
-        # Normalized bytes per id (-1: an unknown piece covers a variable span); original bytes per id (lossless).
-        self._normalized_len = np.where(is_byte, 1, np.where(is_special, 0, np.where(is_unk, -1, utf8)))
-        self._byte_table = np.where(is_byte, 1, np.where(is_special | is_unk, 0, utf8 - 2 * metas)).astype(np.int32)
-        self._meta_ids = np.array([self._sp.piece_to_id(f"<0x{b:02X}>") for b in META.encode()], dtype=np.int32)
-        if self._lossless and not is_byte[self._meta_ids].all():
-            raise TokenizerError(f"spec {spec.name!r}: byte-fallback model lacks the pieces <0xE2> <0x96> <0x81>")
+        normalized_len = np.where(is_byte, 1, np.where(is_special, 0, np.where(is_unk, -1, utf8)))
+        byte_table = np.where(is_byte, 1, np.where(is_special | is_unk, 0, utf8 - 2 * metas)).astype(np.int32)
+        return normalized_len, byte_table
 
     @property
     def vocab_size(self) -> int:
@@ -250,7 +274,8 @@ class SentencePieceTokenizer(Tokenizer):
         texts = list(texts)
         encoded = self.encode_batch(texts)
         if self._lossless:
-            return [(ids, self._byte_table[ids]) for ids in encoded]
+            byte_table = self._tables[1]
+            return [(ids, byte_table[ids]) for ids in encoded]
         raw = [t.encode("utf-8") for t in texts]
         normalized = self._sp.normalize(raw, with_offsets=True)
         return [
@@ -266,7 +291,7 @@ class SentencePieceTokenizer(Tokenizer):
                     f"tokenizer {self.spec.name!r}, so its bytes cannot be attributed to any token"
                 )
             return np.zeros(0, dtype=np.int32)
-        lengths = self._normalized_len[ids]
+        lengths = self._tables[0][ids]
         ends_norm = np.cumsum(lengths)
         if (lengths < 0).any() or ends_norm[-1] != len(norm):
             # An unknown piece spans a whole character of unknown length: take SentencePiece's own spans instead.
@@ -297,10 +322,12 @@ class SentencePieceTokenizer(Tokenizer):
         trainer_kwargs(spec)
 
     @classmethod
-    def train(cls, spec: TokenizerSpec, texts: list[str], *, num_threads: int) -> tuple[SentencePieceTokenizer, dict]:
+    def train(
+        cls, spec: TokenizerSpec, texts: list[str], *, num_threads: int, sizes: Sequence[int] | None = None
+    ) -> tuple[SentencePieceTokenizer, dict]:
         kwargs = trainer_kwargs(spec)
         limit = kwargs.get("max_sentence_length", DEFAULT_MAX_SENTENCE_LENGTH)
-        sentences, stats = training_sentences(texts, limit, spec.long_docs)
+        sentences, stats = training_sentences(texts, limit, spec.long_docs, sizes)
         if not sentences:
             raise TokenizerError(
                 f"spec {spec.name!r}: every document is longer than max_sentence_length {limit} bytes and "

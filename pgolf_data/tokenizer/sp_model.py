@@ -63,7 +63,13 @@ def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
+_ONE_BYTE = [bytes([b]) for b in range(0x80)]
+_F32 = struct.Struct("<f")
+
+
 def varint(n: int) -> bytes:
+    if 0 <= n < 0x80:  # every key and most lengths: skip the general encoder
+        return _ONE_BYTE[n]
     out = bytearray()
     while n >= 0x80:
         out.append(n & 0x7F | 0x80)
@@ -111,22 +117,38 @@ class Piece(NamedTuple):
     score: float  # float32; compared by bit pattern, so -0.0 (the first merge's score) stays distinct from 0.0
     type: int | None  # None when the field is absent, which means NORMAL
 
-    def encode(self) -> bytes:
-        text = self.text.encode("utf-8")  # field keys: 0A text (length), 15 score (fixed32), 18 type (varint)
-        out = b"\x0a" + varint(len(text)) + text + b"\x15" + struct.pack("<f", self.score)
-        return out if self.type is None else out + b"\x18" + varint(self.type)
+
+def _encode_piece(text: bytes, score: bytes, piece_type: int | None) -> bytes:
+    out = b"\x0a" + varint(len(text)) + text + b"\x15" + score  # keys: 0A text, 15 score (fixed32), 18 type (varint)
+    return out if piece_type is None else out + b"\x18" + varint(piece_type)
+
+
+def _parse_pieces(payloads: list[bytes]) -> tuple[list[str], list[int | None], bytes]:
+    """Each piece's text and type (None: absent, i.e. NORMAL), and all their float32 scores packed in order."""
+    texts, types, scores = [], [], []
+    for buf in payloads:
+        # In place, the layout the C++ writer uses for short pieces: 0A len text 15 f32 [18 type] (one-byte len, type).
+        size = len(buf)
+        n = buf[1] if size >= 7 else 0x80
+        if (
+            n < 0x80
+            and buf[0] == 0x0A
+            and (size == n + 7 or (size == n + 9 and buf[-2] == 0x18 and buf[-1] < 0x80))
+            and buf[n + 2] == 0x15
+        ):
+            texts.append(buf[2 : n + 2].decode("utf-8"))
+            types.append(None if size == n + 7 else buf[-1])
+            scores.append(buf[n + 3 : n + 7])
+        else:
+            piece = _parse_piece(buf)
+            texts.append(piece.text)
+            types.append(piece.type)
+            scores.append(_F32.pack(piece.score))
+    return texts, types, b"".join(scores)
 
 
 def _parse_piece(buf: bytes) -> Piece:
-    # Fast path for the layout the C++ writer uses for short pieces: 0A len text 15 f32 [18 type].
-    if len(buf) >= 7 and buf[0] == 0x0A and buf[1] < 0x80:
-        end = 2 + buf[1]
-        if end + 5 <= len(buf) and buf[end] == 0x15:
-            text, score, rest = buf[2:end].decode("utf-8"), struct.unpack_from("<f", buf, end + 1)[0], end + 5
-            if rest == len(buf):
-                return Piece(text, score, None)
-            if rest + 2 == len(buf) and buf[rest] == 0x18 and buf[rest + 1] < 0x80:
-                return Piece(text, score, buf[rest + 1])
+    """Any field layout of one piece (text, score and an optional type, in that order)."""
     fields = read_fields(buf)
     layout = [(f.number, f.wire) for f in fields]
     if layout not in ([(PIECE_TEXT, LENGTH), (PIECE_SCORE, FIXED32)], [(1, LENGTH), (2, FIXED32), (3, VARINT)]):
@@ -135,27 +157,71 @@ def _parse_piece(buf: bytes) -> Piece:
     return Piece(fields[0].value.decode("utf-8"), struct.unpack("<f", fields[1].value)[0], piece_type)
 
 
+def _piece_fields(model: bytes) -> tuple[list[bytes], int]:
+    """The payloads of the leading piece fields (key 0A: field 1, length-delimited) and the offset where they end.
+
+    A model is thousands of pieces and a few specs; walking the pieces without building a ``Field`` for each is what
+    lets the spec readers below skip them cheaply.
+    """
+    payloads, pos, end = [], 0, len(model)
+    while pos < end and model[pos] == 0x0A:
+        if pos + 1 < end and model[pos + 1] < 0x80:
+            size, start = model[pos + 1], pos + 2
+        else:
+            size, start = _read_varint(model, pos + 1)
+        pos = start + size
+        if pos > end:
+            raise TokenizerError(f"truncated field {MODEL_PIECES} in SentencePiece model")
+        payloads.append(model[start:pos])
+    return payloads, pos
+
+
+def _spec_part(model: bytes) -> list[Field]:
+    """The top-level fields after the pieces (the trainer and normalizer specs)."""
+    return read_fields(model[_piece_fields(model)[1] :])
+
+
+def _read_model(model: bytes) -> tuple[list[str], list[int | None], bytes, list[Field]]:
+    """The pieces' texts, types and packed scores, and the other top-level fields (specs), in file order."""
+    payloads, end = _piece_fields(model)
+    rest = read_fields(model[end:])
+    if any(f.number == MODEL_PIECES and f.wire == LENGTH for f in rest):
+        raise TokenizerError("SentencePiece model has pieces after its specs; pgolf expects C++ field order")
+    return (*_parse_pieces(payloads), rest)
+
+
 def split_model(model: bytes) -> tuple[list[Piece], list[Field]]:
     """The pieces and the other top-level fields (specs), in file order; pieces must come first, as C++ writes them."""
-    pieces, rest = [], []
-    for field in read_fields(model):
-        if field.number == MODEL_PIECES and field.wire == LENGTH:
-            if rest:
-                raise TokenizerError("SentencePiece model has pieces after its specs; pgolf expects C++ field order")
-            pieces.append(_parse_piece(field.value))
-        else:
-            rest.append(field)
-    return pieces, rest
+    texts, types, scores, rest = _read_model(model)
+    return [Piece(*p) for p in zip(texts, struct.unpack(f"<{len(texts)}f", scores), types)], rest
+
+
+def _pack_scores(scores: list[float]) -> bytes:
+    return struct.pack(f"<{len(scores)}f", *scores)
 
 
 def join_model(pieces: list[Piece], rest: list[Field]) -> bytes:
-    return b"".join(length_field(MODEL_PIECES, p.encode()) for p in pieces) + b"".join(f.raw for f in rest)
+    return _join([p.text for p in pieces], [p.type for p in pieces], _pack_scores([p.score for p in pieces]), rest)
+
+
+def _join(texts: list[str], types: list[int | None], scores: bytes, rest: list[Field]) -> bytes:
+    """The model file from each piece's text and type, their float32 scores packed in order, and the spec fields."""
+    out = []
+    for i, (text, piece_type) in enumerate(zip(texts, types)):
+        raw, score = text.encode("utf-8"), scores[4 * i : 4 * i + 4]
+        if piece_type is None and len(raw) + 7 < 0x80:  # most pieces: the whole field in one step, lengths one byte
+            out.append(b"\x0a%c\x0a%c%b\x15%b" % (len(raw) + 7, len(raw), raw, score))
+        else:
+            body = _encode_piece(raw, score, piece_type)
+            out.append(b"\x0a" + varint(len(body)) + body)  # the piece's own field: key 0A (field 1, length)
+    return b"".join(out) + b"".join(f.raw for f in rest)
 
 
 def canonical_model(model: bytes) -> bytes:
     """The model without the trainer's thread count, so the same corpus and spec give the same bytes on any machine."""
-    out = []
-    for field in read_fields(model):
+    end = _piece_fields(model)[1]
+    out = [model[:end]]
+    for field in read_fields(model[end:]):
         if field.number == MODEL_TRAINER:
             spec = b"".join(f.raw for f in read_fields(field.value) if f.number != TRAINER_NUM_THREADS)
             out.append(length_field(MODEL_TRAINER, spec))
@@ -183,7 +249,7 @@ class Settings:
 
     @classmethod
     def of(cls, model: bytes) -> Settings:
-        top = read_fields(model)
+        top = _spec_part(model)
         norm = _spec_fields(top, MODEL_NORMALIZER)
         denorm = _spec_fields(top, MODEL_DENORMALIZER)
         trainer = _spec_fields(top, MODEL_TRAINER)
@@ -260,37 +326,38 @@ def _predicted_scores(types: list[int | None]) -> list[float]:
     return scores
 
 
-def _f32(x: float) -> bytes:
-    return struct.pack("<f", x)
+def _longest_split(text: str, index: dict[str, int]) -> int | None:
+    """The longest left part of ``text`` whose remainder is also a piece; any split rebuilds the same string."""
+    for k in range(len(text) - 1, 0, -1):
+        if text[:k] in index and text[k:] in index:
+            return k
+    return None
 
 
 def compact(model: bytes) -> tuple[dict, bytes]:
     """``(header, blob)`` from which ``expand`` rebuilds ``model`` byte for byte."""
-    pieces, rest = split_model(model)
-    if len(pieces) > 1 << 16:
-        raise TokenizerError(f"SentencePiece model has {len(pieces)} pieces; pgolf ids are uint16")
+    texts, types, scores, rest = _read_model(model)
+    if len(texts) > 1 << 16:
+        raise TokenizerError(f"SentencePiece model has {len(texts)} pieces; pgolf ids are uint16")
     template, stripped = _strip_charsmaps(rest)
-    index = {p.text: i for i, p in enumerate(pieces)}
+    index = {text: i for i, text in enumerate(texts)}
     codes, lefts, rights, literals = [], [], [], bytearray()
     n_bytes = 0
-    for p in pieces:
-        if p.type == BYTE and p.text == f"<0x{n_bytes:02X}>":
+    for text, piece_type in zip(texts, types):
+        if piece_type == BYTE and text == f"<0x{n_bytes:02X}>":
             form = FORM_IMPLIED
         else:
-            # The longest left part whose remainder is also a piece; any split rebuilds the same string.
-            split = next(
-                (k for k in range(len(p.text) - 1, 0, -1) if p.text[:k] in index and p.text[k:] in index), None
-            )
+            split = _longest_split(text, index)
             form = FORM_LITERAL if split is None else FORM_PAIR
             if split is None:
-                literals += varint(len(p.text.encode("utf-8"))) + p.text.encode("utf-8")
+                literals += varint(len(text.encode("utf-8"))) + text.encode("utf-8")
             else:
-                lefts.append(index[p.text[:split]])
-                rights.append(index[p.text[split:]])
-        n_bytes += p.type == BYTE
-        codes.append(form << 4 | (p.type or 0))
-    predicted = _predicted_scores([p.type for p in pieces])
-    exceptions = [(i, p.score) for i, (p, s) in enumerate(zip(pieces, predicted)) if _f32(p.score) != _f32(s)]
+                lefts.append(index[text[:split]])
+                rights.append(index[text[split:]])
+        n_bytes += piece_type == BYTE
+        codes.append(form << 4 | (piece_type or 0))
+    predicted = _pack_scores(_predicted_scores(types))
+    exceptions = np.flatnonzero(np.frombuffer(scores, "<u4") != np.frombuffer(predicted, "<u4")).tolist()
     template_bytes = b"".join(f.raw for f in template)
     blob = b"".join(
         [
@@ -302,10 +369,10 @@ def compact(model: bytes) -> tuple[dict, bytes]:
             struct.pack("<I", len(literals)),
             bytes(literals),
             struct.pack("<I", len(exceptions)),
-            b"".join(struct.pack("<I", i) + _f32(s) for i, s in exceptions),
+            b"".join(struct.pack("<I", i) + scores[4 * i : 4 * i + 4] for i in exceptions),
         ]
     )
-    header = {"pieces": len(pieces), "charsmaps": stripped}
+    header = {"pieces": len(texts), "charsmaps": stripped}
     if expand(header, blob) != model:
         raise TokenizerError("the compact SentencePiece encoding does not rebuild this model exactly")
     return header, blob
@@ -340,7 +407,7 @@ def expand(header: dict, blob: bytes) -> bytes:
     rights = np.frombuffer(r.take(2 * n_pairs), dtype="<u2").tolist()
     literals = _Reader(r.take(r.u32()))
     texts: list[str | None] = [None] * n
-    pairs: dict[int, tuple[int, int]] = {}
+    pair_ids = []
     n_bytes = 0
     for i, (form, t) in enumerate(zip(forms, types)):
         if form == FORM_IMPLIED:
@@ -349,33 +416,41 @@ def expand(header: dict, blob: bytes) -> bytes:
             size, literals.pos = _read_varint(literals.blob, literals.pos)
             texts[i] = literals.take(size).decode("utf-8")
         elif form == FORM_PAIR:
-            pairs[i] = (lefts[len(pairs)], rights[len(pairs)])
+            pair_ids.append(i)
         else:
             raise TokenizerError(f"SentencePiece payload: piece {i} has unknown form {form}")
         n_bytes += t == BYTE
-    for i in pairs:  # resolve concatenations depth first; parts are strictly shorter, so a cycle means corruption
-        stack = [i]
-        while stack:
-            j = stack[-1]
-            if texts[j] is not None:
-                stack.pop()
-                continue
-            left, right = pairs[j]
-            if left >= n or right >= n or len(stack) > n:
-                raise TokenizerError(f"SentencePiece payload: piece {j} refers to bad parts {left}, {right}")
-            missing = [k for k in (left, right) if texts[k] is None]
-            if missing:
-                stack += missing
-            else:
-                texts[j] = texts[left] + texts[right]
-                stack.pop()
-    scores = _predicted_scores(types)
+    pairs = dict(zip(pair_ids, zip(lefts, rights)))
+    for i, (left, right) in pairs.items():
+        if left >= n or right >= n:
+            raise TokenizerError(f"SentencePiece payload: piece {i} refers to bad parts {left}, {right}")
+    for i, (left, right) in pairs.items():
+        a, b = texts[left], texts[right]
+        texts[i] = a + b if a is not None and b is not None else _resolve(i, texts, pairs)
+    scores = bytearray(_pack_scores(_predicted_scores(types)))
     for _ in range(r.u32()):
-        i, score = struct.unpack("<If", r.take(8))
+        i, score = r.u32(), r.take(4)
         if i >= n:
             raise TokenizerError(f"SentencePiece payload: score exception for piece {i} of {n}")
-        scores[i] = score
+        scores[4 * i : 4 * i + 4] = score
     if r.pos != len(blob):
         raise TokenizerError(f"SentencePiece payload has {len(blob) - r.pos} trailing bytes")
-    pieces = [Piece(text, score, t) for text, score, t in zip(texts, scores, types)]
-    return join_model(pieces, _restore_charsmaps(template, stripped))
+    return _join(texts, types, bytes(scores), _restore_charsmaps(template, stripped))
+
+
+def _resolve(i: int, texts: list[str | None], pairs: dict[int, tuple[int, int]]) -> str:
+    """Piece ``i``'s text, resolving the concatenations it depends on depth first (a part may come later in id order:
+    the split is the longest, not the merge's own); parts are strictly shorter, so a cycle means corruption."""
+    stack = [i]
+    while stack:
+        j = stack[-1]
+        left, right = pairs[j]
+        a, b = texts[left], texts[right]
+        if a is not None and b is not None:
+            texts[j] = a + b
+            stack.pop()
+        elif len(stack) > len(texts):
+            raise TokenizerError(f"SentencePiece payload: piece {j} refers to bad parts {left}, {right}")
+        else:
+            stack += [k for k in (left, right) if texts[k] is None]
+    return texts[i]

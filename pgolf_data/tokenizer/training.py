@@ -16,6 +16,7 @@ class TrainingSample:
     """The documents a trainer sees, after the spec's preprocessing and sample limits."""
 
     texts: list[str]
+    sizes: list[int]  # each text's UTF-8 length
     stats: dict = field(default_factory=dict)
 
 
@@ -29,6 +30,7 @@ def collect_sample(
 ) -> TrainingSample:
     """Take documents until ``spec.train_docs`` documents or ``spec.train_bytes`` UTF-8 bytes (whole documents)."""
     texts: list[str] = []
+    sizes: list[int] = []
     n_bytes = n_read = n_empty = 0
     for doc in docs:
         if spec.train_docs is not None and len(texts) >= spec.train_docs:
@@ -43,6 +45,7 @@ def collect_sample(
             continue
         size = len(doc.encode("utf-8"))
         texts.append(doc)
+        sizes.append(size)
         n_bytes += size
         if progress is not None:
             progress(size)
@@ -50,7 +53,9 @@ def collect_sample(
         raise TokenizerError(
             f"the corpus gave no non-empty documents to train on ({n_read} read, {n_empty} empty after preprocessing)"
         )
-    return TrainingSample(texts, {"docs_read": n_read, "docs_empty": n_empty, "docs": len(texts), "bytes": n_bytes})
+    return TrainingSample(
+        texts, sizes, {"docs_read": n_read, "docs_empty": n_empty, "docs": len(texts), "bytes": n_bytes}
+    )
 
 
 def default_threads() -> int:
@@ -71,7 +76,7 @@ def train(
     cls.check_spec(spec)
     sample = collect_sample(docs, spec, progress)
     start = time.perf_counter()
-    tok, trainer_stats = cls.train(spec, sample.texts, num_threads=num_threads or default_threads())
+    tok, trainer_stats = cls.train(spec, sample.texts, num_threads=num_threads or default_threads(), sizes=sample.sizes)
     seconds = time.perf_counter() - start
     if tok.vocab_size < spec.vocab_size:
         raise TokenizerError(
