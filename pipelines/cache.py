@@ -22,6 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pgolf_data.manifest import write_atomic
+
 INPUTS_NAME = "inputs.json"
 KEY_CHARS = 20  # 80 bits of sha256: collisions are not a practical concern for a few thousand stages
 
@@ -103,9 +105,7 @@ class StageCache:
 
 def write_json(path: Path, value: Any) -> None:
     """JSON written under a temporary name and renamed, so a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
 
 def read_json(path: Path) -> Any:

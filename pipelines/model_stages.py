@@ -13,7 +13,7 @@ import json
 import math
 import multiprocessing
 import shutil
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -47,6 +47,10 @@ def apply_compute_budget(cfg: Config, mode: BudgetMode, value: float | None) -> 
     ``tokens``: the same number of training tokens (``value``, default steps x ``train.batch_tokens``), rounded up to
     whole steps; ``wall-clock``: the same training time in minutes (``value``, default the preset's
     ``train.max_minutes``), validation excluded, with the warm-down scheduled against the clock.
+
+    A step or token budget that differs from the preset's ``train.iterations`` rescales the schedule's step counts
+    (learning-rate warm-up, Muon momentum warm-up, warm-down) by the same factor, so the schedule keeps its shape:
+    the ``tiny`` preset's 120-step warm-down would otherwise cover all of a 40-step run.
     """
     t = cfg.train
     if value is not None and not value > 0:
@@ -55,12 +59,12 @@ def apply_compute_budget(cfg: Config, mode: BudgetMode, value: float | None) -> 
         steps = int(value) if value is not None else t.iterations
         if value is not None and steps != value:
             raise ValueError(f"--budget-value for steps must be a whole number, got {value}")
-        return cfg.override({"train.iterations": steps, "train.max_minutes": 0.0}), f"{steps:,} steps per run"
+        return _with_steps(cfg, steps), f"{steps:,} steps per run"
     if mode == "tokens":
         tokens = int(value) if value is not None else t.iterations * t.batch_tokens
         steps = math.ceil(tokens / t.batch_tokens)
         return (
-            cfg.override({"train.iterations": steps, "train.max_minutes": 0.0}),
+            _with_steps(cfg, steps),
             f"{steps * t.batch_tokens:,} training tokens per run ({steps:,} steps of {t.batch_tokens:,})",
         )
     if mode == "wall-clock":
@@ -72,6 +76,18 @@ def apply_compute_budget(cfg: Config, mode: BudgetMode, value: float | None) -> 
             f"{minutes:g} minutes of training time per run (validation excluded)",
         )
     raise ValueError(f"budget mode must be one of {', '.join(BUDGET_MODES)}, got {mode!r}")
+
+
+SCHEDULE_STEPS = ("optim.lr_warmup_steps", "optim.muon_momentum_warmup_steps", "optim.warmdown_steps")
+
+
+def _with_steps(cfg: Config, steps: int) -> Config:
+    changes: dict = {"train.iterations": steps, "train.max_minutes": 0.0}
+    if steps != cfg.train.iterations:
+        for key in SCHEDULE_STEPS:
+            section, name = key.split(".")
+            changes[key] = round(getattr(getattr(cfg, section), name) * steps / cfg.train.iterations)
+    return cfg.override(changes)
 
 
 def train_inputs(tokenizer_dir: Path, shard_dir: Path, cfg: Config) -> dict:
@@ -146,6 +162,13 @@ def train_stages(cache: StageCache, requests: list[TrainRequest], *, jobs: int, 
             )
             for r in requests
         ]
+        try:
+            for future in as_completed(futures):
+                future.result()  # the first failure surfaces now, not after every queued run
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
         done = [f.result() for f in futures]
     for _, built in done:
         cache.executions["train"] += built

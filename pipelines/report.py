@@ -10,6 +10,8 @@ import math
 import os
 from pathlib import Path
 
+from pgolf_data.manifest import write_atomic
+
 from .stats import LN2, Summary
 
 PLOTS = {"bpb": "bpb.png", "tokens_per_byte": "tokens_per_byte.png", "budget": "budget.png"}
@@ -205,9 +207,7 @@ def write_ab_report(results: dict, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     ab_plots(results, out_dir)
     path = out_dir / "report.md"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(ab_markdown(results), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, ab_markdown(results).encode("utf-8"))
     return path
 
 
@@ -265,7 +265,5 @@ def write_screen_report(rows: list[dict], settings: dict, out_dir: Path) -> Path
     out_dir.mkdir(parents=True, exist_ok=True)
     screen_plot(rows, out_dir)
     path = out_dir / "screening.md"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(screen_markdown(rows, settings), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, screen_markdown(rows, settings).encode("utf-8"))
     return path

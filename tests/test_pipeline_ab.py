@@ -168,6 +168,10 @@ def test_compute_budget_modes():
     cfg, text = apply_compute_budget(base, "tokens", 100_000)
     assert cfg.train.iterations == math.ceil(100_000 / base.train.batch_tokens) and cfg.train.max_minutes == 0
     assert text.startswith(f"{cfg.train.iterations * base.train.batch_tokens:,} training tokens per run")
+    cfg, _ = apply_compute_budget(base, "steps", base.train.iterations // 10)  # the schedule shrinks with the run
+    o, b = cfg.optim, base.optim
+    assert (o.warmdown_steps, o.lr_warmup_steps) == (round(b.warmdown_steps / 10), round(b.lr_warmup_steps / 10))
+    assert o.muon_momentum_warmup_steps == round(b.muon_momentum_warmup_steps / 10) and o.warmdown_steps > 0
     cfg, text = apply_compute_budget(base, "wall-clock", 2.5)
     assert cfg.train.max_minutes == 2.5 and cfg.train.iterations > 10**6
     with pytest.raises(ValueError, match="whole number"):
