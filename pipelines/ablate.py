@@ -35,6 +35,7 @@ from pgolf_model.config import SECTIONS, Config, ConfigError, baseline, preset
 from .cache import StageCache, write_json
 from .documents import CorpusSplit
 from .stages import shard_stage, tokenizer_stage
+from .stats import Summary
 
 Log = Callable[[str], None]
 ALL_ON = "all on"
@@ -319,13 +320,13 @@ def _row(name: str, cfg: Config, all_on: Config, seeds: list[int], stages: list[
                 "tokens_per_s": r["steps"] * r["config"]["train"]["batch_tokens"] / r["train_seconds"],
             }
         )
-    bpb = [r["val_bpb"] for r in runs]
+    bpb = Summary(tuple(r["val_bpb"] for r in runs))
     return {
         "switch": name,
         "off": {k: {"all_on": on[k], "off": here[k]} for k in here if here[k] != on[k]},
         "runs": runs,
-        "val_bpb": sum(bpb) / len(bpb),
-        "val_bpb_std": _std(bpb),
+        "val_bpb": bpb.mean,
+        "val_bpb_std": bpb.std,
         "val_bpb_before_quant": _mean(runs, "val_bpb_before_quant"),
         "artifact_bytes": _mean(runs, "artifact_bytes"),
         "tokens_per_s": _mean(runs, "tokens_per_s"),
@@ -335,14 +336,6 @@ def _row(name: str, cfg: Config, all_on: Config, seeds: list[int], stages: list[
 
 def _mean(runs: list[dict], key: str) -> float:
     return sum(r[key] for r in runs) / len(runs)
-
-
-def _std(values: list[float]) -> float:
-    """Sample standard deviation; NaN for one value."""
-    if len(values) < 2:
-        return math.nan
-    mean = sum(values) / len(values)
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
 TABLE_HEAD = (
