@@ -333,12 +333,15 @@ class GPT(nn.Module):
     def head_weight(self) -> Tensor:
         return self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
 
-    def logits(self, idx: Tensor) -> Tensor:
-        """Soft-capped logits (B, T, V) in fp32."""
-        x = self.hidden(idx)
+    def head(self, x: Tensor) -> Tensor:
+        """Soft-capped logits in fp32 of final hidden states ``x``."""
         z = F.linear(x, self.head_weight.to(x.dtype)).float()
         cap = self.cfg.logit_softcap
         return cap * torch.tanh(z / cap) if cap > 0 else z
+
+    def logits(self, idx: Tensor) -> Tensor:
+        """Soft-capped logits (B, T, V) in fp32."""
+        return self.head(self.hidden(idx))
 
     def forward(self, idx: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
         """Cross-entropy in nats: a scalar for ``reduction="mean"``, (B, T) for ``"none"``."""
@@ -347,10 +350,7 @@ class GPT(nn.Module):
             weight = self.head_weight.to(x.dtype)
             loss = softcap_cross_entropy(x.flatten(0, 1), weight, targets.flatten(), self.cfg.logit_softcap, reduction)
         else:
-            z = F.linear(x, self.head_weight.to(x.dtype)).float()
-            cap = self.cfg.logit_softcap
-            logits = cap * torch.tanh(z / cap) if cap > 0 else z
-            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction=reduction)
+            loss = F.cross_entropy(self.head(x).flatten(0, 1), targets.flatten(), reduction=reduction)
         return loss if reduction != "none" else loss.view_as(targets)
 
 
