@@ -254,9 +254,10 @@ def run(
             opt.step()
         return total / grad_accum
 
-    def validate(at: int, prefix: int) -> BPBResult:
-        result = score(
-            net,
+    def score_val(scored_model, prefix: int = 0) -> BPBResult:
+        """Exact BPB of the first ``prefix`` validation targets (0: all), in windows of the training length."""
+        return score(
+            scored_model,
             inputs.val_tokens,
             inputs.val_bytes,
             seq_len=cfg.train.seq_len,
@@ -264,6 +265,9 @@ def run(
             runtime=rt,
             val_tokens=prefix,
         )
+
+    def validate(at: int, prefix: int) -> BPBResult:
+        result = score_val(net, prefix)
         log.record("val", step=at, **result.to_dict(), full=prefix == 0, elapsed_s=round(train_seconds, 3))
         log.say(
             f"step {at:>6}  val_loss {result.loss:.4f}  val_bpb {result.bpb:.4f}  "
@@ -373,14 +377,7 @@ def run(
         raise artifact.BudgetError(f"{e}; the trained weights are in {checkpoint.latest(out_dir)}") from None
     art = artifact.read(art_path)
     rebuilt, _ = artifact.build_model(art, device=rt.device)
-    roundtrip = score(
-        rebuilt,
-        inputs.val_tokens,
-        inputs.val_bytes,
-        seq_len=cfg.train.seq_len,
-        batch_tokens=cfg.train.device_batch_tokens,
-        runtime=rt,
-    )
+    roundtrip = score_val(rebuilt)
     summary = {
         "preset": cfg.preset,
         "steps": step,
