@@ -305,17 +305,11 @@ class SentencePieceTokenizer(Tokenizer):
             raise TokenizerError(f"text {index}: SentencePiece reported non-monotonic offsets {ends.tolist()[:20]}")
         return counts.astype(np.int32)
 
-    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
-        ids = np.asarray(ids, dtype=np.int64).ravel()
-        bad = (ids < 0) | (ids >= self.vocab_size)
-        if bad.any():
-            raise TokenizerError(f"token id {int(ids[bad][0])} is outside the vocabulary [0, {self.vocab_size})")
+    def _decode(self, ids: np.ndarray) -> str:
         return self._sp.decode(ids.tolist())
 
-    def piece(self, token_id: int) -> str:
-        if not 0 <= token_id < self.vocab_size:
-            raise TokenizerError(f"token id {token_id} is outside the vocabulary [0, {self.vocab_size})")
-        return self._sp.id_to_piece(token_id)
+    def _piece(self, token_id: int) -> str:
+        return self._sp.id_to_piece(int(token_id))
 
     @classmethod
     def check_spec(cls, spec: TokenizerSpec) -> None:
