@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
+from pgolf_data.journal import JOURNAL_NAME
 from pgolf_data.manifest import Manifest
-from pgolf_data.sharding import JOURNAL_NAME, ShardConfig, _ShardFile, encode_documents, write_shards
+from pgolf_data.sharding import ShardConfig, _ShardFile, encode_documents, write_shards
 from pgolf_data.shards import ShardSet
 from pgolf_data.tokenizer import artifact, training
 from pgolf_data.tokenizer.pure_bytes import ByteTokenizer
@@ -197,7 +198,7 @@ def test_resume_after_an_interrupt_equals_an_uninterrupted_run(tmp_path, monkeyp
 
 KILL_SCRIPT = """
 import os, signal, sys
-from pgolf_data import sharding
+from pgolf_data import journal, sharding
 
 def kill_on(cls, name, n):
     real, calls = getattr(cls, name), [0]
@@ -210,7 +211,7 @@ def kill_on(cls, name, n):
 
 if __name__ == "__main__":
     target, n = sys.argv[1], int(sys.argv[2])
-    kill_on(sharding._ShardFile if target == "commit" else sharding._Journal, target, n)
+    kill_on(sharding._ShardFile if target == "commit" else journal.Journal, target, n)
     from pgolf_data.cli import main
     sys.exit(main(sys.argv[3:]))
 """

@@ -18,8 +18,6 @@ import numpy as np
 
 from .spec import TokenizerSpec
 
-MAX_VOCAB = 65_536  # ids must fit uint16 shards
-
 
 class TokenizerError(ValueError):
     """Bad tokenizer input, spec or artifact; the message names the offending value."""
