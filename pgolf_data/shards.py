@@ -1,4 +1,4 @@
-"""The shard format: official token shards and their byte sidecars (DESIGN.md section 3).
+"""The shard format: official token shards and their byte sidecars (docs/formats.md).
 
 A shard is 256 little-endian int32 header words -- ``[0]`` magic 20240520, ``[1]`` version 1, ``[2]`` token count,
 the rest zero -- followed by that many little-endian uint16 values. Token shards hold token ids (every document

@@ -1,6 +1,6 @@
 """The pure-byte tokenizer: the challenge's byte260 layout, one token per UTF-8 byte.
 
-Ids 0..3 are ``<pad>``, ``<s>`` (BOS), ``</s>``, ``<unk>``; byte ``b`` is id ``b + 4`` (stack.md section 2). Nothing
+Ids 0..3 are ``<pad>``, ``<s>`` (BOS), ``</s>``, ``<unk>``; byte ``b`` is id ``b + 4`` (docs/formats.md). Nothing
 is learned, so the artifact holds only the spec, and every token accounts for exactly one original byte.
 """
 

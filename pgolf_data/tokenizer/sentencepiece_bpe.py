@@ -1,6 +1,6 @@
 """SentencePiece BPE, the challenge's tokenizer family, trained in memory and stored compactly (see sp_model.py).
 
-Defaults are the challenge's trainer options (stack.md section 3); a spec's ``options`` override them. Two spec shapes
+Defaults are the challenge's trainer options (docs/challenge.md); a spec's ``options`` override them. Two spec shapes
 matter:
 
 - *official* (``sp1024``): ``nmt_nfkc`` normalization and whitespace collapsing, so the text is not recoverable
@@ -31,7 +31,7 @@ from .base import Tokenizer, TokenizerError
 from .spec import SpecError, TokenizerSpec
 from .training import default_threads
 
-# data/download_hf_docs_and_tokenize.py of the challenge (stack.md section 3).
+# The challenge's trainer options, from its data/download_hf_docs_and_tokenize.py (docs/challenge.md).
 OFFICIAL_OPTIONS: dict[str, Any] = {
     "model_type": "bpe",
     "character_coverage": 0.999,
