@@ -41,9 +41,8 @@ class Failure:
 
 @dataclass
 class Check:
-    """A check under way: it passes when it records no failure; ``description`` says what it verified."""
+    """A check under way (``VerifyReport.check``); ``description`` says what it verified, for the list of passes."""
 
-    name: str
     description: str = ""
 
 
@@ -78,7 +77,7 @@ class VerifyReport:
         The block may set the ``description`` of the yielded ``Check`` once it knows what it counted.
         """
         before = self.total
-        current = Check(name, description)
+        current = Check(description)
         yield current
         if self.total == before:
             self.passed.append(f"{name}: {current.description}")
