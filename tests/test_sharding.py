@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from pgolf_data.journal import JOURNAL_NAME
+from pgolf_data.journal import JOURNAL_NAME, Journal
 from pgolf_data.manifest import Manifest
 from pgolf_data.sharding import ShardConfig, _ShardFile, encode_documents, write_shards
 from pgolf_data.shards import ShardSet
@@ -275,11 +275,13 @@ def test_resume_refuses_changed_settings_or_corpus(tmp_path, monkeypatch, docs, 
     other = ShardConfig(val_docs=40, shard_tokens=20_000, workers=1)
     with pytest.raises(ValueError, match="shard_tokens: was 15000, now 20000"):
         write_shards(docs, bytes260, tmp_path, other, mode="resume")
+    reached = Journal.load(tmp_path / JOURNAL_NAME).resume_point().next_doc
+    assert reached > 11, "the interrupted run should have written past the changed document"
     changed = [*docs[:10], docs[10] + "!", *docs[11:]]
-    with pytest.raises(ValueError, match="the corpus changed"):
+    with pytest.raises(ValueError, match=r"the first \d+ documents of the corpus hash to .* the corpus changed"):
         write_shards(changed, bytes260, tmp_path, config, mode="resume")
-    with pytest.raises(ValueError, match="the corpus changed"):
-        write_shards(docs[:45], bytes260, tmp_path, config, mode="resume")
+    with pytest.raises(ValueError, match=f"had reached document {reached}; the corpus changed"):
+        write_shards(docs[: reached - 1], bytes260, tmp_path, config, mode="resume")
 
 
 def test_existing_output_needs_force_and_a_complete_set_is_not_resumed(tmp_path, docs, bytes260):
