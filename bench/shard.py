@@ -31,7 +31,7 @@ import numpy as np
 import sentencepiece as spm
 
 from pgolf_data.corpus import open_corpus
-from pgolf_data.sharding import ShardConfig, default_workers, write_shards
+from pgolf_data.sharding import ShardConfig, write_shards
 from pgolf_data.shards import MAX_SHARD_TOKENS, shard_filename, write_shard
 from pgolf_data.tokenizer import artifact, training
 from pgolf_data.tokenizer.spec import resolve_spec
@@ -109,7 +109,7 @@ def fresh(root: Path, name: str) -> Path:
 
 def compare(docs: list[str], tok_bytes: bytes, val_docs: int, repeats: int, root: Path) -> None:
     tok = artifact.from_artifact(tok_bytes)
-    n = default_workers()
+    n = training.default_threads()
     mb = sum(len(d.encode()) for d in docs) / 1e6
 
     def pgolf(workers: int, train_sidecars: bool = True):
@@ -153,7 +153,7 @@ def compare(docs: list[str], tok_bytes: bytes, val_docs: int, repeats: int, root
 
 
 def kinds(docs: list[str], train_docs: list[str], val_docs: int, root: Path, specs: list[str]) -> dict[str, bytes]:
-    n = default_workers()
+    n = training.default_threads()
     mb = sum(len(d.encode()) for d in docs) / 1e6
     print(f"\nwrite_shards workers={n}, validation sidecars, {mb:.1f} MB of text:")
     trained = {}
@@ -210,7 +210,7 @@ def measure_rss(docs: list[str], tok_bytes: bytes, gb: float, root: Path) -> Non
     seconds = time.perf_counter() - start
     manifest = json.loads((out / "manifest.json").read_text()) if proc.returncode == 0 else {}
     tokens = sum(s["tokens"] for s in manifest.get("splits", {}).values())
-    workers = default_workers()
+    workers = training.default_threads()
     print(f"\npgolf-data shard on {text_bytes / 1e9:.2f} GB of text (sp1024, {workers} workers): rc {proc.returncode}")
     print(f"  {seconds:.0f} s, {text_bytes / 1e6 / seconds:.2f} MB/s, {tokens:,} tokens")
     print(

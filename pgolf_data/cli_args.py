@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import inspect
+from collections.abc import Callable
 
 from .corpus import DEFAULT_SOURCE
 
@@ -31,3 +33,14 @@ def add_corpus_args(
     )
     if max_docs:
         p.add_argument("--max-docs", type=int, metavar="N", help="read only the first N documents of the corpus")
+
+
+def add_command(
+    sub: argparse._SubParsersAction, name: str, func: Callable[[argparse.Namespace], int]
+) -> argparse.ArgumentParser:
+    """The subcommand ``name`` that runs ``func``; ``func``'s docstring is its help: the first line is the summary in
+    ``pgolf-data --help``, the paragraph after it the description in ``pgolf-data NAME --help``."""
+    summary, _, description = inspect.cleandoc(func.__doc__ or name).partition("\n\n")
+    p = sub.add_parser(name, help=summary, description=description.strip() or summary)
+    p.set_defaults(func=func)
+    return p

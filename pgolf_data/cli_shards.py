@@ -5,30 +5,20 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli_args import add_corpus_args
+from .cli_args import add_command, add_corpus_args
 from .corpus import open_corpus
 from .inspect_shard import describe
-from .sharding import ShardConfig, default_workers, write_shards
+from .sharding import ShardConfig, write_shards
 from .shards import MAX_SHARD_TOKENS
 from .tokenizer import artifact
+from .tokenizer.training import default_threads
 from .verify import verify
 
 DEFAULT_VAL_DOCS = 50_000
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "shard",
-        help="encode a corpus into official-format token shards with byte sidecars and a manifest",
-        description=(
-            "Encode a corpus with a trained tokenizer into OUT/<name>_{val,train}_NNNNNN.bin token shards (the "
-            "challenge's format: 256 int32 header words, then uint16 ids; BOS before every document, no EOS; "
-            "exactly --shard-tokens tokens a shard, the last of a split shorter), byte sidecars "
-            "<name>_{val,train}_bytes_NNNNNN.bin (UTF-8 bytes of the original text per token, for exact bits per "
-            "byte), a copy of the tokenizer and manifest.json, written last. The first --val-docs documents are the "
-            "validation split, the rest train. Output is byte-identical for any --workers."
-        ),
-    )
+    p = add_command(sub, "shard", cmd_shard)
     p.add_argument("--tokenizer", required=True, metavar="DIR", help="tokenizer directory (or its tokenizer.pgt)")
     add_corpus_args(p)
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
@@ -51,8 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--workers",
         type=int,
         metavar="N",
-        default=default_workers(),
-        help=f"encoder processes (default: all cores, here {default_workers()})",
+        default=default_threads(),
+        help=f"encoder processes (default: all cores, here {default_threads()})",
     )
     p.add_argument(
         "--train-sidecars",
@@ -67,19 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     again.add_argument("--force", action="store_true", help="delete existing shard output in --out and start over")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=cmd_shard)
 
-    p = sub.add_parser(
-        "verify",
-        help="check a shard directory against its manifest (and the corpus): headers, sha256, BOS, byte sums",
-        description=(
-            "Check every claim of DIR/manifest.json: file list, tokenizer sha256, every header (magic, version, "
-            "count against size) and sha256, sidecar counts, the official cut, token ids, BOS at every document, "
-            "sidecar sums, and a decode round trip on a sample of documents. With --corpus also each document's "
-            "sidecar sum against its UTF-8 length, the document count and the corpus sha256. Lists every failure "
-            "with file, offset, expected and found; exits 1 when any check fails."
-        ),
-    )
+    p = add_command(sub, "verify", cmd_verify)
     p.add_argument("directory", metavar="DIR", help="shard directory (holding manifest.json)")
     add_corpus_args(
         p, default=None, corpus_help="the corpus the shards were made from, for the per-document checks", max_docs=False
@@ -87,16 +66,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--sample-docs", type=int, default=16, metavar="N", help="documents per split to round-trip (default: 16)"
     )
-    p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser(
-        "inspect",
-        help="show a shard's or sidecar's header, token count, first tokens decoded, byte totals",
-        description=(
-            "Describe FILE: a token shard (header, token count, id range, documents, first tokens as ids, pieces and "
-            "text), a byte sidecar (header, byte totals), or a shard directory / manifest.json (a summary)."
-        ),
-    )
+    p = add_command(sub, "inspect", cmd_inspect)
     p.add_argument("path", metavar="FILE", help="a .bin shard or sidecar, a shard directory, or a manifest.json")
     p.add_argument(
         "--tokenizer", metavar="DIR", help="tokenizer to decode with (default: tokenizer.pgt beside the file)"
@@ -104,10 +75,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "-n", "--tokens", type=int, default=16, metavar="N", help="how many leading tokens to show (default: 16)"
     )
-    p.set_defaults(func=cmd_inspect)
 
 
 def cmd_shard(args: argparse.Namespace) -> int:
+    """encode a corpus into official-format token shards with byte sidecars and a manifest
+
+    Encode a corpus with a trained tokenizer into OUT/<name>_{val,train}_NNNNNN.bin token shards (the challenge's
+    format: 256 int32 header words, then uint16 ids; BOS before every document, no EOS; exactly --shard-tokens tokens
+    a shard, the last of a split shorter), byte sidecars <name>_{val,train}_bytes_NNNNNN.bin (UTF-8 bytes of the
+    original text per token, for exact bits per byte), a copy of the tokenizer and manifest.json, written last. The
+    first --val-docs documents are the validation split, the rest train. Output is byte-identical for any --workers.
+    """
     data = artifact.artifact_path(args.tokenizer).read_bytes()
     corpus = open_corpus(args.corpus, text_field=args.text_field, max_docs=args.max_docs)
     val_docs = args.val_docs if args.val_docs is not None else (corpus.default_val_docs or DEFAULT_VAL_DOCS)
@@ -134,6 +112,14 @@ def cmd_shard(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    """check a shard directory against its manifest (and the corpus): headers, sha256, BOS, byte sums
+
+    Check every claim of DIR/manifest.json: file list, tokenizer sha256, every header (magic, version, count against
+    size) and sha256, sidecar counts, the official cut, token ids, BOS at every document, sidecar sums, and a decode
+    round trip on a sample of documents. With --corpus also each document's sidecar sum against its UTF-8 length, the
+    document count and the corpus sha256. Lists every failure with file, offset, expected and found; exits 1 when any
+    check fails.
+    """
     corpus = open_corpus(args.corpus, text_field=args.text_field) if args.corpus else None
     report = verify(args.directory, corpus=corpus, sample_docs=args.sample_docs)
     print(report.format())
@@ -141,6 +127,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    """show a shard's or sidecar's header, token count, first tokens decoded, byte totals
+
+    Describe FILE: a token shard (header, token count, id range, documents, first tokens as ids, pieces and text), a
+    byte sidecar (header, byte totals), or a shard directory / manifest.json (a summary).
+    """
     tok = artifact.load(args.tokenizer) if args.tokenizer else None
     for line in describe(args.path, tokenizer=tok, count=args.tokens):
         print(line)

@@ -10,9 +10,10 @@ from tqdm import tqdm
 
 from .cli_args import CORPUS_HELP, add_corpus_args
 from .corpus import DEFAULT_SOURCE, open_corpus
+from .shards import VOCAB_LIMIT
 from .tokenizer import KINDS, artifact, training
 from .tokenizer.metrics import measure
-from .tokenizer.spec import available_specs, resolve_spec, spec_for_kind
+from .tokenizer.spec import MIN_VOCAB, available_specs, resolve_spec, spec_for_kind
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     what = p.add_mutually_exclusive_group()
     what.add_argument("--spec", help="spec name (e.g. sp1024) or path to a .toml spec")
     what.add_argument("--kind", choices=KINDS, help="train this kind from its default spec (default: sentencepiece)")
-    p.add_argument("--vocab", type=int, help="vocabulary size, 256..65536 (overrides the spec's)")
+    p.add_argument("--vocab", type=int, help=f"vocabulary size, {MIN_VOCAB}..{VOCAB_LIMIT} (overrides the spec's)")
     add_corpus_args(p)
     p.add_argument(
         "--val-docs",

@@ -105,12 +105,14 @@ class DocsHasher:
         self.docs = 0
         self.bytes = 0
 
-    def update(self, doc: str) -> None:
+    def update(self, doc: str) -> int:
+        """Add one document; return its UTF-8 length."""
         data = doc.encode("utf-8")
         self._h.update(struct.pack("<Q", len(data)))
         self._h.update(data)
         self.docs += 1
         self.bytes += len(data)
+        return len(data)
 
     def hexdigest(self) -> str:
         return self._h.hexdigest()

@@ -1,4 +1,4 @@
-"""``manifest.json``: what a shard directory claims to hold (DESIGN.md section 3); ``pgolf-data verify`` checks it.
+"""``manifest.json``: what a shard directory claims to hold (docs/formats.md); ``pgolf-data verify`` checks it.
 
 The manifest is written last, after every shard and ``tokenizer.pgt`` (a copy of the tokenizer artifact, so the
 directory decodes on its own), and is the mark of a complete shard set: a directory without one is an interrupted run.

@@ -7,16 +7,15 @@ The pipeline runs one way with bounded memory:
 - encoders (worker processes): a batch becomes one uint16 array holding BOS + ids for each document, and its sidecar;
 - writer (main process): results are taken back in submission order and streamed into the current shard's temporary
   file, cut at exactly ``shard_tokens`` tokens (a document may straddle two shards); the switch from validation to
-  train closes the open shard. These are the challenge's export rules (DESIGN.md section 3).
+  train closes the open shard. These are the challenge's export rules (docs/formats.md).
 
 At most ``2 * workers`` batches are in flight, so memory does not grow with the corpus or the shard size, and since
 batches are formed and written in corpus order the files are byte-identical for any number of workers.
 
-Crash safety: a shard is written as ``<file>.tmp`` and renamed when complete; after each rename ``resume.json`` records
-the shard's sha256 and where the next shard starts (document index, tokens of it already written, the corpus hash of
-the documents before it, the split statistics). ``manifest.json`` is written last, so a directory without it is an
-unfinished run. ``mode="resume"`` re-checks every recorded shard and continues after the last good one; any run first
-removes temporary files left by a killed one.
+Crash safety: a shard is written as ``<file>.tmp`` and renamed when complete; after each rename the resume journal
+(``journal.py``) records the shard's sha256 and where the next shard starts. ``manifest.json`` is written last, so a
+directory without it is an unfinished run. ``mode="resume"`` re-checks every recorded shard and continues after the
+last good one; any run first removes temporary files left by a killed one.
 
 Workers are started with "spawn" (a fork of a process holding threads can deadlock), so a script that calls
 ``write_shards`` needs the usual ``if __name__ == "__main__":`` guard.
@@ -25,6 +24,7 @@ Workers are started with "spawn" (a fork of a process holding threads can deadlo
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -36,7 +36,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,6 +44,7 @@ import numpy as np
 
 from . import __version__
 from .corpus import DocsHasher
+from .journal import JOURNAL_NAME, Journal, ResumePoint, Stats, resume
 from .manifest import (
     DOCS_SHA256_DEFINITION,
     MANIFEST_NAME,
@@ -55,25 +56,21 @@ from .manifest import (
 )
 from .shards import (
     MAX_SHARD_TOKENS,
+    MAX_VALUE,
     TOKEN_DTYPE,
-    ShardFormatError,
+    VOCAB_LIMIT,
     Split,
     file_sha256,
     make_header,
     parse_shard_filename,
-    read_header,
     shard_filename,
 )
 from .tokenizer.artifact import from_artifact, to_artifact
-from .tokenizer.base import MAX_VOCAB, Tokenizer
+from .tokenizer.base import Tokenizer
+from .tokenizer.training import default_threads
 
-JOURNAL_NAME = "resume.json"
 Mode = Literal["new", "resume", "force"]
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-
-
-def default_workers() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -83,7 +80,7 @@ class ShardConfig:
     shard_tokens: int = MAX_SHARD_TOKENS  # tokens per shard; a split's last shard is shorter
     max_docs: int | None = None  # read at most this many documents
     train_sidecars: bool = False  # validation sidecars are always written; train ones only on request
-    workers: int = field(default_factory=default_workers)  # encoder processes
+    workers: int = field(default_factory=default_threads)  # encoder processes: the usable cores
     batch_bytes: int = 1 << 18  # text per worker task: amortizes inter-process traffic, bounds memory
 
     def __post_init__(self) -> None:
@@ -106,6 +103,10 @@ class ShardConfig:
 
     def sidecars(self, split: Split) -> bool:
         return split == "val" or self.train_sidecars
+
+    def split_of(self, doc: int) -> Split:
+        """The split of the document at corpus index ``doc``."""
+        return "val" if doc < self.val_docs else "train"
 
     def output_settings(self) -> dict[str, Any]:
         """The settings that determine the files (workers and batch size do not)."""
@@ -134,48 +135,73 @@ def encode_documents(
     """
     if with_bytes:
         pairs = tok.encode_with_bytes(texts)
-        ids_list = [ids for ids, _ in pairs]
-        count_list = [counts for _, counts in pairs]
+        ids_list, count_list = [ids for ids, _ in pairs], [counts for _, counts in pairs]
     else:
         ids_list, count_list = tok.encode_batch(texts), None
     if len(ids_list) != len(texts):
         raise ValueError(f"tokenizer returned {len(ids_list)} encodings for {len(texts)} documents")
     doc_tokens = np.fromiter((len(ids) + 1 for ids in ids_list), dtype=np.int64, count=len(ids_list))
     starts = np.concatenate([[0], np.cumsum(doc_tokens)[:-1]])
+    ids = _token_stream(tok, ids_list, starts, first_doc)
+    counts = None if count_list is None else _sidecar_stream(tok, ids_list, count_list, starts, doc_bytes, first_doc)
+    return EncodedBatch(ids.astype(TOKEN_DTYPE), counts, doc_tokens)
+
+
+def _doc_at(first_doc: int, starts: np.ndarray, position: int) -> int:
+    """The corpus index of the document holding batch stream ``position`` (``starts``: where each one begins)."""
+    return first_doc + int(np.searchsorted(starts, position, side="right")) - 1
+
+
+def _token_stream(tok: Tokenizer, ids_list: list[np.ndarray], starts: np.ndarray, first_doc: int) -> np.ndarray:
+    """BOS + ids of each document as one int64 stream, every id inside the vocabulary and BOS only at the starts."""
     bos = np.array([tok.bos_id], dtype=np.int64)
-    ids = np.concatenate([part for doc in ids_list for part in (bos, doc)]) if texts else bos[:0]
-
-    def doc_of(position: int) -> int:
-        return first_doc + int(np.searchsorted(starts, position, side="right")) - 1
-
+    ids = np.concatenate([part for doc in ids_list for part in (bos, doc)]) if ids_list else bos[:0]
     bad = (ids < 0) | (ids >= tok.vocab_size)
     if bad.any():
         p = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"document {doc_of(p)}: token id {int(ids[p])} outside the vocabulary of {tok.vocab_size}")
-    if np.count_nonzero(ids == tok.bos_id) != len(texts):
+        raise ValueError(
+            f"document {_doc_at(first_doc, starts, p)}: token id {int(ids[p])} outside the vocabulary of "
+            f"{tok.vocab_size}"
+        )
+    if np.count_nonzero(ids == tok.bos_id) != len(ids_list):
         inner = np.flatnonzero(ids == tok.bos_id)
         p = int(inner[~np.isin(inner, starts)][0])
-        raise ValueError(f"document {doc_of(p)}: the tokenizer produced the BOS id {tok.bos_id} inside the document")
-    counts = None
-    if count_list is not None:
-        for i, (doc_ids, doc_counts) in enumerate(zip(ids_list, count_list)):
-            if len(doc_counts) != len(doc_ids):
-                raise ValueError(f"document {first_doc + i}: {len(doc_ids)} ids but {len(doc_counts)} byte counts")
-        zero = np.zeros(1, dtype=np.int64)
-        counts = np.concatenate([part for doc in count_list for part in (zero, doc)])
-        if counts.min() < 0 or counts.max() > 0xFFFF:
-            p = int(np.flatnonzero((counts < 0) | (counts > 0xFFFF))[0])
-            raise ValueError(f"document {doc_of(p)}: a token accounts for {int(counts[p])} bytes, outside uint16")
-        sums = np.add.reduceat(counts, starts) if texts else zero[:0]
-        wrong = np.flatnonzero(sums != doc_bytes)
-        if wrong.size:
-            i = int(wrong[0])
-            raise ValueError(
-                f"document {first_doc + i}: byte counts sum to {int(sums[i])}, but the text has {int(doc_bytes[i])} "
-                f"UTF-8 bytes (tokenizer kind {tok.kind})"
-            )
-        counts = counts.astype(TOKEN_DTYPE)
-    return EncodedBatch(ids.astype(TOKEN_DTYPE), counts, doc_tokens)
+        raise ValueError(
+            f"document {_doc_at(first_doc, starts, p)}: the tokenizer produced the BOS id {tok.bos_id} inside the "
+            "document"
+        )
+    return ids
+
+
+def _sidecar_stream(
+    tok: Tokenizer,
+    ids_list: list[np.ndarray],
+    count_list: list[np.ndarray],
+    starts: np.ndarray,
+    doc_bytes: np.ndarray,
+    first_doc: int,
+) -> np.ndarray:
+    """The sidecar parallel to ``_token_stream`` (0 for each BOS) as uint16: one count per id, each fitting uint16,
+    each document's counts summing to its UTF-8 length ``doc_bytes``."""
+    for i, (doc_ids, doc_counts) in enumerate(zip(ids_list, count_list)):
+        if len(doc_counts) != len(doc_ids):
+            raise ValueError(f"document {first_doc + i}: {len(doc_ids)} ids but {len(doc_counts)} byte counts")
+    zero = np.zeros(1, dtype=np.int64)
+    counts = np.concatenate([part for doc in count_list for part in (zero, doc)]) if count_list else zero[:0]
+    if counts.size and (counts.min() < 0 or counts.max() > MAX_VALUE):
+        p = int(np.flatnonzero((counts < 0) | (counts > MAX_VALUE))[0])
+        raise ValueError(
+            f"document {_doc_at(first_doc, starts, p)}: a token accounts for {int(counts[p])} bytes, outside uint16"
+        )
+    sums = np.add.reduceat(counts, starts) if count_list else zero[:0]
+    wrong = np.flatnonzero(sums != doc_bytes)
+    if wrong.size:
+        i = int(wrong[0])
+        raise ValueError(
+            f"document {first_doc + i}: byte counts sum to {int(sums[i])}, but the text has {int(doc_bytes[i])} "
+            f"UTF-8 bytes (tokenizer kind {tok.kind})"
+        )
+    return counts.astype(TOKEN_DTYPE)
 
 
 _worker_tokenizer: Tokenizer | None = None
@@ -215,63 +241,66 @@ class _Batch:
     hash_before: DocsHasher  # corpus hash of the documents before this batch
 
 
-@dataclass(frozen=True)
-class _ResumePoint:
-    """Where the stream continues after a completed shard."""
+def _read_batches(docs: Iterable[str], hasher: DocsHasher, config: ShardConfig, start: ResumePoint) -> Iterator[_Batch]:
+    """The batches to encode: the corpus' documents from ``start.next_doc`` on, every document hashed into ``hasher``.
 
-    next_doc: int  # first document not completely written
-    offset: int  # its tokens already written
-    prefix_sha256: str  # corpus hash of documents [0, next_doc)
-    stats: dict[str, dict[str, int]]  # per split: docs, tokens, bytes of documents [0, next_doc)
-
-
-def _empty_stats() -> dict[str, dict[str, int]]:
-    return {split: {"docs": 0, "tokens": 0, "bytes": 0} for split in ("val", "train")}
+    Steps: number and type-check the documents (``_numbered``), hash the ones the interrupted run already wrote and
+    check them against its record (``_skip_written``), group the rest into batches (``_batches``).
+    """
+    stream = _numbered(docs, config.max_docs)
+    _skip_written(stream, hasher, start)
+    yield from _batches(stream, hasher, config)
 
 
-def _read_batches(
-    docs: Iterable[str], hasher: DocsHasher, config: ShardConfig, start: _ResumePoint
-) -> Iterator[_Batch]:
-    def check_prefix() -> None:
-        if hasher.hexdigest() != start.prefix_sha256:
-            raise ValueError(
-                f"cannot resume: the first {hasher.docs} documents of the corpus hash to {hasher.hexdigest()}, but the "
-                f"interrupted run recorded {start.prefix_sha256}; the corpus changed (use --force to start over)"
-            )
-
-    texts: list[str] = []
-    sizes: list[int] = []
-    first, hash_before, pending = 0, hasher, 0
-    for i, doc in enumerate(docs):
-        if config.max_docs is not None and i >= config.max_docs:
-            break
+def _numbered(docs: Iterable[str], max_docs: int | None) -> Iterator[tuple[int, str]]:
+    """``(corpus index, text)`` for at most ``max_docs`` documents, each checked to be a string."""
+    for i, doc in enumerate(itertools.islice(docs, max_docs)):
         if not isinstance(doc, str):
             raise ValueError(f"document {i} is {type(doc).__name__}, not str")
-        if i == start.next_doc:
-            check_prefix()
-        if i >= start.next_doc and texts and (i == config.val_docs or pending >= config.batch_bytes):
-            yield _Batch(first, "val" if first < config.val_docs else "train", texts, np.array(sizes), hash_before)
-            texts, sizes, pending = [], [], 0
-        if i >= start.next_doc and not texts:
-            first, hash_before = i, hasher.copy()
-        before = hasher.bytes
-        try:
-            hasher.update(doc)
-        except UnicodeEncodeError as e:
-            raise ValueError(f"document {i}: not valid Unicode text (character {e.start}: {e.reason})") from None
-        if i >= start.next_doc:
-            texts.append(doc)
-            sizes.append(hasher.bytes - before)
-            pending += sizes[-1]
+        yield i, doc
+
+
+def _hash(hasher: DocsHasher, index: int, doc: str) -> int:
+    """Add document ``index`` to the corpus hash; return its UTF-8 length."""
+    try:
+        return hasher.update(doc)
+    except UnicodeEncodeError as e:
+        raise ValueError(f"document {index}: not valid Unicode text (character {e.start}: {e.reason})") from None
+
+
+def _skip_written(stream: Iterator[tuple[int, str]], hasher: DocsHasher, start: ResumePoint) -> None:
+    """Hash the first ``start.next_doc`` documents, whose tokens are already in the shards, and check that they are
+    the documents the interrupted run wrote (the same count and corpus hash)."""
+    for i, doc in itertools.islice(stream, start.next_doc):
+        _hash(hasher, i, doc)
     if hasher.docs < start.next_doc:
         raise ValueError(
             f"cannot resume: the corpus has {hasher.docs} documents, but the interrupted run had reached document "
             f"{start.next_doc}; the corpus changed (use --force to start over)"
         )
-    if hasher.docs == start.next_doc:
-        check_prefix()
+    if hasher.hexdigest() != start.prefix_sha256:
+        raise ValueError(
+            f"cannot resume: the first {hasher.docs} documents of the corpus hash to {hasher.hexdigest()}, but the "
+            f"interrupted run recorded {start.prefix_sha256}; the corpus changed (use --force to start over)"
+        )
+
+
+def _batches(stream: Iterator[tuple[int, str]], hasher: DocsHasher, config: ShardConfig) -> Iterator[_Batch]:
+    """Consecutive documents in batches of about ``config.batch_bytes`` of text; no batch straddles the split."""
+    texts: list[str] = []
+    sizes: list[int] = []
+    first, hash_before, pending = 0, hasher, 0
+    for i, doc in stream:
+        if texts and (i == config.val_docs or pending >= config.batch_bytes):
+            yield _Batch(first, config.split_of(first), texts, np.array(sizes), hash_before)
+            texts, sizes, pending = [], [], 0
+        if not texts:
+            first, hash_before = i, hasher.copy()
+        texts.append(doc)
+        sizes.append(_hash(hasher, i, doc))
+        pending += sizes[-1]
     if texts:
-        yield _Batch(first, "val" if first < config.val_docs else "train", texts, np.array(sizes), hash_before)
+        yield _Batch(first, config.split_of(first), texts, np.array(sizes), hash_before)
 
 
 # --- writing ---------------------------------------------------------------------------------------------------
@@ -323,48 +352,22 @@ class _ShardFile:
         self.tmp.unlink(missing_ok=True)
 
 
-@dataclass
-class _Journal:
-    """``resume.json``: the run's output settings and every completed shard with the point after it."""
-
-    path: Path
-    fingerprint: dict[str, Any]
-    shards: list[dict[str, Any]]  # {"split", "entry": ShardEntry fields, "resume": _ResumePoint fields}
-
-    def save(self) -> None:
-        data = {"fingerprint": self.fingerprint, "shards": self.shards}
-        write_atomic(self.path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
-
-    @classmethod
-    def load(cls, path: Path) -> _Journal:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            return cls(path, data["fingerprint"], list(data["shards"]))
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"{path}: unreadable resume journal ({e}); use --force to start over") from None
-
-    def resume_point(self) -> _ResumePoint:
-        if not self.shards:
-            return _ResumePoint(0, 0, DocsHasher().hexdigest(), _empty_stats())
-        return _ResumePoint(**self.shards[-1]["resume"])
-
-
 class _Writer:
     """Streams encoded batches into shards of one split after another, recording each completed shard."""
 
-    def __init__(self, out_dir: Path, config: ShardConfig, journal: _Journal) -> None:
+    def __init__(self, out_dir: Path, config: ShardConfig, journal: Journal) -> None:
         self.out_dir, self.config, self.journal = out_dir, config, journal
         point = journal.resume_point()
-        self.split: Split = "val" if point.next_doc < config.val_docs else "train"
-        self.index = sum(1 for s in journal.shards if s["split"] == self.split)
-        self.stats = {split: dict(values) for split, values in point.stats.items()}
+        self.split: Split = config.split_of(point.next_doc)
+        self.index = len(journal.entries(self.split))
+        self.stats = _copy_stats(point.stats)
         self.skip = point.offset  # tokens of the first document that the interrupted run already wrote
         self.files: tuple[_ShardFile, _ShardFile | None] | None = None
         self.docs_in_shard = 0
 
     def write(self, batch: _Batch, encoded: EncodedBatch) -> None:
         if batch.split != self.split:
-            self.close(_ResumePoint(batch.first_doc, 0, batch.hash_before.hexdigest(), self.stats_snapshot()))
+            self.close(ResumePoint(batch.first_doc, 0, batch.hash_before.hexdigest(), _copy_stats(self.stats)))
             self.split, self.index = batch.split, 0
         starts = np.concatenate([[0], np.cumsum(encoded.doc_tokens)])  # batch positions of each BOS, then the end
         byte_starts = np.concatenate([[0], np.cumsum(batch.doc_bytes)])
@@ -390,24 +393,23 @@ class _Writer:
             )
             position += take
             if token_file.tokens == self.config.shard_tokens:
-                j = int(np.searchsorted(starts, position, side="right")) - 1  # the document the next shard starts in
-                stats = self.stats_snapshot()
-                stats[self.split] = {
-                    "docs": before["docs"] + j,
-                    "tokens": before["tokens"] + int(starts[j]),
-                    "bytes": before["bytes"] + int(byte_starts[j]),
-                }
-                prefix = batch.hash_before.copy()
-                for text in batch.texts[:j]:
-                    prefix.update(text)
-                self.close(_ResumePoint(batch.first_doc + j, int(position - starts[j]), prefix.hexdigest(), stats))
-        self.stats[self.split] = {
-            "docs": before["docs"] + len(batch.texts),
-            "tokens": before["tokens"] + int(end),
-            "bytes": before["bytes"] + int(byte_starts[-1]),
-        }
+                self.close(self._point_at(batch, before, starts, byte_starts, int(position)))
+        self.stats[self.split] = _stats_plus(before, len(batch.texts), int(end), int(byte_starts[-1]))
 
-    def close(self, point: _ResumePoint) -> None:
+    def _point_at(
+        self, batch: _Batch, before: dict[str, int], starts: np.ndarray, byte_starts: np.ndarray, position: int
+    ) -> ResumePoint:
+        """Where the stream continues after a shard that ends at batch ``position``; ``before`` holds the split's
+        statistics before the batch, ``starts`` and ``byte_starts`` the batch offsets of each document."""
+        j = int(np.searchsorted(starts, position, side="right")) - 1  # the document the next shard starts in
+        stats = _copy_stats(self.stats)
+        stats[self.split] = _stats_plus(before, j, int(starts[j]), int(byte_starts[j]))
+        prefix = batch.hash_before.copy()
+        for text in batch.texts[:j]:
+            prefix.update(text)
+        return ResumePoint(batch.first_doc + j, position - int(starts[j]), prefix.hexdigest(), stats)
+
+    def close(self, point: ResumePoint) -> None:
         """Commit the open shard (if any) and record it with the point where the stream continues."""
         if self.files is None:
             return
@@ -417,8 +419,7 @@ class _Writer:
             sidecar = {"bytes_file": byte_file.path.name, "bytes_sha256": byte_file.commit(), "bytes": byte_file.total}
         entry = ShardEntry(token_file.path.name, token_file.tokens, token_file.commit(), self.docs_in_shard, **sidecar)
         self.files = None  # only now: an interrupted commit leaves them to abort()
-        self.journal.shards.append({"split": self.split, "entry": asdict(entry), "resume": asdict(point)})
-        self.journal.save()
+        self.journal.record(self.split, entry, point)
         self.index += 1
 
     def abort(self) -> None:
@@ -438,63 +439,40 @@ class _Writer:
         self.files = (token_file, byte_file)
         self.docs_in_shard = 0
 
-    def stats_snapshot(self) -> dict[str, dict[str, int]]:
-        return {split: dict(values) for split, values in self.stats.items()}
+
+def _copy_stats(stats: Stats) -> Stats:
+    return {split: dict(values) for split, values in stats.items()}
+
+
+def _stats_plus(before: dict[str, int], docs: int, tokens: int, text_bytes: int) -> dict[str, int]:
+    return {"docs": before["docs"] + docs, "tokens": before["tokens"] + tokens, "bytes": before["bytes"] + text_bytes}
 
 
 # --- the output directory --------------------------------------------------------------------------------------
 
+_OUR_NAMES = {MANIFEST_NAME, TOKENIZER_NAME, JOURNAL_NAME}
 
-def _our_files(out_dir: Path) -> list[Path]:
-    names = {MANIFEST_NAME, TOKENIZER_NAME, JOURNAL_NAME}
-    return sorted(p for p in out_dir.iterdir() if p.name in names or parse_shard_filename(p.name) is not None)
+
+def _ours(name: str) -> bool:
+    return name in _OUR_NAMES or parse_shard_filename(name) is not None
 
 
 def remove_temporaries(out_dir: Path) -> list[Path]:
     """Delete the ``.tmp`` files an interrupted run may have left; return them."""
-    names = {MANIFEST_NAME, TOKENIZER_NAME, JOURNAL_NAME}
-    leftovers = [
-        p for p in out_dir.glob("*.tmp") if p.name[:-4] in names or parse_shard_filename(p.name[:-4]) is not None
-    ]
+    leftovers = [p for p in out_dir.glob("*.tmp") if _ours(p.name[:-4])]
     for p in leftovers:
         p.unlink()
     return leftovers
 
 
-def _verified_prefix(out_dir: Path, shards: list[dict[str, Any]], log: Callable[[str], None]) -> list[dict[str, Any]]:
-    """The recorded shards up to the first one whose files are missing or differ from the record."""
-    for n, record in enumerate(shards):
-        entry = ShardEntry(**record["entry"])
-        pairs = [(entry.file, entry.sha256)]
-        if entry.bytes_file is not None:
-            pairs.append((entry.bytes_file, entry.bytes_sha256))
-        for name, sha in pairs:
-            path = out_dir / name
-            problem = None
-            if not path.is_file():
-                problem = "missing"
-            else:
-                try:
-                    count = read_header(path)
-                except ShardFormatError as e:
-                    problem = str(e)
-                else:
-                    if count != entry.tokens:
-                        problem = f"{count} tokens, the journal recorded {entry.tokens}"
-                    elif file_sha256(path) != sha:
-                        problem = "sha256 differs from the journal"
-            if problem:
-                log(f"resume: {name}: {problem}; rewriting from there")
-                return shards[:n]
-    return shards
-
-
-def _prepare_output(out_dir: Path, fingerprint: dict[str, Any], mode: Mode, log: Callable[[str], None]) -> _Journal:
+def _prepare_output(out_dir: Path, fingerprint: dict[str, Any], mode: Mode, log: Callable[[str], None]) -> Journal:
+    """Make ``out_dir`` ready for this run; return its journal (the verified shards of the interrupted run when
+    resuming, none otherwise). Files of ours that the journal does not vouch for are deleted."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for p in remove_temporaries(out_dir):
         log(f"removed {p.name}, left by an interrupted run")
-    ours = _our_files(out_dir)
-    journal = _Journal(out_dir / JOURNAL_NAME, fingerprint, [])
+    ours = sorted(p for p in out_dir.iterdir() if _ours(p.name))
+    path = out_dir / JOURNAL_NAME
     if mode == "new" and ours:
         raise FileExistsError(
             f"{out_dir} already holds shard output ({', '.join(p.name for p in ours[:3])}"
@@ -502,27 +480,15 @@ def _prepare_output(out_dir: Path, fingerprint: dict[str, Any], mode: Mode, log:
         )
     if mode == "resume" and (out_dir / MANIFEST_NAME).exists():
         raise FileExistsError(f"{out_dir} holds a complete shard set ({MANIFEST_NAME}): nothing to resume; use --force")
-    if mode == "resume" and journal.path.exists():
-        recorded = _Journal.load(journal.path)
-        changed = sorted(
-            k
-            for k in fingerprint.keys() | recorded.fingerprint.keys()
-            if fingerprint.get(k) != recorded.fingerprint.get(k)
-        )
-        if changed:
-            details = "; ".join(
-                f"{k}: was {recorded.fingerprint.get(k)!r}, now {fingerprint.get(k)!r}" for k in changed
-            )
-            raise ValueError(f"cannot resume in {out_dir}: the settings differ from the interrupted run's ({details})")
-        journal.shards = _verified_prefix(out_dir, recorded.shards, log)
-    keep = {name for s in journal.shards for name in (s["entry"]["file"], s["entry"]["bytes_file"]) if name}
+    resuming = mode == "resume" and path.exists()
+    journal = resume(path, fingerprint, log) if resuming else Journal(path, fingerprint, [])
+    keep = journal.file_names()
     for p in ours:
-        if p.name not in keep and p != journal.path:
+        if p.name not in keep and p != path:
             p.unlink()  # forced, or written after the last verified record: cannot be trusted
     journal.save()
     if journal.shards:
-        point = journal.resume_point()
-        shards = len(journal.shards)
+        point, shards = journal.resume_point(), len(journal.shards)
         log(f"resuming after {shards} verified shards, at document {point.next_doc} (+{point.offset} tokens)")
     return journal
 
@@ -548,9 +514,9 @@ def write_shards(
     config = config or ShardConfig()
     log = log or (lambda message: None)
     tok = from_artifact(tokenizer) if isinstance(tokenizer, bytes) else tokenizer
-    if tok.vocab_size > MAX_VOCAB:
+    if tok.vocab_size > VOCAB_LIMIT:
         raise ValueError(
-            f"tokenizer has {tok.vocab_size} ids, more than the {MAX_VOCAB} a uint16 shard can hold; nothing written"
+            f"tokenizer has {tok.vocab_size} ids, more than the {VOCAB_LIMIT} a uint16 shard can hold; nothing written"
         )
     artifact = tokenizer if isinstance(tokenizer, bytes) else to_artifact(tokenizer)
     describe = getattr(docs, "describe", None)
@@ -565,46 +531,58 @@ def write_shards(
     hasher = DocsHasher()
     writer = _Writer(out_dir, config, journal)
     bar = _progress(progress, config, start.next_doc)
-    pool = ProcessPoolExecutor(
-        config.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker, initargs=(artifact,)
-    )
-    pending: deque[tuple[_Batch, Future[EncodedBatch]]] = deque()
     try:
-        for batch in _read_batches(docs, hasher, config, start):
-            with_bytes = config.sidecars(batch.split)
-            future = pool.submit(_encode_in_worker, batch.texts, batch.doc_bytes, batch.first_doc, with_bytes)
-            pending.append((batch, future))
-            if len(pending) > 2 * config.workers:
-                _write_next(pending, writer, bar)
-        while pending:
-            _write_next(pending, writer, bar)
+        _encode_and_write(_read_batches(docs, hasher, config, start), artifact, config, writer, bar)
         if hasher.docs <= config.val_docs:
             raise ValueError(
                 f"the corpus has {hasher.docs} documents, all in the validation split (val_docs {config.val_docs}): "
                 "no train shards; use a smaller --val-docs"
             )
-        writer.close(_ResumePoint(hasher.docs, 0, hasher.hexdigest(), writer.stats_snapshot()))
+        writer.close(ResumePoint(hasher.docs, 0, hasher.hexdigest(), _copy_stats(writer.stats)))
     except BaseException:
         writer.abort()
-        pool.shutdown(wait=True, cancel_futures=True)
-        bar.close()
         raise
-    pool.shutdown()
-    bar.close()
+    finally:
+        bar.close()
 
     final = describe() if callable(describe) else source
-    manifest = _build_manifest(config, tok, artifact, final, hasher, writer.stats, journal.shards)
+    manifest = _build_manifest(config, tok, artifact, final, hasher, writer.stats, journal)
     write_atomic(out_dir / TOKENIZER_NAME, artifact)
     manifest.write(out_dir)
     journal.path.unlink()
     return manifest
 
 
-def _write_next(pending: deque, writer: _Writer, bar: Any) -> None:
-    batch, future = pending.popleft()
-    encoded = future.result()
-    writer.write(batch, encoded)
-    bar.advance(len(batch.texts), int(batch.doc_bytes.sum()), encoded.tokens.size)
+def _encode_and_write(
+    batches: Iterable[_Batch], artifact: bytes, config: ShardConfig, writer: _Writer, bar: _Progress
+) -> None:
+    """Encode the batches in worker processes and write the results in batch order, at most ``2 * workers``
+    batches in flight; on any error (Ctrl-C included) the queued batches are cancelled and the workers stopped."""
+    pool = ProcessPoolExecutor(
+        config.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker, initargs=(artifact,)
+    )
+    pending: deque[tuple[_Batch, Future[EncodedBatch]]] = deque()
+
+    def write_next() -> None:
+        batch, future = pending.popleft()
+        encoded = future.result()
+        writer.write(batch, encoded)
+        bar.advance(len(batch.texts), int(batch.doc_bytes.sum()), encoded.tokens.size)
+
+    try:
+        for batch in batches:
+            with_bytes = config.sidecars(batch.split)
+            pending.append(
+                (batch, pool.submit(_encode_in_worker, batch.texts, batch.doc_bytes, batch.first_doc, with_bytes))
+            )
+            if len(pending) > 2 * config.workers:
+                write_next()
+        while pending:
+            write_next()
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 def _build_manifest(
@@ -613,12 +591,12 @@ def _build_manifest(
     artifact: bytes,
     source: dict[str, Any],
     hasher: DocsHasher,
-    stats: dict[str, dict[str, int]],
-    records: list[dict[str, Any]],
+    stats: Stats,
+    journal: Journal,
 ) -> Manifest:
     splits = {}
     for split in ("val", "train"):
-        entries = tuple(ShardEntry(**r["entry"]) for r in records if r["split"] == split)
+        entries = journal.entries(split)
         if entries:
             splits[split] = SplitEntry(**stats[split], sidecars=config.sidecars(split), shards=entries)  # type: ignore[arg-type]
     tokenizer = {

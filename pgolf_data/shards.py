@@ -1,4 +1,4 @@
-"""The shard format: official token shards and their byte sidecars (DESIGN.md section 3).
+"""The shard format: official token shards and their byte sidecars (docs/formats.md).
 
 A shard is 256 little-endian int32 header words -- ``[0]`` magic 20240520, ``[1]`` version 1, ``[2]`` token count,
 the rest zero -- followed by that many little-endian uint16 values. Token shards hold token ids (every document
@@ -26,6 +26,8 @@ HEADER_WORDS = 256
 HEADER_BYTES = HEADER_WORDS * 4
 MAX_SHARD_TOKENS = 10**8
 TOKEN_DTYPE = np.dtype("<u2")
+MAX_VALUE = int(np.iinfo(TOKEN_DTYPE).max)  # the largest id or byte count a shard can hold
+VOCAB_LIMIT = MAX_VALUE + 1  # ids 0..MAX_VALUE: the most a tokenizer may have for these shards (65,536)
 
 Split = Literal["val", "train"]
 _NAME_RE = re.compile(r"^(?P<name>.+)_(?P<split>val|train)(?P<bytes>_bytes)?_(?P<index>\d{6})\.bin$")
@@ -82,7 +84,7 @@ def read_header(path: str | os.PathLike) -> int:
 def write_shard(path: str | os.PathLike, values: np.ndarray) -> None:
     """Write one shard atomically: a temporary name, fsync, then rename, so no half-written file looks complete."""
     values = np.asarray(values)
-    if values.size and (values.min() < 0 or values.max() > 0xFFFF):
+    if values.size and (values.min() < 0 or values.max() > MAX_VALUE):
         raise ShardFormatError(f"{path}: values outside uint16 (min {values.min()}, max {values.max()})")
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")

@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .corpus import DocsHasher
-from .manifest import MANIFEST_NAME, TOKENIZER_NAME, Manifest, ManifestError, SplitEntry
+from .journal import JOURNAL_NAME
+from .manifest import MANIFEST_NAME, TOKENIZER_NAME, Manifest, ManifestError, ShardEntry, SplitEntry
 from .shards import HEADER_BYTES, ShardFormatError, ShardSet, file_sha256, parse_shard_filename, read_header
 from .tokenizer.artifact import from_artifact
 from .tokenizer.base import Tokenizer, TokenizerError
@@ -35,6 +37,13 @@ class Failure:
 
     def __str__(self) -> str:
         return f"{self.where}: {self.message}"
+
+
+@dataclass
+class Check:
+    """A check under way (``VerifyReport.check``); ``description`` says what it verified, for the list of passes."""
+
+    description: str = ""
 
 
 KEEP_PER_CHECK = 1000  # failures kept per check; beyond that only counted (a wrong corpus fails every document)
@@ -61,10 +70,17 @@ class VerifyReport:
         if self.counts[check] <= KEEP_PER_CHECK:
             self.failures.append(Failure(check, str(where), message))
 
-    def check(self, check: str, description: str, failures_before: int) -> None:
-        """Record ``check`` as passed when it added no failure since ``failures_before`` (a ``total``)."""
-        if self.total == failures_before:
-            self.passed.append(f"{check}: {description}")
+    @contextmanager
+    def check(self, name: str, description: str = "") -> Iterator[Check]:
+        """Run the block as check ``name``: passed when the block records no failure and finishes.
+
+        The block may set the ``description`` of the yielded ``Check`` once it knows what it counted.
+        """
+        before = self.total
+        current = Check(description)
+        yield current
+        if self.total == before:
+            self.passed.append(f"{name}: {current.description}")
 
     def format(self, limit: int = 20) -> str:
         lines = []
@@ -117,22 +133,21 @@ def verify(directory: str | Path, *, corpus: Iterable[str] | None = None, sample
 
 
 def _check_files(directory: Path, manifest: Manifest, report: VerifyReport) -> None:
-    before = report.total
     listed = {TOKENIZER_NAME, MANIFEST_NAME}
     for entry in manifest.splits.values():
         for shard in entry.shards:
             listed |= {shard.file} | ({shard.bytes_file} if shard.bytes_file else set())
     present = {p.name for p in directory.iterdir()}
-    for name in sorted(present):
-        if name.endswith(".tmp"):
-            report.fail("files", directory / name, "temporary file left by an interrupted run")
-        elif name == "resume.json":
-            report.fail("files", directory / name, "resume journal of an unfinished run beside a manifest")
-        elif parse_shard_filename(name) is not None and name not in listed:
-            report.fail("files", directory / name, "shard file not listed in the manifest")
-    for name in sorted(listed - present):
-        report.fail("files", directory / name, "listed in the manifest but missing")
-    report.check("files", f"{len(listed)} files listed, all present, nothing extra", before)
+    with report.check("files", f"{len(listed)} files listed, all present, nothing extra"):
+        for name in sorted(present):
+            if name.endswith(".tmp"):
+                report.fail("files", directory / name, "temporary file left by an interrupted run")
+            elif name == JOURNAL_NAME:
+                report.fail("files", directory / name, "resume journal of an unfinished run beside a manifest")
+            elif parse_shard_filename(name) is not None and name not in listed:
+                report.fail("files", directory / name, "shard file not listed in the manifest")
+        for name in sorted(listed - present):
+            report.fail("files", directory / name, "listed in the manifest but missing")
 
 
 def _check_tokenizer(directory: Path, manifest: Manifest, report: VerifyReport) -> Tokenizer | None:
@@ -142,21 +157,19 @@ def _check_tokenizer(directory: Path, manifest: Manifest, report: VerifyReport) 
     data = path.read_bytes()
     claimed = manifest.tokenizer["artifact"].get("sha256")
     actual = hashlib.sha256(data).hexdigest()
-    before = report.total
-    if actual != claimed:
-        report.fail("tokenizer", path, f"sha256 {actual}, manifest says {claimed}")
-        return None
-    try:
-        tok = from_artifact(data, where=str(path))
-    except TokenizerError as e:
-        report.fail("tokenizer", path, str(e))
-        return None
-    for key, value in (("vocab_size", tok.vocab_size), ("bos_id", tok.bos_id), ("lossless", tok.lossless)):
-        if manifest.tokenizer[key] != value:
-            report.fail("tokenizer", path, f"{key} is {value}, manifest says {manifest.tokenizer[key]}")
-    report.check(
-        "tokenizer", f"{TOKENIZER_NAME} sha256 and settings match ({tok.kind}, vocab {tok.vocab_size})", before
-    )
+    with report.check("tokenizer") as check:
+        if actual != claimed:
+            report.fail("tokenizer", path, f"sha256 {actual}, manifest says {claimed}")
+            return None
+        try:
+            tok = from_artifact(data, where=str(path))
+        except TokenizerError as e:
+            report.fail("tokenizer", path, str(e))
+            return None
+        for key, value in (("vocab_size", tok.vocab_size), ("bos_id", tok.bos_id), ("lossless", tok.lossless)):
+            if manifest.tokenizer[key] != value:
+                report.fail("tokenizer", path, f"{key} is {value}, manifest says {manifest.tokenizer[key]}")
+        check.description = f"{TOKENIZER_NAME} sha256 and settings match ({tok.kind}, vocab {tok.vocab_size})"
     return tok
 
 
@@ -165,41 +178,45 @@ def _check_split_files(
 ) -> bool:
     """Headers, counts, sha256 and the official cut of one split; True when its files are structurally readable."""
     shard_tokens = int(manifest.config["shard_tokens"])
-    readable = True
-    before = report.total
-    for i, shard in enumerate(entry.shards):
-        token_path = directory / shard.file
-        count = _header(token_path, report)
-        _sha(token_path, shard.sha256, report)
-        if count is None:
-            readable = False
-        else:
-            if count != shard.tokens:
-                report.fail("header", f"{token_path}: offset 8", f"{count} tokens, manifest says {shard.tokens}")
-            last = i == len(entry.shards) - 1
-            if (count != shard_tokens and not last) or count > shard_tokens or count == 0:
-                expected = f"exactly {shard_tokens}" if not last else f"1..{shard_tokens}"
-                report.fail("cut", token_path, f"{count} tokens; a {'last ' if last else ''}shard holds {expected}")
-        if entry.sidecars != (shard.bytes_file is not None):
-            missing = "missing" if entry.sidecars else "unexpected"
-            report.fail("sidecar", token_path, f"sidecar {missing} for this split")
-            readable = False
-            continue
-        if shard.bytes_file is not None:
-            side_path = directory / shard.bytes_file
-            side_count = _header(side_path, report)
-            _sha(side_path, shard.bytes_sha256, report)
-            if side_count is None:
-                readable = False
-            elif count is not None and side_count != count:
-                report.fail("sidecar", f"{side_path}: offset 8", f"{side_count} entries, its shard has {count} tokens")
-                readable = False
-    total = sum(s.tokens for s in entry.shards)
-    if total != entry.tokens:
-        report.fail("manifest", MANIFEST_NAME, f"{split}: shards sum to {total} tokens, the split says {entry.tokens}")
     files = len(entry.shards) * (2 if entry.sidecars else 1)
-    report.check(f"files {split}", f"{files} headers, counts, sha256 and the {shard_tokens}-token cut", before)
-    return readable
+    with report.check(f"files {split}", f"{files} headers, counts, sha256 and the {shard_tokens}-token cut"):
+        last = len(entry.shards) - 1
+        readable = [
+            _check_shard_files(directory, shard, i == last, shard_tokens, entry.sidecars, report)
+            for i, shard in enumerate(entry.shards)
+        ]
+        total = sum(s.tokens for s in entry.shards)
+        if total != entry.tokens:
+            report.fail(
+                "manifest", MANIFEST_NAME, f"{split}: shards sum to {total} tokens, the split says {entry.tokens}"
+            )
+    return all(readable)
+
+
+def _check_shard_files(
+    directory: Path, shard: ShardEntry, last: bool, shard_tokens: int, sidecars: bool, report: VerifyReport
+) -> bool:
+    """One shard and its sidecar against the manifest and the official cut; True when both are structurally readable
+    (``sidecars``: whether the split has them)."""
+    token_path = directory / shard.file
+    count = _listed_file(token_path, shard.sha256, report)
+    if count is not None:
+        if count != shard.tokens:
+            report.fail("header", f"{token_path}: offset 8", f"{count} tokens, manifest says {shard.tokens}")
+        if (count != shard_tokens and not last) or count > shard_tokens or count == 0:
+            expected = f"exactly {shard_tokens}" if not last else f"1..{shard_tokens}"
+            report.fail("cut", token_path, f"{count} tokens; a {'last ' if last else ''}shard holds {expected}")
+    if sidecars != (shard.bytes_file is not None):
+        report.fail("sidecar", token_path, f"sidecar {'missing' if sidecars else 'unexpected'} for this split")
+        return False
+    if shard.bytes_file is None:
+        return count is not None
+    side_path = directory / shard.bytes_file
+    side_count = _listed_file(side_path, shard.bytes_sha256, report)
+    if count is not None and side_count is not None and side_count != count:
+        report.fail("sidecar", f"{side_path}: offset 8", f"{side_count} entries, its shard has {count} tokens")
+        return False
+    return count is not None and side_count is not None
 
 
 def _open_split(directory: Path, manifest: Manifest, split: str, report: VerifyReport) -> ShardSet | None:
@@ -215,22 +232,20 @@ def _open_split(directory: Path, manifest: Manifest, split: str, report: VerifyR
     return shards
 
 
-def _header(path: Path, report: VerifyReport) -> int | None:
+def _listed_file(path: Path, claimed_sha256: str | None, report: VerifyReport) -> int | None:
+    """Header and sha256 of a file the manifest lists; its token count when the header is valid. A missing file is
+    the file list check's to report."""
     if not path.is_file():
         return None
     try:
-        return read_header(path)
+        count = read_header(path)
     except ShardFormatError as e:
         report.fail("header", path, str(e).removeprefix(f"{path}: "))
-        return None
-
-
-def _sha(path: Path, claimed: str | None, report: VerifyReport) -> None:
-    if not path.is_file():
-        return  # reported by the file list check
+        count = None
     actual = file_sha256(path)
-    if actual != claimed:
-        report.fail("sha256", path, f"sha256 {actual}, manifest says {claimed}")
+    if actual != claimed_sha256:
+        report.fail("sha256", path, f"sha256 {actual}, manifest says {claimed_sha256}")
+    return count
 
 
 # --- content ---------------------------------------------------------------------------------------------------
@@ -248,51 +263,52 @@ def _check_content(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Ids, BOS placement and sidecar totals of one split; returns document starts and per-document byte sums."""
     split, bos, vocab = shards.split, manifest.bos_id, int(manifest.tokenizer["vocab_size"])
-    before = report.total
-    for start, tokens, _ in shards.chunks():
-        bad = np.flatnonzero(tokens >= vocab)
-        if bad.size:
-            p = start + int(bad[0])
-            report.fail("ids", _location(shards, p), f"token id {int(tokens[bad[0]])} >= vocab_size {vocab}")
-    report.check(f"ids {split}", f"{shards.num_tokens} tokens inside the vocabulary of {vocab}", before)
+    with report.check(f"ids {split}", f"{shards.num_tokens} tokens inside the vocabulary of {vocab}"):
+        for start, tokens, _ in shards.chunks():
+            bad = np.flatnonzero(tokens >= vocab)
+            if bad.size:
+                p = start + int(bad[0])
+                report.fail("ids", _location(shards, p), f"token id {int(tokens[bad[0]])} >= vocab_size {vocab}")
 
-    before = report.total
-    first = shards.read(0, min(1, shards.num_tokens))
-    if first.size and first[0] != bos:
-        report.fail("bos", _location(shards, 0), f"the split starts with token {int(first[0])}, not BOS {bos}")
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    starts = shards.doc_starts(bos)
-    if len(starts) != entry.docs:
-        report.fail("bos", split, f"{len(starts)} documents (BOS tokens), manifest says {entry.docs}")
-    per_shard = np.diff(np.searchsorted(starts, shards.offsets))
-    for path, found, shard in zip(shards.token_files, per_shard, entry.shards):
-        if found != shard.docs:
-            report.fail("bos", path, f"{found} documents start here, manifest says {shard.docs}")
-    report.check(f"bos {split}", f"{len(starts)} documents, each starting with BOS {bos}", before)
+    with report.check(f"bos {split}") as check:
+        first = shards.read(0, min(1, shards.num_tokens))
+        if first.size and first[0] != bos:
+            report.fail("bos", _location(shards, 0), f"the split starts with token {int(first[0])}, not BOS {bos}")
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        starts = shards.doc_starts(bos)
+        if len(starts) != entry.docs:
+            report.fail("bos", split, f"{len(starts)} documents (BOS tokens), manifest says {entry.docs}")
+        per_shard = np.diff(np.searchsorted(starts, shards.offsets))
+        for path, found, shard in zip(shards.token_files, per_shard, entry.shards):
+            if found != shard.docs:
+                report.fail("bos", path, f"{found} documents start here, manifest says {shard.docs}")
+        check.description = f"{len(starts)} documents, each starting with BOS {bos}"
 
     sums = np.zeros(0, dtype=np.int64)
     if not shards.has_bytes:
         return starts, sums
-    before = report.total
-    offsets = shards.offsets
-    for i, (path, shard) in enumerate(zip(shards.byte_files or (), entry.shards)):
-        counts = shards.byte_counts(i)
-        local = starts[(starts >= offsets[i]) & (starts < offsets[i + 1])] - offsets[i]
-        nonzero = local[counts[local] != 0]
-        if nonzero.size:
-            offset = HEADER_BYTES + 2 * int(nonzero[0])
+    with report.check(f"sidecar {split}") as check:
+        offsets = shards.offsets
+        for i, (path, shard) in enumerate(zip(shards.byte_files or (), entry.shards)):
+            counts = shards.byte_counts(i)
+            local = starts[(starts >= offsets[i]) & (starts < offsets[i + 1])] - offsets[i]
+            nonzero = local[counts[local] != 0]
+            if nonzero.size:
+                offset = HEADER_BYTES + 2 * int(nonzero[0])
+                report.fail(
+                    "sidecar", f"{path}: offset {offset}", f"BOS counts {int(counts[nonzero[0]])} bytes, expected 0"
+                )
+            total = int(counts.sum(dtype=np.int64))
+            if total != shard.bytes:
+                report.fail("sidecar", path, f"values sum to {total} bytes, manifest says {shard.bytes}")
+        sums = shards.doc_byte_sums(bos)
+        if int(sums.sum()) != entry.bytes:
             report.fail(
-                "sidecar", f"{path}: offset {offset}", f"BOS counts {int(counts[nonzero[0]])} bytes, expected 0"
+                "sidecar",
+                split,
+                f"sidecars sum to {int(sums.sum())} bytes, manifest says the documents have {entry.bytes}",
             )
-        total = int(counts.sum(dtype=np.int64))
-        if total != shard.bytes:
-            report.fail("sidecar", path, f"values sum to {total} bytes, manifest says {shard.bytes}")
-    sums = shards.doc_byte_sums(bos)
-    if int(sums.sum()) != entry.bytes:
-        report.fail(
-            "sidecar", split, f"sidecars sum to {int(sums.sum())} bytes, manifest says the documents have {entry.bytes}"
-        )
-    report.check(f"sidecar {split}", f"{len(sums)} documents, {int(sums.sum())} bytes, BOS 0 bytes", before)
+        check.description = f"{len(sums)} documents, {int(sums.sum())} bytes, BOS 0 bytes"
     return starts, sums
 
 
@@ -317,44 +333,42 @@ def _check_corpus(
     split_bytes = {"val": 0, "train": 0}
     split_docs = {"val": 0, "train": 0}
     mismatches: dict[str, list[tuple[int, int, int]]] = {"val": [], "train": []}
-    before = report.total
-    for i, doc in enumerate(itertools.islice(corpus, max_docs)):
-        split = "val" if i < val_docs else "train"
-        index = i if split == "val" else i - val_docs
-        before_bytes = hasher.bytes
-        hasher.update(doc)
-        size = hasher.bytes - before_bytes
-        split_bytes[split] += size
-        split_docs[split] += 1
-        if split in sums and index < len(sums[split]) and sums[split][index] != size:
-            mismatches[split].append((index, int(sums[split][index]), size))
-        if (split, index) in wanted:
-            texts[(split, index)] = doc
-    for split, entry in manifest.splits.items():
-        if split_docs[split] != entry.docs:
-            report.fail(
-                "corpus", split, f"the corpus has {split_docs[split]} {split} documents, the manifest {entry.docs}"
-            )
-        if split_bytes[split] != entry.bytes:
+    with report.check("corpus") as check:
+        for i, doc in enumerate(itertools.islice(corpus, max_docs)):
+            split = "val" if i < val_docs else "train"
+            index = i if split == "val" else i - val_docs
+            size = hasher.update(doc)
+            split_bytes[split] += size
+            split_docs[split] += 1
+            if split in sums and index < len(sums[split]) and sums[split][index] != size:
+                mismatches[split].append((index, int(sums[split][index]), size))
+            if (split, index) in wanted:
+                texts[(split, index)] = doc
+        for split, entry in manifest.splits.items():
+            if split_docs[split] != entry.docs:
+                report.fail(
+                    "corpus", split, f"the corpus has {split_docs[split]} {split} documents, the manifest {entry.docs}"
+                )
+            if split_bytes[split] != entry.bytes:
+                report.fail(
+                    "corpus",
+                    split,
+                    f"the corpus' {split} documents have {split_bytes[split]} bytes, manifest {entry.bytes}",
+                )
+            for index, found, expected in mismatches[split]:
+                report.fail(
+                    "doc-bytes",
+                    f"{split} document {index}",
+                    f"sidecar bytes sum to {found}, the document has {expected} UTF-8 bytes",
+                )
+        if hasher.hexdigest() != manifest.corpus.get("docs_sha256"):
             report.fail(
                 "corpus",
-                split,
-                f"the corpus' {split} documents have {split_bytes[split]} bytes, manifest {entry.bytes}",
+                "corpus",
+                f"documents sha256 {hasher.hexdigest()}, manifest says {manifest.corpus.get('docs_sha256')}",
             )
-        for index, found, expected in mismatches[split]:
-            report.fail(
-                "doc-bytes",
-                f"{split} document {index}",
-                f"sidecar bytes sum to {found}, the document has {expected} UTF-8 bytes",
-            )
-    if hasher.hexdigest() != manifest.corpus.get("docs_sha256"):
-        report.fail(
-            "corpus",
-            "corpus",
-            f"documents sha256 {hasher.hexdigest()}, manifest says {manifest.corpus.get('docs_sha256')}",
-        )
-    checked = sum(len(s) for s in sums.values())
-    report.check("corpus", f"{hasher.docs} documents and their sha256; {checked} per-document byte sums", before)
+        checked = sum(len(s) for s in sums.values())
+        check.description = f"{hasher.docs} documents and their sha256; {checked} per-document byte sums"
     return texts
 
 
@@ -369,40 +383,45 @@ def _check_round_trip(
     """Decode sampled documents: lossless tokenizers must give the original text (or, without the corpus, text that
     encodes back to the same tokens and byte counts); the original text must encode to the stored tokens."""
     split = shards.split
-    before = report.total
-    ends = np.append(starts[1:], shards.num_tokens)
-    for index in sample:
-        lo, hi = int(starts[index]) + 1, int(ends[index])
-        ids = shards.read(lo, hi)
-        counts = shards.read(lo, hi, sidecar=True) if shards.has_bytes else None
-        where = f"{split} document {index} ({_location(shards, lo - 1)})"
-        original = texts.get((split, index))
-        if original is not None:
-            _compare_encoding(tok, original, ids, counts, where, "the corpus document", report)
-        if not tok.lossless:
-            continue
-        try:
-            decoded = tok.decode(ids)
-        except TokenizerError as e:
-            report.fail("round-trip", where, f"cannot decode: {e}")
-            continue
-        if original is not None and decoded != original:
-            c = next((k for k, (a, b) in enumerate(zip(decoded, original)) if a != b), min(len(decoded), len(original)))
-            report.fail(
-                "round-trip",
-                where,
-                f"decoded text differs at character {c}: "
-                f"expected {original[c : c + 20]!r}, found {decoded[c : c + 20]!r}",
-            )
-        elif original is None:
-            _compare_encoding(tok, decoded, ids, counts, where, "the decoded text", report)
     how = "decode == corpus text and re-encode" if texts else "decode, then re-encode to the same tokens and bytes"
     if not tok.lossless:
         how = "re-encode of the corpus text" if texts else "nothing (lossy tokenizer, no corpus given)"
         note = f"tokenizer {tok.spec.name!r} ({tok.kind}) is lossy: decoding gives normalized text, not the original"
         if note not in report.notes:
             report.notes.append(note)
-    report.check(f"round-trip {split}", f"{len(sample)} sampled documents: {how}", before)
+    ends = np.append(starts[1:], shards.num_tokens)
+    with report.check(f"round-trip {split}", f"{len(sample)} sampled documents: {how}"):
+        for index in sample:
+            lo, hi = int(starts[index]) + 1, int(ends[index])
+            where = f"{split} document {index} ({_location(shards, lo - 1)})"
+            ids = shards.read(lo, hi)
+            counts = shards.read(lo, hi, sidecar=True) if shards.has_bytes else None
+            _check_document(tok, ids, counts, texts.get((split, index)), where, report)
+
+
+def _check_document(
+    tok: Tokenizer, ids: np.ndarray, counts: np.ndarray | None, original: str | None, where: str, report: VerifyReport
+) -> None:
+    """One sampled document: its corpus text (when known) encodes to the stored ids and counts; a lossless tokenizer
+    decodes the ids to that text, or (without the corpus) to text that encodes back to them."""
+    if original is not None:
+        _compare_encoding(tok, original, ids, counts, where, "the corpus document", report)
+    if not tok.lossless:
+        return
+    try:
+        decoded = tok.decode(ids)
+    except TokenizerError as e:
+        report.fail("round-trip", where, f"cannot decode: {e}")
+        return
+    if original is None:
+        _compare_encoding(tok, decoded, ids, counts, where, "the decoded text", report)
+    elif decoded != original:
+        c = next((k for k, (a, b) in enumerate(zip(decoded, original)) if a != b), min(len(decoded), len(original)))
+        report.fail(
+            "round-trip",
+            where,
+            f"decoded text differs at character {c}: expected {original[c : c + 20]!r}, found {decoded[c : c + 20]!r}",
+        )
 
 
 def _compare_encoding(

@@ -231,6 +231,17 @@ def test_operators_are_reserved_and_never_merged(caseops_tok):
         assert not set(caseops_tok.inner.piece(i)) & set(OPERATORS.values()), (i, caseops_tok.inner.piece(i))
 
 
+def test_ids_outside_the_vocabulary_are_refused_by_decode_and_piece(caseops_tok):
+    n = caseops_tok.vocab_size
+    caseops_tok.decode([0, n - 1]), caseops_tok.piece(n - 1)  # the first and last ids are valid
+    for bad in (n, -1):
+        message = rf"token id {bad} is outside the vocabulary \[0, {n}\)"
+        with pytest.raises(TokenizerError, match=message):
+            caseops_tok.decode([5, bad])
+        with pytest.raises(TokenizerError, match=message):
+            caseops_tok.piece(bad)
+
+
 @given(st.text(alphabet=st.sampled_from(HARD + "aAbBzZeEtThH.  "), max_size=40))
 @settings(max_examples=150, deadline=None)
 def test_byte_counts_match_decoded_prefixes(caseops_sp, caseops_hf, text):

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
+from pgolf_data.journal import JOURNAL_NAME, Journal
 from pgolf_data.manifest import Manifest
-from pgolf_data.sharding import JOURNAL_NAME, ShardConfig, _ShardFile, encode_documents, write_shards
+from pgolf_data.sharding import ShardConfig, _ShardFile, encode_documents, write_shards
 from pgolf_data.shards import ShardSet
 from pgolf_data.tokenizer import artifact, training
 from pgolf_data.tokenizer.pure_bytes import ByteTokenizer
@@ -197,7 +198,7 @@ def test_resume_after_an_interrupt_equals_an_uninterrupted_run(tmp_path, monkeyp
 
 KILL_SCRIPT = """
 import os, signal, sys
-from pgolf_data import sharding
+from pgolf_data import journal, sharding
 
 def kill_on(cls, name, n):
     real, calls = getattr(cls, name), [0]
@@ -210,7 +211,7 @@ def kill_on(cls, name, n):
 
 if __name__ == "__main__":
     target, n = sys.argv[1], int(sys.argv[2])
-    kill_on(sharding._ShardFile if target == "commit" else sharding._Journal, target, n)
+    kill_on(sharding._ShardFile if target == "commit" else journal.Journal, target, n)
     from pgolf_data.cli import main
     sys.exit(main(sys.argv[3:]))
 """
@@ -274,11 +275,13 @@ def test_resume_refuses_changed_settings_or_corpus(tmp_path, monkeypatch, docs, 
     other = ShardConfig(val_docs=40, shard_tokens=20_000, workers=1)
     with pytest.raises(ValueError, match="shard_tokens: was 15000, now 20000"):
         write_shards(docs, bytes260, tmp_path, other, mode="resume")
+    reached = Journal.load(tmp_path / JOURNAL_NAME).resume_point().next_doc
+    assert reached > 11, "the interrupted run should have written past the changed document"
     changed = [*docs[:10], docs[10] + "!", *docs[11:]]
-    with pytest.raises(ValueError, match="the corpus changed"):
+    with pytest.raises(ValueError, match=r"the first \d+ documents of the corpus hash to .* the corpus changed"):
         write_shards(changed, bytes260, tmp_path, config, mode="resume")
-    with pytest.raises(ValueError, match="the corpus changed"):
-        write_shards(docs[:45], bytes260, tmp_path, config, mode="resume")
+    with pytest.raises(ValueError, match=f"had reached document {reached}; the corpus changed"):
+        write_shards(docs[: reached - 1], bytes260, tmp_path, config, mode="resume")
 
 
 def test_existing_output_needs_force_and_a_complete_set_is_not_resumed(tmp_path, docs, bytes260):

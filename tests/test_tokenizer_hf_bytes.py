@@ -280,8 +280,13 @@ def test_corrupt_payloads(hf_spec):
         ByteTokenizer.from_payload(TokenizerSpec.load(BYTES_SPEC), {"layout": "other"}, b"")
 
 
-def test_decode_rejects_unknown_ids(hf, byte_tok):
+def test_decode_and_piece_reject_unknown_ids(hf, byte_tok):
     with pytest.raises(TokenizerError, match=r"token id 1024 is outside the vocabulary \[0, 1024\)"):
         hf.decode([5, 1024])
     with pytest.raises(TokenizerError, match=r"token id -1 is outside the vocabulary \[0, 260\)"):
         byte_tok.decode([-1])
+    for tok, bad in ((hf, 1024), (hf, -1), (byte_tok, 260), (byte_tok, -1)):
+        with pytest.raises(TokenizerError, match=rf"token id {bad} is outside the vocabulary"):
+            tok.piece(bad)
+    with pytest.raises(TokenizerError, match=r"token id 1024 is outside the vocabulary"):
+        hf.token_bytes(1024)

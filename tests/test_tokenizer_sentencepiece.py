@@ -94,7 +94,7 @@ def test_specs_load(name):
 
 def test_sp1024_gives_the_same_ids_as_sentencepiece_trained_directly(official, dev_sample):
     tok, report = official
-    # The challenge's trainer (stack.md section 3): each doc with NUL -> space, stripped, empties skipped.
+    # The challenge's trainer input (docs/challenge.md): each doc with NUL -> space, stripped, empties skipped.
     texts = [d.replace("\x00", " ").strip() for d in dev_sample]
     out = io.BytesIO()
     spm.SentencePieceTrainer.train(

@@ -17,7 +17,7 @@ from pgolf_data.shards import HEADER_BYTES, ShardFormatError, ShardSet
 from pgolf_data.tokenizer import artifact, training
 from pgolf_data.tokenizer.pure_bytes import ByteTokenizer
 from pgolf_data.tokenizer.spec import TokenizerSpec, resolve_spec
-from pgolf_data.verify import verify
+from pgolf_data.verify import VerifyReport, verify
 
 VAL_DOCS = 20
 
@@ -229,3 +229,17 @@ def test_failures_beyond_the_cap_are_counted_not_kept(shards, docs, monkeypatch)
     assert report.counts["doc-bytes"] == len(docs)
     text = report.format(limit=2)
     assert f"FAILED doc-bytes ({len(docs)}):" in text and f"... and {len(docs) - 2} more" in text
+
+
+def test_a_check_passes_only_when_its_block_finishes_without_a_failure(tmp_path):
+    report = VerifyReport(tmp_path)
+    with report.check("clean", "nothing wrong"):
+        pass
+    with report.check("late") as check:
+        check.description = "described at the end"
+    with report.check("failing", "one failure"):
+        report.fail("failing", tmp_path, "bad")
+    with pytest.raises(RuntimeError), report.check("raising", "stopped half way"):
+        raise RuntimeError("interrupted")
+    assert report.passed == ["clean: nothing wrong", "late: described at the end"]
+    assert report.counts == {"failing": 1} and not report.ok

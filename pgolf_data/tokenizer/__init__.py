@@ -1,5 +1,11 @@
 """Tokenizer kinds behind one interface (``base.Tokenizer``), their specs, training and compact artifacts.
 
+- ``base``: the interface; ``spec``: the TOML specs of ``tokenizers/``; ``training``: training any kind from a document
+  stream; ``artifact``: the compact ``tokenizer.pgt``; ``metrics``: tokens per byte and round-trip checks on a sample;
+- the kinds: ``sentencepiece_bpe`` (with ``sp_model``, SentencePiece's ``.model`` read and stored compactly),
+  ``hf_bpe`` (HF byte-level BPE), ``pure_bytes`` (byte260), ``caseops_bpe`` (CaseOps around either BPE, with the
+  transform itself in ``caseops``).
+
 Kinds are imported lazily so that, e.g., reading shards never imports SentencePiece.
 """
 

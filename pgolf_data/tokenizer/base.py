@@ -2,7 +2,10 @@
 
 Ids never include BOS: the shard writer prepends it. ``encode_with_bytes`` is the contract that makes BPB exact:
 for every document the byte counts sum to ``len(text.encode("utf-8"))`` of the *original* text, for lossless and
-lossy kinds alike (a lossy kind attributes the original bytes of each span it consumed, see DESIGN.md section 3).
+lossy kinds alike (a lossy kind attributes the original bytes of each span it consumed, see docs/bpb.md).
+
+``decode`` and ``piece`` are template methods: the base class refuses ids outside the vocabulary, then calls the
+kind's ``_decode`` / ``_piece``, which only ever see valid ids.
 """
 
 from __future__ import annotations
@@ -14,8 +17,6 @@ from typing import ClassVar
 import numpy as np
 
 from .spec import TokenizerSpec
-
-MAX_VOCAB = 65_536  # ids must fit uint16 shards
 
 
 class TokenizerError(ValueError):
@@ -58,8 +59,21 @@ class Tokenizer(ABC):
     def encode_with_bytes(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
         """``(ids, byte_counts)`` per text; both int32 of equal length, counts summing to the text's UTF-8 length."""
 
+    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
+        """The text of ``ids``; an id outside the vocabulary raises ``TokenizerError``."""
+        ids = np.asarray(ids, dtype=np.int64).ravel()
+        self.check_ids(ids)
+        return self._decode(ids)
+
     @abstractmethod
-    def decode(self, ids: Sequence[int] | np.ndarray) -> str: ...
+    def _decode(self, ids: np.ndarray) -> str:
+        """The kind's decoding of int64 ids already checked to be inside the vocabulary."""
+
+    def check_ids(self, ids: np.ndarray) -> None:
+        """Raise ``TokenizerError`` naming the first id of ``ids`` outside ``[0, vocab_size)``."""
+        bad = (ids < 0) | (ids >= self.vocab_size)
+        if bad.any():
+            raise TokenizerError(f"token id {int(ids[bad][0])} is outside the vocabulary [0, {self.vocab_size})")
 
     def set_threads(self, num_threads: int) -> None:
         """Cap the threads one encode call may use (a no-op for kinds that encode on one thread).
@@ -72,8 +86,13 @@ class Tokenizer(ABC):
         return self.encode_batch([text])[0]
 
     def piece(self, token_id: int) -> str:
-        """A printable form of one token, for inspection."""
-        return self.decode([token_id])
+        """A printable form of one token, for inspection; an id outside the vocabulary raises ``TokenizerError``."""
+        self.check_ids(np.array([token_id], dtype=np.int64))
+        return self._piece(token_id)
+
+    def _piece(self, token_id: int) -> str:
+        """The kind's printable form of a valid id: its decoded text unless the kind knows better."""
+        return self._decode(np.array([token_id], dtype=np.int64))
 
     @classmethod
     @abstractmethod

@@ -98,14 +98,10 @@ class _CaseOpsTokenizer(Tokenizer):
             out[literal] = counts[literal]
         return out
 
-    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
-        ids = np.asarray(ids, dtype=np.int64).ravel()
-        bad = (ids < 0) | (ids >= self.vocab_size)
-        if bad.any():
-            raise TokenizerError(f"token id {int(ids[bad][0])} is outside the vocabulary [0, {self.vocab_size})")
+    def _decode(self, ids: np.ndarray) -> str:
         return decode_case(self._decode_transformed(ids))
 
-    def piece(self, token_id: int) -> str:
+    def _piece(self, token_id: int) -> str:
         return self._names.get(token_id) or self.inner.piece(token_id)
 
     @classmethod

@@ -136,24 +136,17 @@ class HFByteLevelBPETokenizer(Tokenizer):
 
     def token_bytes(self, token_id: int) -> bytes:
         """The raw bytes one token stands for (empty for specials)."""
-        self._check_ids(np.array([token_id]))
+        self.check_ids(np.array([token_id], dtype=np.int64))
         return self._raw[token_id]
 
-    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
-        ids = np.asarray(ids, dtype=np.int64).ravel()
-        self._check_ids(ids)
+    def _decode(self, ids: np.ndarray) -> str:
         raw = self._raw
         return b"".join([raw[i] for i in ids.tolist()]).decode("utf-8", errors="replace")
 
-    def piece(self, token_id: int) -> str:
-        if 0 <= token_id < len(self.SPECIALS):
+    def _piece(self, token_id: int) -> str:
+        if token_id < len(self.SPECIALS):
             return list(self.SPECIALS.values())[token_id]
-        return self.token_bytes(token_id).decode("utf-8", errors="backslashreplace")
-
-    def _check_ids(self, ids: np.ndarray) -> None:
-        bad = (ids < 0) | (ids >= self.vocab_size)
-        if bad.any():
-            raise TokenizerError(f"token id {int(ids[bad][0])} is outside the vocabulary [0, {self.vocab_size})")
+        return self._raw[token_id].decode("utf-8", errors="backslashreplace")
 
     @classmethod
     def trainer_options(cls, spec: TokenizerSpec) -> dict:

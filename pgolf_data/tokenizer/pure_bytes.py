@@ -1,6 +1,6 @@
 """The pure-byte tokenizer: the challenge's byte260 layout, one token per UTF-8 byte.
 
-Ids 0..3 are ``<pad>``, ``<s>`` (BOS), ``</s>``, ``<unk>``; byte ``b`` is id ``b + 4`` (stack.md section 2). Nothing
+Ids 0..3 are ``<pad>``, ``<s>`` (BOS), ``</s>``, ``<unk>``; byte ``b`` is id ``b + 4`` (docs/formats.md). Nothing
 is learned, so the artifact holds only the spec, and every token accounts for exactly one original byte.
 """
 
@@ -53,21 +53,15 @@ class ByteTokenizer(Tokenizer):
     def encode_with_bytes(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
         return [(ids, np.ones(len(ids), dtype=np.int32)) for ids in self.encode_batch(texts)]
 
-    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
-        ids = np.asarray(ids, dtype=np.int64).ravel()
-        bad = (ids < 0) | (ids >= VOCAB_SIZE)
-        if bad.any():
-            raise TokenizerError(f"token id {int(ids[bad][0])} is outside the vocabulary [0, {VOCAB_SIZE})")
+    def _decode(self, ids: np.ndarray) -> str:
         raw = (ids[ids >= OFFSET] - OFFSET).astype(np.uint8).tobytes()
         return raw.decode("utf-8", errors="replace")
 
-    def piece(self, token_id: int) -> str:
-        if 0 <= token_id < OFFSET:
+    def _piece(self, token_id: int) -> str:
+        if token_id < OFFSET:
             return list(SPECIALS.values())[token_id]
-        if OFFSET <= token_id < VOCAB_SIZE:
-            byte = token_id - OFFSET
-            return chr(byte) if 0x21 <= byte < 0x7F else f"<0x{byte:02X}>"
-        raise TokenizerError(f"token id {token_id} is outside the vocabulary [0, {VOCAB_SIZE})")
+        byte = token_id - OFFSET
+        return chr(byte) if 0x21 <= byte < 0x7F else f"<0x{byte:02X}>"
 
     @classmethod
     def train(

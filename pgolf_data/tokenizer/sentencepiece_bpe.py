@@ -1,6 +1,6 @@
 """SentencePiece BPE, the challenge's tokenizer family, trained in memory and stored compactly (see sp_model.py).
 
-Defaults are the challenge's trainer options (stack.md section 3); a spec's ``options`` override them. Two spec shapes
+Defaults are the challenge's trainer options (docs/challenge.md); a spec's ``options`` override them. Two spec shapes
 matter:
 
 - *official* (``sp1024``): ``nmt_nfkc`` normalization and whitespace collapsing, so the text is not recoverable
@@ -31,7 +31,7 @@ from .base import Tokenizer, TokenizerError
 from .spec import SpecError, TokenizerSpec
 from .training import default_threads
 
-# data/download_hf_docs_and_tokenize.py of the challenge (stack.md section 3).
+# The challenge's trainer options, from its data/download_hf_docs_and_tokenize.py (docs/challenge.md).
 OFFICIAL_OPTIONS: dict[str, Any] = {
     "model_type": "bpe",
     "character_coverage": 0.999,
@@ -305,17 +305,11 @@ class SentencePieceTokenizer(Tokenizer):
             raise TokenizerError(f"text {index}: SentencePiece reported non-monotonic offsets {ends.tolist()[:20]}")
         return counts.astype(np.int32)
 
-    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
-        ids = np.asarray(ids, dtype=np.int64).ravel()
-        bad = (ids < 0) | (ids >= self.vocab_size)
-        if bad.any():
-            raise TokenizerError(f"token id {int(ids[bad][0])} is outside the vocabulary [0, {self.vocab_size})")
+    def _decode(self, ids: np.ndarray) -> str:
         return self._sp.decode(ids.tolist())
 
-    def piece(self, token_id: int) -> str:
-        if not 0 <= token_id < self.vocab_size:
-            raise TokenizerError(f"token id {token_id} is outside the vocabulary [0, {self.vocab_size})")
-        return self._sp.id_to_piece(token_id)
+    def _piece(self, token_id: int) -> str:
+        return self._sp.id_to_piece(int(token_id))
 
     @classmethod
     def check_spec(cls, spec: TokenizerSpec) -> None:

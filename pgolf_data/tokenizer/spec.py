@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from ..shards import VOCAB_LIMIT
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -27,7 +29,6 @@ else:  # pragma: no cover
 
 KINDS = ("sentencepiece", "hf-bpe", "bytes", "caseops-sp", "caseops-hf-bpe")
 MIN_VOCAB = 256
-MAX_VOCAB = 65_536
 
 
 class SpecError(ValueError):
@@ -97,10 +98,10 @@ class TokenizerSpec:
 def check_vocab_size(vocab_size: Any, *, where: str = "vocab") -> None:
     if not isinstance(vocab_size, int) or isinstance(vocab_size, bool):
         raise SpecError(f"{where}: vocab_size must be an integer, got {vocab_size!r}")
-    if not MIN_VOCAB <= vocab_size <= MAX_VOCAB:
+    if not MIN_VOCAB <= vocab_size <= VOCAB_LIMIT:
         raise SpecError(
-            f"{where}: vocab_size {vocab_size} is outside [{MIN_VOCAB}, {MAX_VOCAB}]: shards store ids as uint16 "
-            f"(at most {MAX_VOCAB} ids) and every tokenizer needs the 256 byte values"
+            f"{where}: vocab_size {vocab_size} is outside [{MIN_VOCAB}, {VOCAB_LIMIT}]: shards store ids as uint16 "
+            f"(at most {VOCAB_LIMIT} ids) and every tokenizer needs the 256 byte values"
         )
 
 
