@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,17 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEV_CORPUS = REPO.parent / "shared" / "data" / "web_dev.jsonl.zst"
 sys.path.insert(0, str(REPO / "tests"))  # the reference lives with the tests, which check the library against it
 import caseops_reference as reference  # noqa: E402
-
-
-def best_seconds(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """The fastest of ``repeats`` runs of each function, run in turn so that machine load hits all of them alike."""
-    best = dict.fromkeys(fns, float("inf"))
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
+from caseops import best_seconds  # noqa: E402  (bench/caseops.py: run as a script, bench/ is on sys.path)
 
 
 def with_transform(tok: CaseOpsSentencePieceTokenizer, name: str) -> CaseOpsSentencePieceTokenizer:

@@ -141,9 +141,9 @@ def cmd_tokenizer_info(args: argparse.Namespace) -> int:
 
 
 def cmd_export_tokenizer(args: argparse.Namespace) -> int:
-    fmt, out = interop.write_export(args.tokenizer, args.out, force=args.force)
+    tok, fmt, out = interop.write_export(args.tokenizer, args.out, force=args.force)
     print(f"wrote {out} ({fmt}, {out.stat().st_size:,} bytes)", file=sys.stderr)
-    note = interop.export_note(artifact.load(args.tokenizer))
+    note = interop.export_note(tok)
     if note:
         print(f"note: {note}", file=sys.stderr)
     return 0
@@ -158,7 +158,7 @@ def cmd_import_tokenizer(args: argparse.Namespace) -> int:
 
 
 def format_info(info: dict, path) -> str:
-    """The human-readable summary shared by both commands."""
+    """The human-readable summary that train-tokenizer, tokenizer-info and import-tokenizer print."""
     art = info["artifact"]
     lines = [
         f"tokenizer      {path}",

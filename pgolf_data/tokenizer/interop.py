@@ -30,7 +30,7 @@ from .base import Tokenizer, TokenizerError
 from .caseops import OPERATORS, PGOLF, RECORD, TRANSFORMS
 from .caseops_bpe import TRANSFORM_OPTION, CaseOpsHFBPETokenizer, CaseOpsSentencePieceTokenizer
 from .hf_bpe import HFByteLevelBPETokenizer, read_tokenizer_json
-from .pure_bytes import OFFICIAL_JSON_NAME, ByteTokenizer, check_official_json, official_json
+from .pure_bytes import OFFICIAL_JSON_NAME, VOCAB_SIZE, ByteTokenizer, check_official_json, official_json
 from .sentencepiece_bpe import SentencePieceTokenizer
 from .spec import SpecError, TokenizerSpec
 
@@ -118,7 +118,7 @@ def import_tokenizer(data: bytes, *, name: str, where: str, case_transform: str 
         if fmt == HF_TOKENIZER_JSON:
             return _import_hf(obj, name, where, origin, PGOLF if case_transform == AUTO else case_transform)
         check_official_json(obj, where)
-        return ByteTokenizer(_spec(name, "bytes", 260, origin, {}))
+        return ByteTokenizer(_spec(name, "bytes", VOCAB_SIZE, origin, {}))
     except TokenizerError:
         raise
     except SpecError as e:
@@ -173,8 +173,11 @@ def source_info(data: bytes, path: Path, fmt: str) -> dict:
 # -- files -------------------------------------------------------------------------------------------------------
 
 
-def write_export(tokenizer: str | os.PathLike, out: str | os.PathLike, *, force: bool = False) -> tuple[str, Path]:
-    """Export the tokenizer at ``tokenizer`` (a directory or its artifact) to the file ``out``; returns the format."""
+def write_export(
+    tokenizer: str | os.PathLike, out: str | os.PathLike, *, force: bool = False
+) -> tuple[Tokenizer, str, Path]:
+    """Export the tokenizer at ``tokenizer`` (a directory or its artifact) to the file ``out``; returns the tokenizer,
+    the format and the file."""
     tok = artifact.load(tokenizer)
     fmt, data = export_tokenizer(tok)
     out = Path(out)
@@ -183,7 +186,7 @@ def write_export(tokenizer: str | os.PathLike, out: str | os.PathLike, *, force:
     _check_replaceable_file(out, force)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, data)
-    return fmt, out
+    return tok, fmt, out
 
 
 def _example_name(fmt: str, tok: Tokenizer) -> str:

@@ -11,9 +11,10 @@ subtraction per document instead of a Python step per character.
 Where this differs from pgolf's sidecar (``Tokenizer.encode_with_bytes``, which keeps every original byte): input
 that lies in no piece's span is not counted. SentencePiece's spans tile the input from the first piece's start to the
 last piece's end, so what is left out is what the normalizer drops at either end: leading and trailing whitespace
-under ``remove_extra_whitespaces`` (the record's default) and characters ``nmt_nfkc`` deletes there. Inside the text
-the two definitions put dropped bytes on different tokens (the span on the piece before them, pgolf on the piece
-after) but agree per document. A text with no pieces at all (only whitespace) gets an empty sidecar.
+under ``remove_extra_whitespaces`` (the record's default) and characters ``nmt_nfkc`` deletes there (U+FFFD, U+FEFF,
+U+200B, control characters). Inside the text a dropped character's bytes are in the next piece's span, the piece
+pgolf gives them to as well. On the development corpus, 19 of 12,023 documents differ, by 81 bytes of 16.6 MB
+(bench/caseops_record.py). A text with no pieces at all (only whitespace) gets an empty sidecar.
 
 The same rule without operators is the record export's sidecar for a plain SentencePiece tokenizer; the pure-byte
 tokenizer counts 1 per token there too.
