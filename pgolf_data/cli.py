@@ -16,6 +16,8 @@ Typical flow:
   pgolf-data tokenizer-info runs/tok
   pgolf-data shard --tokenizer runs/tok --corpus default --out runs/shards --val-docs 40
   pgolf-data verify runs/shards --corpus default
+  pgolf-data export-tokenizer runs/tok --out runs/fineweb_1024_bpe.model     # TOKENIZER_PATH for train_gpt.py
+  pgolf-data import-tokenizer fineweb_8192_bpe.model --out runs/tok_official
 """
 
 

@@ -1,4 +1,4 @@
-"""``pgolf-data train-tokenizer`` and ``pgolf-data tokenizer-info``."""
+"""``pgolf-data train-tokenizer``, ``tokenizer-info``, ``export-tokenizer`` and ``import-tokenizer``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from tqdm import tqdm
 from .cli_args import CORPUS_HELP, add_corpus_args
 from .corpus import DEFAULT_SOURCE, open_corpus
 from .shards import VOCAB_LIMIT
-from .tokenizer import KINDS, artifact, training
+from .tokenizer import KINDS, artifact, interop, training
+from .tokenizer.caseops import PGOLF, RECORD
 from .tokenizer.metrics import measure
 from .tokenizer.spec import MIN_VOCAB, available_specs, resolve_spec, spec_for_kind
 
@@ -59,6 +60,49 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sample-docs", type=int, default=200, help="documents to measure on (default 200)")
     p.set_defaults(func=cmd_tokenizer_info)
 
+    p = sub.add_parser(
+        "export-tokenizer",
+        help="write a tokenizer as the file other tools read: .model, tokenizer.json or pure-byte JSON",
+        description=(
+            "Write the tokenizer in DIR (a tokenizer or shard directory, or a tokenizer.pgt file) as the file the "
+            "challenge's scripts and other tools read: SentencePiece and CaseOps-SentencePiece kinds as the "
+            "SentencePiece .model (TOKENIZER_PATH of train_gpt.py; the exact model proto pgolf holds), HF kinds as "
+            "tokenizer.json, the bytes kind as the challenge's pure-byte JSON. CaseOps files hold the BPE only: the "
+            "case transform is applied to text before encoding."
+        ),
+    )
+    p.add_argument("tokenizer", metavar="DIR", help="tokenizer directory, shard directory or tokenizer.pgt file")
+    p.add_argument("--out", required=True, metavar="FILE", help="output file (*.model or *.json, by kind)")
+    p.add_argument("--force", action="store_true", help="replace an existing tokenizer file (never any other file)")
+    p.set_defaults(func=cmd_export_tokenizer)
+
+    p = sub.add_parser(
+        "import-tokenizer",
+        help="make a pgolf tokenizer directory from a .model, tokenizer.json or pure-byte JSON file",
+        description=(
+            "Read a SentencePiece .model, an HF tokenizer.json (pgolf's hf-bpe layout) or the challenge's pure-byte "
+            "JSON and write DIR/tokenizer.pgt and DIR/report.json, usable by 'pgolf-data shard' and "
+            "pgolf_model.train. The format is told from the content. A .model with the four CaseOps operators as "
+            "user-defined pieces (the CaseOps records' models, ids 4..7) becomes a CaseOps tokenizer with the "
+            f"record's transform ({RECORD}); a SentencePiece model is kept byte for byte, so export-tokenizer "
+            "writes the same file back."
+        ),
+    )
+    p.add_argument("file", metavar="FILE", help="the .model / tokenizer.json / pure-byte JSON file")
+    p.add_argument(
+        "--out", required=True, metavar="DIR", help="output directory (refused if it exists, unless --force)"
+    )
+    p.add_argument("--name", help="the spec name recorded for the tokenizer (default: the file name without suffix)")
+    p.add_argument(
+        "--case-transform",
+        choices=[interop.AUTO, PGOLF, RECORD],
+        default=interop.AUTO,
+        help=f"the CaseOps alphabet of a CaseOps file (the file cannot say): default {interop.AUTO} = {RECORD} for a "
+        f".model (the record's models), {PGOLF} for a tokenizer.json (only pgolf writes CaseOps ones)",
+    )
+    p.add_argument("--force", action="store_true", help="replace an existing tokenizer directory (never another one)")
+    p.set_defaults(func=cmd_import_tokenizer)
+
 
 def cmd_train_tokenizer(args: argparse.Namespace) -> int:
     spec = resolve_spec(args.spec) if args.spec else spec_for_kind(args.kind or "sentencepiece", args.vocab)
@@ -97,8 +141,25 @@ def cmd_tokenizer_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_tokenizer(args: argparse.Namespace) -> int:
+    tok, fmt, out = interop.write_export(args.tokenizer, args.out, force=args.force)
+    print(f"wrote {out} ({fmt}, {out.stat().st_size:,} bytes)", file=sys.stderr)
+    note = interop.export_note(tok)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    return 0
+
+
+def cmd_import_tokenizer(args: argparse.Namespace) -> int:
+    _, path = interop.write_import(
+        args.file, args.out, force=args.force, name=args.name, case_transform=args.case_transform
+    )
+    print(format_info({**artifact.load_report(path), "artifact": artifact.artifact_info(path.read_bytes())}, path))
+    return 0
+
+
 def format_info(info: dict, path) -> str:
-    """The human-readable summary shared by both commands."""
+    """The human-readable summary that train-tokenizer, tokenizer-info and import-tokenizer print."""
     art = info["artifact"]
     lines = [
         f"tokenizer      {path}",
@@ -123,6 +184,15 @@ def format_info(info: dict, path) -> str:
     for label, key in (("trained on", "trained_on"), ("trainer", "trainer")):
         if info.get(key):
             lines.append(f"{label:<15}" + ", ".join(f"{k} {_fmt(v)}" for k, v in info[key].items()))
+    if info.get("imported_from"):
+        src = info["imported_from"]
+        lines.append(
+            f"imported from  {src['file']} ({src['format']}, {src['bytes']:,} bytes, sha256 {src['sha256'][:16]}…)"
+        )
+    if info.get("caseops"):
+        lines.append(
+            f"case transform {info['caseops']['case_transform']}, operator ids {info['caseops']['operator_ids']}"
+        )
     if "train_seconds" in info:
         lines.append(f"train time     {info['train_seconds']:.1f} s")
     return "\n".join(lines)

@@ -82,17 +82,24 @@ def test_existing_output_is_refused_unless_forced(tmp_path, small_corpus, capsys
     )
     assert code == 2 and "exists; pass --force" in err
     assert (out_dir / "keep.txt").read_text() == "mine"
+    # --force replaces a tokenizer directory, never one holding files pgolf did not write.
     code, _, err = run(
         capsys, "train-tokenizer", "--kind", "bytes", "--corpus", str(small_corpus), "--out", str(out_dir), "--force"
     )
-    assert code == 0, err
-    assert not (out_dir / "keep.txt").exists() and (out_dir / "tokenizer.pgt").is_file()
+    assert code == 2 and "not a pgolf tokenizer directory" in err
+    assert [p.name for p in out_dir.iterdir()] == ["keep.txt"]
+    (out_dir / "keep.txt").unlink()
+    for _ in range(2):
+        args = ["--kind", "bytes", "--corpus", str(small_corpus), "--out", str(out_dir), "--force"]
+        code, _, err = run(capsys, "train-tokenizer", *args)
+        assert code == 0, err
+        assert sorted(p.name for p in out_dir.iterdir()) == ["report.json", "tokenizer.pgt"]
 
 
 def test_crash_while_saving_leaves_nothing_half_written(tmp_path, small_corpus, capsys, monkeypatch):
     out_dir = tmp_path / "tok"
     out_dir.mkdir()
-    (out_dir / "keep.txt").write_text("previous tokenizer")
+    (out_dir / "report.json").write_text("previous tokenizer")
     real_replace = artifact.os.replace
     crashed = []
 
@@ -108,7 +115,8 @@ def test_crash_while_saving_leaves_nothing_half_written(tmp_path, small_corpus, 
     )
     assert code == 130
     assert sorted(p.name for p in tmp_path.iterdir()) == ["docs.jsonl", "tok"]  # no temporary directory left
-    assert [p.name for p in out_dir.iterdir()] == ["keep.txt"]  # the previous output is restored
+    assert [p.name for p in out_dir.iterdir()] == ["report.json"]  # the previous output is restored
+    assert (out_dir / "report.json").read_text() == "previous tokenizer"
 
 
 @pytest.mark.parametrize(

@@ -61,11 +61,11 @@ def save(tok: Tokenizer, out_dir: str | os.PathLike, report: dict, *, force: boo
     """Write ``tokenizer.pgt`` and ``report.json`` into ``out_dir`` atomically.
 
     Everything is written to a temporary sibling directory first and renamed into place, so a crash never leaves a
-    half-written tokenizer. An existing ``out_dir`` is refused unless ``force``.
+    half-written tokenizer. An existing ``out_dir`` is refused unless ``force``, and even then unless it is a
+    tokenizer directory (``is_tokenizer_dir``): ``--force`` never deletes files pgolf did not write.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and not force:
-        raise FileExistsError(f"output directory {out_dir} exists; pass --force to replace it")
+    check_output_dir(out_dir, force)
     data = to_artifact(tok)
     report = {**report, "artifact": artifact_info(data)}
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -84,6 +84,25 @@ def save(tok: Tokenizer, out_dir: str | os.PathLike, report: dict, *, force: boo
         raise
     shutil.rmtree(old, ignore_errors=True)
     return out_dir / ARTIFACT_NAME
+
+
+def is_tokenizer_dir(path: str | os.PathLike) -> bool:
+    """A directory holding nothing but what ``save`` writes (an empty one included)."""
+    path = Path(path)
+    return path.is_dir() and not path.is_symlink() and {p.name for p in path.iterdir()} <= {ARTIFACT_NAME, REPORT_NAME}
+
+
+def check_output_dir(out_dir: Path, force: bool) -> None:
+    """Raise unless ``save`` may write ``out_dir``: it is new, or ``force`` and a tokenizer directory."""
+    if not out_dir.exists() and not out_dir.is_symlink():
+        return
+    if not force:
+        raise FileExistsError(f"output directory {out_dir} exists; pass --force to replace it")
+    if not is_tokenizer_dir(out_dir):
+        raise FileExistsError(
+            f"refusing to replace {out_dir}: it is not a pgolf tokenizer directory (only {ARTIFACT_NAME} and "
+            f"{REPORT_NAME}), so --force would delete files pgolf did not write"
+        )
 
 
 def artifact_path(path: str | os.PathLike) -> Path:

@@ -1,6 +1,8 @@
-"""CaseOps tokenizers: a BPE over ``encode_case`` text whose four operators are reserved, never-merged tokens.
+"""CaseOps tokenizers: a BPE over case-transformed text whose four operators are reserved, never-merged tokens.
 
-encode = ``encode_case`` (caseops.py), then the inner BPE; decode = the inner decode, then ``decode_case``. Two kinds:
+encode = the case transform (caseops.py), then the inner BPE; decode = the inner decode, then the inverse transform.
+The spec option ``case_transform`` picks the transform: ``"pgolf"`` (the default) or the record's
+``"lossless_caps_caseops_v1"`` (caseops.py says how they differ). Two kinds:
 
 - ``caseops-sp``: SentencePiece BPE with the operators as ``user_defined_symbols``, as in the 2026-04-18 record, so
   ids 4..7 are TITLE, ALLCAPS, CAPNEXT, ESC (after pad/BOS/EOS/unk) and SentencePiece never merges across them;
@@ -28,7 +30,7 @@ from typing import ClassVar
 import numpy as np
 
 from .base import Tokenizer, TokenizerError
-from .caseops import ESC, OPERATORS, decode_case, encode_case, table_fingerprint
+from .caseops import ESC, OPERATORS, PGOLF, TRANSFORMS, CaseTransform, transform
 from .hf_bpe import HFByteLevelBPETokenizer
 from .sentencepiece_bpe import SentencePieceTokenizer
 from .spec import SpecError, TokenizerSpec
@@ -36,6 +38,19 @@ from .spec import SpecError, TokenizerSpec
 OPERATOR_SPLIT = re.compile(f"([{''.join(OPERATORS.values())}])")
 OPERATOR_BYTES = 3  # UTF-8 length of each operator character (private use area U+E001..U+E004)
 assert all(len(op.encode("utf-8")) == OPERATOR_BYTES for op in OPERATORS.values())
+TRANSFORM_OPTION = "case_transform"  # the spec option naming the transform; the inner trainer never sees it
+
+
+def case_transform_of(spec: TokenizerSpec) -> CaseTransform:
+    """The transform a CaseOps spec asks for."""
+    name = spec.options.get(TRANSFORM_OPTION, PGOLF)
+    if name not in TRANSFORMS:
+        raise SpecError(f"spec {spec.name!r}: {TRANSFORM_OPTION} {name!r} is not one of {', '.join(TRANSFORMS)}")
+    return transform(name)
+
+
+def _inner_options(spec: TokenizerSpec) -> dict:
+    return {k: v for k, v in spec.options.items() if k != TRANSFORM_OPTION}
 
 
 class _CaseOpsTokenizer(Tokenizer):
@@ -46,6 +61,7 @@ class _CaseOpsTokenizer(Tokenizer):
     def __init__(self, spec: TokenizerSpec, inner: Tokenizer, operator_ids: dict[str, int]) -> None:
         super().__init__(spec)
         self.inner = inner
+        self.case = case_transform_of(spec)
         self.operator_ids = operator_ids  # name -> id, e.g. for the operator share in tokenizer-info
         self._is_operator = np.zeros(self.vocab_size, dtype=bool)
         self._is_operator[list(operator_ids.values())] = True
@@ -64,6 +80,10 @@ class _CaseOpsTokenizer(Tokenizer):
     @abstractmethod
     def _encode_transformed(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
         """Ids and byte counts of transformed texts, counting bytes of the transformed text."""
+
+    def _encode_transformed_ids(self, texts: list[str]) -> list[np.ndarray]:
+        """Ids alone; a kind whose inner tokenizer pays for byte counts (a lossy SentencePiece) skips them here."""
+        return [ids for ids, _ in self._encode_transformed(texts)]
 
     @abstractmethod
     def _decode_transformed(self, ids: np.ndarray) -> str: ...
@@ -84,10 +104,12 @@ class _CaseOpsTokenizer(Tokenizer):
         self.inner.set_threads(num_threads)
 
     def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
-        return [ids for ids, _ in self._encode_transformed([encode_case(t) for t in texts])]
+        encode = self.case.encode
+        return self._encode_transformed_ids([encode(t) for t in texts])
 
     def encode_with_bytes(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
-        transformed = [encode_case(t) for t in texts]
+        encode = self.case.encode
+        transformed = [encode(t) for t in texts]
         encoded = self._encode_transformed(transformed)
         return [(ids, self._original_counts(ids, counts, ESC in t)) for t, (ids, counts) in zip(transformed, encoded)]
 
@@ -99,13 +121,14 @@ class _CaseOpsTokenizer(Tokenizer):
         return out
 
     def _decode(self, ids: np.ndarray) -> str:
-        return decode_case(self._decode_transformed(ids))
+        return self.case.decode(self._decode_transformed(ids))
 
     def _piece(self, token_id: int) -> str:
         return self._names.get(token_id) or self.inner.piece(token_id)
 
     @classmethod
     def check_spec(cls, spec: TokenizerSpec) -> None:
+        case_transform_of(spec)
         cls.inner_class.check_spec(cls.inner_spec(spec))
 
     @classmethod
@@ -113,7 +136,8 @@ class _CaseOpsTokenizer(Tokenizer):
         cls, spec: TokenizerSpec, texts: list[str], *, num_threads: int, sizes: Sequence[int] | None = None
     ) -> tuple[_CaseOpsTokenizer, dict]:
         cls.check_spec(spec)
-        transformed = [encode_case(t) for t in texts]
+        case = case_transform_of(spec)
+        transformed = [case.encode(t) for t in texts]
         inner, stats = cls.inner_class.train(
             cls.inner_spec(spec), cls._training_texts(transformed), num_threads=num_threads
         )
@@ -121,22 +145,27 @@ class _CaseOpsTokenizer(Tokenizer):
         operators = sum(t.count(op) for t in transformed for op in OPERATORS.values())
         stats = {
             **stats,
-            "caseops": {"case_table": table_fingerprint(), "operator_char_share": operators / max(chars, 1)},
+            "caseops": {
+                "case_transform": case.name,
+                "case_table": case.fingerprint,
+                "operator_char_share": operators / max(chars, 1),
+            },
         }
         return cls(spec, inner), stats
 
     def payload(self) -> tuple[dict, bytes]:
         header, blob = self.inner.payload()
-        return {**header, "case_table": table_fingerprint()}, blob
+        return {**header, "case_table": self.case.fingerprint}, blob
 
     @classmethod
     def from_payload(cls, spec: TokenizerSpec, header: dict, blob: bytes) -> _CaseOpsTokenizer:
         header = dict(header)
         table = header.pop("case_table", None)
-        if table != table_fingerprint():
+        case = case_transform_of(spec)
+        if table != case.fingerprint:
             raise TokenizerError(
                 f"CaseOps tokenizer {spec.name!r} was built with case-pair table {table!r}, but this Python's "
-                f"Unicode data gives {table_fingerprint()!r}: its transform would differ"
+                f"Unicode data gives {case.fingerprint!r} for the {case.name} transform: its transform would differ"
             )
         return cls(spec, cls.inner_class.from_payload(cls.inner_spec(spec), header, blob))
 
@@ -176,11 +205,14 @@ class CaseOpsSentencePieceTokenizer(_CaseOpsTokenizer):
     def inner_spec(spec: TokenizerSpec) -> TokenizerSpec:
         if "user_defined_symbols" in spec.options:
             raise SpecError(f"spec {spec.name!r}: caseops-sp reserves user_defined_symbols for its four operators")
-        options = {**spec.options, "user_defined_symbols": list(OPERATORS.values())}
+        options = {**_inner_options(spec), "user_defined_symbols": list(OPERATORS.values())}
         return replace(spec, kind="sentencepiece", options=options)
 
     def _encode_transformed(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
         return self.inner.encode_with_bytes(texts)
+
+    def _encode_transformed_ids(self, texts: list[str]) -> list[np.ndarray]:
+        return self.inner.encode_batch(texts)
 
     def _decode_transformed(self, ids: np.ndarray) -> str:
         return self.inner.decode(ids)
@@ -202,7 +234,7 @@ class CaseOpsHFBPETokenizer(_CaseOpsTokenizer):
 
     @staticmethod
     def inner_spec(spec: TokenizerSpec) -> TokenizerSpec:
-        return replace(spec, kind="hf-bpe", vocab_size=spec.vocab_size - len(OPERATORS))
+        return replace(spec, kind="hf-bpe", vocab_size=spec.vocab_size - len(OPERATORS), options=_inner_options(spec))
 
     @staticmethod
     def _training_texts(transformed: list[str]) -> list[str]:

@@ -13,6 +13,10 @@ strikethrough tag) onto the BOS id; both would lose text. Training without them 
 Lossless: there is no normalizer and every byte-level symbol is one raw byte, so a token's original byte count is
 the length of its string, a per-id table lookup.
 
+``tokenizer_json`` writes the tokenizer as a Hugging Face ``tokenizer.json`` with these ids, and
+``read_tokenizer_json`` reads one back; only files in this layout can be read, since the layout is what lets the
+artifact hold nothing but the merges.
+
 Threads: encoding and training run on the rayon global pool, sized once per process by ``RAYON_NUM_THREADS``
 (default: all cores) and switched off by ``TOKENIZERS_PARALLELISM=false``; a process forked after the pool was used
 runs single-threaded (HF's fork guard). Training is deterministic for any thread count.
@@ -29,7 +33,7 @@ from typing import ClassVar
 import numpy as np
 import tokenizers
 from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import models, pre_tokenizers, trainers
+from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from .base import Tokenizer, TokenizerError
 from .spec import TokenizerSpec
@@ -58,6 +62,50 @@ def _alphabet() -> list[str]:
     if set(symbols) != set(pre_tokenizers.ByteLevel.alphabet()):
         raise TokenizerError(f"tokenizers {tokenizers.__version__} uses a different byte-level alphabet than GPT-2's")
     return symbols
+
+
+_ADDED_TOKEN = {"single_word": False, "lstrip": False, "rstrip": False, "normalized": False}
+
+
+def read_tokenizer_json(obj: object, where: str) -> tuple[np.ndarray, list[str]]:
+    """The merges (as our ids) of a ``tokenizer.json`` in the hf-bpe layout, and the added tokens after the
+    vocabulary (their contents in id order). Raises ``TokenizerError`` naming the first thing that differs."""
+
+    def bad(what: str) -> TokenizerError:
+        return TokenizerError(f"{where}: {what}; pgolf reads byte-level BPE tokenizer.json files in its hf-bpe layout")
+
+    model = obj.get("model") if isinstance(obj, dict) else None
+    if not isinstance(model, dict) or model.get("type") != "BPE":
+        raise bad(f"model type {model.get('type') if isinstance(model, dict) else None!r} is not BPE")
+    if obj.get("normalizer") is not None:
+        raise bad(f"it has a normalizer ({obj['normalizer'].get('type')!r})")
+    pre = obj.get("pre_tokenizer") or {}
+    if (pre.get("type"), pre.get("add_prefix_space"), pre.get("use_regex")) != ("ByteLevel", False, True):
+        raise bad(f"its pre-tokenizer is {pre!r}, not ByteLevel(add_prefix_space=false, use_regex=true)")
+    for key, allowed in (("dropout", (None,)), ("unk_token", (None,)), ("continuing_subword_prefix", (None, "")),
+                         ("end_of_word_suffix", (None, "")), ("byte_fallback", (None, False))):  # fmt: skip
+        if model.get(key) not in allowed:
+            raise bad(f"model.{key} is {model.get(key)!r}")
+    vocab = model.get("vocab")
+    if not isinstance(vocab, dict) or sorted(vocab.values()) != list(range(len(vocab))):
+        raise bad("its vocabulary ids are not 0, 1, 2, ...")
+    layout = [*HFByteLevelBPETokenizer.SPECIALS.values(), *_alphabet()]
+    for k, (got, want) in enumerate(zip(sorted(vocab, key=vocab.get), layout)):
+        if got != want:
+            raise bad(f"id {k} is {got!r} where the layout has {want!r} (4 specials, then the byte symbols in order)")
+    added = sorted(obj.get("added_tokens") or [], key=lambda t: t["id"])
+    for t in added:  # an added token spelling a special marks it special; HF then keeps its vocabulary id
+        if t["content"] in HFByteLevelBPETokenizer.SPECIALS.values() and vocab.get(t["content"]) != t["id"]:
+            raise bad(f"the added token {t['content']!r} has id {t['id']}, not its vocabulary id")
+    extra = [t for t in added if t["content"] not in vocab]
+    if [t["id"] for t in extra] != list(range(len(vocab), len(vocab) + len(extra))):
+        raise bad("its added tokens outside the vocabulary do not follow it")
+    try:
+        pairs = [m.split(" ") if isinstance(m, str) else m for m in model.get("merges", [])]
+        merges = np.array([[vocab[a], vocab[b]] for a, b in pairs], dtype=np.int64).reshape(-1, 2)
+    except (KeyError, TypeError, ValueError) as e:
+        raise bad(f"a merge names a token outside the vocabulary ({e})") from None
+    return merges, [t["content"] for t in extra]
 
 
 @contextmanager
@@ -133,6 +181,46 @@ class HFByteLevelBPETokenizer(Tokenizer):
 
     def encode_with_bytes(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray]]:
         return [(ids, self._byte_counts[ids]) for ids in self.encode_batch(texts)]
+
+    def tokenizer_json(self, extra_tokens: Sequence[str] = ()) -> str:
+        """A Hugging Face ``tokenizer.json`` that encodes every text to the ids ``encode_batch`` gives.
+
+        The specials are plain vocabulary entries 0..3, not HF added tokens: HF would match a literal ``<s>`` in
+        text as BOS, and renumbers added tokens after the vocabulary on load. No merge can spell them (the
+        pre-tokenizer splits ``<``, letters and ``>`` apart), so encoding never yields them. ``extra_tokens``
+        (e.g. the CaseOps operators) are added tokens after the vocabulary, matched in text.
+        """
+        offset = len(self.SPECIALS)
+        hf_vocab = self._hf.get_vocab()
+        symbols = sorted(hf_vocab, key=hf_vocab.get)
+        if set(symbols) & set(self.SPECIALS.values()):
+            raise TokenizerError(f"hf-bpe {self.spec.name!r}: a merge spells a special's string; no tokenizer.json")
+        vocab = {**{c: i for i, c in enumerate(self.SPECIALS.values())}, **{s: i + offset for s, i in hf_vocab.items()}}
+        pairs = [(symbols[a - offset], symbols[b - offset]) for a, b in self.merges.tolist()]
+        hf = HFTokenizer(models.BPE(vocab=vocab, merges=pairs))
+        hf.pre_tokenizer = _pre_tokenizer()
+        hf.decoder = decoders.ByteLevel()
+        obj = json.loads(hf.to_str())  # the installed library's own schema
+        obj["added_tokens"] = [
+            {"id": self.vocab_size + k, "content": c, **_ADDED_TOKEN, "special": False}
+            for k, c in enumerate(extra_tokens)
+        ]
+        return json.dumps(obj, ensure_ascii=False, indent=2) + "\n"
+
+    @classmethod
+    def from_tokenizer_json(cls, spec: TokenizerSpec, obj: object, where: str) -> HFByteLevelBPETokenizer:
+        """The tokenizer a ``tokenizer.json`` in this layout describes; added tokens after the vocabulary are the
+        caller's (``read_tokenizer_json`` lists them)."""
+        merges, _ = read_tokenizer_json(obj, where)
+        tok = cls(spec, merges)
+        offset = len(cls.SPECIALS)
+        want = {s: i for s, i in obj["model"]["vocab"].items() if i >= offset}
+        if {s: i + offset for s, i in tok._hf.get_vocab().items()} != want:
+            raise TokenizerError(
+                f"{where}: the vocabulary the merges build differs from the file's; pgolf's hf-bpe layout numbers "
+                "each merge's string in merge order"
+            )
+        return tok
 
     def token_bytes(self, token_id: int) -> bytes:
         """The raw bytes one token stands for (empty for specials)."""

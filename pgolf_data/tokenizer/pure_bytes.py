@@ -2,10 +2,15 @@
 
 Ids 0..3 are ``<pad>``, ``<s>`` (BOS), ``</s>``, ``<unk>``; byte ``b`` is id ``b + 4`` (docs/formats.md). Nothing
 is learned, so the artifact holds only the spec, and every token accounts for exactly one original byte.
+
+The challenge's export describes this tokenizer in a small JSON file (``OFFICIAL_JSON_NAME``): ``tokenizer_type``
+``"pure_byte"``, the ``config`` of ids above and ``vocab_size``, keys sorted, two-space indent, a final newline.
+``official_json`` writes it and ``check_official_json`` reads one.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import numpy as np
@@ -17,6 +22,22 @@ SPECIALS = {"pad": "<pad>", "bos": "<s>", "eos": "</s>", "unk": "<unk>"}
 OFFSET = len(SPECIALS)
 VOCAB_SIZE = OFFSET + 256
 LAYOUT = "byte260"
+OFFICIAL_JSON_NAME = "fineweb_pure_byte_260.json"
+OFFICIAL_CONFIG = {"pad_id": 0, "bos_id": 1, "eos_id": 2, "unk_id": 3, "byte_offset": OFFSET, "byte_count": 256}
+
+
+def official_json() -> str:
+    """The challenge export's description of the pure-byte tokenizer."""
+    payload = {"tokenizer_type": "pure_byte", "config": OFFICIAL_CONFIG, "vocab_size": VOCAB_SIZE}
+    return json.dumps(payload, indent=2, sort_keys=True) + "\n"
+
+
+def check_official_json(obj: object, where: str) -> None:
+    """Raise unless ``obj`` (parsed JSON) describes exactly this layout."""
+    want = json.loads(official_json())
+    if obj != want:
+        got = {k: obj.get(k) for k in want} if isinstance(obj, dict) else obj
+        raise TokenizerError(f"{where}: a pure-byte tokenizer other than the byte260 layout {want}: {got}")
 
 
 class ByteTokenizer(Tokenizer):

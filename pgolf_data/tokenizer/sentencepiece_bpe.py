@@ -241,8 +241,21 @@ class SentencePieceTokenizer(Tokenizer):
         self._threads = max(1, num_threads)
 
     def model_proto(self) -> bytes:
-        """The model as a SentencePiece ``.model`` file (without the trainer's thread count)."""
+        """The model as a SentencePiece ``.model`` file (trained here: without the trainer's thread count)."""
         return self._model
+
+    def spans(self, texts: Sequence[str]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """SentencePiece's own encoding of each text: ``(ids, begins, ends)``, int64, where ``raw[begin:end]`` is the
+        UTF-8 input each piece was aligned to (its ``surface``). Unlike ``encode_batch`` a literal ``▁`` is not
+        special-cased: these are the ids an official script gets from the same model."""
+        results = self._sp.encode(
+            [t.encode("utf-8") for t in texts], out_type="offset_mapping", return_bytes=True, num_threads=self._threads
+        )
+        out = []
+        for r in results:
+            offsets = np.array(r["offsets"], dtype=np.int64).reshape(-1, 2)
+            out.append((np.array(r["ids"], dtype=np.int64), offsets[:, 0], offsets[:, 1]))
+        return out
 
     def encode_batch(self, texts: Sequence[str]) -> list[np.ndarray]:
         texts = list(texts)
