@@ -1,0 +1,207 @@
+"""The per-group weight codec against brotli-11, lzma and zstd-22 on one quantized state, side by side, with
+ablations of its pieces (row chain, transposition, one stream per group, ZPAQ level and blocks, lrzip).
+
+    python bench/pergroup.py --run RUN_DIR        # trained: RUN/model.pga's weights, else its newest checkpoint
+                                                  # quantized with the run's config (GPTQ etc., as train does)
+    python bench/pergroup.py --synthetic          # record-shaped weights (record-caseops: 11 x 512, MLP 4x, vocab
+                                                  # 8192), t-distributed (nu = 5), the preset's int6/int7 SDClip RTN
+    python bench/pergroup.py --quick              # tiny synthetic shapes at ZPAQ level 1: seconds (tests run this)
+
+Every codec gets the same bytes (a serialized ``QuantizedState``, the artifact's ``weights`` part) and must give
+them back exactly. Times are wall-clock seconds of this process (``--workers`` threads for the groups; the
+baselines are single-threaded). ``--lrzip`` also compresses the same group streams with ``lrzip -z -L 9`` (the
+record's binary, Debian's lrzip) when it is on PATH.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pgolf_data.compress import CODEC_IDS
+from pgolf_data.compress import compress as pgolf_compress
+from pgolf_data.compress import decompress as pgolf_decompress
+from pgolf_model import artifact, checkpoint, pergroup
+from pgolf_model.config import Config, preset
+from pgolf_model.export import export_weights, rules_from_config
+from pgolf_model.model import GPT
+from pgolf_model.ptq import quantize_state, tensor_groups
+from pgolf_model.runtime import Runtime
+
+QUICK = {
+    "model.num_layers": 3,
+    "model.model_dim": 64,
+    "model.num_heads": 4,
+    "model.num_kv_heads": 2,
+    "model.vocab_size": 512,
+    "model.parallel_from": 0,
+    "model.num_loops": 0,
+    "quant.keep_float_max_numel": 1024,
+}
+
+
+def synthetic_weights(cfg: Config, seed: int = 0) -> bytes:
+    """Every tensor of ``cfg``'s GPT drawn from a t distribution (nu = 5: heavier tails than a Gaussian, like trained
+    weights) scaled by 1/sqrt(fan-in), quantized with ``cfg.quant``'s per-group bits and SDClip k by rounding."""
+    with torch.device("meta"):
+        model = GPT(cfg.model)
+    rng = np.random.default_rng(seed)
+    state = {}
+    for name, t in model.state_dict().items():
+        scale = 1.0 / np.sqrt(t.shape[-1]) if t.ndim == 2 else 0.1
+        state[name] = torch.from_numpy((rng.standard_t(5, tuple(t.shape)) * scale).astype(np.float32))
+    qs = quantize_state(state, tensor_groups(model), rules_from_config(cfg), cfg.quant, lqer_rank=cfg.quant.lqer_rank)
+    return qs.to_bytes()
+
+
+def trained_weights(run: Path) -> tuple[bytes, str]:
+    art = run / "model.pga"
+    if art.is_file():
+        return artifact.read(art).weights, f"the weights part of {art}"
+    path = checkpoint.latest(run)
+    if path is None:
+        raise SystemExit(f"{run}: no model.pga and no checkpoint")
+    state = checkpoint.load(path)
+    cfg = Config.from_dict(state["config"])
+    model = GPT(cfg.model)
+    model.load_state_dict(state["model"])
+    t0 = time.perf_counter()
+    out = export_weights(model.eval(), cfg, runtime=Runtime(torch.device("cpu")))
+    print(f"quantized {path} with its config ({cfg.quant.method}) in {time.perf_counter() - t0:.0f}s")
+    return out.weights, f"{path} (step {state['step']}, {state['train_seconds']:.0f}s of training), quantized"
+
+
+def timed(fn, *args, **kwargs):
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0
+
+
+def run_codec(label: str, weights: bytes, enc, dec) -> dict:
+    blob, t_enc = timed(enc, weights)
+    back, t_dec = timed(dec, blob)
+    if back != weights:
+        raise AssertionError(f"{label}: the round trip changed the weights")
+    row = {"codec": label, "bytes": len(blob), "compress_s": round(t_enc, 2), "decompress_s": round(t_dec, 2)}
+    print(f"  {label:<34}{len(blob):>12,}{t_enc:>10.1f}s{t_dec:>10.1f}s", flush=True)
+    return row
+
+
+def lrzip_row(blob: bytes) -> dict | None:
+    """The default blob's groups through ``lrzip -z -L 9`` instead of libzpaq: its total with that swap."""
+    if shutil.which("lrzip") is None:
+        print("  lrzip: not on PATH (apt-get install lrzip), skipped")
+        return None
+    streams = pergroup._streams(blob, "bench")
+    fixed = len(pergroup._FIXED)
+    import zpaq
+
+    raws = [zpaq.decompress(s) for s in streams[fixed:]]
+    total, t_enc, t_dec = sum(len(s) for s in streams[:fixed]) + len(blob) - sum(map(len, streams)), 0.0, 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, raw in enumerate(raws):
+            src, packed, back = (Path(tmp) / f"g{i}{ext}" for ext in (".bin", ".bin.lrz", ".out"))
+            src.write_bytes(raw)
+            t0 = time.perf_counter()
+            subprocess.run(["lrzip", "-q", "-z", "-L", "9", "-o", str(packed), str(src)], check=True)
+            t_enc += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            subprocess.run(["lrzip", "-q", "-d", "-f", "-o", str(back), str(packed)], check=True)
+            t_dec += time.perf_counter() - t0
+            if back.read_bytes() != raw:
+                raise AssertionError("lrzip round trip changed a group")
+            total += packed.stat().st_size
+    label = "pergroup, groups by lrzip -z -L 9"
+    print(f"  {label:<34}{total:>12,}{t_enc:>10.1f}s{t_dec:>10.1f}s   (groups only, sequential)", flush=True)
+    return {"codec": label, "bytes": total, "compress_s": round(t_enc, 2), "decompress_s": round(t_dec, 2)}
+
+
+def chain_seconds(weights: bytes) -> dict[str, float]:
+    """Seconds of ``nn_chain`` per sorted role, one thread, summed over layers."""
+    out: dict[str, float] = {}
+    for name, arr in pergroup.state_tensors(weights).items():
+        key = pergroup.role(name)[0]
+        if arr.dtype == np.int8 and arr.ndim == 2 and key in pergroup.SORT_ROLES:
+            label = f"{key} {arr.shape[0]}x{arr.shape[1]}"
+            out[label] = out.get(label, 0.0) + timed(pergroup.nn_chain, arr)[1]
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", type=Path, help="a pgolf_model.train run directory")
+    source.add_argument("--synthetic", action="store_true", help="record-caseops-shaped synthetic weights")
+    source.add_argument("--quick", action="store_true", help="tiny synthetic shapes, ZPAQ level 1 (seconds)")
+    parser.add_argument("--preset", default="record-caseops", help="shapes and quant scheme of --synthetic")
+    parser.add_argument("--level", type=int, default=pergroup.LEVEL, help="ZPAQ level of the default pergroup row")
+    parser.add_argument("--workers", type=int, default=2, help="threads for the groups (the box: 2 cores)")
+    parser.add_argument("--no-ablate", action="store_true", help="only the codecs, no ablations")
+    parser.add_argument("--lrzip", action="store_true", help="also lrzip -z -L 9 on the same group streams")
+    parser.add_argument("--json", type=Path, help="write the rows here as JSON")
+    args = parser.parse_args(argv)
+
+    if args.run:
+        weights, what = trained_weights(args.run)
+    else:
+        cfg = preset(args.preset)
+        cfg = cfg.override(QUICK) if args.quick else cfg
+        weights, what = synthetic_weights(cfg), f"synthetic {cfg.preset}" + (" (quick shapes)" if args.quick else "")
+    level = 1 if args.quick else args.level
+    ints = sum(a.size for n, a in pergroup.state_tensors(weights).items() if a.dtype == np.int8 and a.ndim == 2)
+    print(f"{what}: {len(weights):,} serialized bytes, {ints:,} quantized values; {args.workers} worker threads")
+    print(f"  {'codec':<34}{'bytes':>12}{'compress':>11}{'decompress':>11}")
+
+    def pg(**options):
+        return lambda w: pergroup.compress(w, workers=args.workers, **{"level": level, **options})
+
+    rows = [
+        run_codec(
+            name, weights, lambda w, n=name: pgolf_compress(w, (n,))[1], partial(pgolf_decompress, CODEC_IDS[name])
+        )
+        for name in ("zstd", "lzma", "brotli")
+    ]
+    default = run_codec(f"pergroup (level {level})", weights, pg(), pergroup.decompress)
+    rows.append(default)
+    if not args.no_ablate:
+        variants = {
+            "  no row chain": {"sort_roles": frozenset()},
+            "  chain on every matrix": {"sort_roles": None},
+            "  not transposed": {"transpose": False},
+            "  one stream for all matrices": {"single_group": True},
+            "  one ZPAQ block per group": {"block_bytes": 1 << 40},
+            **{f"  level {lv}": {"level": lv} for lv in (1, 2, 3, 4, 5) if lv != level},
+        }
+        rows += [run_codec(label, weights, pg(**opts), pergroup.decompress) for label, opts in variants.items()]
+    if args.lrzip:
+        blob = pergroup.compress(weights, workers=args.workers, level=level)
+        row = lrzip_row(blob)
+        rows += [row] if row else []
+
+    brotli_bytes = next(r["bytes"] for r in rows if r["codec"] == "brotli")
+    print(f"\n  {'vs brotli-11':<34}{'bytes saved':>12}{'saving':>9}")
+    for r in rows:
+        r["saved_vs_brotli"] = brotli_bytes - r["bytes"]
+        r["saving_pct"] = round(100 * r["saved_vs_brotli"] / brotli_bytes, 3)
+        print(f"  {r['codec']:<34}{r['saved_vs_brotli']:>12,}{r['saving_pct']:>8.2f}%")
+    chains = chain_seconds(weights)
+    print("\nrow chain (nn_chain, one thread): " + ", ".join(f"{k} {v:.1f}s" for k, v in chains.items()))
+    if args.json:
+        report = {"source": what, "serialized_bytes": len(weights), "values": ints, "workers": args.workers}
+        args.json.write_text(json.dumps({**report, "rows": rows, "chain_s": chains}, indent=2) + "\n")
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    main()
