@@ -5,7 +5,7 @@ ablations of its pieces (row chain, transposition, one stream per group, ZPAQ le
                                                   # quantized with the run's config (GPTQ etc., as train does)
     python bench/pergroup.py --synthetic          # record-shaped weights (record-caseops: 11 x 512, MLP 4x, vocab
                                                   # 8192), t-distributed (nu = 5), the preset's int6/int7 SDClip RTN
-    python bench/pergroup.py --quick              # tiny synthetic shapes at ZPAQ level 1: seconds (tests run this)
+    python bench/pergroup.py --quick              # tiny synthetic shapes at ZPAQ level 3: seconds (tests run this)
 
 Every codec gets the same bytes (a serialized ``QuantizedState``, the artifact's ``weights`` part) and must give
 them back exactly. Times are wall-clock seconds of this process (``--workers`` threads for the groups; the
@@ -25,6 +25,7 @@ import time
 from functools import partial
 from pathlib import Path
 
+import brotli
 import numpy as np
 import torch
 
@@ -47,6 +48,17 @@ QUICK = {
     "model.parallel_from": 0,
     "model.num_loops": 0,
     "quant.keep_float_max_numel": 1024,
+}
+
+
+# name -> (row label, pergroup.compress options changed from the default)
+ABLATIONS = {
+    "chain-off": ("no row chain", {"sort_roles": frozenset()}),
+    "chain-all": ("chain on every matrix", {"sort_roles": None}),
+    "no-transpose": ("not transposed", {"transpose": False}),
+    "one-stream": ("one stream for all matrices", {"single_group": True}),
+    "one-block": ("one ZPAQ block per group", {"block_bytes": 1 << 40}),
+    **{f"level{lv}": (f"level {lv}", {"level": lv}) for lv in range(1, 6)},
 }
 
 
@@ -113,10 +125,12 @@ def lrzip_row(blob: bytes) -> dict | None:
             src, packed, back = (Path(tmp) / f"g{i}{ext}" for ext in (".bin", ".bin.lrz", ".out"))
             src.write_bytes(raw)
             t0 = time.perf_counter()
-            subprocess.run(["lrzip", "-q", "-z", "-L", "9", "-o", str(packed), str(src)], check=True)
+            subprocess.run(
+                ["lrzip", "-q", "-z", "-L", "9", "-o", str(packed), str(src)], check=True, capture_output=True
+            )
             t_enc += time.perf_counter() - t0
             t0 = time.perf_counter()
-            subprocess.run(["lrzip", "-q", "-d", "-f", "-o", str(back), str(packed)], check=True)
+            subprocess.run(["lrzip", "-q", "-d", "-f", "-o", str(back), str(packed)], check=True, capture_output=True)
             t_dec += time.perf_counter() - t0
             if back.read_bytes() != raw:
                 raise AssertionError("lrzip round trip changed a group")
@@ -124,6 +138,14 @@ def lrzip_row(blob: bytes) -> dict | None:
     label = "pergroup, groups by lrzip -z -L 9"
     print(f"  {label:<34}{total:>12,}{t_enc:>10.1f}s{t_dec:>10.1f}s   (groups only, sequential)", flush=True)
     return {"codec": label, "bytes": total, "compress_s": round(t_enc, 2), "decompress_s": round(t_dec, 2)}
+
+
+def breakdown(blob: bytes) -> dict[str, int]:
+    """Bytes of each stream of a pergroup blob, groups by role, plus the frame's own header."""
+    streams = pergroup._streams(blob, "bench")
+    groups = json.loads(brotli.decompress(streams[0]))["groups"]
+    sizes = dict(zip([*pergroup._FIXED, *groups], map(len, streams)))
+    return {**sizes, "frame": len(blob) - sum(sizes.values())}
 
 
 def chain_seconds(weights: bytes) -> dict[str, float]:
@@ -142,11 +164,15 @@ def main(argv: list[str] | None = None) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--run", type=Path, help="a pgolf_model.train run directory")
     source.add_argument("--synthetic", action="store_true", help="record-caseops-shaped synthetic weights")
-    source.add_argument("--quick", action="store_true", help="tiny synthetic shapes, ZPAQ level 1 (seconds)")
+    source.add_argument("--quick", action="store_true", help="tiny synthetic shapes, ZPAQ level 3 (seconds)")
     parser.add_argument("--preset", default="record-caseops", help="shapes and quant scheme of --synthetic")
     parser.add_argument("--level", type=int, default=pergroup.LEVEL, help="ZPAQ level of the default pergroup row")
     parser.add_argument("--workers", type=int, default=2, help="threads for the groups (the box: 2 cores)")
-    parser.add_argument("--no-ablate", action="store_true", help="only the codecs, no ablations")
+    parser.add_argument(
+        "--ablate",
+        default=",".join(ABLATIONS),
+        help=f"comma-separated ablations to run, from {', '.join(ABLATIONS)} (empty: none)",
+    )
     parser.add_argument("--lrzip", action="store_true", help="also lrzip -z -L 9 on the same group streams")
     parser.add_argument("--json", type=Path, help="write the rows here as JSON")
     args = parser.parse_args(argv)
@@ -157,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg = preset(args.preset)
         cfg = cfg.override(QUICK) if args.quick else cfg
         weights, what = synthetic_weights(cfg), f"synthetic {cfg.preset}" + (" (quick shapes)" if args.quick else "")
-    level = 1 if args.quick else args.level
+    level = 3 if args.quick else args.level
     ints = sum(a.size for n, a in pergroup.state_tensors(weights).items() if a.dtype == np.int8 and a.ndim == 2)
     print(f"{what}: {len(weights):,} serialized bytes, {ints:,} quantized values; {args.workers} worker threads")
     print(f"  {'codec':<34}{'bytes':>12}{'compress':>11}{'decompress':>11}")
@@ -171,18 +197,16 @@ def main(argv: list[str] | None = None) -> None:
         )
         for name in ("zstd", "lzma", "brotli")
     ]
-    default = run_codec(f"pergroup (level {level})", weights, pg(), pergroup.decompress)
-    rows.append(default)
-    if not args.no_ablate:
-        variants = {
-            "  no row chain": {"sort_roles": frozenset()},
-            "  chain on every matrix": {"sort_roles": None},
-            "  not transposed": {"transpose": False},
-            "  one stream for all matrices": {"single_group": True},
-            "  one ZPAQ block per group": {"block_bytes": 1 << 40},
-            **{f"  level {lv}": {"level": lv} for lv in (1, 2, 3, 4, 5) if lv != level},
-        }
-        rows += [run_codec(label, weights, pg(**opts), pergroup.decompress) for label, opts in variants.items()]
+    rows.append(run_codec(f"pergroup (level {level})", weights, pg(), pergroup.decompress))
+    streams = breakdown(pg()(weights))
+    print("    streams: " + ", ".join(f"{k} {v:,}" for k, v in streams.items()), flush=True)
+    chosen = [a for a in args.ablate.split(",") if a]
+    if unknown := set(chosen) - set(ABLATIONS):
+        parser.error(f"unknown ablation(s) {', '.join(sorted(unknown))}; known: {', '.join(ABLATIONS)}")
+    for key in chosen:
+        label, opts = ABLATIONS[key]
+        if opts.get("level", -1) != level:
+            rows.append(run_codec(f"  {label}", weights, pg(**opts), pergroup.decompress))
     if args.lrzip:
         blob = pergroup.compress(weights, workers=args.workers, level=level)
         row = lrzip_row(blob)
@@ -198,7 +222,8 @@ def main(argv: list[str] | None = None) -> None:
     print("\nrow chain (nn_chain, one thread): " + ", ".join(f"{k} {v:.1f}s" for k, v in chains.items()))
     if args.json:
         report = {"source": what, "serialized_bytes": len(weights), "values": ints, "workers": args.workers}
-        args.json.write_text(json.dumps({**report, "rows": rows, "chain_s": chains}, indent=2) + "\n")
+        report |= {"rows": rows, "streams": streams, "chain_s": chains}
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}")
 
 

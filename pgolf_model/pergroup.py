@@ -135,7 +135,7 @@ def encode(
     the groups side by side (0: one per group)."""
     if not 0 <= level <= 5:
         raise PergroupError(f"zpaq level {level}: must be in 0..5")
-    manifest, remainder, groups, chained = [], [], {}, []
+    manifest, remainder, groups, chained = [], [], {}, set()
     for name, arr in tensors.items():
         arr = np.asarray(arr)
         if arr.dtype.hasobject or arr.dtype.kind == "V":
@@ -143,7 +143,7 @@ def encode(
         if arr.dtype == np.int8 and arr.ndim == 2 and arr.size:
             key, layer = role(name)
             if sort_roles is None or key in sort_roles:
-                chained.append(len(manifest))
+                chained.add(len(manifest))
             key = "*" if single_group else key
             groups.setdefault(key, []).append((layer, len(manifest), arr))
             manifest.append([name, arr.dtype.str, list(arr.shape), key])
@@ -168,7 +168,7 @@ def encode(
 
     with ThreadPoolExecutor(workers or max(1, len(order))) as pool:
         packed = list(pool.map(pack, order))
-    head = {"transpose": transpose, "groups": order, "chained": chained, "tensors": manifest}
+    head = {"transpose": transpose, "groups": order, "chained": sorted(chained), "tensors": manifest}
     streams = [
         brotli.compress(json.dumps(head, separators=(",", ":")).encode(), quality=11),
         brotli.compress(b"".join(remainder), quality=11, lgwin=24),

@@ -203,6 +203,6 @@ def test_bench_quick_runs(tmp_path, capsys):
         sys.path.pop(0)
     bench.main(["--quick", "--json", str(tmp_path / "out.json")])
     out = capsys.readouterr().out
-    assert "pergroup (level 1)" in out and "no row chain" in out and "vs brotli-11" in out
+    assert "pergroup (level 3)" in out and "no row chain" in out and "vs brotli-11" in out
     rows = json.loads((tmp_path / "out.json").read_text())["rows"]
-    assert {r["codec"] for r in rows} >= {"zstd", "lzma", "brotli", "pergroup (level 1)"}
+    assert {r["codec"] for r in rows} >= {"zstd", "lzma", "brotli", "pergroup (level 3)"}
