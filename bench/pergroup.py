@@ -8,9 +8,10 @@ ablations of its pieces (row chain, transposition, one stream per group, ZPAQ le
     python bench/pergroup.py --quick              # tiny synthetic shapes at ZPAQ level 3: seconds (tests run this)
 
 Every codec gets the same bytes (a serialized ``QuantizedState``, the artifact's ``weights`` part) and must give
-them back exactly. Times are wall-clock seconds of this process (``--workers`` threads for the groups; the
-baselines are single-threaded). ``--lrzip`` also compresses the same group streams with ``lrzip -z -L 9`` (the
-record's binary, Debian's lrzip) when it is on PATH.
+them back exactly. Times are wall-clock seconds and CPU seconds (all threads) of this process: ``--workers``
+threads for the groups, the baselines single-threaded; on a shared machine the CPU seconds are the steadier measure.
+``--lrzip`` also compresses the same group streams with ``lrzip -z -L 9`` (the record's binary, Debian's lrzip) when
+it is on PATH.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def timed(fn, *args, **kwargs):
     return out, time.perf_counter() - t0, time.process_time() - c0
 
 
-def run_codec(label: str, weights: bytes, enc, dec) -> dict:
+def run_codec(label: str, weights: bytes, enc, dec) -> tuple[dict, bytes]:
     blob, t_enc, c_enc = timed(enc, weights)
     back, t_dec, c_dec = timed(dec, blob)
     if back != weights:
@@ -109,7 +110,7 @@ def run_codec(label: str, weights: bytes, enc, dec) -> dict:
     row = {"codec": label, "bytes": len(blob), "compress_s": round(t_enc, 2), "decompress_s": round(t_dec, 2)}
     row |= {"compress_cpu_s": round(c_enc, 2), "decompress_cpu_s": round(c_dec, 2)}
     print(f"  {label:<34}{len(blob):>12,}{t_enc:>9.1f}s {c_enc:>7.1f}s{t_dec:>9.1f}s {c_dec:>7.1f}s", flush=True)
-    return row
+    return row, blob
 
 
 def lrzip_row(blob: bytes) -> dict | None:
@@ -157,7 +158,7 @@ def breakdown(blob: bytes) -> dict[str, int]:
 
 
 def chain_seconds(weights: bytes) -> dict[str, float]:
-    """Seconds of ``nn_chain`` per sorted role, one thread, summed over layers."""
+    """CPU seconds of ``nn_chain`` per sorted role and shape, summed over layers."""
     out: dict[str, float] = {}
     for name, arr in pergroup.state_tensors(weights).items():
         key = pergroup.role(name)[0]
@@ -202,11 +203,12 @@ def main(argv: list[str] | None = None) -> None:
     rows = [
         run_codec(
             name, weights, lambda w, n=name: pgolf_compress(w, (n,))[1], partial(pgolf_decompress, CODEC_IDS[name])
-        )
+        )[0]
         for name in ("zstd", "lzma", "brotli")
     ]
-    rows.append(run_codec(f"pergroup (level {level})", weights, pg(), pergroup.decompress))
-    streams = breakdown(pg()(weights))
+    row, blob = run_codec(f"pergroup (level {level})", weights, pg(), pergroup.decompress)
+    rows.append(row)
+    streams = breakdown(blob)
     print("    streams: " + ", ".join(f"{k} {v:,}" for k, v in streams.items()), flush=True)
     chosen = [a for a in args.ablate.split(",") if a]
     if unknown := set(chosen) - set(ABLATIONS):
@@ -214,11 +216,9 @@ def main(argv: list[str] | None = None) -> None:
     for key in chosen:
         label, opts = ABLATIONS[key]
         if opts.get("level", -1) != level:
-            rows.append(run_codec(f"  {label}", weights, pg(**opts), pergroup.decompress))
-    if args.lrzip:
-        blob = pergroup.compress(weights, workers=args.workers, level=level)
-        row = lrzip_row(blob)
-        rows += [row] if row else []
+            rows.append(run_codec(f"  {label}", weights, pg(**opts), pergroup.decompress)[0])
+    if args.lrzip and (row := lrzip_row(blob)):
+        rows.append(row)
 
     brotli_bytes = next(r["bytes"] for r in rows if r["codec"] == "brotli")
     print(f"\n  {'vs brotli-11':<34}{'bytes saved':>12}{'saving':>9}")
@@ -239,5 +239,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     main()
