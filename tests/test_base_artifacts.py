@@ -1,0 +1,115 @@
+"""Artifacts written by commit 8575f8a (``tests/fixtures/base-8575f8a``) still load and score as they did then, and
+the same config still trains to the same weights: the restructuring of issue 12 changed no behaviour."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from model_data import make_dataset, one_thread, synthetic_docs  # noqa: F401 (autouse fixture)
+
+from pgolf_model import artifact, evaluate, export
+from pgolf_model.config import Config, preset
+from pgolf_model.model import GPT
+from pgolf_model.runtime import Runtime
+from pgolf_model.train import run
+
+FIXTURES = Path(__file__).parent / "fixtures" / "base-8575f8a"
+EXPECTED = json.loads((FIXTURES / "expected.json").read_text())
+
+# The base's evaluate runs (expected.json's ``base_flags``) with this code's flag names.
+RUNS = {
+    "plain": {
+        "own": [],
+        "stride0": ["--stride", "0"],
+        "full": [
+            "--ttt", "full", "--eval.full_chunk_tokens", "512", "--eval.full_batch_seqs", "2",
+            "--eval.full_epochs", "1", "--eval.full_lr", "0.01",
+        ],
+        "phased": [
+            "--ttt", "phased", "--eval.lora_chunk_tokens", "8", "--eval.lora_batch_docs", "3", "--eval.lora_rank", "4",
+            "--eval.lora_targets", "k,o", "--eval.phased_prefix_docs", "6", "--eval.phased_phases", "2",
+            "--eval.global_chunk_tokens", "256", "--eval.global_batch_seqs", "2", "--eval.global_lr", "0.01",
+        ],
+        "host": ["--host-code"],
+    },
+    "stack": {"own": [], "stride8": ["--ttt", "none", "--stride", "8"]},
+}  # fmt: skip
+CASES = [(name, run_name) for name, runs in RUNS.items() for run_name in runs]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("base"), synthetic_docs(300, 1), synthetic_docs(12, 2))
+
+
+def config(name: str) -> Config:
+    return preset(EXPECTED["preset"]).override({**EXPECTED["common"], **EXPECTED["artifacts"][name]["overrides"]})
+
+
+def part_sha256(path: Path) -> dict[str, str]:
+    data = path.read_bytes()
+    return {name: hashlib.sha256(data[start:end]).hexdigest() for name, (start, end) in part_spans(data).items()}
+
+
+def part_spans(data: bytes) -> dict[str, tuple[int, int]]:
+    """Byte ranges of the parts, read from the container's table (``artifact`` module docstring)."""
+    pos, table = 6, []
+    for _ in range(data[5]):
+        n = data[pos]
+        table.append((data[pos + 1 : pos + 1 + n].decode(), int.from_bytes(data[pos + 2 + n : pos + 6 + n], "little")))
+        pos += 6 + n
+    spans = {}
+    for name, size in table:
+        spans[name] = (pos, pos + size)
+        pos += size
+    return spans
+
+
+@pytest.mark.parametrize(("name", "run_name"), CASES)
+def test_old_artifacts_score_as_at_base(dataset, capsys, name, run_name):
+    want = EXPECTED["artifacts"][name]["evaluate"][run_name]
+    path = FIXTURES / f"{name}.pga"
+    assert evaluate.main([str(path), "--data", str(dataset[0]), "--json", *RUNS[name][run_name]]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert (got["val_tokens"], got["val_bytes"], got["ttt"], got["stride"]) == tuple(
+        want[k] for k in ("val_tokens", "val_bytes", "ttt", "stride")
+    )
+    # Bit-identical on the machine that wrote the fixture; other CPUs may round float32 sums differently.
+    assert got["val_bpb"] == pytest.approx(want["val_bpb"], rel=1e-6)
+    assert got["val_loss"] == pytest.approx(want["val_loss"], rel=1e-6)
+
+
+def test_old_configs_read_as_this_codes_config():
+    for name in RUNS:
+        art = artifact.read(FIXTURES / f"{name}.pga")
+        assert Config.from_dict(art.config) == config(name)
+
+
+def test_the_same_config_trains_to_the_same_weights(dataset, tmp_path):
+    data, tok = dataset
+    summary = run(config("plain"), data=data, tokenizer=tok, out_dir=tmp_path, progress=False)
+    want = EXPECTED["artifacts"]["plain"]
+    got = part_sha256(tmp_path / "model.pga")
+    assert got["tokenizer"] == want["part_sha256"]["tokenizer"]
+    assert got["weights"] == want["part_sha256"]["weights"]
+    assert {k: summary[k] for k in want["summary"]} == want["summary"]
+
+
+def test_a_seeded_model_exports_the_same_weights():
+    cfg = config("plain").override({"quant.method": "rtn"})
+    torch.manual_seed(cfg.train.seed)
+    out = export.export_weights(GPT(cfg.model), cfg, runtime=Runtime(torch.device("cpu")))
+    assert out.compressed[0] == EXPECTED["init_export"]["codec_id"]
+    assert hashlib.sha256(out.compressed[1]).hexdigest() == EXPECTED["init_export"]["weights_sha256"]
+
+
+def test_an_old_config_file_reads_as_the_same_config():
+    old = json.loads((FIXTURES / "record-1.11-config.json").read_text())
+    want = preset("record-1.11").override(
+        {"eval.lora_targets": "q,k,mlp", "eval.global_lr": 0.002, "eval.full_epochs": 2}
+    )
+    assert Config.from_dict(old) == want
