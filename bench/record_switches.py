@@ -14,10 +14,10 @@ import time
 
 import torch
 
-from pgolf_model import qat
-from pgolf_model.config import preset
 from pgolf_model.model import GPT
-from pgolf_model.optim import build_optimizers
+from pgolf_model.presets import preset
+from pgolf_model.training import qat
+from pgolf_model.training.optim import build_optimizers
 
 VARIANTS = {
     "off": {},

@@ -17,9 +17,9 @@ import torch
 
 from pgolf_model import artifact
 from pgolf_model.config import EvalConfig
-from pgolf_model.evaluate import load_val
+from pgolf_model.evaluation.byte_counts import load_val
+from pgolf_model.evaluation.ttt import evaluate_ttt
 from pgolf_model.runtime import Runtime
-from pgolf_model.ttt import evaluate_ttt
 
 
 def parse_sets(items: list[str]) -> dict:

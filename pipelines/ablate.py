@@ -23,18 +23,19 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from pgolf_data.cli_args import add_corpus_args
 from pgolf_data.corpus import DEFAULT_SOURCE
 from pgolf_data.manifest import write_atomic
 from pgolf_data.tokenizer.spec import resolve_spec
 from pgolf_data.tokenizer.training import default_threads
-from pgolf_model.config import SECTIONS, Config, ConfigError, baseline, preset
+from pgolf_model.cli import flat
+from pgolf_model.config import Config, ConfigError
+from pgolf_model.presets import baseline, bind_tokenizer, preset
 
 from .cache import StageCache, write_json
 from .documents import CorpusSplit
-from .stages import shard_stage, tokenizer_stage
+from .stages import shard_stage, stage_tokenizer, tokenizer_stage
 from .stats import Summary
 
 Log = Callable[[str], None]
@@ -82,7 +83,7 @@ def record_stack(cfg: Config, steps: int | None = None) -> Config:
     - ``rope_dims`` min(16, head_dim / 2) [16 of 64]: the record's 16 rotated dims where the head is wide enough; at
       tiny's head_dim 32 a quarter would leave only 4 rotation frequencies, so half of the head rotates.
     - ``attn_gate_width`` 12 [12]: the gate reads the first 12 normed input dims, far fewer than any width here.
-    - ``smear_gate`` on [BOS-fixed]; ``model.bos_id`` is set from the tokenizer by the caller.
+    - ``smear_gate`` on [BOS-fixed]; ``model.bos_id`` is the tokenizer's (``bind_tokenizer``, by the caller).
     - ``parallel_from``: the last ~3/11 of the blocks run two lanes [blocks 8-10 of 11]; at 4 blocks, the last one.
     - depth recurrence: the middle block [3-5 of 11] runs 1 + 2 extra passes [num_loops 2], from 35% of training
       [loop_after 0.35]; it stays before the parallel lanes, as the model requires.
@@ -147,27 +148,19 @@ def record_stack(cfg: Config, steps: int | None = None) -> Config:
     return replace(on, preset=f"{cfg.preset}+record-stack")
 
 
-def run_settings(cfg: Config, *, vocab_size: int, bos_id: int) -> Config:
-    """What every run of an ablation shares besides the switches: the tokenizer's ids, no intermediate validation
+def run_settings(cfg: Config) -> Config:
+    """What every run of an ablation shares besides the switches: no intermediate validation
     (only the final scores are compared, and each validation costs time), and a GPTQ calibration of 16 sequences of
     64 tokens [64 x 2048 in the record]: sampling has no KV cache, so a batch costs its length squared; 256-token
     sequences took minutes per run at tiny on a busy 2-core machine, 64-token ones seconds."""
     return cfg.override(
         {
-            "model.vocab_size": vocab_size,
-            "model.bos_id": bos_id,
             "train.val_every": 0,
             "quant.calib_seqs": 16,
             "quant.calib_seq_len": 64,
             "quant.calib_batch": 8,
         }
     )
-
-
-def flat(cfg: Config) -> dict[str, Any]:
-    """``{"model.num_layers": 4, ...}``: every field of every section."""
-    data = cfg.to_dict()
-    return {f"{s}.{k}": v for s in SECTIONS for k, v in data[s].items()}
 
 
 def switch_off(cfg: Config, name: str, switches: Mapping[str, tuple[str, ...]] = SWITCHES) -> Config:
@@ -250,7 +243,7 @@ def run_ablation(settings: AblationSettings, log: Log = print) -> dict:
     tok_dir = tokenizer_stage(cache, spec, split, threads=settings.threads)
     shard_dir = shard_stage(cache, tok_dir, split, workers=settings.threads, label=spec.name)
     tok = read_manifest(shard_dir)["tokenizer"]
-    all_on = record_stack(run_settings(base, vocab_size=tok["vocab_size"], bos_id=tok["bos_id"]), steps)
+    all_on = record_stack(run_settings(bind_tokenizer(base, stage_tokenizer(tok_dir)[0])), steps)
     configs = variants(all_on, list(settings.only) if settings.only is not None else None)
 
     seeds = settings.seed_list()
@@ -404,9 +397,7 @@ def list_switches(preset_name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pgolf_model.config import PRESETS
-
-    from .model_stages import BUDGET_MODES
+    from .cli_args import add_training_args
 
     parser = argparse.ArgumentParser(
         prog="python -m pipelines.ablate",
@@ -416,19 +407,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_corpus_args(parser)
     parser.add_argument("--spec", default="sp1024", help="tokenizer spec name or TOML file (default sp1024)")
-    parser.add_argument("--preset", default="tiny", choices=list(PRESETS), help="model preset (default tiny)")
+    add_training_args(parser, seeds=1, per="configuration")
     parser.add_argument("--only", nargs="+", metavar="SWITCH", help="turn off only these switches (see --list)")
     parser.add_argument("--list", action="store_true", help="print the switches with their on and off values")
     parser.add_argument("--steps", type=int, help="optimizer steps per run (= --budget-mode steps --budget-value N)")
-    parser.add_argument("--budget-mode", default="steps", choices=BUDGET_MODES, help="what every run gets the same of")
-    parser.add_argument("--budget-value", type=float, help="steps, tokens or minutes (default: the preset's)")
-    parser.add_argument("--seeds", type=int, default=1, help="training runs per configuration (default 1)")
-    parser.add_argument("--first-seed", type=int, default=1337, help="seeds are FIRST, FIRST+1, ... (default 1337)")
     parser.add_argument("--val-docs", type=int, default=40, help="first N documents = validation (default 40)")
     parser.add_argument("--out", type=Path, default=Path("runs/ablate"), help="output directory (default runs/ablate)")
-    parser.add_argument("--cache", type=Path, help="stage cache directory (default OUT/cache)")
-    parser.add_argument("--threads", type=int, default=default_threads(), help="threads and worker processes")
-    parser.add_argument("--jobs", type=int, default=1, help="trainings at once, THREADS // JOBS threads each")
     args = parser.parse_args(argv)
     if args.steps is not None and (args.budget_mode != "steps" or args.budget_value is not None):
         parser.error("--steps N is --budget-mode steps --budget-value N; give one or the other")

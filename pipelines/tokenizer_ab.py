@@ -32,7 +32,7 @@ from pgolf_data.tokenizer.training import default_threads
 from .cache import StageCache, write_json
 from .documents import CorpusSplit
 from .screening import DEFAULT_SAMPLE_BYTES
-from .stages import shard_stage, tokenizer_stage
+from .stages import shard_stage, stage_tokenizer, tokenizer_stage
 
 Log = Callable[[str], None]
 
@@ -91,7 +91,7 @@ def _split(settings: ABSettings) -> CorpusSplit:
 
 def run_ab(settings: ABSettings, log: Log = print) -> dict:
     """The whole comparison; writes ``results.json`` and ``report.md`` (+ plots) into ``settings.out``."""
-    from pgolf_model.config import preset
+    from pgolf_model.presets import bind_tokenizer, preset
 
     from . import sizing
     from .model_stages import TrainRequest, apply_compute_budget, read_manifest, train_stages
@@ -112,20 +112,17 @@ def run_ab(settings: ABSettings, log: Log = print) -> dict:
         shard_dir = shard_stage(cache, tok_dir, split, workers=settings.threads, label=spec.name)
         prepared.append((spec, tok_dir, shard_dir, read_manifest(shard_dir)))
 
-    # 2. One artifact budget; each spec's model sized to fit it.
-    ref_tok = prepared[0][3]["tokenizer"]
+    # 2. One artifact budget; each spec's model, with its tokenizer's ids, sized to fit it.
+    tokenizers = [stage_tokenizer(tok_dir) for _, tok_dir, _, _ in prepared]
+    bound = [bind_tokenizer(base, tok) for tok, _ in tokenizers]
     artifact_budget = settings.artifact_budget
     budget_source = f"given (--budget {artifact_budget:,})" if artifact_budget else ""
     if artifact_budget is None:
-        artifact_budget = sizing.reference_budget(base, ref_tok["vocab_size"], ref_tok["artifact"]["bytes"])
+        artifact_budget = sizing.reference_budget(bound[0], tokenizers[0][1])
         budget_source = f"the estimated artifact of preset {settings.preset} with {specs[0].name}"
     sized = []
-    for spec, _, _, manifest in prepared:
-        tok = manifest["tokenizer"]
-        fitted = sizing.fit(
-            base, tok["vocab_size"], tok["artifact"]["bytes"], artifact_budget,
-            shrink=settings.shrink, max_scale=settings.max_scale,
-        )  # fmt: skip
+    for spec, cfg, (_, tok_bytes) in zip(specs, bound, tokenizers):
+        fitted = sizing.fit(cfg, tok_bytes, artifact_budget, shrink=settings.shrink, max_scale=settings.max_scale)
         m = fitted.config.model
         log(f"{spec.name}: {m.num_layers} layers x {m.model_dim} wide, estimated artifact {fitted.total:,} bytes")
         sized.append(fitted)
@@ -240,9 +237,7 @@ def run_screen(settings: ABSettings, sample_bytes: int | None = DEFAULT_SAMPLE_B
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pgolf_model.config import PRESETS
-
-    from .model_stages import BUDGET_MODES
+    from .cli_args import add_training_args
     from .sizing import SHRINK_MODES
 
     parser = argparse.ArgumentParser(
@@ -257,11 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", required=True, help="corpus source (file, directory, hf:NAME or 'default')")
     parser.add_argument("--out", required=True, type=Path, help="output directory for the report")
     parser.add_argument("--screen", action="store_true", help="screening only: tokens per byte and n-gram BPB")
-    parser.add_argument("--seeds", type=int, default=3, help="training runs per spec (default 3)")
-    parser.add_argument("--first-seed", type=int, default=1337, help="seeds are FIRST, FIRST+1, ... (default 1337)")
-    parser.add_argument("--preset", default="tiny", choices=list(PRESETS), help="model preset (default tiny)")
-    parser.add_argument("--budget-mode", default="steps", choices=BUDGET_MODES, help="what every run gets the same of")
-    parser.add_argument("--budget-value", type=float, help="steps, tokens or minutes (default: the preset's)")
+    add_training_args(parser, seeds=3, per="spec")
     parser.add_argument("--budget", type=int, help="artifact budget in bytes (default: preset model, first spec)")
     parser.add_argument("--shrink", default="width", choices=SHRINK_MODES, help="what sizing varies (default width)")
     parser.add_argument("--max-scale", type=float, default=2.0, help="largest model, x the preset's (default 2)")
@@ -272,9 +263,6 @@ def main(argv: list[str] | None = None) -> int:
         "--sample-bytes", type=int, default=DEFAULT_SAMPLE_BYTES,
         help=f"screening: training text for the n-gram counts, 0 = all (default {DEFAULT_SAMPLE_BYTES:,})",
     )  # fmt: skip
-    parser.add_argument("--cache", type=Path, help="stage cache directory (default OUT/cache)")
-    parser.add_argument("--threads", type=int, default=default_threads(), help="threads and worker processes")
-    parser.add_argument("--jobs", type=int, default=1, help="trainings at once, THREADS // JOBS threads each")
     args = parser.parse_args(argv)
     try:
         settings = ABSettings(

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from pgolf_model import train
-from pgolf_model.config import Config, ConfigError, baseline, preset
+from pgolf_model.config import Config, ConfigError
+from pgolf_model.presets import baseline, preset
+from pgolf_model.training import trainer
 from pipelines import ablate
 from pipelines.ablate import ALL_ON, SWITCHES, AblationSettings, record_stack, run_ablation, switch_off, variants
 
@@ -120,7 +121,7 @@ def test_whole_ablation_at_smoke(tmp_path, dev_docs, monkeypatch):
     )  # fmt: skip
 
     # Interrupted during the second training run: the first one is kept.
-    real_run, calls = train.run, []
+    real_run, calls = trainer.run, []
 
     def interrupted(*args, **kwargs):
         calls.append(kwargs["out_dir"])
@@ -128,10 +129,10 @@ def test_whole_ablation_at_smoke(tmp_path, dev_docs, monkeypatch):
             raise KeyboardInterrupt
         return real_run(*args, **kwargs)
 
-    monkeypatch.setattr(train, "run", interrupted)
+    monkeypatch.setattr(trainer, "run", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_ablation(settings, log=lambda line: None)
-    monkeypatch.setattr(train, "run", real_run)
+    monkeypatch.setattr(trainer, "run", real_run)
     assert not (settings.out / "ablation.md").exists()
     lines: list[str] = []
     results = run_ablation(settings, log=lines.append)

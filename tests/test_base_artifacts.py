@@ -11,11 +11,13 @@ import pytest
 import torch
 from model_data import make_dataset, one_thread, synthetic_docs  # noqa: F401 (autouse fixture)
 
-from pgolf_model import artifact, evaluate, export
-from pgolf_model.config import Config, preset
+from pgolf_model import artifact, evaluate
+from pgolf_model.config import Config
+from pgolf_model.export import weights as export
 from pgolf_model.model import GPT
+from pgolf_model.presets import preset
 from pgolf_model.runtime import Runtime
-from pgolf_model.train import run
+from pgolf_model.training.trainer import run
 
 FIXTURES = Path(__file__).parent / "fixtures" / "base-8575f8a"
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text())

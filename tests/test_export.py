@@ -13,11 +13,13 @@ from model_data import (
 from quant_model import CPU, train_small
 
 from pgolf_data.compress import compress, decompress
-from pgolf_model import artifact, export
-from pgolf_model.config import ConfigError, preset
-from pgolf_model.ptq import GroupRule
+from pgolf_model import artifact
+from pgolf_model.config import ConfigError
+from pgolf_model.export import weights as export
+from pgolf_model.export.ptq import GroupRule
+from pgolf_model.presets import preset
 from pgolf_model.quant import QuantizedState
-from pgolf_model.train import run
+from pgolf_model.training.trainer import run
 
 
 @pytest.fixture(scope="module")

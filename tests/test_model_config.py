@@ -7,18 +7,10 @@ from dataclasses import fields
 
 import pytest
 
-from pgolf_model.config import (
-    PRESETS,
-    SECTIONS,
-    Config,
-    ConfigError,
-    ModelConfig,
-    TrainConfig,
-    add_config_arguments,
-    config_from_args,
-    preset,
-)
+from pgolf_model.cli import add_config_arguments, config_from_args
+from pgolf_model.config import SECTIONS, Config, ConfigError, ModelConfig, TrainConfig
 from pgolf_model.model import count_parameters
+from pgolf_model.presets import PRESETS, preset
 
 
 def parse(argv: list[str]) -> tuple[Config, dict]:

@@ -7,9 +7,12 @@ import pytest
 import torch
 from model_data import make_dataset, one_thread  # noqa: F401 (autouse fixture)
 
-from pgolf_model.config import PRESETS, ConfigError, preset
+from pgolf_data.tokenizer.artifact import load as load_tokenizer
+from pgolf_model.config import ConfigError
 from pgolf_model.model import GPT, count_parameters
-from pgolf_model.train import load_inputs, main, with_tokenizer_ids
+from pgolf_model.presets import PRESETS, bind_tokenizer, preset
+from pgolf_model.train import main
+from pgolf_model.training.trainer import load_inputs
 
 
 def meta_model(name: str) -> GPT:
@@ -89,12 +92,12 @@ def dataset(tmp_path_factory, dev_sample):
 
 
 def test_vocab_size_and_bos_id_come_from_the_tokenizer(dataset):
-    _, tok = dataset
+    _, tok_dir = dataset
+    tok = load_tokenizer(tok_dir)
     cfg = preset("smoke").override({"model.bos_id": 5})
-    got = with_tokenizer_ids(cfg, {}, tok)
+    got = bind_tokenizer(cfg, tok)
     assert (got.model.vocab_size, got.model.bos_id) == (260, 1)  # bytes260: pad 0, bos 1
-    given = {"model.vocab_size": 300, "model.bos_id": 5}
-    kept = with_tokenizer_ids(cfg.override({"model.vocab_size": 300}), given, tok)
+    kept = bind_tokenizer(cfg.override({"model.vocab_size": 300}), tok, keep={"model.vocab_size", "model.bos_id"})
     assert (kept.model.vocab_size, kept.model.bos_id) == (300, 5)  # given on the command line: left for the check
 
 
@@ -114,6 +117,6 @@ def test_a_smear_gate_with_the_wrong_bos_id_is_refused(dataset, capsys):
 def test_record_presets_pass_the_pretraining_budget_check(name, tokenizer_bytes):
     """The records fit 16,000,000 bytes with these configs, so the Gaussian estimate must not refuse them before
     training (tokenizer bytes: our sp1024 and sp8192 artifacts)."""
-    from pgolf_model import budget
+    from pgolf_model.export import estimate
 
-    budget.check(preset(name), tokenizer_bytes)
+    estimate.check(preset(name), tokenizer_bytes)

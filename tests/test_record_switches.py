@@ -314,7 +314,7 @@ def test_value_embedding_init_and_groups_as_the_record():
 
 def test_value_embeddings_quantize_export_and_reload():
     from pgolf_model.config import QuantConfig
-    from pgolf_model.ptq import GroupRule, quantize_state, tensor_groups
+    from pgolf_model.export.ptq import GroupRule, quantize_state, tensor_groups
 
     model = build(**VE)
     groups = tensor_groups(model)
@@ -347,7 +347,7 @@ def _svd_polynomial(G: torch.Tensor, coeffs) -> torch.Tensor:
 
 @pytest.mark.parametrize("kind", ["fixed", "polar_express"])
 def test_newton_schulz_coefficients_match_svd_polynomial(kind):
-    from pgolf_model.optim import NS_COEFFICIENTS, POLAR_EXPRESS, newton_schulz
+    from pgolf_model.training.optim import NS_COEFFICIENTS, POLAR_EXPRESS, newton_schulz
 
     G = torch.randn(12, 20, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     coeffs = [NS_COEFFICIENTS] * 5 if kind == "fixed" else POLAR_EXPRESS
@@ -357,7 +357,7 @@ def test_newton_schulz_coefficients_match_svd_polynomial(kind):
 
 
 def test_polar_express_is_closer_to_orthogonal():
-    from pgolf_model.optim import newton_schulz
+    from pgolf_model.training.optim import newton_schulz
 
     G = torch.randn(32, 64, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     errs = {}
@@ -372,7 +372,7 @@ def test_polar_express_is_closer_to_orthogonal():
 
 
 def _muon_update(grad: torch.Tensor, **kw) -> torch.Tensor:
-    from pgolf_model.optim import Muon
+    from pgolf_model.training.optim import Muon
 
     p = torch.nn.Parameter(torch.zeros_like(grad))
     opt = Muon([p], lr=1.0, momentum=0.9, ns_steps=5, ns_dtype=torch.float64, **kw)
@@ -391,7 +391,7 @@ def test_muoneq_r_normalizes_rows_before_orthogonalizing():
 
 
 def test_weight_ema_is_the_hand_computed_average():
-    from pgolf_model.optim import WeightEMA
+    from pgolf_model.training.optim import WeightEMA
 
     model = torch.nn.Linear(3, 2)
     history = [model.weight.detach().clone()]
@@ -412,9 +412,9 @@ def test_weight_ema_is_the_hand_computed_average():
 def test_training_turns_looping_on_late_and_exports_the_ema(tmp_path, dev_sample, monkeypatch):
     from model_data import make_dataset
 
-    from pgolf_model import optim
-    from pgolf_model.config import preset
-    from pgolf_model.train import run
+    from pgolf_model.presets import preset
+    from pgolf_model.training import optim
+    from pgolf_model.training.trainer import run
 
     data, tok = make_dataset(tmp_path / "ds", dev_sample[100:160], dev_sample[:10])
     looping: list[bool] = []
@@ -455,8 +455,8 @@ def test_training_turns_looping_on_late_and_exports_the_ema(tmp_path, dev_sample
 
 
 def test_record_1_11_preset_parameter_count_by_hand():
-    from pgolf_model.config import preset
     from pgolf_model.model import count_parameters
+    from pgolf_model.presets import preset
 
     cfg = preset("record-1.11")
     m = cfg.model

@@ -17,14 +17,14 @@ from model_data import byte_tokenizer, encode_stream, write_split
 
 from pgolf_data.tokenizer.artifact import to_artifact
 from pgolf_model import artifact, evaluate
-from pgolf_model.config import ConfigError, EvalConfig, ModelConfig, preset
-from pgolf_model.evaluate import score
-from pgolf_model.lora import DocLoRA
+from pgolf_model.config import ConfigError, EvalConfig, ModelConfig
+from pgolf_model.evaluation.lora import DocLoRA
+from pgolf_model.evaluation.scoring import score
+from pgolf_model.evaluation.ttt import cosine_lr, evaluate_ttt, find_docs
 from pgolf_model.model import GPT
+from pgolf_model.presets import preset
 from pgolf_model.quant import QuantizedState
 from pgolf_model.runtime import Runtime
-from pgolf_model.sliding import score_sliding
-from pgolf_model.ttt import cosine_lr, evaluate_ttt, find_docs
 
 CPU = Runtime(torch.device("cpu"))
 BOS = byte_tokenizer().bos_id
@@ -160,9 +160,7 @@ def test_full_ttt_at_learning_rate_0_is_sliding_window_scoring(streams):
     (a, a_counts), _ = streams
     model = tiny_model()
     got = run(model, a, a_counts, FROZEN["full"])
-    want = score_sliding(
-        model, a, a_counts, seq_len=SEQ_LEN, stride=8, batch_tokens=SEQ_LEN, runtime=CPU, keep_nll=True
-    )
+    want = score(model, a, a_counts, seq_len=SEQ_LEN, stride=8, batch_tokens=SEQ_LEN, runtime=CPU, keep_nll=True)
     np.testing.assert_allclose(got.nll, want.nll, rtol=1e-5, atol=1e-6)
     assert (got.tokens, got.bytes) == (len(a) - 1, a_counts[1:].sum())
 
@@ -376,7 +374,7 @@ def test_evaluate_uses_the_artifacts_eval_settings_unless_flags_say_otherwise(cl
     kw = dict(seq_len=32, batch_tokens=cfg.train.device_batch_tokens, runtime=CPU)
     own = cli(capsys, path, "--data", data)
     assert (own["stride"], own["ttt"]) == (16, "none")
-    assert own["val_bpb"] == pytest.approx(score_sliding(model, a, a_counts, stride=16, **kw).bpb, rel=1e-12)
+    assert own["val_bpb"] == pytest.approx(score(model, a, a_counts, stride=16, **kw).bpb, rel=1e-12)
     plain = cli(capsys, path, "--data", data, "--stride", 0)
     assert plain["stride"] == 32 and plain["val_bpb"] == pytest.approx(score(model, a, a_counts, **kw).bpb, rel=1e-12)
     flags = ["--eval.lora_chunk_tokens", 8, "--eval.lora_batch_docs", 3, "--eval.lora_rank", 4]

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import LORA_TARGETS
+from ..config import LORA_TARGETS
 
 
 class BatchedLoRA(nn.Module):

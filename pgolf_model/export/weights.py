@@ -16,13 +16,13 @@ from torch import nn
 
 from pgolf_data.compress import codec_name, compress
 
+from ..artifact import codec_for
+from ..config import Config
+from ..quant import QuantizedState
+from ..runtime import Runtime
 from . import allocation, calibration
 from .allocation import PlanRow
-from .artifact import codec_for
-from .config import Config
 from .ptq import GROUPS, GroupRule, group_members, quantize_state, tensor_groups
-from .quant import QuantizedState
-from .runtime import Runtime
 
 
 @dataclass

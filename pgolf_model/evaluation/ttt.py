@@ -37,10 +37,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .config import EvalConfig
+from ..config import EvalConfig
+from ..runtime import Runtime
 from .lora import DocLoRA
-from .runtime import Runtime
-from .sliding import Scored, Tally, score_sliding, score_windows, windows
+from .scoring import BPBResult, Tally, prepare, rank_slice, score, score_windows, windows
 
 
 def cosine_lr(base: float, i: int, n: int) -> float:
@@ -115,7 +115,7 @@ def ttt_full(
     batch_tokens: int,
     runtime: Runtime,
     keep_nll: bool = False,
-) -> Scored:
+) -> BPBResult:
     """Score-first full-parameter TTT (module docstring, ``full``) of all targets of ``tokens``."""
     model = _private_copy(model, trainable=True)
     n_targets = len(tokens) - 1
@@ -128,11 +128,9 @@ def ttt_full(
     opt = torch.optim.SGD(model.parameters(), lr=cfg.full_lr, momentum=cfg.full_momentum)
     rows = max(1, batch_tokens // seq_len)
     for c, chunk_wins in enumerate(by_chunk):
-        lo = len(chunk_wins) * runtime.rank // runtime.world_size
-        hi = len(chunk_wins) * (runtime.rank + 1) // runtime.world_size
         model.eval()
         with torch.no_grad():
-            score_windows(model, tokens, chunk_wins[lo:hi], tally, rows=rows, runtime=runtime)
+            score_windows(model, tokens, rank_slice(chunk_wins, runtime), tally, rows=rows, runtime=runtime)
         if c == n_chunks - 1 or cfg.full_epochs == 0:
             continue  # nothing is left to score with what this chunk would teach
         for group in opt.param_groups:
@@ -241,7 +239,7 @@ def ttt_docs(
     bos_id: int,
     runtime: Runtime,
     keep_nll: bool = False,
-) -> Scored:
+) -> BPBResult:
     """Score-first per-document LoRA TTT, with global SGD phases when ``cfg.ttt == "phased"`` (module docstring)."""
     if cfg.lora_chunk_tokens > seq_len:
         raise ValueError(f"eval.lora_chunk_tokens {cfg.lora_chunk_tokens} is longer than the window ({seq_len})")
@@ -293,24 +291,18 @@ def evaluate_ttt(
     runtime: Runtime,
     val_tokens: int = 0,
     keep_nll: bool = False,
-) -> Scored:
+) -> BPBResult:
     """Exact BPB of targets 1..N-1 of ``tokens`` (or the first ``val_tokens``) under ``cfg``: sliding windows, then
     the TTT mode, if any."""
-    if len(byte_counts) != len(tokens):
-        raise ValueError(f"{len(byte_counts)} byte counts for {len(tokens)} tokens")
-    if val_tokens:
-        tokens, byte_counts = tokens[: val_tokens + 1], byte_counts[: val_tokens + 1]
-    if len(tokens) < 2:
-        raise ValueError("the validation split has fewer than 2 tokens")
+    tokens, byte_counts = prepare(tokens, byte_counts, val_tokens)
     seq_len = cfg.seq_len or seq_len
     if cfg.ttt == "none":
-        stride = cfg.stride or seq_len
-        return score_sliding(
+        return score(
             model,
             tokens,
             byte_counts,
             seq_len=seq_len,
-            stride=stride,
+            stride=cfg.stride,
             batch_tokens=batch_tokens,
             runtime=runtime,
             keep_nll=keep_nll,

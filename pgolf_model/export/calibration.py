@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .runtime import Runtime
+from ..runtime import Runtime
 
 TEMPERATURE = 0.8  # the 2026-03-25 record's sampling temperature
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .quant import qmax
+from ..quant import qmax
 
 GPTQ_BLOCK = 128  # columns per error-propagation block (the records' value)
 GPTQ_DAMP = 0.01  # diagonal damping as a fraction of mean(diag H) (the records' value)

@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .config import OptimConfig
+from ..config import OptimConfig
 
 # Quintic Newton-Schulz coefficients (a, b, c) of Muon's reference implementation: chosen to push every singular
 # value of the normalized input quickly into roughly [0.7, 1.2] rather than to converge exactly to 1.

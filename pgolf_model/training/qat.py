@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .config import QuantConfig
-from .ptq import tensor_groups
-from .quant import dequantize_rows, round_to_nearest, row_scales, tensor_format
+from ..config import QuantConfig
+from ..export.ptq import tensor_groups
+from ..quant import dequantize_rows, round_to_nearest, row_scales, tensor_format
 
 
 @dataclass(frozen=True)

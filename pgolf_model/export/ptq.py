@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from ..config import QuantConfig
+from ..quant import QuantizedState, round_to_nearest, row_scales, tensor_format
 from . import gptq, lqer
-from .config import QuantConfig
-from .quant import QuantizedState, round_to_nearest, row_scales, tensor_format
 
 GROUPS = ("embed", "attn", "mlp", "other")
 
