@@ -177,7 +177,7 @@ class GPT(nn.Module):
             self.bigram_scale = nn.Parameter(torch.tensor(0.05))
         # Value embeddings (VE128, 2026-03-25 record): one table shared by the listed blocks, each with its own scale,
         # re-injects token identity into the attention values of late layers.
-        self.ve_layers = cfg.ve_layer_list
+        self.ve_layers = cfg.ve_layers
         if self.ve_layers:
             kv_dim = cfg.num_kv_heads * cfg.head_dim
             self.ve_emb = nn.Embedding(cfg.vocab_size, cfg.ve_dim)

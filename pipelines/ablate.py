@@ -122,7 +122,7 @@ def record_stack(cfg: Config, steps: int | None = None) -> Config:
             "train.loop_after": 0.35,
             "model.bigram_buckets": 2048,
             "model.bigram_dim": max(8, m.model_dim // 4),
-            "model.ve_layers": ",".join(str(i) for i in range(layers - max(1, round(2 * layers / 11)), layers)),
+            "model.ve_layers": tuple(range(layers - max(1, round(2 * layers / 11)), layers)),
             "model.ve_dim": max(8, m.model_dim // 4),
             "model.qk_gain_init": 5.0,
             "optim.muon_ns_coeffs": "polar_express",

@@ -28,13 +28,13 @@ RUNS = {
         "own": [],
         "stride0": ["--stride", "0"],
         "full": [
-            "--ttt", "full", "--eval.full_chunk_tokens", "512", "--eval.full_batch_seqs", "2",
-            "--eval.full_epochs", "1", "--eval.full_lr", "0.01",
+            "--ttt", "full", "--eval.full.chunk_tokens", "512", "--eval.full.batch_seqs", "2",
+            "--eval.full.epochs", "1", "--eval.full.lr", "0.01",
         ],
         "phased": [
-            "--ttt", "phased", "--eval.lora_chunk_tokens", "8", "--eval.lora_batch_docs", "3", "--eval.lora_rank", "4",
-            "--eval.lora_targets", "k,o", "--eval.phased_prefix_docs", "6", "--eval.phased_phases", "2",
-            "--eval.global_chunk_tokens", "256", "--eval.global_batch_seqs", "2", "--eval.global_lr", "0.01",
+            "--ttt", "phased", "--eval.lora.chunk_tokens", "8", "--eval.lora.batch_docs", "3", "--eval.lora.rank", "4",
+            "--eval.lora.targets", "k,o", "--eval.phased.prefix_docs", "6", "--eval.phased.phases", "2",
+            "--eval.phased.chunk_tokens", "256", "--eval.phased.batch_seqs", "2", "--eval.phased.lr", "0.01",
         ],
         "host": ["--host-code"],
     },
@@ -48,8 +48,23 @@ def dataset(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("base"), synthetic_docs(300, 1), synthetic_docs(12, 2))
 
 
+# The fixtures' overrides (expected.json) with this code's names: tuples for lists, nested TTT settings.
+OVERRIDES = {
+    "plain": EXPECTED["artifacts"]["plain"]["overrides"],
+    "stack": {
+        **{k: v for k, v in EXPECTED["artifacts"]["stack"]["overrides"].items() if k.startswith("model.")},
+        "model.ve_layers": (1,),
+        "eval.ttt": "lora",
+        "eval.lora.targets": ("q", "v", "mlp"),
+        "eval.lora.rank": 4,
+        "eval.lora.chunk_tokens": 8,
+        "eval.lora.batch_docs": 3,
+    },
+}
+
+
 def config(name: str) -> Config:
-    return preset(EXPECTED["preset"]).override({**EXPECTED["common"], **EXPECTED["artifacts"][name]["overrides"]})
+    return preset(EXPECTED["preset"]).override({**EXPECTED["common"], **OVERRIDES[name]})
 
 
 def part_sha256(path: Path) -> dict[str, str]:
@@ -112,6 +127,6 @@ def test_a_seeded_model_exports_the_same_weights():
 def test_an_old_config_file_reads_as_the_same_config():
     old = json.loads((FIXTURES / "record-1.11-config.json").read_text())
     want = preset("record-1.11").override(
-        {"eval.lora_targets": "q,k,mlp", "eval.global_lr": 0.002, "eval.full_epochs": 2}
+        {"eval.lora.targets": ("q", "k", "mlp"), "eval.phased.lr": 0.002, "eval.full.epochs": 2}
     )
     assert Config.from_dict(old) == want

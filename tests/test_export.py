@@ -109,7 +109,7 @@ def test_group_rules_from_the_config():
 @pytest.mark.parametrize(
     "field, value, message",
     [
-        ("quant.method", "awq", "quant.method = 'awq': must be rtn or gptq"),
+        ("quant.method", "awq", "quant.method = 'awq': must be one of rtn, gptq"),
         ("quant.attn_bits", 9, r"quant.attn_bits = 9: must be 0 \(= quant.bits\) or in \[2, 8\]"),
         ("quant.mlp_sdclip_k", -1.0, r"quant.mlp_sdclip_k = -1.0: must be >= 0"),
         ("quant.calib_seqs", 0, "quant.calib_seqs = 0: must be positive"),

@@ -9,6 +9,7 @@ from model_data import byte_tokenizer, one_thread  # noqa: F401 (autouse fixture
 from pgolf_data.tokenizer.artifact import save as save_tokenizer
 from pgolf_data.tokenizer.artifact import to_artifact
 from pgolf_model import artifact, budget
+from pgolf_model.config import Config
 from pgolf_model.export import estimate
 from pgolf_model.model import GPT
 from pgolf_model.presets import preset
@@ -32,7 +33,7 @@ def test_round_trip(built, tmp_path):
     cfg, _, tok_bytes, data = built
     path = artifact.write(tmp_path / "m.pga", data)
     art = artifact.read(path)
-    assert art.config == cfg.to_dict()
+    assert Config.from_dict(art.config) == cfg  # JSON: tuples come back as lists
     assert art.tokenizer_bytes == tok_bytes and art.tokenizer().vocab_size == 260
     assert art.code == artifact.counted_code()
     assert art.total_bytes == len(data) == path.stat().st_size

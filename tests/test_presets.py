@@ -33,7 +33,7 @@ def test_record_caseops_model_is_the_1_0611_stack():
     assert (m.vocab_size, m.num_layers, m.model_dim, m.mlp_mult) == (8192, 11, 512, 4)
     assert (m.num_heads, m.num_kv_heads, m.tie_embeddings, m.logit_softcap) == (8, 4, True, 30.0)
     assert (m.mlp_leaky_slope, m.xsa, m.rope_dims, m.ln_scale, m.qk_gain_init) == (0.5, True, 16, True, 5.0)
-    assert (m.attn_gate_width, m.smear_gate, m.parallel_from, m.bigram_buckets, m.ve_layers) == (12, True, 8, 0, "")
+    assert (m.attn_gate_width, m.smear_gate, m.parallel_from, m.bigram_buckets, m.ve_layers) == (12, True, 8, 0, ())
     model = meta_model("record-caseops")
     # STACK section 6: emb 4,194,304 + 11 x (786,432 attention + 2,097,152 MLP) in the quantized matrices.
     matrices = model.tok_emb.weight.numel() + sum(p.numel() for _, p in model.param_groups()["matrix"])
@@ -65,14 +65,14 @@ def test_record_caseops_optimizer_quant_and_eval():
         (6, 12.85),
     ]
     assert (q.calib_seqs, q.calib_seq_len, q.calib_batch) == (64, 2048, 8)
-    assert (e.ttt, e.phased_prefix_docs, e.phased_phases, e.lora_rank, e.lora_alpha) == ("phased", 2500, 3, 80, 144.0)
-    assert (e.lora_lr, e.lora_beta2, e.lora_weight_decay, e.lora_chunk_tokens) == (1e-4, 0.99, 0.5, 48)
-    assert (e.global_lr, e.global_momentum, e.lora_batch_docs) == (1e-3, 0.9, 64)
+    assert (e.ttt, e.phased.prefix_docs, e.phased.phases, e.lora.rank, e.lora.alpha) == ("phased", 2500, 3, 80, 144.0)
+    assert (e.lora.lr, e.lora.beta2, e.lora.weight_decay, e.lora.chunk_tokens) == (1e-4, 0.99, 0.5, 48)
+    assert (e.phased.lr, e.phased.momentum, e.lora.batch_docs) == (1e-3, 0.9, 64)
 
 
 def test_record_1_11_uses_the_march_switches():
     cfg = preset("record-1.11")
-    assert (cfg.model.ve_layers, cfg.model.ve_dim) == ("9,10", 128)
+    assert (cfg.model.ve_layers, cfg.model.ve_dim) == ((9, 10), 128)
     assert (cfg.optim.muon_wd, cfg.optim.embed_wd, cfg.optim.scalar_wd) == (0.04, 0.04, 0.04)
     assert cfg.train.qat_threshold == 0.15
     q = cfg.quant

@@ -238,9 +238,9 @@ def test_bigram_hash_embedding():
         dict(mlp_leaky_slope=-1.0),
         dict(attn_gate_width=33),
         dict(bos_id=64),
-        dict(ve_layers="4"),
-        dict(ve_layers="1,1"),
-        dict(ve_layers="a"),
+        dict(ve_layers=(4,)),
+        dict(ve_layers=(1, 1)),
+        dict(ve_layers=("a",)),
         dict(ve_dim=0),
     ],
 )
@@ -249,7 +249,7 @@ def test_bad_switch_values_are_rejected(bad):
         ModelConfig(**BASE, **bad)
 
 
-VE = dict(ve_layers="1,3", ve_dim=8)  # KV width 2 x 8 = 16, so the table is projected
+VE = dict(ve_layers=(1, 3), ve_dim=8)  # KV width 2 x 8 = 16, so the table is projected
 
 
 def test_value_embeddings_are_the_shared_table_times_each_layer_scale():
@@ -309,7 +309,7 @@ def test_value_embedding_init_and_groups_as_the_record():
     bigram = {g: [n for n, _ in ps] for g, ps in build(bigram_buckets=16, bigram_dim=8).param_groups().items()}
     assert "bigram_emb.weight" in bigram["embed"] and "bigram_proj.weight" in bigram["scalar"]
     # No projection when the table already has the KV width (the record's ``proj = None`` case).
-    assert build(ve_layers="2", ve_dim=16).ve_proj is None
+    assert build(ve_layers=(2,), ve_dim=16).ve_proj is None
 
 
 def test_value_embeddings_quantize_export_and_reload():
