@@ -273,5 +273,12 @@ def build_model(art: Artifact, *, device="cpu", embedded_code: bool = True):
     cfg = config_mod.Config.from_dict(art.config, where=f"{art.path}: config")
     model = model_mod.GPT(cfg.model)
     state = quant_mod.QuantizedState.from_bytes(art.weights, where=f"{art.path}: weights").dequantize()
+    missing, unexpected = set(model.state_dict()) - set(state), set(state) - set(model.state_dict())
+    if missing or unexpected:
+        code = "its own counted code" if embedded_code else "this pgolf_model (an older artifact runs its own code)"
+        raise ArtifactError(
+            f"{art.path}: the weights do not fit the model built by {code}: missing {sorted(missing)[:3]}, "
+            f"unexpected {sorted(unexpected)[:3]}"
+        )
     model.load_state_dict(state, strict=True)
     return model.to(device), cfg

@@ -16,6 +16,7 @@ from pgolf_model.config import Config
 from pgolf_model.export import weights as export
 from pgolf_model.model import GPT
 from pgolf_model.presets import preset
+from pgolf_model.quant import QuantizedState
 from pgolf_model.runtime import Runtime
 from pgolf_model.training.trainer import run
 
@@ -130,3 +131,40 @@ def test_an_old_config_file_reads_as_the_same_config():
         {"eval.lora.targets": ("q", "k", "mlp"), "eval.phased.lr": 0.002, "eval.full.epochs": 2}
     )
     assert Config.from_dict(old) == want
+
+
+def test_host_code_refuses_an_old_artifacts_renamed_weights_in_one_line(dataset, capsys):
+    """SmearGate, BigramHash, value embeddings and lanes are modules now, with renamed tensors: with host code an old
+    artifact's config still reads, and its weights are refused with the way out (its own code)."""
+    art = artifact.read(FIXTURES / "stack.pga")
+    with pytest.raises(artifact.ArtifactError, match=r"do not fit the model built by this pgolf_model .*'bigram\.emb"):
+        artifact.build_model(art, embedded_code=False)
+    assert evaluate.main([str(FIXTURES / "stack.pga"), "--data", str(dataset[0]), "--host-code"]) == 2
+    assert "an older artifact runs its own code" in capsys.readouterr().err
+
+
+# The state-dict renames of the composition refactor (old name -> new name); the old packed SmearGate tensor held
+# the 12 gate weights, then lambda.
+RENAMED = {
+    "bigram_emb.weight": "bigram.emb.weight",
+    "bigram_proj.weight": "bigram.proj.weight",
+    "bigram_scale": "bigram.scale",
+    "ve_emb.weight": "value_embeds.emb.weight",
+    "ve_proj.weight": "value_embeds.proj.weight",
+    "ve_scale": "value_embeds.scale",
+    "ve_layer_scales": "value_embeds.layer_scales",
+    "blocks.1.lane_decay": "blocks.1.lanes.decay",
+    "blocks.1.lane_mix": "blocks.1.lanes.mix",
+}
+
+
+def test_the_renamed_parts_train_to_the_same_values(dataset, tmp_path):
+    data, tok = dataset
+    summary = run(config("stack"), data=data, tokenizer=tok, out_dir=tmp_path, progress=False)
+    new = QuantizedState.from_bytes(artifact.read(tmp_path / "model.pga").weights).dequantize()
+    old = QuantizedState.from_bytes(artifact.read(FIXTURES / "stack.pga").weights).dequantize()
+    smear = old.pop("smear")
+    old = {RENAMED.get(name, name): t for name, t in old.items()} | {"smear.weight": smear[:12], "smear.lam": smear[12]}
+    assert set(old) == set(new)
+    assert [name for name in new if not torch.equal(old[name], new[name])] == []
+    assert summary["artifact_val_bpb"] == EXPECTED["artifacts"]["stack"]["summary"]["artifact_val_bpb"]
