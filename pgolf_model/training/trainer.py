@@ -1,10 +1,12 @@
 """Train a GPT on token shards and write its budgeted artifact (``python -m pgolf_model.train`` is its command line).
 
-Runs on CPU, one GPU, or under torchrun (NCCL on GPUs, gloo on CPUs). Before training, a config whose artifact
-cannot fit the 16,000,000-byte budget is refused. Training stops at ``train.iterations`` or when ``--max-minutes``
-of training time (validation excluded) have passed, then validates on the whole val split, quantizes, writes
-``RUN/model.pga`` and scores the model rebuilt from that file alone. ``RUN/log.jsonl`` gets one JSON record per
-logged step, validation and result; ``RUN/checkpoints/`` the resumable checkpoints (``--resume auto``).
+Runs on CPU, one GPU, or under torchrun (NCCL on GPUs, gloo on CPUs). ``run`` goes through named steps: check the
+inputs (tokenizer, shards, the budget estimate: a config whose artifact cannot fit 16,000,000 bytes is refused),
+build the ``Trainer`` (model, optimizers, EMA, loader, clock; a checkpoint restored with ``--resume``), warm up the
+compiled kernels off the clock, train until ``train.iterations`` or until ``--max-minutes`` of training time
+(validation excluded) have passed, validate the final model on the whole val split, then export: quantize, write
+``RUN/model.pga`` and score the model rebuilt from that file alone. ``RUN/log.jsonl`` gets one JSON record per
+logged step, validation and result; ``RUN/checkpoints/`` the resumable checkpoints.
 """
 
 from __future__ import annotations
@@ -12,10 +14,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import math
 import platform
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -36,6 +36,7 @@ from ..export.weights import export_weights
 from ..model import GPT
 from ..runtime import Runtime
 from . import checkpoint, qat
+from .clock import Clock
 from .data import TrainLoader
 from .optim import Schedule, WeightEMA, build_optimizers
 
@@ -96,34 +97,6 @@ def load_inputs(cfg: Config, data: str | Path, tokenizer: str | Path, budget_lim
     return Inputs(tokenizer_bytes, sizes, train_shards, val_tokens, val_bytes)
 
 
-def restore(path: Path, cfg: Config, model: GPT, optimizers, ema: WeightEMA | None) -> tuple[int, float]:
-    """Load a checkpoint into ``model``, ``optimizers`` and ``ema``; returns its step and training seconds."""
-    state = checkpoint.load(path)
-    if state["config"]["model"] != cfg.to_dict()["model"]:
-        raise ConfigError(f"{path}: checkpoint model config {state['config']['model']} differs from this run's")
-    model.load_state_dict(state["model"])
-    for opt, opt_state in zip(optimizers, state["optimizers"]):
-        opt.load_state_dict(opt_state)
-    if ema is not None:  # a checkpoint saved without an EMA restarts it from the resumed weights
-        ema.load_state_dict(state.get("ema") or WeightEMA(model, ema.decay).state_dict())
-    return state["step"], state["train_seconds"]
-
-
-def save_checkpoint(
-    out_dir: Path, cfg: Config, step: int, train_seconds: float, model: GPT, optimizers, ema: WeightEMA | None
-) -> None:
-    """The final checkpoint holds the weights that were exported (the EMA's, when kept)."""
-    state = {
-        "config": cfg.to_dict(),
-        "step": step,
-        "train_seconds": train_seconds,
-        "model": model.state_dict(),
-        "optimizers": [opt.state_dict() for opt in optimizers],
-        "ema": ema.state_dict() if ema is not None else None,
-    }
-    checkpoint.save(out_dir, step, state, cfg.train.keep_checkpoints)
-
-
 def write_artifact(
     path: Path, cfg: Config, model: GPT, tokenizer_bytes: bytes, limit: int, rt: Runtime, log: RunLog
 ) -> None:
@@ -147,20 +120,262 @@ def write_artifact(
         raise artifact.BudgetError(error)
 
 
-def projected_steps(cfg: Config, step: int, start: tuple[int, float], train_seconds: float) -> int:
-    """The step at which training ends: ``train.iterations``, or earlier where the clock runs out at this pace."""
-    limit_s = 60.0 * cfg.train.max_minutes
-    if not limit_s or step <= start[0]:
-        return cfg.train.iterations
-    pace = (train_seconds - start[1]) / (step - start[0])
-    return min(cfg.train.iterations, step + int((limit_s - train_seconds) / pace))
+class Trainer:
+    """One run's model, optimizers, schedule, EMA, loader and clock, and the steps ``run`` takes with them."""
 
+    def __init__(
+        self, cfg: Config, inputs: Inputs, rt: Runtime, out_dir: Path, log: RunLog, resume: str | None = None
+    ) -> None:
+        self.cfg, self.inputs, self.rt, self.out_dir, self.log = cfg, inputs, rt, out_dir, log
+        self.grad_accum = cfg.train.grad_accum(rt.world_size)
+        torch.manual_seed(cfg.train.seed)
+        self.model = GPT(cfg.model).to(rt.device)
+        self.optimizers = build_optimizers(self.model, cfg.optim)
+        self.schedule = Schedule(cfg.optim)
+        self.ema = WeightEMA(self.model, cfg.train.ema_decay) if cfg.train.ema_decay else None
+        self.clock = Clock()
+        self.stopped_by_clock = False
+        if resume is not None:
+            self.resume(resume)
+        self.net = torch.compile(self.model) if cfg.train.compile else self.model
+        self.ddp = None
+        if rt.distributed:  # after a resume: DDP broadcasts rank 0's weights when it is built
+            device_ids = [rt.device.index] if rt.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(self.net, device_ids=device_ids, broadcast_buffers=False)
+        self.loader = TrainLoader(
+            inputs.train_shards,
+            seq_len=cfg.train.seq_len,
+            device_batch_tokens=cfg.train.device_batch_tokens,
+            grad_accum=self.grad_accum,
+            rank=rt.rank,
+            world_size=rt.world_size,
+            seed=cfg.train.seed,
+            shuffle=cfg.train.shuffle,
+            device=rt.device,
+        )
 
-def training_fraction(cfg: Config, step: int, train_seconds: float) -> float:
-    """How far training is: by the clock under a time limit (as the records schedule depth recurrence), else steps."""
-    if cfg.train.max_minutes:
-        return max(train_seconds / (60.0 * cfg.train.max_minutes), step / cfg.train.iterations)
-    return step / cfg.train.iterations
+    # -- checkpoints ------------------------------------------------------------------------------------------------
+
+    def resume(self, which: str) -> None:
+        """Continue from a checkpoint (``auto``: the run directory's newest): weights, optimizers, EMA, clock."""
+        path = checkpoint.latest(self.out_dir) if which == "auto" else Path(which)
+        if path is None:
+            raise FileNotFoundError(f"--resume auto: no checkpoints in {checkpoint.checkpoint_dir(self.out_dir)}")
+        state = checkpoint.load(path)
+        if Config.from_dict(state["config"], where=str(path)).model != self.cfg.model:
+            raise ConfigError(f"{path}: checkpoint model config {state['config']['model']} differs from this run's")
+        self.model.load_state_dict(state["model"])
+        for opt, opt_state in zip(self.optimizers, state["optimizers"]):
+            opt.load_state_dict(opt_state)
+        if self.ema is not None:  # a checkpoint saved without an EMA restarts it from the resumed weights
+            self.ema.load_state_dict(state.get("ema") or WeightEMA(self.model, self.ema.decay).state_dict())
+        self.clock = Clock(state["step"], state["train_seconds"])
+        self.log.say(f"resumed from {path} at step {self.clock.step} ({self.clock.seconds:.1f}s of training)")
+
+    def save_checkpoint(self) -> None:
+        """The final checkpoint holds the weights that were exported (the EMA's, when kept)."""
+        state = {
+            "config": self.cfg.to_dict(),
+            "step": self.clock.step,
+            "train_seconds": self.clock.seconds,
+            "model": self.model.state_dict(),
+            "optimizers": [opt.state_dict() for opt in self.optimizers],
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+        }
+        checkpoint.save(self.out_dir, self.clock.step, state, self.cfg.train.keep_checkpoints)
+
+    # -- one step and one validation --------------------------------------------------------------------------------
+
+    def forward_backward(self, step: int) -> torch.Tensor:
+        """Gradients of ``step``'s batch, accumulated over its micro-batches, then the optimizers' step; the loss."""
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=self.rt.device)
+        for micro in range(self.grad_accum):
+            x, y = self.loader.batch(step, micro)
+            # DDP all-reduces gradients on the last micro-step only.
+            last = self.ddp is None or micro == self.grad_accum - 1
+            with contextlib.nullcontext() if last else self.ddp.no_sync():
+                with self.rt.autocast():
+                    loss = (self.ddp or self.net)(x, y)
+                (loss / self.grad_accum).backward()
+            total += loss.detach()
+        if self.cfg.optim.grad_clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip_norm)
+        for opt in self.optimizers:
+            opt.step()
+        return total / self.grad_accum
+
+    def step(self) -> tuple[torch.Tensor, float]:
+        """One timed optimizer step at the schedule's rate for this step (against the projected end), with late QAT
+        and depth recurrence switched on when due; ``(loss, lr_scale)``."""
+        cfg, step = self.cfg, self.clock.step
+        lr_scale = self.schedule.apply(self.optimizers, step, self.clock.projected_steps(cfg.train))
+        late = step >= cfg.optim.lr_warmup_steps and lr_scale < cfg.train.qat_threshold
+        if late and not qat.enabled(self.model):  # late QAT (March records): on once the warm-down passes it
+            n = qat.enable(self.model, cfg.quant)
+            self.log.record("qat", step=step, lr_scale=lr_scale, matrices=n)
+            self.log.say(f"step {step:>6}  late QAT on for {n} matrices (lr scale {lr_scale:.3f})")
+        if cfg.train.loop_after:
+            self.model.set_looping(self.clock.fraction(cfg.train) >= cfg.train.loop_after)
+        with self.clock.timed_step(self.rt):
+            loss = self.forward_backward(step)
+            if self.ema is not None:
+                self.ema.update(self.model)
+        return loss, lr_scale
+
+    def score_val(self, model, prefix: int = 0) -> BPBResult:
+        """Exact BPB of the first ``prefix`` validation targets (0: all), in windows of the training length."""
+        return score(
+            model,
+            self.inputs.val_tokens,
+            self.inputs.val_bytes,
+            seq_len=self.cfg.train.seq_len,
+            batch_tokens=self.cfg.train.device_batch_tokens,
+            runtime=self.rt,
+            val_tokens=prefix,
+        )
+
+    def validate(self, prefix: int) -> BPBResult:
+        result = self.score_val(self.net, prefix)
+        at, seconds = self.clock.step, self.clock.seconds
+        self.log.record("val", step=at, **result.to_dict(), full=prefix == 0, elapsed_s=round(seconds, 3))
+        self.log.say(
+            f"step {at:>6}  val_loss {result.loss:.4f}  val_bpb {result.bpb:.4f}  "
+            f"({result.tokens:,} targets)  train_time {seconds:.1f}s"
+        )
+        return result
+
+    # -- the run's phases -------------------------------------------------------------------------------------------
+
+    def warm_up(self) -> None:
+        """Compile (and warm up) on real steps before the clock starts, then put everything back."""
+        warmup, step = self.cfg.train.compile_warmup_steps, self.clock.step
+        if not warmup:
+            return
+        saved = copy.deepcopy(self.model.state_dict()), [copy.deepcopy(o.state_dict()) for o in self.optimizers]
+        for i in range(warmup):
+            if self.cfg.train.qat_threshold and i == warmup // 2:
+                qat.enable(self.model, self.cfg.quant)  # compile the late-QAT graph now too, not on the clock
+            self.schedule.apply(self.optimizers, step + i, self.cfg.train.iterations)
+            self.forward_backward(step + i)
+        qat.disable(self.model)
+        self.model.load_state_dict(saved[0])
+        for opt, opt_state in zip(self.optimizers, saved[1]):
+            opt.load_state_dict(opt_state)
+
+    def log_start(self, budget_limit: int) -> None:
+        cfg, rt, sizes = self.cfg, self.rt, self.inputs.estimate
+        self.log.record(
+            "start",
+            config=cfg.to_dict(),
+            params=self.num_params,
+            world_size=rt.world_size,
+            grad_accum=self.grad_accum,
+            device=str(rt.device),
+            torch=torch.__version__,
+            python=platform.python_version(),
+            budget_estimate=sizes,
+            resumed_at=self.clock.step,
+        )
+        self.log.say(
+            f"{cfg.preset}: {self.num_params:,} parameters, {rt.world_size} rank(s) on {rt.device}, grad_accum "
+            f"{self.grad_accum}, estimated artifact {sum(sizes.values()):,} bytes"
+        )
+        if (over := estimate.warning(sizes, budget_limit)) is not None:
+            self.log.say(over)
+
+    @property
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def train(self, progress: bool) -> BPBResult:
+        """Steps until ``train.iterations`` or the end of the clock, validating every ``train.val_every`` steps;
+        then the final model (depth recurrence on, as at eval in the records; the EMA's weights if kept) validated on
+        the whole split."""
+        from tqdm import tqdm
+
+        t = self.cfg.train
+        show_bar = self.rt.is_main and progress and sys.stderr.isatty()
+        bar = tqdm(total=t.iterations, initial=self.clock.step, disable=not show_bar, unit="step", dynamic_ncols=True)
+        with bar:
+            while self.clock.step < t.iterations and not self.stopped_by_clock:
+                step = self.clock.step
+                if t.val_every and step % t.val_every == 0 and (step > self.clock.start.step or step == 0):
+                    bar.set_postfix(val_bpb=f"{self.validate(t.val_tokens).bpb:.4f}")
+                loss, lr_scale = self.step()
+                bar.update(1)
+                if t.log_every and (self.clock.step % t.log_every == 0 or self.clock.step == t.iterations):
+                    bar.set_postfix(loss=f"{self.log_step(loss, lr_scale):.3f}")
+                if t.max_minutes:
+                    self.stopped_by_clock = self.out_of_time()
+                if self.rt.is_main and t.checkpoint_every and self.clock.step % t.checkpoint_every == 0:
+                    self.save_checkpoint()
+            self.model.set_looping(True)
+            if self.ema is not None:
+                self.ema.copy_to(self.model)
+            final = self.validate(0)
+            bar.set_postfix(val_bpb=f"{final.bpb:.4f}")
+        return final
+
+    def log_step(self, loss: torch.Tensor, lr_scale: float) -> float:
+        """Log the training loss (averaged over ranks) and the throughput since the last log; the mean loss."""
+        (mean_loss,) = runtime.all_reduce_sum([loss.item() / self.rt.world_size], self.rt)
+        tok_s = self.clock.tokens_per_s(self.cfg.train.batch_tokens)
+        step, elapsed = self.clock.step, round(self.clock.seconds, 3)
+        self.log.record(
+            "train", step=step, train_loss=mean_loss, lr_scale=lr_scale, tokens_per_s=tok_s, elapsed_s=elapsed
+        )
+        self.log.say(f"step {step:>6}  loss {mean_loss:.4f}  lr {lr_scale:.3f}  {tok_s:>10,.0f} tok/s  time {elapsed}s")
+        return mean_loss
+
+    def out_of_time(self) -> bool:
+        """Whether training stops here for the clock: every rank stops at the same step, the first one out decides."""
+        (over,) = runtime.all_reduce_sum([float(self.clock.out_of_time(self.cfg.train))], self.rt)
+        stop = over > 0 and self.clock.step < self.cfg.train.iterations
+        if stop:
+            self.log.say(
+                f"stopping at step {self.clock.step}: {self.clock.seconds:.1f}s reached --max-minutes "
+                f"{self.cfg.train.max_minutes}"
+            )
+        return stop
+
+    def export_and_score(self, final_val: BPBResult, budget_limit: int) -> dict:
+        """Checkpoint the final weights, write the artifact, score the model rebuilt from it alone; the summary."""
+        rt, out_dir = self.rt, self.out_dir
+        if rt.is_main:
+            self.save_checkpoint()
+        art_path = out_dir / ARTIFACT_NAME
+        try:
+            write_artifact(art_path, self.cfg, self.model, self.inputs.tokenizer_bytes, budget_limit, rt, self.log)
+        except artifact.BudgetError as e:
+            self.log.record("error", message=str(e))
+            raise artifact.BudgetError(f"{e}; the trained weights are in {checkpoint.latest(out_dir)}") from None
+        art = artifact.read(art_path)
+        rebuilt, _ = artifact.build_model(art, device=rt.device)
+        roundtrip = self.score_val(rebuilt)
+        summary = {
+            "preset": self.cfg.preset,
+            "steps": self.clock.step,
+            "train_seconds": round(self.clock.seconds, 3),
+            "stopped_by_clock": self.stopped_by_clock,
+            "params": self.num_params,
+            "val_bpb": final_val.bpb,
+            "val_loss": final_val.loss,
+            "artifact_val_bpb": roundtrip.bpb,
+            "artifact_val_loss": roundtrip.loss,
+            "val_targets": roundtrip.tokens,
+            "val_bytes": roundtrip.bytes,
+            "artifact": str(art_path),
+            "artifact_bytes": art.total_bytes,
+            "artifact_parts": art.sizes,
+        }
+        self.log.record("result", **summary)
+        if rt.is_main:
+            (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+            self.log.say(f"val_bpb {final_val.bpb:.4f} before quantization, {roundtrip.bpb:.4f} from {art_path}")
+            self.log.say(estimate.format_table(art.sizes, budget_limit, title=str(art_path)))
+        return summary
 
 
 def run(
@@ -178,204 +393,12 @@ def run(
     rt = rt or Runtime(torch.device("cpu"))
     out_dir = Path(out_dir)
     inputs = load_inputs(cfg, data, tokenizer, budget_limit)
-    grad_accum = cfg.train.grad_accum(rt.world_size)
+    log = RunLog(out_dir / "log.jsonl" if rt.is_main else None, console=rt.is_main and progress)
+    trainer = Trainer(cfg, inputs, rt, out_dir, log, resume)  # refuses what cannot run before anything is written
     if rt.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
     rt.barrier()
-    log = RunLog(out_dir / "log.jsonl" if rt.is_main else None, console=rt.is_main and progress)
-
-    # -- model, optimizers, resume ------------------------------------------------------------------------------
-    torch.manual_seed(cfg.train.seed)
-    model = GPT(cfg.model).to(rt.device)
-    optimizers = build_optimizers(model, cfg.optim)
-    schedule = Schedule(cfg.optim)
-    step, train_seconds = 0, 0.0
-    ema = WeightEMA(model, cfg.train.ema_decay) if cfg.train.ema_decay else None
-    if resume is not None:
-        path = checkpoint.latest(out_dir) if resume == "auto" else Path(resume)
-        if path is None:
-            raise FileNotFoundError(f"--resume auto: no checkpoints in {checkpoint.checkpoint_dir(out_dir)}")
-        step, train_seconds = restore(path, cfg, model, optimizers, ema)
-        log.say(f"resumed from {path} at step {step} ({train_seconds:.1f}s of training)")
-    net = torch.compile(model) if cfg.train.compile else model
-    ddp = None
-    if rt.distributed:
-        device_ids = [rt.device.index] if rt.device.type == "cuda" else None
-        ddp = DistributedDataParallel(net, device_ids=device_ids, broadcast_buffers=False)
-    loader = TrainLoader(
-        inputs.train_shards,
-        seq_len=cfg.train.seq_len,
-        device_batch_tokens=cfg.train.device_batch_tokens,
-        grad_accum=grad_accum,
-        rank=rt.rank,
-        world_size=rt.world_size,
-        seed=cfg.train.seed,
-        shuffle=cfg.train.shuffle,
-        device=rt.device,
-    )
-
-    def train_step(at: int) -> torch.Tensor:
-        for opt in optimizers:
-            opt.zero_grad(set_to_none=True)
-        total = torch.zeros((), device=rt.device)
-        for micro in range(grad_accum):
-            x, y = loader.batch(at, micro)
-            # DDP all-reduces gradients on the last micro-step only.
-            sync = contextlib.nullcontext() if ddp is None or micro == grad_accum - 1 else ddp.no_sync()
-            with sync:
-                with rt.autocast():
-                    loss = (ddp or net)(x, y)
-                (loss / grad_accum).backward()
-            total += loss.detach()
-        if cfg.optim.grad_clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip_norm)
-        for opt in optimizers:
-            opt.step()
-        return total / grad_accum
-
-    def score_val(scored_model, prefix: int = 0) -> BPBResult:
-        """Exact BPB of the first ``prefix`` validation targets (0: all), in windows of the training length."""
-        return score(
-            scored_model,
-            inputs.val_tokens,
-            inputs.val_bytes,
-            seq_len=cfg.train.seq_len,
-            batch_tokens=cfg.train.device_batch_tokens,
-            runtime=rt,
-            val_tokens=prefix,
-        )
-
-    def validate(at: int, prefix: int) -> BPBResult:
-        result = score_val(net, prefix)
-        log.record("val", step=at, **result.to_dict(), full=prefix == 0, elapsed_s=round(train_seconds, 3))
-        log.say(
-            f"step {at:>6}  val_loss {result.loss:.4f}  val_bpb {result.bpb:.4f}  "
-            f"({result.tokens:,} targets)  train_time {train_seconds:.1f}s"
-        )
-        return result
-
-    if cfg.train.compile_warmup_steps:
-        # Compile (and warm up) on real steps before the clock starts, then put everything back.
-        saved = copy.deepcopy(model.state_dict()), [copy.deepcopy(o.state_dict()) for o in optimizers]
-        for i in range(cfg.train.compile_warmup_steps):
-            if cfg.train.qat_threshold and i == cfg.train.compile_warmup_steps // 2:
-                qat.enable(model, cfg.quant)  # compile the late-QAT graph now too, not on the clock
-            schedule.apply(optimizers, step + i, cfg.train.iterations)
-            train_step(step + i)
-        qat.disable(model)
-        model.load_state_dict(saved[0])
-        for opt, opt_state in zip(optimizers, saved[1]):
-            opt.load_state_dict(opt_state)
-
-    n_params = sum(p.numel() for p in model.parameters())
-    log.record(
-        "start",
-        config=cfg.to_dict(),
-        params=n_params,
-        world_size=rt.world_size,
-        grad_accum=grad_accum,
-        device=str(rt.device),
-        torch=torch.__version__,
-        python=platform.python_version(),
-        budget_estimate=inputs.estimate,
-        resumed_at=step,
-    )
-    log.say(
-        f"{cfg.preset}: {n_params:,} parameters, {rt.world_size} rank(s) on {rt.device}, grad_accum "
-        f"{grad_accum}, estimated artifact {sum(inputs.estimate.values()):,} bytes"
-    )
-    if (over := estimate.warning(inputs.estimate, budget_limit)) is not None:
-        log.say(over)
-
-    # -- the loop: validate, step, log, stop on the clock -------------------------------------------------------
-    from tqdm import tqdm
-
-    show_bar = rt.is_main and progress and sys.stderr.isatty()
-    bar = tqdm(total=cfg.train.iterations, initial=step, disable=not show_bar, unit="step", dynamic_ncols=True)
-    start = (step, train_seconds)
-    last_log = start
-    stopped_by_clock = False
-    while True:
-        last = step >= cfg.train.iterations or stopped_by_clock
-        if last:  # the final model: depth recurrence on (as at eval in the records), EMA weights if kept
-            model.set_looping(True)
-            if ema is not None:
-                ema.copy_to(model)
-        if last or (cfg.train.val_every and step % cfg.train.val_every == 0 and (step > start[0] or step == 0)):
-            final_val = validate(step, 0 if last else cfg.train.val_tokens)
-            bar.set_postfix(val_bpb=f"{final_val.bpb:.4f}")
-            if last:
-                break
-        lr_scale = schedule.apply(optimizers, step, projected_steps(cfg, step, start, train_seconds))
-        late = step >= cfg.optim.lr_warmup_steps and lr_scale < cfg.train.qat_threshold
-        if late and not qat.enabled(model):  # late QAT (March records): on once the warm-down passes the threshold
-            n = qat.enable(model, cfg.quant)
-            log.record("qat", step=step, lr_scale=lr_scale, matrices=n)
-            log.say(f"step {step:>6}  late QAT on for {n} matrices (lr scale {lr_scale:.3f})")
-        if cfg.train.loop_after:
-            model.set_looping(training_fraction(cfg, step, train_seconds) >= cfg.train.loop_after)
-        rt.synchronize()
-        t0 = time.perf_counter()
-        loss = train_step(step)
-        if ema is not None:
-            ema.update(model)
-        rt.synchronize()
-        train_seconds += time.perf_counter() - t0
-        step += 1
-        bar.update(1)
-
-        if cfg.train.log_every and (step % cfg.train.log_every == 0 or step == cfg.train.iterations):
-            (mean_loss,) = runtime.all_reduce_sum([loss.item() / rt.world_size], rt)
-            dt = train_seconds - last_log[1]
-            tok_s = (step - last_log[0]) * cfg.train.batch_tokens / dt if dt > 0 else math.nan
-            last_log = (step, train_seconds)
-            elapsed = round(train_seconds, 3)
-            log.record(
-                "train", step=step, train_loss=mean_loss, lr_scale=lr_scale, tokens_per_s=tok_s, elapsed_s=elapsed
-            )
-            log.say(f"step {step:>6}  loss {mean_loss:.4f}  lr {lr_scale:.3f}  {tok_s:>10,.0f} tok/s  time {elapsed}s")
-            bar.set_postfix(loss=f"{mean_loss:.3f}")
-        if cfg.train.max_minutes:
-            # Every rank stops at the same step: the first one out of time decides.
-            (over,) = runtime.all_reduce_sum([float(train_seconds >= 60.0 * cfg.train.max_minutes)], rt)
-            stopped_by_clock = over > 0 and step < cfg.train.iterations
-            if stopped_by_clock:
-                log.say(f"stopping at step {step}: {train_seconds:.1f}s reached --max-minutes {cfg.train.max_minutes}")
-        if rt.is_main and cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0:
-            save_checkpoint(out_dir, cfg, step, train_seconds, model, optimizers, ema)
-    bar.close()
-
-    # -- the artifact, and the model rebuilt from it alone -------------------------------------------------------
-    if rt.is_main:
-        save_checkpoint(out_dir, cfg, step, train_seconds, model, optimizers, ema)
-    art_path = out_dir / ARTIFACT_NAME
-    try:
-        write_artifact(art_path, cfg, model, inputs.tokenizer_bytes, budget_limit, rt, log)
-    except artifact.BudgetError as e:
-        log.record("error", message=str(e))
-        raise artifact.BudgetError(f"{e}; the trained weights are in {checkpoint.latest(out_dir)}") from None
-    art = artifact.read(art_path)
-    rebuilt, _ = artifact.build_model(art, device=rt.device)
-    roundtrip = score_val(rebuilt)
-    summary = {
-        "preset": cfg.preset,
-        "steps": step,
-        "train_seconds": round(train_seconds, 3),
-        "stopped_by_clock": stopped_by_clock,
-        "params": n_params,
-        "val_bpb": final_val.bpb,
-        "val_loss": final_val.loss,
-        "artifact_val_bpb": roundtrip.bpb,
-        "artifact_val_loss": roundtrip.loss,
-        "val_targets": roundtrip.tokens,
-        "val_bytes": roundtrip.bytes,
-        "artifact": str(art_path),
-        "artifact_bytes": art.total_bytes,
-        "artifact_parts": art.sizes,
-    }
-    log.record("result", **summary)
-    if rt.is_main:
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        log.say(f"val_bpb {final_val.bpb:.4f} before quantization, {roundtrip.bpb:.4f} from {art_path}")
-        log.say(estimate.format_table(art.sizes, budget_limit, title=str(art_path)))
-    return summary
+    trainer.warm_up()
+    trainer.log_start(budget_limit)
+    final_val = trainer.train(progress)
+    return trainer.export_and_score(final_val, budget_limit)
