@@ -41,7 +41,7 @@ from .stats import Summary
 Log = Callable[[str], None]
 ALL_ON = "all on"
 
-# Each switch of the record stack (../shared/research/stack.md sections 6-8) and the config keys it is made of.
+# Each switch of the record stack (docs/records.md has each technique) and the config keys it is made of.
 # Turning a switch off sets its keys to the baseline preset's values; ``record_stack`` turns them all on.
 # A new switch is one line here plus its on-values in ``record_stack``.
 SWITCHES: dict[str, tuple[str, ...]] = {
@@ -70,7 +70,7 @@ SWITCHES: dict[str, tuple[str, ...]] = {
     "lqer": ("quant.lqer_rank",),
 }
 
-RECORD_STEPS = 4930  # optimizer steps of the 1.0611 record in its 600 s (STACK section 11)
+RECORD_STEPS = 4930  # optimizer steps of the 1.0611 record in its 600 s (its three seeds' logs stop at 4917-4945)
 RECORD_EMA_HORIZON = 286 / RECORD_STEPS  # its EMA decay 0.9965 averages over ~1/(1-0.9965) = 286 steps: ~6% of the run
 
 
@@ -78,7 +78,7 @@ def record_stack(cfg: Config, steps: int | None = None) -> Config:
     """``cfg`` with every switch of ``SWITCHES`` on, at values that suit its (small) shape; ``steps``: the run length
     the EMA is sized for (default ``cfg.train.iterations``).
 
-    Values (the records' in brackets; STACK = ../shared/research/stack.md):
+    Values (the records' in brackets; docs/records.md has each technique's record):
     - ``mlp_leaky_slope`` 0.5, ``ln_scale``, ``xsa`` on every layer: scale-free, as the records (section 6).
     - ``rope_dims`` min(16, head_dim / 2) [16 of 64]: the record's 16 rotated dims where the head is wide enough; at
       tiny's head_dim 32 a quarter would leave only 4 rotation frequencies, so half of the head rotates.

@@ -1,7 +1,7 @@
 """The model side of a comparison: the compute budget, the cached training stage, and what its artifact holds.
 
-A training stage runs ``pgolf_model.trainer.run`` on one spec's shards with one seed. The trainer scores the full
-validation split twice, before quantization and from the written artifact alone; the artifact's score is the one a
+A training stage runs ``pgolf_model.training.trainer.run`` on one spec's shards with one seed. The trainer scores the
+full validation split twice, before quantization and from the written artifact alone; the artifact's score is the one a
 comparison uses (it is what the challenge scores). The stage keeps ``run/log.jsonl``, ``run/summary.json`` and
 ``run/model.pga``; the resumable checkpoints are dropped once the artifact exists.
 """

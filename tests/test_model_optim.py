@@ -111,7 +111,7 @@ def test_schedule_apply_sets_every_group():
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Weight decay, the fractional warm-down and the weight-decay taper (STACK section 7)
+# Weight decay, the fractional warm-down and the weight-decay taper (docs/records.md)
 
 
 def _muon_step(w0: torch.Tensor, g: torch.Tensor, **kw) -> torch.Tensor:
