@@ -9,24 +9,18 @@ sample of each matrix width; an estimate over the limit exits 1.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from pgolf_data.tokenizer.artifact import artifact_path, from_artifact
 
 from .artifact import LIMIT, part_sizes
-from .cli import add_config_arguments, config_from_args
+from .cli import add_config_arguments, command_parser, config_from_args
 from .export.estimate import estimate, format_table
 from .presets import bind_tokenizer
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pgolf_model.budget",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+    parser = command_parser("python -m pgolf_model.budget", __doc__)
     parser.add_argument("artifact", nargs="?", help="a model artifact; without it, estimate for the config flags")
     parser.add_argument("--tokenizer", help="tokenizer directory or .pgt file (for the estimate)")
     parser.add_argument("--limit", type=int, default=LIMIT, help="byte limit (default: the challenge's)")

@@ -1,4 +1,5 @@
-"""Configs on the command line: every setting as one ``--section.field`` flag over a preset, and one-line errors.
+"""Configs on the command line: every setting as one ``--section.field`` flag over a preset, one-line errors, and the
+help layout the package's command lines (and the pipelines') share.
 
 A setting is a leaf of the config's dataclasses, named by its dotted path (``model.num_layers``,
 ``eval.phased.lr``); ``settings`` lists them and ``flat`` reads a config that way (the ablation's tables use it too).
@@ -25,6 +26,15 @@ ALIASES = {
     "eval.stride": "--stride",
     "eval.ttt": "--ttt",
 }
+
+
+def command_parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    """A parser for ``prog`` whose help opens with the first paragraph of ``doc`` (its module docstring) and ends
+    with the rest, as written."""
+    description, _, epilog = doc.partition("\n\n")
+    return argparse.ArgumentParser(
+        prog=prog, description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
 
 
 def settings(cls: type = Config, prefix: str = "") -> Iterator[tuple[str, Field, Any, tuple[str, ...]]]:

@@ -45,6 +45,7 @@ FRACTION: Rule = (lambda v: 0 <= v < 1, "must be in [0, 1)")
 UNIT: Rule = (lambda v: 0 <= v <= 1, "must be in [0, 1]")
 BITS: Rule = (lambda v: 2 <= v <= 8, "must be in [2, 8]")
 GROUP_BITS: Rule = (lambda v: v == 0 or 2 <= v <= 8, "must be 0 (= quant.bits) or in [2, 8]")
+QUANTILE: Rule = (lambda v: 0 < v <= 1, "must be in (0, 1]")
 
 
 def _field(default: Any, help: str, rule: Rule | None = None) -> Any:
@@ -94,9 +95,7 @@ class Section:
 @dataclass(frozen=True)
 class ModelConfig(Section):
     vocab_size: int = _field(1024, "token ids the model predicts; set from the tokenizer when not given", POSITIVE_INT)
-    num_layers: int = _field(
-        9, "transformer blocks; the first half feeds U-Net skips into the second half", POSITIVE_INT
-    )
+    num_layers: int = _field(9, "transformer blocks; the first half feeds U-Net skips into the second", POSITIVE_INT)
     model_dim: int = _field(512, "width of the residual stream", POSITIVE_INT)
     num_heads: int = _field(8, "query heads per attention layer", POSITIVE_INT)
     num_kv_heads: int = _field(4, "key/value heads (grouped-query attention); must divide num_heads", POSITIVE_INT)
@@ -107,9 +106,7 @@ class ModelConfig(Section):
     tie_embeddings: bool = _field(True, "share the input embedding with the output projection")
     tied_embed_init_std: float = _field(0.005, "init std of the token embedding", POSITIVE)
     # Record-stack switches (docs/records.md); every default is off = the baseline.
-    mlp_leaky_slope: float = _field(
-        0.0, "MLP activation leaky_relu(x, slope)^2; 0 = relu^2, the records use 0.5", NON_NEGATIVE
-    )
+    mlp_leaky_slope: float = _field(0.0, "MLP leaky_relu(x, slope)^2; 0 = relu^2, the records use 0.5", NON_NEGATIVE)
     rope_dims: int = _field(0, "partial RoPE: rotate only the first this many dims of each head; 0 = all")
     ln_scale: bool = _field(False, "scale each block's normed inputs by 1/sqrt(layer_idx + 1)")
     xsa: bool = _field(False, "XSA: remove from each head's output its component along the token's own value")
@@ -167,9 +164,7 @@ class ModelConfig(Section):
 @dataclass(frozen=True)
 class OptimConfig(Section):
     matrix_lr: float = _field(0.04, "Muon learning rate for the 2-D weights of the blocks", NON_NEGATIVE)
-    scalar_lr: float = _field(
-        0.04, "Adam learning rate for gains, mixes, skip weights and other small tensors", NON_NEGATIVE
-    )
+    scalar_lr: float = _field(0.04, "Adam learning rate for gains, mixes, skips and other small tensors", NON_NEGATIVE)
     tied_embed_lr: float = _field(0.05, "Adam learning rate for the tied token embedding", NON_NEGATIVE)
     embed_lr: float = _field(0.6, "Adam learning rate for the input embedding when embeddings are untied", NON_NEGATIVE)
     head_lr: float = _field(0.008, "Adam learning rate for the output head when embeddings are untied", NON_NEGATIVE)
@@ -177,9 +172,7 @@ class OptimConfig(Section):
     muon_momentum_start: float = _field(0.85, "Muon momentum at step 0, raised linearly to muon_momentum", FRACTION)
     muon_momentum_warmup_steps: int = _field(500, "steps over which Muon momentum rises; 0 = constant", NON_NEGATIVE)
     muon_ns_steps: int = _field(5, "Newton-Schulz iterations per Muon update", POSITIVE)
-    muon_ns_coeffs: NSCoefficients = _field(
-        "fixed", "Newton-Schulz coefficients: fixed (3.4445, -4.775, 2.0315) or polar_express"
-    )
+    muon_ns_coeffs: NSCoefficients = _field("fixed", "NS coefficients: fixed (3.4445, -4.775, 2.0315) or polar_express")
     muon_row_norm: bool = _field(False, "MuonEq-R: scale each row of the momentum update to unit L2 norm before NS")
     adam_beta1: float = _field(0.9, "Adam beta1", FRACTION)
     adam_beta2: float = _field(0.95, "Adam beta2", FRACTION)
@@ -187,22 +180,12 @@ class OptimConfig(Section):
     grad_clip_norm: float = _field(0.0, "clip the global gradient norm to this; 0 = no clipping", NON_NEGATIVE)
     lr_warmup_steps: int = _field(0, "linear learning-rate warm-up steps", NON_NEGATIVE)
     warmdown_steps: int = _field(1200, "linear decay to 0 over the last this many (projected) steps", NON_NEGATIVE)
-    warmdown_frac: float = _field(
-        0.0, "linear decay over the last this fraction of training; 0 = use warmdown_steps", UNIT
-    )
-    min_lr_scale: float = _field(
-        0.0, "floor of the warm-down's learning-rate multiplier (records: MIN_LR 0.1)", FRACTION
-    )
+    warmdown_frac: float = _field(0.0, "linear decay over the last this fraction of training; 0 = warmdown_steps", UNIT)
+    min_lr_scale: float = _field(0.0, "floor of the warm-down's lr multiplier (records: MIN_LR 0.1)", FRACTION)
     muon_wd: float = _field(0.0, "Muon decoupled weight decay: p <- p * (1 - lr * wd) before each update", NON_NEGATIVE)
-    embed_wd: float = _field(
-        0.0, "Adam decoupled weight decay of the embedding tables and the untied head", NON_NEGATIVE
-    )
-    scalar_wd: float = _field(
-        0.0, "Adam decoupled weight decay of the gains, mixes and other small tensors", NON_NEGATIVE
-    )
-    wd_taper_start: float = _field(
-        0.0, "Muon weight decay tapers linearly after this fraction of training; 0 = off", FRACTION
-    )
+    embed_wd: float = _field(0.0, "Adam decoupled weight decay of the embedding tables and untied head", NON_NEGATIVE)
+    scalar_wd: float = _field(0.0, "Adam decoupled weight decay of gains, mixes and other small tensors", NON_NEGATIVE)
+    wd_taper_start: float = _field(0.0, "Muon weight-decay taper from this fraction of training; 0 = off", FRACTION)
     wd_taper_final: float = _field(0.5, "Muon weight-decay multiplier reached at the end of the taper", NON_NEGATIVE)
 
 
@@ -210,37 +193,21 @@ class OptimConfig(Section):
 class TrainConfig(Section):
     seq_len: int = _field(1024, "tokens per training sequence (and per validation window)", POSITIVE)
     batch_tokens: int = _field(524_288, "tokens per optimizer step, summed over ranks and accumulation steps", POSITIVE)
-    device_batch_tokens: int = _field(
-        65_536, "tokens per forward pass on one rank; sets gradient accumulation", POSITIVE
-    )
+    device_batch_tokens: int = _field(65_536, "tokens per forward pass on one rank; sets grad accumulation", POSITIVE)
     iterations: int = _field(20_000, "maximum optimizer steps", POSITIVE)
     max_minutes: float = _field(10.0, "wall-clock limit on training (validation excluded); 0 = none", NON_NEGATIVE)
-    val_every: int = _field(
-        1000, "validate every this many steps (and always at the end); 0 = only at the end", NON_NEGATIVE
-    )
-    val_tokens: int = _field(
-        0, "score only the first this many validation targets during training; 0 = all", NON_NEGATIVE
-    )
+    val_every: int = _field(1000, "validate every this many steps and at the end; 0 = only at the end", NON_NEGATIVE)
+    val_tokens: int = _field(0, "score the first this many validation targets during training; 0 = all", NON_NEGATIVE)
     log_every: int = _field(200, "print and log the training loss every this many steps", NON_NEGATIVE)
-    checkpoint_every: int = _field(
-        0, "save a resumable checkpoint every this many steps; 0 = only at the end", NON_NEGATIVE
-    )
+    checkpoint_every: int = _field(0, "save a checkpoint every this many steps; 0 = only at the end", NON_NEGATIVE)
     keep_checkpoints: int = _field(2, "how many of the newest step checkpoints to keep", POSITIVE)
     seed: int = _field(1337, "seed for initialization and the data order")
     shuffle: bool = _field(False, "read training windows in a seeded random order instead of sequentially")
     compile: bool = _field(False, "torch.compile the model")
-    compile_warmup_steps: int = _field(
-        0, "steps run before the clock starts, then undone (compiles kernels)", NON_NEGATIVE
-    )
-    ema_decay: float = _field(
-        0.0, "keep an fp32 EMA of all weights (decay per step), used for eval/export; 0 = off", FRACTION
-    )
-    loop_after: float = _field(
-        0.0, "depth recurrence starts at this fraction of training (time, or steps); 0 = always", FRACTION
-    )
-    qat_threshold: float = _field(
-        0.0, "late QAT: fake-quantize the matrices once the lr scale is below this; 0 = off", UNIT
-    )
+    compile_warmup_steps: int = _field(0, "steps run before the clock starts, then undone (to compile)", NON_NEGATIVE)
+    ema_decay: float = _field(0.0, "fp32 EMA of all weights (decay per step), for eval and export; 0 = off", FRACTION)
+    loop_after: float = _field(0.0, "depth recurrence from this share of the run (time or steps); 0 = always", FRACTION)
+    qat_threshold: float = _field(0.0, "late QAT: fake-quantized matrices once lr scale < this; 0 = off", UNIT)
 
     def check(self) -> None:
         device, seq = self.device_batch_tokens, self.seq_len
@@ -267,11 +234,7 @@ class QuantConfig(Section):
     embed_bits: int = _field(0, "bits of the embedding / untied head matrices; 0 = quant.bits", GROUP_BITS)
     attn_bits: int = _field(0, "bits of the attention matrices; 0 = quant.bits", GROUP_BITS)
     mlp_bits: int = _field(0, "bits of the MLP matrices; 0 = quant.bits", GROUP_BITS)
-    clip_quantile: float = _field(
-        0.9999984,
-        "per-row clip at this quantile of |w| before scaling (without SDClip)",
-        (lambda v: 0 < v <= 1, "must be in (0, 1]"),
-    )
+    clip_quantile: float = _field(0.9999984, "per-row clip at this quantile of |w| (without SDClip)", QUANTILE)
     sdclip_k: float = _field(0.0, "SDClip: row scale = k * std(row) / qmax; 0 = clip at clip_quantile", NON_NEGATIVE)
     embed_sdclip_k: float = _field(0.0, "SDClip k of the embedding matrices; 0 = quant.sdclip_k", NON_NEGATIVE)
     attn_sdclip_k: float = _field(0.0, "SDClip k of the attention matrices; 0 = quant.sdclip_k", NON_NEGATIVE)

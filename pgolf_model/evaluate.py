@@ -18,19 +18,14 @@ import time
 from typing import get_args
 
 from . import artifact, runtime
-from .cli import add_section_arguments, guarded
+from .cli import add_section_arguments, command_parser, guarded
 from .config import Config
 from .evaluation.byte_counts import ByteMode, byte_counts, load_val
 from .evaluation.ttt import evaluate_ttt
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pgolf_model.evaluate",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
+    parser = command_parser("python -m pgolf_model.evaluate", __doc__)
     parser.add_argument("artifact", help="model artifact written by pgolf_model.train (e.g. runs/X/model.pga)")
     parser.add_argument("--data", required=True, help="shard directory with the val split (and its byte sidecars)")
     parser.add_argument("--val-tokens", type=int, default=0, help="score only the first N targets (0 = all)")

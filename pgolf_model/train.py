@@ -13,7 +13,6 @@ The work is ``pgolf_model.training.trainer``; this module is its command line.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from datetime import datetime
 
@@ -23,7 +22,7 @@ from pgolf_data.tokenizer.artifact import load as load_tokenizer
 
 from . import runtime
 from .artifact import BudgetError
-from .cli import add_config_arguments, config_from_args, guarded
+from .cli import add_config_arguments, command_parser, config_from_args, guarded
 from .config import ConfigError
 from .presets import bind_tokenizer
 from .training.trainer import run
@@ -33,12 +32,7 @@ USER_ERRORS = (ConfigError, BudgetError, ShardFormatError, TokenizerError, FileN
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pgolf_model.train",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__,
-    )
+    parser = command_parser("python -m pgolf_model.train", __doc__)
     parser.add_argument("--data", required=True, help="shard directory (train and val splits, val byte sidecars)")
     parser.add_argument("--tokenizer", required=True, help="tokenizer directory or tokenizer.pgt file")
     parser.add_argument("--out", help="run directory (default: runs/<preset>-<time>)")

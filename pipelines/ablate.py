@@ -16,25 +16,22 @@ interrupted ablation, or one with more switches or seeds, redoes only what is mi
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pgolf_data.cli_args import add_corpus_args
-from pgolf_data.corpus import DEFAULT_SOURCE
 from pgolf_data.manifest import write_atomic
 from pgolf_data.tokenizer.spec import resolve_spec
-from pgolf_data.tokenizer.training import default_threads
-from pgolf_model.cli import flat
+from pgolf_model.cli import command_parser, flat
 from pgolf_model.config import Config, ConfigError
 from pgolf_model.presets import baseline, bind_tokenizer, preset
 
 from .cache import StageCache, write_json
-from .documents import CorpusSplit
+from .recipe import RecipeSettings, add_training_args
 from .stages import shard_stage, stage_tokenizer, tokenizer_stage
 from .stats import Summary
 
@@ -195,36 +192,10 @@ def variants(
     return {ALL_ON: all_on, **{name: switch_off(all_on, name, switches) for name in chosen}}
 
 
-@dataclass(frozen=True)
-class AblationSettings:
-    out: Path
-    corpus: str = DEFAULT_SOURCE
+@dataclass(frozen=True, kw_only=True)
+class AblationSettings(RecipeSettings):
     spec: str = "sp1024"
-    preset: str = "tiny"
     only: tuple[str, ...] | None = None  # switch names; None = all of them
-    budget_mode: str = "steps"  # steps | tokens | wall-clock (pipelines.model_stages.apply_compute_budget)
-    budget_value: float | None = None  # steps, tokens or minutes; None = the preset's
-    seeds: int = 1
-    first_seed: int = 1337
-    val_docs: int = 40
-    max_docs: int | None = None
-    text_field: str = "text"
-    cache: Path | None = None
-    threads: int = field(default_factory=default_threads)
-    jobs: int = 1  # trainings at once, threads // jobs torch threads each
-
-    def __post_init__(self) -> None:
-        if self.seeds < 1:
-            raise ValueError(f"seeds must be >= 1, got {self.seeds}")
-        if self.threads < 1 or self.jobs < 1:
-            raise ValueError(f"threads and jobs must be >= 1, got threads {self.threads}, jobs {self.jobs}")
-
-    @property
-    def cache_dir(self) -> Path:
-        return self.cache or self.out / "cache"
-
-    def seed_list(self) -> list[int]:
-        return [self.first_seed + i for i in range(self.seeds)]
 
 
 def run_ablation(settings: AblationSettings, log: Log = print) -> dict:
@@ -232,7 +203,7 @@ def run_ablation(settings: AblationSettings, log: Log = print) -> dict:
     from .model_stages import TrainRequest, apply_compute_budget, read_manifest, train_stages
 
     start = time.perf_counter()
-    split = CorpusSplit(settings.corpus, settings.val_docs, settings.max_docs, settings.text_field)
+    split = settings.split()
     spec = resolve_spec(settings.spec)
     base, compute = apply_compute_budget(preset(settings.preset), settings.budget_mode, settings.budget_value)
     steps = base.train.iterations if not base.train.max_minutes else preset(settings.preset).train.iterations
@@ -397,14 +368,8 @@ def list_switches(preset_name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .cli_args import add_training_args
 
-    parser = argparse.ArgumentParser(
-        prog="python -m pipelines.ablate",
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser("python -m pipelines.ablate", __doc__)
     add_corpus_args(parser)
     parser.add_argument("--spec", default="sp1024", help="tokenizer spec name or TOML file (default sp1024)")
     add_training_args(parser, seeds=1, per="configuration")
@@ -420,13 +385,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.list:
             print(list_switches(args.preset))
             return 0
-        settings = AblationSettings(
-            out=args.out, corpus=args.corpus, spec=args.spec, preset=args.preset,
-            only=tuple(args.only) if args.only else None, budget_mode=args.budget_mode,
-            budget_value=args.steps if args.steps is not None else args.budget_value, seeds=args.seeds,
-            first_seed=args.first_seed, val_docs=args.val_docs, max_docs=args.max_docs, text_field=args.text_field,
-            cache=args.cache, threads=args.threads, jobs=args.jobs,
-        )  # fmt: skip
+        budget_value = args.steps if args.steps is not None else args.budget_value
+        only = tuple(args.only) if args.only else None
+        settings = AblationSettings.from_args(args, only=only, budget_value=budget_value)
         run_ablation(settings, log=lambda line: print(f"[ablate] {line}", flush=True))
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -9,7 +9,6 @@ standard library's docstrings, ~2 MB), so this runs on a machine with nothing bu
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from pgolf_data.sharding import ShardConfig, write_shards
 from pgolf_data.tokenizer import artifact, training
 from pgolf_data.tokenizer.metrics import measure
 from pgolf_data.tokenizer.spec import resolve_spec
+from pgolf_model.cli import command_parser
 from pgolf_model.presets import PRESETS, bind_tokenizer, preset
 from pgolf_model.training.trainer import run
 
@@ -29,12 +29,7 @@ def say(message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipelines.quickstart",
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n".join(__doc__.splitlines()[2:]),
-    )
+    parser = command_parser("python -m pipelines.quickstart", __doc__)
     parser.add_argument("--corpus", default="default", help="document source (default: the embedded corpus)")
     parser.add_argument(
         "--spec", default="sp1024_lossless", help="tokenizer spec name or path (default sp1024_lossless)"

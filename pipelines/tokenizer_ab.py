@@ -18,61 +18,40 @@ with more seeds redoes only what is missing.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pgolf_data.tokenizer import TokenizerSpec
 from pgolf_data.tokenizer.spec import SpecError, resolve_spec
-from pgolf_data.tokenizer.training import default_threads
+from pgolf_model.cli import command_parser
 
 from .cache import StageCache, write_json
-from .documents import CorpusSplit
+from .recipe import RecipeSettings, add_training_args
 from .screening import DEFAULT_SAMPLE_BYTES
 from .stages import shard_stage, stage_tokenizer, tokenizer_stage
 
 Log = Callable[[str], None]
 
 
-@dataclass(frozen=True)
-class ABSettings:
+@dataclass(frozen=True, kw_only=True)
+class ABSettings(RecipeSettings):
     specs: tuple[str, ...]  # spec names or TOML paths; the first is the reference
     corpus: str
-    out: Path
     seeds: int = 3
-    first_seed: int = 1337
-    preset: str = "tiny"
-    budget_mode: str = "steps"  # steps | tokens | wall-clock (pipelines.model_stages.apply_compute_budget)
-    budget_value: float | None = None  # steps, tokens or minutes; None = the preset's
+    val_docs: int = 1000
     artifact_budget: int | None = None  # bytes; None = the preset's model with the first spec's tokenizer
     shrink: str = "width"  # width | layers (pipelines.sizing)
     max_scale: float = 2.0
-    val_docs: int = 1000
-    max_docs: int | None = None
-    text_field: str = "text"
-    cache: Path | None = None
-    threads: int = field(default_factory=default_threads)
-    jobs: int = 1  # trainings at once, threads // jobs torch threads each
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.specs:
             raise ValueError("give at least one spec (--specs)")
-        if self.seeds < 1:
-            raise ValueError(f"seeds must be >= 1, got {self.seeds}")
-        if self.threads < 1 or self.jobs < 1:
-            raise ValueError(f"threads and jobs must be >= 1, got threads {self.threads}, jobs {self.jobs}")
         if self.artifact_budget is not None and self.artifact_budget <= 0:
             raise ValueError(f"the artifact budget must be a positive number of bytes, got {self.artifact_budget}")
-
-    @property
-    def cache_dir(self) -> Path:
-        return self.cache or self.out / "cache"
-
-    def seed_list(self) -> list[int]:
-        return [self.first_seed + i for i in range(self.seeds)]
 
 
 def load_specs(names: tuple[str, ...]) -> list[TokenizerSpec]:
@@ -83,10 +62,6 @@ def load_specs(names: tuple[str, ...]) -> list[TokenizerSpec]:
             raise SpecError(f"specs {seen[spec.name]!r} and {name!r} are both named {spec.name!r}; names must differ")
         seen[spec.name] = name
     return specs
-
-
-def _split(settings: ABSettings) -> CorpusSplit:
-    return CorpusSplit(settings.corpus, settings.val_docs, settings.max_docs, settings.text_field)
 
 
 def run_ab(settings: ABSettings, log: Log = print) -> dict:
@@ -101,7 +76,7 @@ def run_ab(settings: ABSettings, log: Log = print) -> dict:
     if settings.shrink not in sizing.SHRINK_MODES:
         raise ValueError(f"shrink must be one of {', '.join(sizing.SHRINK_MODES)}, got {settings.shrink!r}")
     specs = load_specs(settings.specs)
-    split = _split(settings)
+    split = settings.split()
     cache = StageCache(settings.cache_dir, log)
     base, compute = apply_compute_budget(preset(settings.preset), settings.budget_mode, settings.budget_value)
 
@@ -218,7 +193,7 @@ def run_screen(settings: ABSettings, sample_bytes: int | None = DEFAULT_SAMPLE_B
     from .screening import ScreenConfig, screen
 
     start = time.perf_counter()
-    split = _split(settings)
+    split = settings.split()
     config = ScreenConfig(sample_bytes=sample_bytes)
     cache = StageCache(settings.cache_dir, log)
     rows = screen(load_specs(settings.specs), split, cache, config, threads=settings.threads, log=log)
@@ -237,15 +212,9 @@ def run_screen(settings: ABSettings, sample_bytes: int | None = DEFAULT_SAMPLE_B
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .cli_args import add_training_args
     from .sizing import SHRINK_MODES
 
-    parser = argparse.ArgumentParser(
-        prog="python -m pipelines.tokenizer_ab",
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser("python -m pipelines.tokenizer_ab", __doc__)
     parser.add_argument(
         "--specs", nargs="+", required=True, help="spec names or TOML files; the first is the reference"
     )
@@ -265,12 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     args = parser.parse_args(argv)
     try:
-        settings = ABSettings(
-            specs=tuple(args.specs), corpus=args.corpus, out=args.out, seeds=args.seeds, first_seed=args.first_seed,
-            preset=args.preset, budget_mode=args.budget_mode, budget_value=args.budget_value,
-            artifact_budget=args.budget, shrink=args.shrink, max_scale=args.max_scale, val_docs=args.val_docs,
-            max_docs=args.max_docs, text_field=args.text_field, cache=args.cache, threads=args.threads, jobs=args.jobs,
-        )  # fmt: skip
+        settings = ABSettings.from_args(args, specs=tuple(args.specs), artifact_budget=args.budget)
         if args.screen:
             run_screen(settings, args.sample_bytes or None)
         else:

@@ -6,6 +6,7 @@ UTF-8 byte, each accounting for one byte; BOS accounts for none.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -94,3 +95,30 @@ def synthetic_docs(n_docs: int, seed: int) -> list[str]:
             sentences.append(" ".join(words).capitalize() + ".")
         docs.append(" ".join(sentences))
     return docs
+
+
+def jsonl_corpus(path: Path, docs: list[str]) -> Path:
+    """``docs`` written as a jsonl corpus file (one ``{"text": ...}`` object a line)."""
+    path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs), encoding="utf-8")
+    return path
+
+
+def interrupted_at(run_number: int, recipe, *args, **kwargs) -> None:
+    """Call ``recipe(*args, **kwargs)`` with the ``run_number``-th training run (1-based) interrupted, as a user's
+    Ctrl-C would: the recipe raises KeyboardInterrupt, and ``trainer.run`` is itself again afterwards."""
+    from pgolf_model.training import trainer
+
+    real_run, calls = trainer.run, []
+
+    def interrupted(*a, **kw):
+        calls.append(kw["out_dir"])
+        if len(calls) == run_number:
+            raise KeyboardInterrupt
+        return real_run(*a, **kw)
+
+    trainer.run = interrupted
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            recipe(*args, **kwargs)
+    finally:
+        trainer.run = real_run

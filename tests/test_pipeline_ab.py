@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from model_data import interrupted_at, jsonl_corpus
 from scipy import stats as scipy_stats
 
 from pgolf_data.shards import ShardSet
@@ -17,7 +18,6 @@ from pgolf_model import artifact as model_artifact
 from pgolf_model.artifact import BudgetError
 from pgolf_model.model import parameter_shapes
 from pgolf_model.presets import preset
-from pgolf_model.training import trainer
 from pipelines import sizing
 from pipelines.model_stages import apply_compute_budget
 from pipelines.report import ab_markdown
@@ -207,27 +207,15 @@ def _log_result(stage: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_whole_pipeline_at_smoke(tmp_path, dev_docs, monkeypatch):
-    corpus = tmp_path / "docs.jsonl"
-    corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in dev_docs[:400]), encoding="utf-8")
+def test_whole_pipeline_at_smoke(tmp_path, dev_docs):
+    corpus = jsonl_corpus(tmp_path / "docs.jsonl", dev_docs[:400])
     settings = ABSettings(
         specs=("sp1024", "bytes260"), corpus=str(corpus), out=tmp_path / "out", seeds=2, preset="smoke",
         budget_value=30, val_docs=40, threads=1,
     )  # fmt: skip
 
     # An interruption during the last training run: everything finished before it is kept.
-    real_run, calls = trainer.run, []
-
-    def interrupted(*args, **kwargs):
-        calls.append(kwargs["out_dir"])
-        if len(calls) == 4:
-            raise KeyboardInterrupt
-        return real_run(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "run", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        run_ab(settings, log=lambda line: None)
-    monkeypatch.setattr(trainer, "run", real_run)
+    interrupted_at(4, run_ab, settings, log=lambda line: None)
     assert not (settings.out / "report.md").exists()
     results = run_ab(settings, log=lambda line: None)
     assert results["settings"]["stages_built"] == {"train": 1}

@@ -113,34 +113,22 @@ def _private_copy(model, trainable: bool):
 # full: chunked sliding-window scoring, then SGD on each scored chunk
 
 
-def ttt_full(
-    model,
-    tokens: np.ndarray,
-    byte_counts: np.ndarray,
-    cfg: EvalConfig,
-    *,
-    seq_len: int,
-    batch_tokens: int,
-    runtime: Runtime,
-    keep_nll: bool = False,
-) -> BPBResult:
-    """Score-first full-parameter TTT (module docstring, ``full``) of all targets of ``tokens``."""
+def ttt_full(model, tokens: np.ndarray, cfg: EvalConfig, tally: Tally, *, seq_len: int, rows: int, rt: Runtime):
+    """Score-first full-parameter TTT (module docstring, ``full``) of all targets of ``tokens`` into ``tally``,
+    ``rows`` windows per forward pass."""
     model = _private_copy(model, trainable=True)
     n_targets, chunk = len(tokens) - 1, cfg.full.chunk_tokens
     n_chunks = -(-n_targets // chunk)
     by_chunk: list[list] = [[] for _ in range(n_chunks)]
     for w in windows(n_targets, seq_len, cfg.stride or seq_len):  # a window goes with its first scored target
         by_chunk[w.first_scored // chunk].append(w)
-    tally = Tally(byte_counts, n_targets, runtime.device, keep_nll)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.full.lr, momentum=cfg.full.momentum)
-    rows = max(1, batch_tokens // seq_len)
     for c, chunk_wins in enumerate(by_chunk):
         model.eval()
         with torch.no_grad():
-            score_windows(model, tokens, rank_slice(chunk_wins, runtime), tally, rows=rows, runtime=runtime)
+            score_windows(model, tokens, rank_slice(chunk_wins, rt), tally, rows=rows, runtime=rt)
         if c < n_chunks - 1:  # after the last chunk nothing is left to score with what it would teach
-            train_chunk(model, opt, tokens, c, n_chunks, cfg.full, seq_len=seq_len, rt=runtime)
-    return tally.result(runtime)
+            train_chunk(model, opt, tokens, c, n_chunks, cfg.full, seq_len=seq_len, rt=rt)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -199,30 +187,20 @@ def _global_sgd(model, tokens: np.ndarray, sgd: SGDPhase, seq_len: int, rt: Runt
         p.requires_grad_(False)
 
 
-def ttt_docs(
-    model,
-    tokens: np.ndarray,
-    byte_counts: np.ndarray,
-    cfg: EvalConfig,
-    *,
-    seq_len: int,
-    bos_id: int,
-    runtime: Runtime,
-    keep_nll: bool = False,
-) -> BPBResult:
-    """Score-first per-document LoRA TTT, with global SGD phases when ``cfg.ttt == "phased"`` (module docstring)."""
+def ttt_docs(model, tokens: np.ndarray, cfg: EvalConfig, tally: Tally, *, seq_len: int, bos_id: int, rt: Runtime):
+    """Score-first per-document LoRA TTT, with global SGD phases when ``cfg.ttt == "phased"`` (module docstring), of
+    all targets of ``tokens`` into ``tally``."""
     if cfg.lora.chunk_tokens > seq_len:
         raise ValueError(f"eval.lora.chunk_tokens {cfg.lora.chunk_tokens} is longer than the window ({seq_len})")
     model = _private_copy(model, trainable=False)
     model.eval()
     docs = find_docs(tokens, bos_id)
-    bsz, world = cfg.lora.batch_docs, runtime.world_size
+    bsz, world = cfg.lora.batch_docs, rt.world_size
     batches = [docs[i : i + bsz] for i in range(0, len(docs), bsz)]
     boundaries = _phase_boundaries(cfg, len(docs)) if cfg.ttt == "phased" else []
-    tally = Tally(byte_counts, len(tokens) - 1, runtime.device, keep_nll)
     lora = None  # built at a rank's first batch and after each phase; B is zeroed (A kept or redrawn) per batch
     for first in range(0, len(batches), world):
-        k = first + runtime.rank
+        k = first + rt.rank
         if k < len(batches):
             # A is drawn from a generator seeded by the batch index: without warm starts, scores do not depend on
             # the number of ranks.
@@ -239,14 +217,13 @@ def ttt_docs(
                 weight_decay=cfg.lora.weight_decay,
             )
             _score_doc_batch(
-                model, lora, opt, batches[k], tokens, tally, chunk=cfg.lora.chunk_tokens, seq_len=seq_len, rt=runtime
+                model, lora, opt, batches[k], tokens, tally, chunk=cfg.lora.chunk_tokens, seq_len=seq_len, rt=rt
             )
         scored = min(len(docs), (first + world) * bsz)  # every rank knows what the round scored
         while boundaries and scored >= boundaries[0]:
             doc_start, length = docs[boundaries.pop(0) - 1]
-            _global_sgd(model, tokens[: doc_start + length], cfg.phased, seq_len, runtime)
+            _global_sgd(model, tokens[: doc_start + length], cfg.phased, seq_len, rt)
             lora = None
-    return tally.result(runtime)
 
 
 def evaluate_ttt(
@@ -267,27 +244,13 @@ def evaluate_ttt(
     tokens, byte_counts = prepare(tokens, byte_counts, val_tokens)
     seq_len = cfg.seq_len or seq_len
     if cfg.ttt == "none":
-        return score(
-            model,
-            tokens,
-            byte_counts,
-            seq_len=seq_len,
-            stride=cfg.stride,
-            batch_tokens=batch_tokens,
-            runtime=runtime,
-            keep_nll=keep_nll,
-        )
+        windowing = dict(seq_len=seq_len, stride=cfg.stride, batch_tokens=batch_tokens)
+        return score(model, tokens, byte_counts, runtime=runtime, keep_nll=keep_nll, **windowing)
+    tally = Tally(byte_counts, len(tokens) - 1, runtime.device, keep_nll)
     if cfg.ttt == "full":
-        return ttt_full(
-            model,
-            tokens,
-            byte_counts,
-            cfg,
-            seq_len=seq_len,
-            batch_tokens=batch_tokens,
-            runtime=runtime,
-            keep_nll=keep_nll,
-        )
-    if bos_id is None:
+        ttt_full(model, tokens, cfg, tally, seq_len=seq_len, rows=max(1, batch_tokens // seq_len), rt=runtime)
+    elif bos_id is None:
         raise ValueError(f"eval.ttt = {cfg.ttt!r} splits documents at BOS, but the tokenizer has no BOS id")
-    return ttt_docs(model, tokens, byte_counts, cfg, seq_len=seq_len, bos_id=bos_id, runtime=runtime, keep_nll=keep_nll)
+    else:
+        ttt_docs(model, tokens, cfg, tally, seq_len=seq_len, bos_id=bos_id, rt=runtime)
+    return tally.result(runtime)
