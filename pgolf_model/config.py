@@ -85,7 +85,11 @@ class Section:
                 _require(value in allowed, f.name, value, f"must be one of {', '.join(allowed)}")
             if f.metadata.get("rule"):
                 test, why = f.metadata["rule"]
-                _require(test(value), f.name, value, why)
+                try:
+                    ok = test(value)
+                except TypeError:  # a value of another type (say a string in a JSON file) fails the rule too
+                    ok = False
+                _require(ok, f.name, value, why)
         self.check()
 
     def check(self) -> None:

@@ -115,6 +115,7 @@ def test_flags_parse_tuples_literal_choices_and_nested_settings():
         ({"model.ve_layers": "9"}, r"model.ve_layers = '9': must be a tuple"),
         ({"optim.muon_ns_coeffs": "quintic"}, r"optim.muon_ns_coeffs = 'quintic': must be one of fixed, polar_express"),
         ({"model.layers": 3}, r"unknown config field 'model.layers'"),
+        ({"train.seq_len": "64"}, r"train.seq_len = '64': must be positive"),
     ],
 )
 def test_bad_values_name_the_field_and_value(changes, message):
