@@ -24,12 +24,16 @@ import numpy as np
 import torch
 
 from pgolf_data.compress import compress
-from pgolf_model import calibration, checkpoint, gptq, quant
-from pgolf_model.config import Config, preset
-from pgolf_model.evaluate import load_val, score
+from pgolf_model import quant
+from pgolf_model.config import Config
+from pgolf_model.evaluation.byte_counts import load_val
+from pgolf_model.evaluation.scoring import score
+from pgolf_model.export import calibration, gptq
 from pgolf_model.model import GPT
-from pgolf_model.optim import build_optimizers
+from pgolf_model.presets import preset
 from pgolf_model.runtime import Runtime
+from pgolf_model.training import checkpoint
+from pgolf_model.training.optim import build_optimizers
 
 DEV_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "web_dev.jsonl.zst"
 CPU = Runtime(torch.device("cpu"))
@@ -65,7 +69,7 @@ def trained_model(args) -> tuple[GPT, Config, Path]:
         model = GPT(cfg.model)
         model.load_state_dict(state["model"])
         return model.eval(), cfg, Path(args.data)
-    from pgolf_model.train import run
+    from pgolf_model.training.trainer import run
 
     root = Path(tempfile.mkdtemp(prefix="pgolf-bench-quant-"))
     data, tok = byte_dataset(root)

@@ -14,10 +14,10 @@ import time
 
 import torch
 
-from pgolf_model import qat
-from pgolf_model.config import preset
 from pgolf_model.model import GPT
-from pgolf_model.optim import build_optimizers
+from pgolf_model.presets import preset
+from pgolf_model.training import qat
+from pgolf_model.training.optim import build_optimizers
 
 VARIANTS = {
     "off": {},
@@ -30,7 +30,7 @@ VARIANTS = {
     "bigram_hash": {"model.bigram_buckets": 2048, "model.bigram_dim": 64},
     "parallel_resid": {"model.parallel_from": -1},  # replaced by the last block index
     "loop_x1": {"model.num_loops": 1, "model.loop_start": 1, "model.loop_end": 1},
-    "value_embed": {"model.ve_layers": "1", "model.ve_dim": 64},
+    "value_embed": {"model.ve_layers": (1,), "model.ve_dim": 64},
     "late_qat": {"train.qat_threshold": 0.15},  # on for every timed step here
     "muon_wd": {"optim.muon_wd": 0.04},
     "polar_express": {"optim.muon_ns_coeffs": "polar_express"},

@@ -17,9 +17,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from pgolf_model.config import preset
 from pgolf_model.model import GPT
-from pgolf_model.optim import build_optimizers
+from pgolf_model.presets import preset
+from pgolf_model.training.optim import build_optimizers
 
 SHAPES = {"vocab 1024, 4 x 128": (1024, 128), "vocab 8192, 4 x 48": (8192, 48)}
 

@@ -16,9 +16,9 @@ import time
 
 import torch
 
-from pgolf_model.config import preset
 from pgolf_model.model import GPT
-from pgolf_model.optim import build_optimizers
+from pgolf_model.presets import preset
+from pgolf_model.training.optim import build_optimizers
 
 
 def make_step(model, optimizers, compiled: bool):
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     loader = None
     if args.data:
         from pgolf_data.shards import ShardSet
-        from pgolf_model.data import TrainLoader
+        from pgolf_model.training.data import TrainLoader
 
         loader = TrainLoader(
             ShardSet.open(args.data, "train"),

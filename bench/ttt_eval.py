@@ -1,36 +1,35 @@
 """BPB and time of each evaluation mode on one artifact, side by side, against non-overlapping windows.
 
-    python bench/ttt_eval.py RUN/model.pga --data DIR [--val-tokens 65536] [--set eval.lora_batch_docs=8 ...]
+    python bench/ttt_eval.py RUN/model.pga --data DIR [--val-tokens 65536] [--set eval.lora.batch_docs=8 ...]
 
 Modes: non-overlapping windows (the baseline scorer), sliding windows (stride 64), score-first TTT full (its chunks
 scored with the same stride), docs (the lora mode's per-document chunk windows at learning rate 0: what the context
-alone changes), lora and phased. ``--set`` overrides EvalConfig fields for every mode.
+alone changes), lora and phased. ``--set`` overrides ``eval.*`` settings for every mode.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from typing import get_type_hints
 
 import torch
 
 from pgolf_model import artifact
-from pgolf_model.config import EvalConfig
-from pgolf_model.evaluate import load_val
+from pgolf_model.cli import parse_setting
+from pgolf_model.config import Config
+from pgolf_model.evaluation.byte_counts import load_val
+from pgolf_model.evaluation.ttt import evaluate_ttt
 from pgolf_model.runtime import Runtime
-from pgolf_model.ttt import evaluate_ttt
 
 
 def parse_sets(items: list[str]) -> dict:
-    types = get_type_hints(EvalConfig)
+    """``["eval.lora.batch_docs=8", ...]`` as config overrides, each value parsed as its flag would be."""
     out = {}
     for item in items:
         key, _, value = item.partition("=")
-        name = key.removeprefix("eval.")
-        if name not in types:
-            raise SystemExit(f"--set {item}: unknown EvalConfig field {name!r}")
-        out[name] = value.lower() in ("1", "true") if types[name] is bool else types[name](value)
+        if not key.startswith("eval."):
+            raise SystemExit(f"--set {item}: only eval.* settings apply here")
+        out[key] = parse_setting(key, value)
     return out
 
 
@@ -40,7 +39,7 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--val-tokens", type=int, default=65_536)
     parser.add_argument("--stride", type=int, default=64)
-    parser.add_argument("--set", nargs="*", default=[], help="EvalConfig overrides, e.g. lora_batch_docs=8")
+    parser.add_argument("--set", nargs="*", default=[], help="eval settings, e.g. eval.lora.batch_docs=8")
     parser.add_argument("--modes", default="none,sliding,full,docs,lora,phased")
     args = parser.parse_args()
 
@@ -49,14 +48,17 @@ def main() -> None:
     tokens, counts = load_val(args.data)
     bos_id = art.tokenizer().bos_id
     rt = Runtime(torch.device("cpu"))
-    common = parse_sets(args.set)
+    given = Config().override(parse_sets(args.set))
     modes = {
-        "none": EvalConfig(**common),
-        "sliding": EvalConfig(**{**common, "stride": args.stride}),
-        "full": EvalConfig(**{**common, "stride": args.stride, "ttt": "full"}),
-        "docs": EvalConfig(**{**common, "ttt": "lora", "lora_lr": 0.0}),  # document windows, no adaptation
-        "lora": EvalConfig(**{**common, "ttt": "lora"}),
-        "phased": EvalConfig(**{**common, "ttt": "phased"}),
+        name: given.override(changes).eval
+        for name, changes in {
+            "none": {},
+            "sliding": {"eval.stride": args.stride},
+            "full": {"eval.stride": args.stride, "eval.ttt": "full"},
+            "docs": {"eval.ttt": "lora", "eval.lora.lr": 0.0},  # document windows, no adaptation
+            "lora": {"eval.ttt": "lora"},
+            "phased": {"eval.ttt": "phased"},
+        }.items()
     }
     threads = torch.get_num_threads()
     print(f"{args.artifact}: {args.val_tokens:,} targets, seq_len {cfg.train.seq_len}, {threads} torch threads")

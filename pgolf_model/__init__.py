@@ -1,7 +1,15 @@
 """The pgolf model: a compact GPT trained under the Parameter Golf limits (16,000,000-byte artifact, 10 minutes).
 
-Modules, one job each: ``config`` (typed settings and presets), ``model`` (the GPT), ``optim`` (Muon + Adam and the
-schedule), ``data`` (the distributed shard loader), ``train`` (``python -m pgolf_model.train``), ``evaluate`` (exact
-bits per byte), ``quant`` (weight quantization), ``artifact`` (the one-file model artifact) and ``budget`` (its byte
-budget). Importing the package does nothing else.
+The layout follows the one boundary that matters: what a model artifact carries (its counted code,
+``artifact.COUNTED_FILES``) and what runs on the host only.
+
+Counted: ``config`` (typed settings, standard library only), ``model`` (the GPT), ``softcap_ce`` (chunked soft-capped
+cross-entropy), ``quant`` (the quantized-weights format, dequantization), ``artifact`` (the one-file artifact and the
+loader of its own code), ``runtime`` (device and torch.distributed), and ``evaluation`` (exact BPB, byte counts,
+score-first TTT, LoRA).
+
+Host: ``training`` (the trainer, Muon and the schedule, the shard loader, checkpoints, late QAT), ``export``
+(calibration, GPTQ, LQER, per-group quantization, bit allocation, the export, the budget estimate), ``presets``
+(named configs, ``bind_tokenizer``), ``cli`` (the config flags) and the command lines ``train``, ``evaluate`` and
+``budget`` (``python -m pgolf_model.train``). Importing the package does nothing else.
 """

@@ -33,18 +33,19 @@ FORMAT_VERSION = 1
 LIMIT = 16_000_000  # the challenge's cap on code + model bytes (decimal); pgolf also counts the tokenizer
 PARTS = ("config", "tokenizer", "weights", "code")
 _REPO = Path(__file__).resolve().parent.parent
-# Everything the evaluation path runs besides torch/numpy: rebuild the model, read shards, score.
+# Everything the evaluation path runs besides torch/numpy: rebuild the model, read shards, score. The package
+# docstrings (``__init__.py``) hold no code and are not counted.
 COUNTED_FILES = (
     "pgolf_model/config.py",
     "pgolf_model/softcap_ce.py",
     "pgolf_model/model.py",
     "pgolf_model/quant.py",
     "pgolf_model/artifact.py",
-    "pgolf_model/evaluate.py",
-    "pgolf_model/sliding.py",
-    "pgolf_model/ttt.py",
-    "pgolf_model/lora.py",
     "pgolf_model/runtime.py",
+    "pgolf_model/evaluation/scoring.py",
+    "pgolf_model/evaluation/byte_counts.py",
+    "pgolf_model/evaluation/ttt.py",
+    "pgolf_model/evaluation/lora.py",
     "pgolf_data/shards.py",
     "pgolf_data/compress.py",
 )
@@ -272,5 +273,12 @@ def build_model(art: Artifact, *, device="cpu", embedded_code: bool = True):
     cfg = config_mod.Config.from_dict(art.config, where=f"{art.path}: config")
     model = model_mod.GPT(cfg.model)
     state = quant_mod.QuantizedState.from_bytes(art.weights, where=f"{art.path}: weights").dequantize()
+    missing, unexpected = set(model.state_dict()) - set(state), set(state) - set(model.state_dict())
+    if missing or unexpected:
+        code = "its own counted code" if embedded_code else "this pgolf_model (an older artifact runs its own code)"
+        raise ArtifactError(
+            f"{art.path}: the weights do not fit the model built by {code}: missing {sorted(missing)[:3]}, "
+            f"unexpected {sorted(unexpected)[:3]}"
+        )
     model.load_state_dict(state, strict=True)
     return model.to(device), cfg

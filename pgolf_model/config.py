@@ -1,9 +1,11 @@
-"""Typed run configuration: one small dataclass per section (model, optim, train, quant, eval), named presets, and
-command-line overrides.
+"""Typed run configuration: one small dataclass per section (model, optim, train, quant, eval).
 
-Every field is one flag, ``--<section>.<field> VALUE`` (e.g. ``--model.num_layers 11``), applied on top of a preset
-(``--preset baseline``). Each dataclass validates itself on creation and raises ``ConfigError`` naming the field and
-the value. ``Config.to_dict`` / ``Config.from_dict`` give the JSON saved in checkpoints and artifacts.
+Every setting is one command-line flag (``pgolf_model.cli``), applied on top of a preset (``pgolf_model.presets``).
+Choices are ``Literal`` types and lists are tuples, so the checks here and the command line read both from the
+annotations; each field's range sits beside its help. Each dataclass validates itself on creation and raises
+``ConfigError`` naming the field and the value (with its full dotted path when built through ``Config``).
+``Config.to_dict`` / ``Config.from_dict`` give the JSON saved in checkpoints and artifacts; ``from_dict`` also reads
+the JSON written before the test-time-training settings were nested (flat ``eval.full_*`` keys, comma strings).
 
 This module is part of the artifact's counted code (it defines the model's shape), so it imports nothing from
 outside the standard library.
@@ -11,42 +13,104 @@ outside the standard library.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-from dataclasses import dataclass, field, fields, replace
-from typing import Any, get_type_hints
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
-CODECS = ("zstd", "lzma", "brotli", "best")
+# Token ids are stored as uint16 in shards: np.iinfo(pgolf_data.shards.TOKEN_DTYPE).max + 1 (a test checks).
+VOCAB_LIMIT = 65_536
+
+Codec = Literal["zstd", "lzma", "brotli", "best"]
+NSCoefficients = Literal["fixed", "polar_express"]
+QuantMethod = Literal["rtn", "gptq"]
+TTTMode = Literal["none", "full", "lora", "phased"]
+LoRATarget = Literal["q", "k", "v", "o", "mlp"]
 
 
 class ConfigError(ValueError):
     """A configuration value that cannot work; the message names the field and the value."""
 
 
-def _field(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+class FieldError(ConfigError):
+    """A field's value is wrong; the message starts with the field's name, so an enclosing section can prefix it."""
 
 
-def _require(ok: bool, section: str, name: str, value: Any, why: str) -> None:
+Rule = tuple[Callable[[Any], bool], str]
+POSITIVE: Rule = (lambda v: v > 0, "must be positive")
+POSITIVE_INT: Rule = (lambda v: isinstance(v, int) and v > 0, "must be a positive integer")
+NON_NEGATIVE: Rule = (lambda v: v >= 0, "must be >= 0")
+FRACTION: Rule = (lambda v: 0 <= v < 1, "must be in [0, 1)")
+UNIT: Rule = (lambda v: 0 <= v <= 1, "must be in [0, 1]")
+BITS: Rule = (lambda v: 2 <= v <= 8, "must be in [2, 8]")
+GROUP_BITS: Rule = (lambda v: v == 0 or 2 <= v <= 8, "must be 0 (= quant.bits) or in [2, 8]")
+QUANTILE: Rule = (lambda v: 0 < v <= 1, "must be in (0, 1]")
+
+
+def _field(default: Any, help: str, rule: Rule | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "rule": rule})
+
+
+def _require(ok: bool, name: str, value: Any, why: str) -> None:
     if not ok:
-        raise ConfigError(f"{section}.{name} = {value!r}: {why}")
+        raise FieldError(f"{name} = {value!r}: {why}")
+
+
+@functools.cache
+def type_hints(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
+def choices(kind: Any) -> tuple | None:
+    """The values a ``Literal`` type (or a tuple of one) allows; None for other types."""
+    if get_origin(kind) is tuple:
+        kind = get_args(kind)[0]
+    return get_args(kind) if get_origin(kind) is Literal else None
+
+
+class Section:
+    """Validation on creation: each field's rule, ``Literal`` choices and tuple types, then the section's ``check``."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value, kind = getattr(self, f.name), type_hints(type(self))[f.name]
+            allowed = choices(kind)
+            if get_origin(kind) is tuple:
+                _require(isinstance(value, tuple), f.name, value, "must be a tuple")
+                bad = [v for v in value if allowed is not None and v not in allowed]
+                why = f"unknown item(s) {', '.join(map(str, bad))}; choose from {', '.join(allowed or ())}"
+                _require(not bad, f.name, value, why)
+            elif allowed is not None:
+                _require(value in allowed, f.name, value, f"must be one of {', '.join(allowed)}")
+            if f.metadata.get("rule"):
+                test, why = f.metadata["rule"]
+                try:
+                    ok = test(value)
+                except TypeError:  # a value of another type (say a string in a JSON file) fails the rule too
+                    ok = False
+                _require(ok, f.name, value, why)
+        self.check()
+
+    def check(self) -> None:
+        """Checks that involve several fields."""
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    vocab_size: int = _field(1024, "token ids the model predicts; set from the tokenizer when not given")
-    num_layers: int = _field(9, "transformer blocks; the first half feeds U-Net skips into the second half")
-    model_dim: int = _field(512, "width of the residual stream")
-    num_heads: int = _field(8, "query heads per attention layer")
-    num_kv_heads: int = _field(4, "key/value heads (grouped-query attention); must divide num_heads")
-    mlp_mult: int = _field(2, "MLP hidden width as a multiple of model_dim")
-    rope_base: float = _field(10000.0, "RoPE frequency base")
+class ModelConfig(Section):
+    vocab_size: int = _field(1024, "token ids the model predicts; set from the tokenizer when not given", POSITIVE_INT)
+    num_layers: int = _field(9, "transformer blocks; the first half feeds U-Net skips into the second", POSITIVE_INT)
+    model_dim: int = _field(512, "width of the residual stream", POSITIVE_INT)
+    num_heads: int = _field(8, "query heads per attention layer", POSITIVE_INT)
+    num_kv_heads: int = _field(4, "key/value heads (grouped-query attention); must divide num_heads", POSITIVE_INT)
+    mlp_mult: int = _field(2, "MLP hidden width as a multiple of model_dim", POSITIVE_INT)
+    rope_base: float = _field(10000.0, "RoPE frequency base", POSITIVE)
     qk_gain_init: float = _field(1.5, "initial per-head gain on the RMS-normed queries (a learned temperature)")
-    logit_softcap: float = _field(30.0, "logits pass through cap*tanh(z/cap); 0 disables the cap")
+    logit_softcap: float = _field(30.0, "logits pass through cap*tanh(z/cap); 0 disables the cap", NON_NEGATIVE)
     tie_embeddings: bool = _field(True, "share the input embedding with the output projection")
-    tied_embed_init_std: float = _field(0.005, "init std of the token embedding")
-    # Record-stack switches (../shared/research/stack.md section 6); every default is off = the baseline.
-    mlp_leaky_slope: float = _field(0.0, "MLP activation leaky_relu(x, slope)^2; 0 = relu^2, the records use 0.5")
+    tied_embed_init_std: float = _field(0.005, "init std of the token embedding", POSITIVE)
+    # Record-stack switches (docs/records.md); every default is off = the baseline.
+    mlp_leaky_slope: float = _field(0.0, "MLP leaky_relu(x, slope)^2; 0 = relu^2, the records use 0.5", NON_NEGATIVE)
     rope_dims: int = _field(0, "partial RoPE: rotate only the first this many dims of each head; 0 = all")
     ln_scale: bool = _field(False, "scale each block's normed inputs by 1/sqrt(layer_idx + 1)")
     xsa: bool = _field(False, "XSA: remove from each head's output its component along the token's own value")
@@ -56,140 +120,104 @@ class ModelConfig:
     parallel_from: int = _field(0, "decoder blocks with physical index >= this run two parallel lanes; 0 = off")
     loop_start: int = _field(0, "depth recurrence: first physical block of the looped range")
     loop_end: int = _field(-1, "depth recurrence: last physical block of the looped range (inclusive)")
-    num_loops: int = _field(0, "depth recurrence: extra passes over blocks loop_start..loop_end; 0 = off")
-    bigram_buckets: int = _field(0, "BigramHash embedding buckets added to the token embedding; 0 = off")
-    bigram_dim: int = _field(128, "BigramHash embedding width, projected to model_dim")
-    ve_layers: str = _field("", "value embeddings: the blocks (e.g. 9,10) whose values get a shared table; '' = off")
-    ve_dim: int = _field(128, "value embedding table width, projected to the key/value width")
+    num_loops: int = _field(0, "depth recurrence: extra passes over blocks loop_start..loop_end; 0 = off", NON_NEGATIVE)
+    bigram_buckets: int = _field(0, "BigramHash embedding buckets added to the token embedding; 0 = off", NON_NEGATIVE)
+    bigram_dim: int = _field(128, "BigramHash embedding width, projected to model_dim", POSITIVE)
+    ve_layers: tuple[int, ...] = _field((), "value embeddings: the blocks (e.g. 9,10) whose values get a shared table")
+    ve_dim: int = _field(128, "value embedding table width, projected to the key/value width", POSITIVE)
 
-    def __post_init__(self) -> None:
-        s = "model"
-        for name in ("vocab_size", "num_layers", "model_dim", "num_heads", "num_kv_heads", "mlp_mult"):
-            value = getattr(self, name)
-            _require(isinstance(value, int) and value > 0, s, name, value, "must be a positive integer")
-        _require(self.vocab_size <= 65_536, s, "vocab_size", self.vocab_size, "shards store ids as uint16 (<= 65536)")
-        dim, heads, kv = self.model_dim, self.num_heads, self.num_kv_heads
-        _require(dim % heads == 0, s, "model_dim", dim, f"must be divisible by num_heads = {heads}")
-        _require(heads % kv == 0, s, "num_kv_heads", kv, f"must divide num_heads = {heads}")
-        _require(self.head_dim % 2 == 0, s, "model_dim", self.model_dim, f"head_dim {self.head_dim} must be even")
-        _require(self.rope_base > 0, s, "rope_base", self.rope_base, "must be positive")
-        _require(self.logit_softcap >= 0, s, "logit_softcap", self.logit_softcap, "must be >= 0 (0 disables)")
-        _require(self.tied_embed_init_std > 0, s, "tied_embed_init_std", self.tied_embed_init_std, "must be positive")
-        _require(self.mlp_leaky_slope >= 0, s, "mlp_leaky_slope", self.mlp_leaky_slope, "must be >= 0")
+    def check(self) -> None:
+        dim, heads, kv, layers = self.model_dim, self.num_heads, self.num_kv_heads, self.num_layers
+        _require(
+            self.vocab_size <= VOCAB_LIMIT,
+            "vocab_size",
+            self.vocab_size,
+            f"shards store ids as uint16 (<= {VOCAB_LIMIT})",
+        )
+        _require(dim % heads == 0, "model_dim", dim, f"must be divisible by num_heads = {heads}")
+        _require(heads % kv == 0, "num_kv_heads", kv, f"must divide num_heads = {heads}")
+        _require(self.head_dim % 2 == 0, "model_dim", dim, f"head_dim {self.head_dim} must be even")
         why = f"must be 0 or an even number <= head_dim {self.head_dim}"
-        _require(self.rope_dims % 2 == 0 and 0 <= self.rope_dims <= self.head_dim, s, "rope_dims", self.rope_dims, why)
-        why = f"must be in [0, model_dim {dim}]"
-        _require(0 <= self.attn_gate_width <= dim, s, "attn_gate_width", self.attn_gate_width, why)
-        _require(0 <= self.bos_id < self.vocab_size, s, "bos_id", self.bos_id, "must be a token id")
-        why = f"must be 0 (off) or a decoder block index in [num_layers//2, {self.num_layers})"
-        ok = self.parallel_from == 0 or self.num_layers // 2 <= self.parallel_from < self.num_layers
-        _require(ok, s, "parallel_from", self.parallel_from, why)
-        _require(self.num_loops >= 0, s, "num_loops", self.num_loops, "must be >= 0")
+        _require(self.rope_dims % 2 == 0 and 0 <= self.rope_dims <= self.head_dim, "rope_dims", self.rope_dims, why)
+        _require(
+            0 <= self.attn_gate_width <= dim,
+            "attn_gate_width",
+            self.attn_gate_width,
+            f"must be in [0, model_dim {dim}]",
+        )
+        _require(0 <= self.bos_id < self.vocab_size, "bos_id", self.bos_id, "must be a token id")
+        why = f"must be 0 (off) or a decoder block index in [num_layers//2, {layers})"
+        ok = self.parallel_from == 0 or layers // 2 <= self.parallel_from < layers
+        _require(ok, "parallel_from", self.parallel_from, why)
         if self.num_loops:
-            why = f"need 0 <= loop_start <= loop_end < num_layers = {self.num_layers}"
-            ok = 0 <= self.loop_start <= self.loop_end < self.num_layers
-            _require(ok, s, "loop_end", (self.loop_start, self.loop_end), why)
-            # A looped block would run again after the parallel lanes have started; the lanes must be last.
+            ok = 0 <= self.loop_start <= self.loop_end < layers
+            why = f"need 0 <= loop_start <= loop_end < num_layers = {layers}"
+            _require(ok, "loop_end", (self.loop_start, self.loop_end), why)
+            # The lanes must be last: a looped block would run again after they have started.
             why = f"the looped blocks must all come before parallel_from = {self.parallel_from}"
-            ok = not self.parallel_from or self.loop_end < self.parallel_from
-            _require(ok, s, "loop_end", self.loop_end, why)
-        _require(self.bigram_buckets >= 0, s, "bigram_buckets", self.bigram_buckets, "must be >= 0")
-        _require(self.bigram_dim > 0, s, "bigram_dim", self.bigram_dim, "must be positive")
-        _require(self.ve_dim > 0, s, "ve_dim", self.ve_dim, "must be positive")
-        try:
-            layers = self.ve_layer_list
-        except ValueError:
-            layers = None
-        why = f"must be distinct comma-separated block indices in [0, {self.num_layers})"
-        ok = layers is not None and len(set(layers)) == len(layers) and all(0 <= i < self.num_layers for i in layers)
-        _require(ok, s, "ve_layers", self.ve_layers, why)
+            _require(not self.parallel_from or self.loop_end < self.parallel_from, "loop_end", self.loop_end, why)
+        blocks = all(isinstance(i, int) and 0 <= i < layers for i in self.ve_layers)
+        ok = blocks and len(set(self.ve_layers)) == len(self.ve_layers)
+        _require(ok, "ve_layers", self.ve_layers, f"must be distinct block indices in [0, {layers})")
 
     @property
     def head_dim(self) -> int:
         return self.model_dim // self.num_heads
 
-    @property
-    def ve_layer_list(self) -> tuple[int, ...]:
-        return tuple(int(i) for i in self.ve_layers.split(",") if i.strip())
-
 
 @dataclass(frozen=True)
-class OptimConfig:
-    matrix_lr: float = _field(0.04, "Muon learning rate for the 2-D weights of the blocks")
-    scalar_lr: float = _field(0.04, "Adam learning rate for gains, mixes, skip weights and other small tensors")
-    tied_embed_lr: float = _field(0.05, "Adam learning rate for the tied token embedding")
-    embed_lr: float = _field(0.6, "Adam learning rate for the input embedding when embeddings are untied")
-    head_lr: float = _field(0.008, "Adam learning rate for the output head when embeddings are untied")
-    muon_momentum: float = _field(0.95, "Muon momentum after its warm-up")
-    muon_momentum_start: float = _field(0.85, "Muon momentum at step 0, raised linearly to muon_momentum")
-    muon_momentum_warmup_steps: int = _field(500, "steps over which Muon momentum rises; 0 = constant")
-    muon_ns_steps: int = _field(5, "Newton-Schulz iterations per Muon update")
-    muon_ns_coeffs: str = _field("fixed", "Newton-Schulz coefficients: fixed (3.4445, -4.775, 2.0315) or polar_express")
+class OptimConfig(Section):
+    matrix_lr: float = _field(0.04, "Muon learning rate for the 2-D weights of the blocks", NON_NEGATIVE)
+    scalar_lr: float = _field(0.04, "Adam learning rate for gains, mixes, skips and other small tensors", NON_NEGATIVE)
+    tied_embed_lr: float = _field(0.05, "Adam learning rate for the tied token embedding", NON_NEGATIVE)
+    embed_lr: float = _field(0.6, "Adam learning rate for the input embedding when embeddings are untied", NON_NEGATIVE)
+    head_lr: float = _field(0.008, "Adam learning rate for the output head when embeddings are untied", NON_NEGATIVE)
+    muon_momentum: float = _field(0.95, "Muon momentum after its warm-up", FRACTION)
+    muon_momentum_start: float = _field(0.85, "Muon momentum at step 0, raised linearly to muon_momentum", FRACTION)
+    muon_momentum_warmup_steps: int = _field(500, "steps over which Muon momentum rises; 0 = constant", NON_NEGATIVE)
+    muon_ns_steps: int = _field(5, "Newton-Schulz iterations per Muon update", POSITIVE)
+    muon_ns_coeffs: NSCoefficients = _field("fixed", "NS coefficients: fixed (3.4445, -4.775, 2.0315) or polar_express")
     muon_row_norm: bool = _field(False, "MuonEq-R: scale each row of the momentum update to unit L2 norm before NS")
-    adam_beta1: float = _field(0.9, "Adam beta1")
-    adam_beta2: float = _field(0.95, "Adam beta2")
-    adam_eps: float = _field(1e-8, "Adam epsilon")
-    grad_clip_norm: float = _field(0.0, "clip the global gradient norm to this; 0 = no clipping")
-    lr_warmup_steps: int = _field(0, "linear learning-rate warm-up steps")
-    warmdown_steps: int = _field(1200, "linear decay to 0 over the last this many (projected) steps")
-    warmdown_frac: float = _field(0.0, "linear decay over the last this fraction of training; 0 = use warmdown_steps")
-    min_lr_scale: float = _field(0.0, "floor of the warm-down's learning-rate multiplier (records: MIN_LR 0.1)")
-    muon_wd: float = _field(0.0, "Muon decoupled weight decay: p <- p * (1 - lr * wd) before each update")
-    embed_wd: float = _field(0.0, "Adam decoupled weight decay of the embedding tables and the untied head")
-    scalar_wd: float = _field(0.0, "Adam decoupled weight decay of the gains, mixes and other small tensors")
-    wd_taper_start: float = _field(0.0, "Muon weight decay tapers linearly after this fraction of training; 0 = off")
-    wd_taper_final: float = _field(0.5, "Muon weight-decay multiplier reached at the end of the taper")
-
-    def __post_init__(self) -> None:
-        s = "optim"
-        lrs = ("matrix_lr", "scalar_lr", "tied_embed_lr", "embed_lr", "head_lr", "adam_eps", "grad_clip_norm")
-        for name in (*lrs, "muon_wd", "embed_wd", "scalar_wd", "wd_taper_final"):
-            _require(getattr(self, name) >= 0, s, name, getattr(self, name), "must be >= 0")
-        for name in ("min_lr_scale", "wd_taper_start"):
-            _require(0 <= getattr(self, name) < 1, s, name, getattr(self, name), "must be in [0, 1)")
-        _require(0 <= self.warmdown_frac <= 1, s, "warmdown_frac", self.warmdown_frac, "must be in [0, 1]")
-        for name in ("muon_momentum", "muon_momentum_start", "adam_beta1", "adam_beta2"):
-            _require(0 <= getattr(self, name) < 1, s, name, getattr(self, name), "must be in [0, 1)")
-        for name in ("muon_momentum_warmup_steps", "lr_warmup_steps", "warmdown_steps"):
-            _require(getattr(self, name) >= 0, s, name, getattr(self, name), "must be >= 0")
-        _require(self.muon_ns_steps >= 1, s, "muon_ns_steps", self.muon_ns_steps, "must be >= 1")
-        why = "must be one of fixed, polar_express"
-        _require(self.muon_ns_coeffs in ("fixed", "polar_express"), s, "muon_ns_coeffs", self.muon_ns_coeffs, why)
+    adam_beta1: float = _field(0.9, "Adam beta1", FRACTION)
+    adam_beta2: float = _field(0.95, "Adam beta2", FRACTION)
+    adam_eps: float = _field(1e-8, "Adam epsilon", NON_NEGATIVE)
+    grad_clip_norm: float = _field(0.0, "clip the global gradient norm to this; 0 = no clipping", NON_NEGATIVE)
+    lr_warmup_steps: int = _field(0, "linear learning-rate warm-up steps", NON_NEGATIVE)
+    warmdown_steps: int = _field(1200, "linear decay to 0 over the last this many (projected) steps", NON_NEGATIVE)
+    warmdown_frac: float = _field(0.0, "linear decay over the last this fraction of training; 0 = warmdown_steps", UNIT)
+    min_lr_scale: float = _field(0.0, "floor of the warm-down's lr multiplier (records: MIN_LR 0.1)", FRACTION)
+    muon_wd: float = _field(0.0, "Muon decoupled weight decay: p <- p * (1 - lr * wd) before each update", NON_NEGATIVE)
+    embed_wd: float = _field(0.0, "Adam decoupled weight decay of the embedding tables and untied head", NON_NEGATIVE)
+    scalar_wd: float = _field(0.0, "Adam decoupled weight decay of gains, mixes and other small tensors", NON_NEGATIVE)
+    wd_taper_start: float = _field(0.0, "Muon weight-decay taper from this fraction of training; 0 = off", FRACTION)
+    wd_taper_final: float = _field(0.5, "Muon weight-decay multiplier reached at the end of the taper", NON_NEGATIVE)
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    seq_len: int = _field(1024, "tokens per training sequence (and per validation window)")
-    batch_tokens: int = _field(524_288, "tokens per optimizer step, summed over ranks and accumulation steps")
-    device_batch_tokens: int = _field(65_536, "tokens per forward pass on one rank; sets gradient accumulation")
-    iterations: int = _field(20_000, "maximum optimizer steps")
-    max_minutes: float = _field(10.0, "wall-clock limit on training (validation excluded); 0 = none")
-    val_every: int = _field(1000, "validate every this many steps (and always at the end); 0 = only at the end")
-    val_tokens: int = _field(0, "score only the first this many validation targets during training; 0 = all")
-    log_every: int = _field(200, "print and log the training loss every this many steps")
-    checkpoint_every: int = _field(0, "save a resumable checkpoint every this many steps; 0 = only at the end")
-    keep_checkpoints: int = _field(2, "how many of the newest step checkpoints to keep")
+class TrainConfig(Section):
+    seq_len: int = _field(1024, "tokens per training sequence (and per validation window)", POSITIVE)
+    batch_tokens: int = _field(524_288, "tokens per optimizer step, summed over ranks and accumulation steps", POSITIVE)
+    device_batch_tokens: int = _field(65_536, "tokens per forward pass on one rank; sets grad accumulation", POSITIVE)
+    iterations: int = _field(20_000, "maximum optimizer steps", POSITIVE)
+    max_minutes: float = _field(10.0, "wall-clock limit on training (validation excluded); 0 = none", NON_NEGATIVE)
+    val_every: int = _field(1000, "validate every this many steps and at the end; 0 = only at the end", NON_NEGATIVE)
+    val_tokens: int = _field(0, "score the first this many validation targets during training; 0 = all", NON_NEGATIVE)
+    log_every: int = _field(200, "print and log the training loss every this many steps", NON_NEGATIVE)
+    checkpoint_every: int = _field(0, "save a checkpoint every this many steps; 0 = only at the end", NON_NEGATIVE)
+    keep_checkpoints: int = _field(2, "how many of the newest step checkpoints to keep", POSITIVE)
     seed: int = _field(1337, "seed for initialization and the data order")
     shuffle: bool = _field(False, "read training windows in a seeded random order instead of sequentially")
     compile: bool = _field(False, "torch.compile the model")
-    compile_warmup_steps: int = _field(0, "steps run before the clock starts, then undone (compiles kernels)")
-    ema_decay: float = _field(0.0, "keep an fp32 EMA of all weights (decay per step), used for eval/export; 0 = off")
-    loop_after: float = _field(0.0, "depth recurrence starts at this fraction of training (time, or steps); 0 = always")
-    qat_threshold: float = _field(0.0, "late QAT: fake-quantize the matrices once the lr scale is below this; 0 = off")
+    compile_warmup_steps: int = _field(0, "steps run before the clock starts, then undone (to compile)", NON_NEGATIVE)
+    ema_decay: float = _field(0.0, "fp32 EMA of all weights (decay per step), for eval and export; 0 = off", FRACTION)
+    loop_after: float = _field(0.0, "depth recurrence from this share of the run (time or steps); 0 = always", FRACTION)
+    qat_threshold: float = _field(0.0, "late QAT: fake-quantized matrices once lr scale < this; 0 = off", UNIT)
 
-    def __post_init__(self) -> None:
-        s = "train"
-        for name in ("seq_len", "batch_tokens", "device_batch_tokens", "iterations", "keep_checkpoints"):
-            _require(getattr(self, name) > 0, s, name, getattr(self, name), "must be positive")
-        for name in ("max_minutes", "val_every", "val_tokens", "log_every", "checkpoint_every", "compile_warmup_steps"):
-            _require(getattr(self, name) >= 0, s, name, getattr(self, name), "must be >= 0")
-        _require(0 <= self.ema_decay < 1, s, "ema_decay", self.ema_decay, "must be in [0, 1)")
-        _require(0 <= self.loop_after < 1, s, "loop_after", self.loop_after, "must be in [0, 1)")
-        _require(0 <= self.qat_threshold <= 1, s, "qat_threshold", self.qat_threshold, "must be in [0, 1]")
+    def check(self) -> None:
         device, seq = self.device_batch_tokens, self.seq_len
-        _require(device % seq == 0, s, "device_batch_tokens", device, f"must be a multiple of seq_len = {seq}")
+        _require(device % seq == 0, "device_batch_tokens", device, f"must be a multiple of seq_len = {seq}")
         why = f"must be a multiple of device_batch_tokens = {device}"
-        _require(self.batch_tokens % device == 0, s, "batch_tokens", self.batch_tokens, why)
+        _require(self.batch_tokens % device == 0, "batch_tokens", self.batch_tokens, why)
 
     def grad_accum(self, world_size: int) -> int:
         per_step = self.device_batch_tokens * world_size
@@ -202,44 +230,27 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class QuantConfig:
+class QuantConfig(Section):
     """Post-training quantization (``export``): per tensor group (``embed``, ``attn``, ``mlp``, ``other``) a width
     and a clip rule, round-to-nearest or GPTQ, optional LQER, optional budget-driven widths."""
 
-    bits: int = _field(8, "bits per quantized weight (symmetric, one scale per row); the default of every group")
-    embed_bits: int = _field(0, "bits of the embedding / untied head matrices; 0 = quant.bits")
-    attn_bits: int = _field(0, "bits of the attention matrices; 0 = quant.bits")
-    mlp_bits: int = _field(0, "bits of the MLP matrices; 0 = quant.bits")
-    clip_quantile: float = _field(0.9999984, "per-row clip at this quantile of |w| before scaling (without SDClip)")
-    sdclip_k: float = _field(0.0, "SDClip: row scale = k * std(row) / qmax; 0 = clip at clip_quantile instead")
-    embed_sdclip_k: float = _field(0.0, "SDClip k of the embedding matrices; 0 = quant.sdclip_k")
-    attn_sdclip_k: float = _field(0.0, "SDClip k of the attention matrices; 0 = quant.sdclip_k")
-    mlp_sdclip_k: float = _field(0.0, "SDClip k of the MLP matrices; 0 = quant.sdclip_k")
-    method: str = _field("rtn", "rtn (round to nearest) or gptq (Hessians from self-generated calibration)")
+    bits: int = _field(8, "bits per quantized weight (symmetric, one scale per row); the default of every group", BITS)
+    embed_bits: int = _field(0, "bits of the embedding / untied head matrices; 0 = quant.bits", GROUP_BITS)
+    attn_bits: int = _field(0, "bits of the attention matrices; 0 = quant.bits", GROUP_BITS)
+    mlp_bits: int = _field(0, "bits of the MLP matrices; 0 = quant.bits", GROUP_BITS)
+    clip_quantile: float = _field(0.9999984, "per-row clip at this quantile of |w| (without SDClip)", QUANTILE)
+    sdclip_k: float = _field(0.0, "SDClip: row scale = k * std(row) / qmax; 0 = clip at clip_quantile", NON_NEGATIVE)
+    embed_sdclip_k: float = _field(0.0, "SDClip k of the embedding matrices; 0 = quant.sdclip_k", NON_NEGATIVE)
+    attn_sdclip_k: float = _field(0.0, "SDClip k of the attention matrices; 0 = quant.sdclip_k", NON_NEGATIVE)
+    mlp_sdclip_k: float = _field(0.0, "SDClip k of the MLP matrices; 0 = quant.sdclip_k", NON_NEGATIVE)
+    method: QuantMethod = _field("rtn", "rtn (round to nearest) or gptq (Hessians from self-generated calibration)")
     allocate: bool = _field(False, "choose each group's bits in int5..int8 to fit the byte budget (ignores *bits)")
-    lqer_rank: int = _field(0, "LQER: rank of the error correction of the 3 worst matrices; 0 = off")
-    calib_seqs: int = _field(64, "self-generated calibration sequences (for gptq or allocate)")
-    calib_seq_len: int = _field(0, "calibration sequence length; 0 = train.seq_len")
-    calib_batch: int = _field(8, "calibration sequences per forward pass")
-    keep_float_max_numel: int = _field(65_536, "tensors with at most this many elements stay float16")
-    codec: str = _field("zstd", "weight compressor: zstd (level 22), lzma, brotli, or best (smallest of the three)")
-
-    def __post_init__(self) -> None:
-        s = "quant"
-        _require(2 <= self.bits <= 8, s, "bits", self.bits, "must be in [2, 8]")
-        for name in ("embed_bits", "attn_bits", "mlp_bits"):
-            value = getattr(self, name)
-            _require(value == 0 or 2 <= value <= 8, s, name, value, "must be 0 (= quant.bits) or in [2, 8]")
-        _require(0 < self.clip_quantile <= 1, s, "clip_quantile", self.clip_quantile, "must be in (0, 1]")
-        for name in ("sdclip_k", "embed_sdclip_k", "attn_sdclip_k", "mlp_sdclip_k"):
-            _require(getattr(self, name) >= 0, s, name, getattr(self, name), "must be >= 0 (0 = no SDClip)")
-        _require(self.method in ("rtn", "gptq"), s, "method", self.method, "must be rtn or gptq")
-        _require(self.lqer_rank >= 0, s, "lqer_rank", self.lqer_rank, "must be >= 0 (0 = off)")
-        for name in ("calib_seqs", "calib_batch"):
-            _require(getattr(self, name) > 0, s, name, getattr(self, name), "must be positive")
-        _require(self.calib_seq_len >= 0, s, "calib_seq_len", self.calib_seq_len, "must be >= 0 (0 = train.seq_len)")
-        _require(self.keep_float_max_numel >= 0, s, "keep_float_max_numel", self.keep_float_max_numel, "must be >= 0")
-        _require(self.codec in CODECS, s, "codec", self.codec, f"must be one of {', '.join(CODECS)}")
+    lqer_rank: int = _field(0, "LQER: rank of the error correction of the 3 worst matrices; 0 = off", NON_NEGATIVE)
+    calib_seqs: int = _field(64, "self-generated calibration sequences (for gptq or allocate)", POSITIVE)
+    calib_seq_len: int = _field(0, "calibration sequence length; 0 = train.seq_len", NON_NEGATIVE)
+    calib_batch: int = _field(8, "calibration sequences per forward pass", POSITIVE)
+    keep_float_max_numel: int = _field(65_536, "tensors with at most this many elements stay float16", NON_NEGATIVE)
+    codec: Codec = _field("zstd", "weight compressor: zstd (level 22), lzma, brotli, or best (smallest of the three)")
 
     def bits_of(self, group: str) -> int:
         return getattr(self, f"{group}_bits", 0) or self.bits
@@ -248,74 +259,59 @@ class QuantConfig:
         return getattr(self, f"{group}_sdclip_k", 0.0) or self.sdclip_k
 
 
-TTT_MODES = ("none", "full", "lora", "phased")
-LORA_TARGETS = ("q", "k", "v", "o", "mlp")
+@dataclass(frozen=True)
+class SGDPhase(Section):
+    """Score-first SGD on all weights over scored targets, in chunks, each trained at a learning rate that falls by a
+    cosine over the chunks (``evaluation.ttt.train_chunk``). The defaults are the 1.0611 record's global SGD."""
+
+    lr: float = _field(0.001, "SGD learning rate, cosine to 0 over the chunks", NON_NEGATIVE)
+    momentum: float = _field(0.9, "SGD momentum", NON_NEGATIVE)
+    epochs: int = _field(1, "passes over each chunk", NON_NEGATIVE)
+    chunk_tokens: int = _field(32_768, "targets per chunk", POSITIVE)
+    batch_seqs: int = _field(32, "sequences of seq_len per SGD step", POSITIVE)
+    grad_clip: float = _field(1.0, "gradient norm clip; 0 = none", NON_NEGATIVE)
 
 
 @dataclass(frozen=True)
-class EvalConfig:
-    """How the validation split is scored: window stride and score-first test-time training (``pgolf_model.ttt``
-    has each mode and its record; the LoRA and global-SGD defaults are the 1.0611 record's)."""
+class PhasedTTT(SGDPhase):
+    """The global SGD of phased TTT, and where its phases fall."""
 
-    stride: int = _field(0, "sliding-window stride in tokens (the records: 64); 0 = non-overlapping windows")
-    seq_len: int = _field(0, "evaluation window and TTT context in tokens; 0 = train.seq_len")
-    ttt: str = _field("none", "score-first test-time training: none, full, lora or phased")
+    prefix_docs: int = _field(2500, "documents scored before the last global SGD phase", NON_NEGATIVE)
+    phases: int = _field(3, "global SGD phases, at evenly spaced document counts", POSITIVE)
+
+
+@dataclass(frozen=True)
+class LoRATTT(Section):
+    """Per-document LoRA adapters, trained chunk by chunk (the 1.0611 record's values)."""
+
+    rank: int = _field(80, "adapter rank", POSITIVE)
+    alpha: float = _field(144.0, "adapter output scale is alpha / rank", NON_NEGATIVE)
+    targets: tuple[LoRATarget, ...] = _field(("q", "k", "v", "o", "mlp"), "adapted modules besides the head")
+    lr: float = _field(1e-4, "AdamW learning rate", NON_NEGATIVE)
+    beta1: float = _field(0.0, "AdamW beta1", FRACTION)
+    beta2: float = _field(0.99, "AdamW beta2", FRACTION)
+    eps: float = _field(1e-10, "AdamW epsilon", NON_NEGATIVE)
+    weight_decay: float = _field(0.5, "AdamW decoupled weight decay", NON_NEGATIVE)
+    chunk_tokens: int = _field(48, "targets per chunk (score it, then one step on it)", POSITIVE)
+    batch_docs: int = _field(64, "documents adapted side by side, one adapter set each", POSITIVE)
+    warm_start_a: bool = _field(True, "keep A between document batches (only B is zeroed)")
+
+
+@dataclass(frozen=True)
+class EvalConfig(Section):
+    """How the validation split is scored: window stride and score-first test-time training
+    (``pgolf_model.evaluation.ttt`` has each mode and its record)."""
+
+    stride: int = _field(0, "window stride in tokens (sliding windows, the records: 64); 0 = seq_len", NON_NEGATIVE)
+    seq_len: int = _field(0, "evaluation window and TTT context in tokens; 0 = train.seq_len", NON_NEGATIVE)
+    ttt: TTTMode = _field("none", "score-first test-time training: none, full, lora or phased")
     seed: int = _field(0, "seed of the LoRA adapters' initialization")
-    full_lr: float = _field(0.002, "full TTT: SGD learning rate, cosine to 0 over the chunks")
-    full_momentum: float = _field(0.9, "full TTT: SGD momentum")
-    full_epochs: int = _field(3, "full TTT: passes over each scored chunk")
-    full_chunk_tokens: int = _field(32_768, "full TTT: targets per chunk (score it, then train on it)")
-    full_batch_seqs: int = _field(32, "full TTT: sequences of seq_len per SGD step")
-    full_grad_clip: float = _field(1.0, "full TTT: gradient norm clip; 0 = none")
-    lora_rank: int = _field(80, "LoRA TTT: adapter rank")
-    lora_alpha: float = _field(144.0, "LoRA TTT: adapter output scale is alpha / rank")
-    lora_targets: str = _field("q,k,v,o,mlp", "LoRA TTT: adapted modules besides the head, from q,k,v,o,mlp")
-    lora_lr: float = _field(1e-4, "LoRA TTT: AdamW learning rate")
-    lora_beta1: float = _field(0.0, "LoRA TTT: AdamW beta1")
-    lora_beta2: float = _field(0.99, "LoRA TTT: AdamW beta2")
-    lora_eps: float = _field(1e-10, "LoRA TTT: AdamW epsilon")
-    lora_weight_decay: float = _field(0.5, "LoRA TTT: AdamW decoupled weight decay")
-    lora_chunk_tokens: int = _field(48, "LoRA TTT: targets per chunk (score it, then one step on it)")
-    lora_batch_docs: int = _field(64, "LoRA TTT: documents adapted side by side, one adapter set each")
-    lora_warm_start_a: bool = _field(True, "LoRA TTT: keep A between document batches (only B is zeroed)")
-    phased_prefix_docs: int = _field(2500, "phased TTT: documents scored before the last global SGD phase")
-    phased_phases: int = _field(3, "phased TTT: global SGD phases, at evenly spaced document counts")
-    global_lr: float = _field(0.001, "phased TTT: global SGD learning rate, cosine to 0 over the chunks")
-    global_momentum: float = _field(0.9, "phased TTT: global SGD momentum")
-    global_epochs: int = _field(1, "phased TTT: global SGD passes")
-    global_chunk_tokens: int = _field(32_768, "phased TTT: targets per global SGD chunk (one cosine step each)")
-    global_batch_seqs: int = _field(32, "phased TTT: sequences of seq_len per global SGD step")
-    global_grad_clip: float = _field(1.0, "phased TTT: gradient norm clip; 0 = none")
-
-    def __post_init__(self) -> None:
-        s = "eval"
-        _require(self.ttt in TTT_MODES, s, "ttt", self.ttt, f"must be one of {', '.join(TTT_MODES)}")
-        for name in ("stride", "seq_len", "full_epochs", "global_epochs", "phased_prefix_docs"):
-            _require(getattr(self, name) >= 0, s, name, getattr(self, name), "must be >= 0")
-        positive = ("full_chunk_tokens", "full_batch_seqs", "lora_rank", "lora_chunk_tokens", "lora_batch_docs")
-        for name in (*positive, "phased_phases", "global_chunk_tokens", "global_batch_seqs"):
-            _require(getattr(self, name) > 0, s, name, getattr(self, name), "must be positive")
-        floats = ("full_lr", "full_momentum", "full_grad_clip", "lora_alpha", "lora_lr", "lora_eps")
-        for name in (*floats, "lora_weight_decay", "global_lr", "global_momentum", "global_grad_clip"):
-            _require(getattr(self, name) >= 0, s, name, getattr(self, name), "must be >= 0")
-        for name in ("lora_beta1", "lora_beta2"):
-            _require(0 <= getattr(self, name) < 1, s, name, getattr(self, name), "must be in [0, 1)")
-        bad = sorted(set(self.lora_target_list) - set(LORA_TARGETS))
-        why = f"unknown target(s) {', '.join(bad)}; choose from {','.join(LORA_TARGETS)}"
-        _require(not bad, s, "lora_targets", self.lora_targets, why)
-
-    @property
-    def lora_target_list(self) -> tuple[str, ...]:
-        return tuple(t.strip() for t in self.lora_targets.split(",") if t.strip())
+    full: SGDPhase = _field(SGDPhase(lr=0.002, epochs=3), "full TTT: SGD on all weights over each scored chunk")
+    lora: LoRATTT = _field(LoRATTT(), "LoRA TTT (and phased)")
+    phased: PhasedTTT = _field(PhasedTTT(), "phased TTT: global SGD over the documents scored so far")
 
 
-SECTIONS = {
-    "model": ModelConfig,
-    "optim": OptimConfig,
-    "train": TrainConfig,
-    "quant": QuantConfig,
-    "eval": EvalConfig,
-}
+SECTIONS = {"model": ModelConfig, "optim": OptimConfig, "train": TrainConfig, "quant": QuantConfig, "eval": EvalConfig}
 
 
 @dataclass(frozen=True)
@@ -332,314 +328,70 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, where: str = "config") -> Config:
-        unknown = sorted(set(data) - set(SECTIONS) - {"preset"})
-        if unknown:
-            raise ConfigError(f"{where}: unknown section(s) {', '.join(unknown)}")
-        parts = {}
-        for name, section_cls in SECTIONS.items():
-            values = data.get(name, {})
-            known = {f.name for f in fields(section_cls)}
-            bad = sorted(set(values) - known)
-            if bad:
-                raise ConfigError(f"{where}: unknown field(s) {', '.join(f'{name}.{b}' for b in bad)}")
-            parts[name] = section_cls(**values)
-        return cls(**parts, preset=data.get("preset", "custom"))
+        try:
+            return _build(cls, _upgrade(data), "")
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
 
     def override(self, changes: dict[str, Any]) -> Config:
-        """Apply ``{"model.num_layers": 11, ...}``; each section is re-validated."""
-        by_section: dict[str, dict[str, Any]] = {}
-        for key, value in changes.items():
-            section, _, name = key.partition(".")
-            if section not in SECTIONS or name not in {f.name for f in fields(SECTIONS[section])}:
-                raise ConfigError(f"unknown config field {key!r}")
-            by_section.setdefault(section, {})[name] = value
-        return replace(self, **{s: replace(getattr(self, s), **v) for s, v in by_section.items()})
+        """Apply ``{"model.num_layers": 11, "eval.lora.rank": 8, ...}``; each changed section is re-validated."""
+        return _override(self, changes, "")
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Presets
+def _build(cls: type, values: dict[str, Any], path: str) -> Any:
+    """``cls`` from JSON values: nested sections from dicts, tuples from lists; errors named by their full path."""
+    hints = type_hints(cls)
+    bad = sorted(set(values) - set(hints))
+    if bad:
+        raise ConfigError(f"unknown field(s) {', '.join(path + b for b in bad)}")
+    kwargs = {}
+    for name, value in values.items():
+        if is_dataclass(hints[name]):
+            value = _build(hints[name], value, f"{path}{name}.")
+        elif get_origin(hints[name]) is tuple and isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except FieldError as e:
+        raise FieldError(f"{path}{e}") from None
 
 
-def baseline() -> Config:
-    """The challenge's naive baseline (records/track_10min_16mb/2026-03-17_NaiveBaseline, 1.2244 BPB): 9 x 512,
-    8 heads / 4 KV heads, MLP x2 relu^2, vocab 1024 tied, seq 1024, 524,288 tokens per step, Muon 0.04 with momentum
-    0.85 -> 0.95 over 500 steps, linear warm-down over the last 1200 steps' worth of wall clock, int8 per-row + zlib
-    (we use zstd-22), 20 compile warm-up steps."""
-    return Config(train=TrainConfig(compile=True, compile_warmup_steps=20), preset="baseline")
-
-
-def tiny() -> Config:
-    """Minutes on 2 CPU cores: 4 x 128 (0.6M parameters at vocab 1024), seq 256, 8,192 tokens per step, 400 steps
-    (3.3M tokens). Windows are shuffled: with batches this small, reading documents in order gives correlated steps
-    (on the development corpus, 2.59 -> 2.41 BPB after 150 steps)."""
-    return Config(
-        model=ModelConfig(num_layers=4, model_dim=128, num_heads=4, num_kv_heads=2),
-        optim=OptimConfig(muon_momentum_warmup_steps=100, warmdown_steps=120, lr_warmup_steps=10),
-        train=TrainConfig(
-            seq_len=256,
-            batch_tokens=8192,
-            device_batch_tokens=8192,
-            iterations=400,
-            val_every=100,
-            val_tokens=65_536,
-            log_every=25,
-            shuffle=True,
-        ),
-        quant=QuantConfig(keep_float_max_numel=4096),
-        preset="tiny",
-    )
-
-
-def smoke() -> Config:
-    """Seconds on one CPU core, for tests: 2 x 64, seq 64, 2,048 tokens per step."""
-    return Config(
-        model=ModelConfig(num_layers=2, model_dim=64, num_heads=4, num_kv_heads=2),
-        optim=OptimConfig(muon_momentum_warmup_steps=10, warmdown_steps=20, lr_warmup_steps=5),
-        train=TrainConfig(
-            seq_len=64,
-            batch_tokens=2048,
-            device_batch_tokens=1024,
-            iterations=80,
-            val_every=40,
-            val_tokens=8192,
-            log_every=10,
-            max_minutes=0.0,
-        ),
-        quant=QuantConfig(keep_float_max_numel=1024),
-        preset="smoke",
-    )
-
-
-def record_1_11() -> Config:
-    """The March stack around 1.11 BPB: records/track_10min_16mb/2026-03-25_ValCalib_GPTQ_XSA_BigramHash3072 (1.1147,
-    3 seeds; its README and train_gpt.py Hyperparameters; STACK = ../shared/research/stack.md sections 6, 8, 10).
-
-    Model: 11 x 512, 8 heads / 4 KV, MLP 3x LeakyReLU(0.5)^2, vocab 1024 tied, XSA on all 11 layers, partial RoPE
-    16/64, LN scale 1/sqrt(layer+1), BigramHash 3072 x 112, value embeddings (VE_LAYERS 9,10, VE_DIM 128), qk_gain
-    1.5, softcap 30. Optimizer: Muon lr 0.025, momentum 0.92 -> 0.99 over 1500 steps, scalars 0.025, tied embedding
-    0.035, Adam betas (0.9, 0.95), MUON_WD = ADAM_WD = 0.04 (decoupled, on every Adam group), grad clip 0.3,
-    warm-down 4000 (the run command's WARMDOWN_ITERS). Training: seq 2048, 786,432 tokens per step (8 x 98,304),
-    EMA 0.997, 20 compile warm-up steps, late QAT below lr scale 0.15 (LATE_QAT_THRESHOLD). Quantization: GPTQ on AR
-    self-generated calibration (64 x 2048 tokens, temperature 0.8, batch 8), int6 attention and MLP matrices, int8
-    embeddings (its embedding tables are outside its int6 categories), lzma. Eval: sliding windows, stride 64.
-
-    Differences from that record: its SmearGate is the March static per-channel gate (we use the BOS-fixed one of
-    STACK section 6); its Q/K/V/MLP-up matrices start orthogonal (ours uniform); we keep its EMA but not its tight
-    SWA (every 50 steps once the lr scale is below 0.2); its late QAT fake-quantizes only its ``CastedLinear``
-    layers (its block matrices live in banks, so in effect the BigramHash and VE projections) with the row max as
-    clip, where ours fake-quantizes the block matrices with the export's clip rule; its int6 rounding picks a
-    per-row clip percentile by error (GPTQ-lite) where ours clips at ``quant.clip_quantile``; and it prunes +-1
-    values when over budget, which we do not.
-    """
-    return Config(
-        model=ModelConfig(
-            num_layers=11,
-            mlp_mult=3,
-            mlp_leaky_slope=0.5,
-            xsa=True,
-            rope_dims=16,
-            ln_scale=True,
-            smear_gate=True,
-            bigram_buckets=3072,
-            bigram_dim=112,
-            ve_layers="9,10",
-            ve_dim=128,
-        ),
-        optim=OptimConfig(
-            matrix_lr=0.025,
-            scalar_lr=0.025,
-            tied_embed_lr=0.035,
-            muon_momentum=0.99,
-            muon_momentum_start=0.92,
-            muon_momentum_warmup_steps=1500,
-            grad_clip_norm=0.3,
-            warmdown_steps=4000,
-            muon_wd=0.04,
-            embed_wd=0.04,
-            scalar_wd=0.04,
-        ),
-        train=TrainConfig(
-            seq_len=2048,
-            batch_tokens=786_432,
-            device_batch_tokens=98_304,
-            compile=True,
-            compile_warmup_steps=20,
-            ema_decay=0.997,
-            qat_threshold=0.15,
-        ),
-        quant=QuantConfig(
-            bits=6,
-            embed_bits=8,
-            method="gptq",
-            calib_seqs=64,
-            calib_seq_len=2048,
-            calib_batch=8,
-            codec="lzma",
-        ),
-        eval=EvalConfig(stride=64),
-        preset="record-1.11",
-    )
-
-
-def record_caseops() -> Config:
-    """The SP8192 CaseOps stack around 1.06 BPB: records/track_10min_16mb/2026-04-27_SP8192_LQER_SparseGate_
-    BOSSmearFix_9HpStack_1.0611 (1.06108, 3 seeds; its README run command over its train_gpt.py defaults; STACK =
-    ../shared/research/stack.md sections 6-9). Train it with the CaseOps SentencePiece-8192 tokenizer (BOS id 1).
-
-    Model (STACK 6): 11 x 512, 8 heads / 4 KV, MLP 4x LeakyReLU(0.5)^2, vocab 8192 tied (init std 0.005), XSA on all
-    layers, partial RoPE 16/64 (base 1e4), LN scale, QK_GAIN_INIT 5.0, sparse attention gate on the first 12 dims
-    (GATE_WINDOW 12, SPARSE_ATTN_GATE_SCALE 0.5), BOS-fixed SmearGate, parallel lanes from block 8
-    (PARALLEL_START_LAYER), blocks 3..5 looped twice more (LOOP_START 3, LOOP_END 5, NUM_LOOPS 2) from 35% of
-    training (ENABLE_LOOPING_AT), softcap 30. No BigramHash, no value embeddings.
-    Optimizer (STACK 7): Muon lr 0.026 with Polar-Express coefficients (5 steps) and MuonEq-R row normalization,
-    momentum 0.92 -> 0.97 over 1500 steps, MUON_WD 0.095; AdamW tied embedding lr 0.03 wd 0.085 (EMBED_WD), scalars lr
-    0.02 wd 0.02 (ADAM_WD), betas (0.9, 0.99) (BETA2), eps 1e-8; grad clip 0.3; no warm-up; warm-down over the last
-    0.85 of training (WARMDOWN_FRAC) to a floor of 0.1 (MIN_LR). No weight-decay taper (its code has none).
-    Training: seq 2048, 786,432 tokens per step (8 x 98,304), EMA 0.9965, 20 compile warm-up steps, 10 minutes.
-    Quantization (STACK 8): GPTQ, SDClip k = 12.85 at int6 by default (MATRIX_CLIP_SIGMAS), attention int6 k 13.0,
-    MLP int6 k 11.5, tied embedding int7 k 14.0 (EMBED_BITS 7), LQER rank 4 on the 3 worst matrices; brotli (its
-    predecessors' codec). Evaluation (STACK 9): phased TTT, 2500 prefix documents in 3 phases, global SGD lr 0.001
-    momentum 0.9, LoRA rank 80 alpha 144, AdamW lr 1e-4 betas (0, 0.99) wd 0.5, 48-token chunks, 64 documents a batch
-    (the ``EvalConfig`` defaults are these values; stride unused, as in the record).
-
-    Differences from that record: GPTQ calibration is self-generated (64 x 2048 tokens, the 2026-03-25 record's
-    method) where it reads 16 x 786,432 training tokens; the compressor is brotli, not its per-group lrzip; the
-    8 x 12 attention gate stays float16 (it stores it int8); its skip connections are sigmoid-gated lerps (ours
-    weighted adds); its Q/K/V/MLP-up matrices start orthogonal (ours uniform); attention is not document-masked.
-    """
-    return Config(
-        model=ModelConfig(
-            vocab_size=8192,
-            num_layers=11,
-            mlp_mult=4,
-            mlp_leaky_slope=0.5,
-            xsa=True,
-            rope_dims=16,
-            ln_scale=True,
-            qk_gain_init=5.0,
-            attn_gate_width=12,
-            smear_gate=True,
-            parallel_from=8,
-            loop_start=3,
-            loop_end=5,
-            num_loops=2,
-        ),
-        optim=OptimConfig(
-            matrix_lr=0.026,
-            scalar_lr=0.02,
-            tied_embed_lr=0.03,
-            muon_momentum=0.97,
-            muon_momentum_start=0.92,
-            muon_momentum_warmup_steps=1500,
-            muon_ns_coeffs="polar_express",
-            muon_row_norm=True,
-            adam_beta2=0.99,
-            grad_clip_norm=0.3,
-            warmdown_frac=0.85,
-            min_lr_scale=0.1,
-            muon_wd=0.095,
-            embed_wd=0.085,
-            scalar_wd=0.02,
-        ),
-        train=TrainConfig(
-            seq_len=2048,
-            batch_tokens=786_432,
-            device_batch_tokens=98_304,
-            compile=True,
-            compile_warmup_steps=20,
-            ema_decay=0.9965,
-            loop_after=0.35,
-        ),
-        quant=QuantConfig(
-            bits=6,
-            sdclip_k=12.85,
-            embed_bits=7,
-            embed_sdclip_k=14.0,
-            attn_sdclip_k=13.0,
-            mlp_sdclip_k=11.5,
-            method="gptq",
-            lqer_rank=4,
-            calib_seqs=64,
-            calib_seq_len=2048,
-            calib_batch=8,
-            codec="brotli",
-        ),
-        eval=EvalConfig(ttt="phased", seq_len=2048),
-        preset="record-caseops",
-    )
-
-
-PRESETS = {
-    "baseline": baseline,
-    "tiny": tiny,
-    "smoke": smoke,
-    "record-1.11": record_1_11,
-    "record-caseops": record_caseops,
-}
-
-
-def preset(name: str) -> Config:
-    if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
-    return PRESETS[name]()
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Command line
-
-ALIASES = {
-    "train.max_minutes": "--max-minutes",
-    "train.compile": "--compile",
-    "train.seed": "--seed",
-    "eval.stride": "--stride",
-    "eval.ttt": "--ttt",
-}
-CHOICES = {"quant.codec": CODECS, "eval.ttt": TTT_MODES}
-
-
-def _parse_bool(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
-
-
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per field: ``--section.field``; the help shows the meaning and each preset's value."""
-    parser.add_argument("--preset", default="baseline", choices=list(PRESETS), help="starting configuration")
-    for section in SECTIONS:
-        add_section_arguments(parser, section)
-
-
-def add_section_arguments(parser: argparse.ArgumentParser, section: str) -> None:
-    """The ``--section.field`` flags of one section (default None: not given)."""
-    presets = {name: make() for name, make in PRESETS.items()}
-    section_cls = SECTIONS[section]
-    group = parser.add_argument_group(f"{section} settings")
-    hints = get_type_hints(section_cls)
-    for f in fields(section_cls):
-        key = f"{section}.{f.name}"
-        kind = hints[f.name]
-        values = ", ".join(f"{p} {getattr(getattr(c, section), f.name)}" for p, c in presets.items())
-        flags = [f"--{key}"] + ([ALIASES[key]] if key in ALIASES else [])
-        extra: dict[str, Any] = {}
-        if kind is bool:
-            extra = {"type": _parse_bool, "nargs": "?", "const": True, "metavar": "BOOL"}
+def _override(obj: Any, changes: dict[str, Any], path: str) -> Any:
+    direct: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    for key, value in changes.items():
+        name, _, rest = key.partition(".")
+        inner = getattr(obj, name, None)
+        if name not in type_hints(type(obj)) or bool(rest) != is_dataclass(inner):
+            raise ConfigError(f"unknown config field {path + key!r}")
+        if rest:
+            nested.setdefault(name, {})[rest] = value
         else:
-            extra = {"type": kind, "metavar": kind.__name__.upper()}
-        if key in CHOICES:
-            extra["choices"] = CHOICES[key]
-        group.add_argument(*flags, dest=key, default=None, help=f"{f.metadata['help']} [{values}]", **extra)
+            direct[name] = value
+    for name, sub in nested.items():
+        direct[name] = _override(getattr(obj, name), sub, f"{path}{name}.")
+    try:
+        return replace(obj, **direct)
+    except FieldError as e:
+        raise FieldError(f"{path}{e}") from None
 
 
-def config_from_args(args: argparse.Namespace) -> tuple[Config, dict[str, Any]]:
-    """The preset with every given flag applied, and the dict of flags that were given."""
-    changes = {
-        f"{s}.{f.name}": getattr(args, f"{s}.{f.name}")
-        for s, cls in SECTIONS.items()
-        for f in fields(cls)
-        if getattr(args, f"{s}.{f.name}") is not None
-    }
-    return preset(args.preset).override(changes), changes
+# Configs written before the TTT settings were nested: eval.<prefix><name> is now eval.<section>.<name>.
+_OLD_EVAL = {"full_": "full", "lora_": "lora", "phased_": "phased", "global_": "phased"}
+
+
+def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """An old config's JSON in today's shape: flat TTT keys nested, comma strings split (new JSON is unchanged)."""
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    model, ev = data.get("model", {}), data.get("eval", {})
+    if isinstance(model.get("ve_layers"), str):
+        model["ve_layers"] = [int(i) for i in model["ve_layers"].split(",") if i.strip()]
+    for key in [k for k in ev if not isinstance(ev[k], dict)]:
+        prefix = next((p for p in _OLD_EVAL if key.startswith(p)), None)
+        if prefix is not None:
+            ev.setdefault(_OLD_EVAL[prefix], {})[key[len(prefix) :]] = ev.pop(key)
+    lora = ev.get("lora", {})
+    if isinstance(lora.get("targets"), str):
+        lora["targets"] = [t.strip() for t in lora["targets"].split(",") if t.strip()]
+    return data

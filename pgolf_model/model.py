@@ -1,6 +1,6 @@
 """The GPT: the challenge baseline's architecture, written so the record stack's switches slot in.
 
-Notable features (the 2026-03-17 naive baseline, 1.2244 BPB; STACK = ../shared/research/stack.md section 10):
+Notable features (the 2026-03-17 naive baseline, 1.2244 BPB; docs/records.md):
 - weightless RMSNorm before attention, before the MLP, on the embeddings and before the head;
 - rotary position embeddings (RoPE, base 1e4) on RMS-normed queries and keys, with a learned per-head query gain;
 - grouped-query attention through ``F.scaled_dot_product_attention`` (8 query heads share 4 KV heads);
@@ -9,13 +9,15 @@ Notable features (the 2026-03-17 naive baseline, 1.2244 BPB; STACK = ../shared/r
 - U-Net skips: the first half of the layer sequence pushes its outputs, the second half pops them in reverse;
 - tied input/output embeddings and a tanh logit soft-cap (Gemma 2, cap 30).
 
-Record-stack switches (``ModelConfig``, all off by default; STACK section 6): LeakyReLU(0.5)^2, partial RoPE, LN
-scale, XSA, sparse attention gate, BOS-fixed SmearGate, BigramHash, value embeddings, parallel residual lanes, depth
-recurrence. The blocks' matrices are ``Linear`` layers that late QAT (``qat.py``) can switch to fake-quantized weights.
+Record-stack switches (``ModelConfig``, all off by default; docs/records.md has each one's record): LeakyReLU(0.5)^2,
+partial RoPE, LN scale, XSA, sparse attention gate, BOS-fixed SmearGate, BigramHash, value embeddings, parallel
+residual lanes, depth recurrence. An optional part is a small module (``SmearGate``, ``BigramHash``,
+``ValueEmbeddings``, ``LaneMix``) or ``None`` when off; each initializes its own tensors from the constants below.
+The blocks' matrices are ``Linear`` layers that late QAT (``training/qat.py``) can switch to fake-quantized weights.
 
-The layer sequence is a list of physical block indices (``encoder_layers``, ``decoder_layers``), so depth recurrence
-is a different list, not a rewrite. Parameters live in fp32; on CUDA the training loop runs the forward pass under
-bf16 autocast.
+The layer sequence is lists of physical block indices (``encoder_layers``, ``decoder_layers``, ``lane_layers``),
+rebuilt by ``set_looping``, so depth recurrence is a different list, not a rewrite. Parameters live in fp32; on CUDA
+the training loop runs the forward pass under bf16 autocast.
 """
 
 from __future__ import annotations
@@ -29,9 +31,22 @@ from torch import Tensor, nn
 from .config import ModelConfig
 from .softcap_ce import softcap_cross_entropy
 
+# Initial values, each from the record that introduced the tensor (docs/records.md).
+ATTN_GATE_SCALE = 0.5  # sparse attention gate: sigmoid(0.5 * W x), W = 0 at init, so every head starts at 1/2
+SMEAR_WIDTH = 12  # SmearGate reads the first 12 embedding dims; its weights and lambda start at 0 (identity)
+BIGRAM_SCALE = 0.05  # BigramHash output scale; its table starts at 0
+VE_STD, VE_SCALE = 0.01, 0.1  # value embedding table init std and shared output scale
+LANE_DECAY = 1.1  # parallel lanes: each lane's residual multiplier; the four lane mixes start at 1
+
 
 def rms_norm(x: Tensor) -> Tensor:
     return F.rms_norm(x, (x.size(-1),))
+
+
+def uniform_fan_in_(weight: Tensor) -> None:
+    """U(-1/sqrt(fan_in), 1/sqrt(fan_in)), the baseline's init of every matrix that reads the stream."""
+    bound = 1.0 / math.sqrt(weight.size(1))
+    nn.init.uniform_(weight, -bound, bound)
 
 
 class Rotary(nn.Module):
@@ -66,9 +81,8 @@ class Linear(nn.Linear):
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, cfg: ModelConfig, layer_idx: int) -> None:
+    def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.layer_idx = layer_idx
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         kv_dim = cfg.num_kv_heads * cfg.head_dim
         self.c_q = Linear(cfg.model_dim, cfg.model_dim)
@@ -76,13 +90,23 @@ class CausalSelfAttention(nn.Module):
         self.c_v = Linear(cfg.model_dim, kv_dim)
         self.proj = Linear(cfg.model_dim, cfg.model_dim)
         # With q and k RMS-normed, attention logits are bounded; this learned per-head gain is the temperature.
-        self.q_gain = nn.Parameter(torch.full((cfg.num_heads,), cfg.qk_gain_init))
+        self.qk_gain_init = cfg.qk_gain_init
+        self.q_gain = nn.Parameter(torch.empty(cfg.num_heads))
         # Partial RoPE (records from 2026-03-21): the unrotated dims attend by content regardless of distance.
         self.rotary = Rotary(cfg.rope_dims or cfg.head_dim, cfg.rope_base)
         self.xsa = cfg.xsa
-        # Sparse attention gate (stack.md section 6): a per-head sigmoid gate read from a few input dims, 0.5 at init.
-        self.gate_width = cfg.attn_gate_width
-        self.gate = nn.Parameter(torch.zeros(cfg.num_heads, cfg.attn_gate_width)) if cfg.attn_gate_width else None
+        # Sparse attention gate (docs/records.md, attention gate): a per-head sigmoid gate read from a few input dims.
+        width = cfg.attn_gate_width
+        self.gate = nn.Parameter(torch.empty(cfg.num_heads, width)) if width else None
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        for lin in (self.c_q, self.c_k, self.c_v):
+            uniform_fan_in_(lin.weight)
+        nn.init.zeros_(self.proj.weight)  # the block starts as the identity
+        self.q_gain.fill_(self.qk_gain_init)
+        if self.gate is not None:
+            self.gate.zero_()
 
     def forward(self, x: Tensor, ve: Tensor | None = None) -> Tensor:
         """``ve`` (B, T, Hkv * D): a value embedding added to the values (and so seen by XSA too)."""
@@ -102,7 +126,8 @@ class CausalSelfAttention(nn.Module):
             v_hat = F.normalize(v, dim=-1).repeat_interleave(self.num_heads // self.num_kv_heads, dim=1)
             y = y - (y * v_hat).sum(-1, keepdim=True) * v_hat
         if self.gate is not None:
-            g = torch.sigmoid(0.5 * F.linear(x[..., : self.gate_width], self.gate.to(x.dtype)))  # (B, T, H)
+            width = self.gate.size(1)
+            g = torch.sigmoid(ATTN_GATE_SCALE * F.linear(x[..., :width], self.gate.to(x.dtype)))  # (B, T, H)
             y = y * g.transpose(1, 2).unsqueeze(-1)
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.proj(y)
@@ -116,6 +141,11 @@ class MLP(nn.Module):
         self.proj = Linear(hidden, cfg.model_dim)
         self.leaky_slope = cfg.mlp_leaky_slope
 
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        uniform_fan_in_(self.fc.weight)
+        nn.init.zeros_(self.proj.weight)  # the block starts as the identity
+
     def forward(self, x: Tensor) -> Tensor:
         h = self.fc(x)
         # LeakyReLU(0.5)^2 (records from 2026-03-23) keeps a gradient for negative pre-activations.
@@ -123,23 +153,45 @@ class MLP(nn.Module):
         return self.proj(h.square())
 
 
+class LaneMix(nn.Module):
+    """Parallel residual lanes (docs/records.md, parallel residuals): lane i becomes ``decay[i] * lane_i +
+    mix[i, 0] * attn + mix[i, 1] * mlp``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.decay = nn.Parameter(torch.empty(2))
+        self.mix = nn.Parameter(torch.empty(2, 2))
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        self.decay.fill_(LANE_DECAY)
+        self.mix.fill_(1.0)
+
+
 class Block(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_idx: int) -> None:
         super().__init__()
         self.layer_idx = layer_idx
-        self.attn = CausalSelfAttention(cfg, layer_idx)
+        self.attn = CausalSelfAttention(cfg)
         self.mlp = MLP(cfg)
-        self.attn_scale = nn.Parameter(torch.ones(cfg.model_dim))
-        self.mlp_scale = nn.Parameter(torch.ones(cfg.model_dim))
+        self.attn_scale = nn.Parameter(torch.empty(cfg.model_dim))
+        self.mlp_scale = nn.Parameter(torch.empty(cfg.model_dim))
         # x <- mix[0] * x + mix[1] * x0: each block may pull the embedding stream back in (init: identity).
-        self.resid_mix = nn.Parameter(torch.stack((torch.ones(cfg.model_dim), torch.zeros(cfg.model_dim))))
+        self.resid_mix = nn.Parameter(torch.empty(2, cfg.model_dim))
         # Layer-norm scaling: deeper blocks see smaller inputs, so their updates stay proportionate to the stream.
         self.in_scale = 1.0 / math.sqrt(layer_idx + 1) if cfg.ln_scale else 1.0
-        # Parallel residuals: lane mixing r (2,) and p (2 lanes x {attn, mlp}); init r = 1.1, p = 1 (stack.md s6).
-        self.parallel = bool(cfg.parallel_from) and layer_idx >= cfg.parallel_from
-        if self.parallel:
-            self.lane_decay = nn.Parameter(torch.full((2,), 1.1))
-            self.lane_mix = nn.Parameter(torch.ones(2, 2))
+        self.lanes = LaneMix() if cfg.parallel_from and layer_idx >= cfg.parallel_from else None
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        self.attn.reset_parameters()
+        self.mlp.reset_parameters()
+        self.attn_scale.fill_(1.0)
+        self.mlp_scale.fill_(1.0)
+        self.resid_mix[0].fill_(1.0)
+        self.resid_mix[1].fill_(0.0)
+        if self.lanes is not None:
+            self.lanes.reset_parameters()
 
     def norm(self, x: Tensor) -> Tensor:
         return rms_norm(x) * self.in_scale if self.in_scale != 1.0 else rms_norm(x)
@@ -150,16 +202,89 @@ class Block(nn.Module):
         x = x + self.attn_scale.to(x.dtype) * self.attn(self.norm(x), ve=ve)
         return x + self.mlp_scale.to(x.dtype) * self.mlp(self.norm(x))
 
-    def forward_lanes(
-        self, lanes: tuple[Tensor, Tensor], x0: Tensor, ve: Tensor | None = None
-    ) -> tuple[Tensor, Tensor]:
+    def forward_lanes(self, lane0: Tensor, lane1: Tensor, x0: Tensor, ve: Tensor | None) -> tuple[Tensor, Tensor]:
         """Two-lane block: attention reads lane 0 (mixed with x0), the MLP reads lane 1, both write to both lanes."""
-        lane0, lane1 = lanes
         mix = self.resid_mix.to(lane0.dtype)
         a = self.attn_scale.to(lane0.dtype) * self.attn(self.norm(mix[0] * lane0 + mix[1] * x0), ve=ve)
         m = self.mlp_scale.to(lane1.dtype) * self.mlp(self.norm(lane1))
-        r, p = self.lane_decay.to(lane0.dtype), self.lane_mix.to(lane0.dtype)
+        r, p = self.lanes.decay.to(lane0.dtype), self.lanes.mix.to(lane0.dtype)
         return r[0] * lane0 + p[0, 0] * a + p[0, 1] * m, r[1] * lane1 + p[1, 0] * a + p[1, 1] * m
+
+
+class SmearGate(nn.Module):
+    """BOS-fixed SmearGate (docs/records.md, SmearGate): ``e_t += lam * sigmoid(w . e_t[:12]) * e_{t-1}``, except
+    where token t is BOS, so a document never reads the one before it."""
+
+    def __init__(self, bos_id: int) -> None:
+        super().__init__()
+        self.bos_id = bos_id
+        self.weight = nn.Parameter(torch.empty(SMEAR_WIDTH))
+        self.lam = nn.Parameter(torch.empty(()))
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        self.weight.zero_()
+        self.lam.zero_()
+
+    def forward(self, e: Tensor, idx: Tensor) -> Tensor:
+        gate = torch.sigmoid(e[:, 1:, :SMEAR_WIDTH] @ self.weight.to(e.dtype)).unsqueeze(-1)
+        keep = (idx[:, 1:] != self.bos_id).unsqueeze(-1).to(e.dtype)
+        return torch.cat((e[:, :1], e[:, 1:] + self.lam.to(e.dtype) * gate * e[:, :-1] * keep), dim=1)
+
+
+class BigramHash(nn.Module):
+    """BigramHash (records 2026-03-20 .. 04-04; docs/records.md): an embedding of the hashed (previous, current)
+    token pair, projected to the stream and added to the token embedding."""
+
+    def __init__(self, buckets: int, dim: int, model_dim: int) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(buckets, dim)
+        self.proj = nn.Linear(dim, model_dim, bias=False)
+        self.scale = nn.Parameter(torch.empty(()))
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        nn.init.zeros_(self.emb.weight)
+        uniform_fan_in_(self.proj.weight)
+        self.scale.fill_(BIGRAM_SCALE)
+
+    def forward(self, idx: Tensor) -> Tensor:
+        buckets = self.emb.num_embeddings
+        prev = F.pad(idx[:, :-1], (1, 0))
+        h = torch.bitwise_xor(36313 * idx, 27191 * prev) % (buckets - 1)
+        h[:, 0] = buckets - 1  # position 0 has no previous token
+        return self.scale * self.proj(self.emb(h))
+
+
+class ValueEmbeddings(nn.Module):
+    """Value embeddings (VE128, 2026-03-25 record; docs/records.md): one table shared by the listed blocks, each with
+    its own scale, re-injects token identity into the attention values of late layers."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        kv_dim = cfg.num_kv_heads * cfg.head_dim
+        self.layers = cfg.ve_layers
+        self.emb = nn.Embedding(cfg.vocab_size, cfg.ve_dim)
+        self.proj = nn.Linear(cfg.ve_dim, kv_dim, bias=False) if cfg.ve_dim != kv_dim else None
+        self.scale = nn.Parameter(torch.empty(()))
+        self.layer_scales = nn.Parameter(torch.empty(len(self.layers)))
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.emb.weight, mean=0.0, std=VE_STD)
+        if self.proj is not None:
+            nn.init.orthogonal_(self.proj.weight)
+        self.scale.fill_(VE_SCALE)
+        self.layer_scales.fill_(1.0)
+
+    def forward(self, idx: Tensor) -> dict[int, Tensor]:
+        """``{physical block: (B, T, Hkv * D)}``: the shared value embedding times each listed block's scale."""
+        h = self.emb(idx)
+        if self.proj is not None:
+            h = self.proj(h)
+        h = h * self.scale.to(h.dtype)
+        scales = self.layer_scales.to(h.dtype)
+        return {layer: h * scales[k] for k, layer in enumerate(self.layers)}
 
 
 class GPT(nn.Module):
@@ -168,74 +293,36 @@ class GPT(nn.Module):
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.model_dim)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))
-        # SmearGate, BOS-fixed (stack.md section 6): w and lambda start at 0, so the gate starts as the identity.
-        self.smear = nn.Parameter(torch.zeros(13)) if cfg.smear_gate else None  # 12 gate weights, then lambda
-        # BigramHash (records 2026-03-20 .. 04-04): a hashed (previous, current) token-pair embedding, zero at init.
-        if cfg.bigram_buckets:
-            self.bigram_emb = nn.Embedding(cfg.bigram_buckets, cfg.bigram_dim)
-            self.bigram_proj = nn.Linear(cfg.bigram_dim, cfg.model_dim, bias=False)
-            self.bigram_scale = nn.Parameter(torch.tensor(0.05))
-        # Value embeddings (VE128, 2026-03-25 record): one table shared by the listed blocks, each with its own scale,
-        # re-injects token identity into the attention values of late layers.
-        self.ve_layers = cfg.ve_layer_list
-        if self.ve_layers:
-            kv_dim = cfg.num_kv_heads * cfg.head_dim
-            self.ve_emb = nn.Embedding(cfg.vocab_size, cfg.ve_dim)
-            self.ve_proj = nn.Linear(cfg.ve_dim, kv_dim, bias=False) if cfg.ve_dim != kv_dim else None
-            self.ve_scale = nn.Parameter(torch.tensor(0.1))
-            self.ve_layer_scales = nn.Parameter(torch.ones(len(self.ve_layers)))
+        self.smear = SmearGate(cfg.bos_id) if cfg.smear_gate else None
+        self.bigram = BigramHash(cfg.bigram_buckets, cfg.bigram_dim, cfg.model_dim) if cfg.bigram_buckets else None
+        self.value_embeds = ValueEmbeddings(cfg) if cfg.ve_layers else None
         self.set_looping(True)
-        num_skips = min(len(self.encoder_layers), len(self.decoder_layers))
-        self.skip_weights = nn.Parameter(torch.ones(num_skips, cfg.model_dim))
+        self.skip_weights = nn.Parameter(torch.empty(len(self.encoder_layers), cfg.model_dim))
         self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.model_dim, cfg.vocab_size, bias=False)
         self.init_weights()
 
     @torch.no_grad()
     def init_weights(self) -> None:
-        """Initialization, as the baseline:
+        """Initialization, as the baseline, each optional part by its own ``reset_parameters``:
 
-        | tensor                              | init                                         |
-        |-------------------------------------|----------------------------------------------|
-        | tok_emb (tied)                      | N(0, tied_embed_init_std^2)                  |
-        | tok_emb (untied)                    | N(0, 1)                                      |
-        | c_q, c_k, c_v, mlp.fc               | U(-1/sqrt(fan_in), 1/sqrt(fan_in))           |
-        | attn.proj, mlp.proj, lm_head        | 0 (each block starts as the identity)        |
-        | q_gain / scales / resid_mix / skips | qk_gain_init / 1 / (1, 0) / 1                |
-        | ve_emb / ve_proj / ve_scale         | N(0, 0.01^2) / orthogonal / 0.1 (2026-03-25) |
+        | tensor                                  | init                                                 |
+        |-----------------------------------------|------------------------------------------------------|
+        | tok_emb (tied / untied)                 | N(0, tied_embed_init_std^2) / N(0, 1)                |
+        | c_q, c_k, c_v, mlp.fc, bigram.proj      | U(-1/sqrt(fan_in), 1/sqrt(fan_in))                   |
+        | attn.proj, mlp.proj, lm_head            | 0 (each block starts as the identity)                |
+        | q_gain / scales / resid_mix / skips     | qk_gain_init / 1 / (1, 0) / 1                        |
+        | attn.gate, smear, bigram.emb            | 0                                                    |
+        | bigram.scale, lanes.decay / lanes.mix   | BIGRAM_SCALE / LANE_DECAY / 1                        |
+        | value_embeds.emb / .proj / .scale       | N(0, VE_STD^2) / orthogonal / VE_SCALE (2026-03-25)  |
         """
         std = self.cfg.tied_embed_init_std if self.cfg.tie_embeddings else 1.0
         nn.init.normal_(self.tok_emb.weight, mean=0.0, std=std)
         for block in self.blocks:
-            for lin in (block.attn.c_q, block.attn.c_k, block.attn.c_v, block.mlp.fc):
-                bound = 1.0 / math.sqrt(lin.in_features)
-                nn.init.uniform_(lin.weight, -bound, bound)
-            nn.init.zeros_(block.attn.proj.weight)
-            nn.init.zeros_(block.mlp.proj.weight)
-            block.attn.q_gain.fill_(self.cfg.qk_gain_init)
-            block.attn_scale.fill_(1.0)
-            block.mlp_scale.fill_(1.0)
-            block.resid_mix[0].fill_(1.0)
-            block.resid_mix[1].fill_(0.0)
+            block.reset_parameters()
         self.skip_weights.fill_(1.0)
-        for block in self.blocks:
-            if block.attn.gate is not None:
-                block.attn.gate.zero_()
-            if block.parallel:
-                block.lane_decay.fill_(1.1)
-                block.lane_mix.fill_(1.0)
-        if self.smear is not None:
-            self.smear.zero_()
-        if self.cfg.bigram_buckets:
-            nn.init.zeros_(self.bigram_emb.weight)
-            bound = 1.0 / math.sqrt(self.cfg.bigram_dim)
-            nn.init.uniform_(self.bigram_proj.weight, -bound, bound)
-            self.bigram_scale.fill_(0.05)
-        if self.ve_layers:
-            nn.init.normal_(self.ve_emb.weight, mean=0.0, std=0.01)
-            if self.ve_proj is not None:
-                nn.init.orthogonal_(self.ve_proj.weight)
-            self.ve_scale.fill_(0.1)
-            self.ve_layer_scales.fill_(1.0)
+        for part in (self.smear, self.bigram, self.value_embeds):
+            if part is not None:
+                part.reset_parameters()
         if self.lm_head is not None:
             nn.init.zeros_(self.lm_head.weight)
 
@@ -246,7 +333,7 @@ class GPT(nn.Module):
         Every parameter is in exactly one group (asserted), so a new tensor must be placed here on purpose.
         """
         matrix_ids = {id(m.weight) for block in self.blocks for m in block.modules() if isinstance(m, nn.Linear)}
-        tables = {id(m.weight) for m in (getattr(self, "bigram_emb", None), getattr(self, "ve_emb", None)) if m}
+        tables = {id(part.emb.weight) for part in (self.bigram, self.value_embeds) if part is not None}
         groups: dict[str, list[tuple[str, nn.Parameter]]] = {"matrix": [], "embed": [], "head": [], "scalar": []}
         for name, p in self.named_parameters():
             if id(p) in matrix_ids:
@@ -261,7 +348,8 @@ class GPT(nn.Module):
         return groups
 
     def set_looping(self, on: bool) -> None:
-        """The virtual layer sequence, as physical block indices; encoder outputs feed the decoder in reverse.
+        """The virtual layer sequence as lists of physical block indices: ``encoder_layers`` (their outputs feed the
+        decoder's skips in reverse), then ``decoder_layers`` and ``lane_layers`` (the parallel blocks, always last).
 
         With depth recurrence on, blocks loop_start..loop_end run 1 + num_loops times (the record: 3,4,5 three
         times in 11 blocks gives 17 virtual layers); the first half of the sequence is the encoder either way.
@@ -272,62 +360,45 @@ class GPT(nn.Module):
             looped = list(range(cfg.loop_start, cfg.loop_end + 1)) * (1 + cfg.num_loops)
             order = order[: cfg.loop_start] + looped + order[cfg.loop_end + 1 :]
         half = len(order) // 2
+        # Config validation puts every lane block after the loops and in the second half, so they end the sequence.
+        lanes = [i for i in order[half:] if self.blocks[i].lanes is not None]
+        assert order[len(order) - len(lanes) :] == lanes, f"lane blocks {lanes} do not end the layer order {order}"
         self.looping = on
-        self.encoder_layers, self.decoder_layers = order[:half], order[half:]
+        self.encoder_layers = order[:half]
+        self.decoder_layers, self.lane_layers = order[half : len(order) - len(lanes)], lanes
 
     def embed(self, idx: Tensor) -> Tensor:
         """x0: the normed token embedding, after the optional BigramHash and SmearGate."""
         e = self.tok_emb(idx)
-        if self.cfg.bigram_buckets:
-            buckets = self.cfg.bigram_buckets
-            prev = F.pad(idx[:, :-1], (1, 0))
-            h = torch.bitwise_xor(36313 * idx, 27191 * prev) % (buckets - 1)
-            h[:, 0] = buckets - 1  # position 0 has no previous token
-            e = e + self.bigram_scale.to(e.dtype) * self.bigram_proj(self.bigram_emb(h))
+        if self.bigram is not None:
+            e = e + self.bigram(idx).to(e.dtype)
         if self.smear is not None:
-            w, lam = self.smear[:12].to(e.dtype), self.smear[12].to(e.dtype)
-            gate = torch.sigmoid(e[:, 1:, :12] @ w).unsqueeze(-1)
-            keep = (idx[:, 1:] != self.cfg.bos_id).unsqueeze(-1).to(e.dtype)  # a document never reads the one before
-            e = torch.cat((e[:, :1], e[:, 1:] + lam * gate * e[:, :-1] * keep), dim=1)
+            e = self.smear(e, idx)
         return rms_norm(e)
-
-    def value_embeddings(self, idx: Tensor) -> dict[int, Tensor]:
-        """``{physical block: (B, T, Hkv * D)}``: the shared value embedding times each listed block's scale."""
-        if not self.ve_layers:
-            return {}
-        h = self.ve_emb(idx)
-        if self.ve_proj is not None:
-            h = self.ve_proj(h)
-        h = h * self.ve_scale.to(h.dtype)
-        scales = self.ve_layer_scales.to(h.dtype)
-        return {layer: h * scales[k] for k, layer in enumerate(self.ve_layers)}
 
     def hidden(self, idx: Tensor) -> Tensor:
         """Final normed hidden states (B, T, C) for token ids (B, T)."""
-        x = self.embed(idx)
-        x0 = x
-        ves = self.value_embeddings(idx)
-        skips: list[Tensor] = []
+        x0 = self.embed(idx)
+        ves = self.value_embeds(idx) if self.value_embeds is not None else {}
+        x, outs = x0, []
         for i in self.encoder_layers:
             x = self.blocks[i](x, x0, ve=ves.get(i))
-            skips.append(x)
-        lanes: tuple[Tensor, Tensor] | None = None
-        for j, i in enumerate(self.decoder_layers):
-            if skips:
-                skip = self.skip_weights[j].to(x.dtype) * skips.pop()
-                if lanes is None:
-                    x = x + skip
-                else:
-                    lanes = (lanes[0] + skip, lanes[1])
-            if self.blocks[i].parallel:
-                lanes = self.blocks[i].forward_lanes(lanes or (x, x), x0, ve=ves.get(i))
-            elif lanes is not None:
-                raise ValueError(f"block {i} follows a parallel block but is not parallel; check parallel_from")
-            else:
-                x = self.blocks[i](x, x0, ve=ves.get(i))
-        if lanes is not None:
-            x = 0.5 * (lanes[0] + lanes[1])
-        return rms_norm(x)
+            outs.append(x)
+        # U-Net skips: decoder position j adds the weighted output of encoder position -1 - j, while there is one.
+        skips = [w.to(x.dtype) * out for w, out in zip(self.skip_weights, reversed(outs))]
+        skips += [None] * (len(self.decoder_layers) + len(self.lane_layers) - len(skips))
+        for i, skip in zip(self.decoder_layers, skips):
+            x = self.blocks[i](x if skip is None else x + skip, x0, ve=ves.get(i))
+        if not self.lane_layers:
+            return rms_norm(x)
+        # The stream splits into two lanes after the first lane block's skip joins it; later skips join lane 0.
+        lane_skips = skips[len(self.decoder_layers) :]
+        lane0 = lane1 = x if lane_skips[0] is None else x + lane_skips[0]
+        for k, (i, skip) in enumerate(zip(self.lane_layers, lane_skips)):
+            if k and skip is not None:
+                lane0 = lane0 + skip
+            lane0, lane1 = self.blocks[i].forward_lanes(lane0, lane1, x0, ve=ves.get(i))
+        return rms_norm(0.5 * (lane0 + lane1))
 
     @property
     def head_weight(self) -> Tensor:

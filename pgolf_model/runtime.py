@@ -41,6 +41,14 @@ class Runtime:
         if self.distributed:
             dist.barrier()
 
+    def broadcast(self, obj):
+        """Rank 0's ``obj`` on every rank."""
+        if not self.distributed:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
 
 def setup(device: str = "auto") -> Runtime:
     """Join the process group when launched by torchrun (NCCL on GPUs, gloo on CPUs) and pick the device."""

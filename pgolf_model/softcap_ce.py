@@ -3,8 +3,8 @@
 ``loss = logsumexp(s) - s[target]`` with ``s = cap * tanh(z / cap)`` and ``z = h @ W^T``. Written out, that is about
 ten passes over a tokens x vocab fp32 tensor forward and backward (matmul, divide, tanh, multiply, log-softmax,
 gather, and their gradients). At vocab 8192 on CPU those passes, not the matmuls, were measured at half of a
-``tiny``-sized training step. The records fuse the same computation on GPU (fused softcap-CE, PR #1787 in
-STACK section 10); here each chunk of rows makes its logits, loss and gradient while they are still in cache:
+``tiny``-sized training step. The records fuse the same computation on GPU (fused softcap-CE, PR #1787;
+docs/records.md); here each chunk of rows makes its logits, loss and gradient while they are still in cache:
 
 - forward with gradients (a scalar loss): per chunk, ``p = softmax(s) - onehot(target)`` gives
   ``dL/dz = p * (1 - tanh^2)``, so ``dL/dh = dL/dz @ W`` and ``dL/dW += dL/dz^T @ h`` are formed right away and kept

@@ -6,7 +6,8 @@
   on the ``tiny`` preset, with a table of BPB, artifact bytes and training throughput.
 - ``cache``: content-addressed stage directories, so reruns redo only what changed or never finished.
 - ``documents``, ``stages``, ``screening``, ``ngram``, ``sizing``, ``model_stages``, ``stats``, ``report``: the
-  pieces the A/B recipe is made of, one job each.
+  pieces the A/B recipe is made of, one job each; ``recipe``: the settings and flags the two training recipes share.
+- ``quickstart``: the main job end to end on one CPU (``python -m pipelines.quickstart``).
 
 Importing the package does nothing else.
 """

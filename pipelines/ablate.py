@@ -16,31 +16,29 @@ interrupted ablation, or one with more switches or seeds, redoes only what is mi
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from pgolf_data.cli_args import add_corpus_args
-from pgolf_data.corpus import DEFAULT_SOURCE
 from pgolf_data.manifest import write_atomic
 from pgolf_data.tokenizer.spec import resolve_spec
-from pgolf_data.tokenizer.training import default_threads
-from pgolf_model.config import SECTIONS, Config, ConfigError, baseline, preset
+from pgolf_model.cli import command_parser, flat
+from pgolf_model.config import Config, ConfigError
+from pgolf_model.presets import baseline, bind_tokenizer, preset
 
 from .cache import StageCache, write_json
-from .documents import CorpusSplit
-from .stages import shard_stage, tokenizer_stage
+from .recipe import RecipeSettings, add_training_args
+from .stages import shard_stage, stage_tokenizer, tokenizer_stage
 from .stats import Summary
 
 Log = Callable[[str], None]
 ALL_ON = "all on"
 
-# Each switch of the record stack (../shared/research/stack.md sections 6-8) and the config keys it is made of.
+# Each switch of the record stack (docs/records.md has each technique) and the config keys it is made of.
 # Turning a switch off sets its keys to the baseline preset's values; ``record_stack`` turns them all on.
 # A new switch is one line here plus its on-values in ``record_stack``.
 SWITCHES: dict[str, tuple[str, ...]] = {
@@ -69,7 +67,7 @@ SWITCHES: dict[str, tuple[str, ...]] = {
     "lqer": ("quant.lqer_rank",),
 }
 
-RECORD_STEPS = 4930  # optimizer steps of the 1.0611 record in its 600 s (STACK section 11)
+RECORD_STEPS = 4930  # optimizer steps of the 1.0611 record in its 600 s (its three seeds' logs stop at 4917-4945)
 RECORD_EMA_HORIZON = 286 / RECORD_STEPS  # its EMA decay 0.9965 averages over ~1/(1-0.9965) = 286 steps: ~6% of the run
 
 
@@ -77,12 +75,12 @@ def record_stack(cfg: Config, steps: int | None = None) -> Config:
     """``cfg`` with every switch of ``SWITCHES`` on, at values that suit its (small) shape; ``steps``: the run length
     the EMA is sized for (default ``cfg.train.iterations``).
 
-    Values (the records' in brackets; STACK = ../shared/research/stack.md):
+    Values (the records' in brackets; docs/records.md has each technique's record):
     - ``mlp_leaky_slope`` 0.5, ``ln_scale``, ``xsa`` on every layer: scale-free, as the records (section 6).
     - ``rope_dims`` min(16, head_dim / 2) [16 of 64]: the record's 16 rotated dims where the head is wide enough; at
       tiny's head_dim 32 a quarter would leave only 4 rotation frequencies, so half of the head rotates.
     - ``attn_gate_width`` 12 [12]: the gate reads the first 12 normed input dims, far fewer than any width here.
-    - ``smear_gate`` on [BOS-fixed]; ``model.bos_id`` is set from the tokenizer by the caller.
+    - ``smear_gate`` on [BOS-fixed]; ``model.bos_id`` is the tokenizer's (``bind_tokenizer``, by the caller).
     - ``parallel_from``: the last ~3/11 of the blocks run two lanes [blocks 8-10 of 11]; at 4 blocks, the last one.
     - depth recurrence: the middle block [3-5 of 11] runs 1 + 2 extra passes [num_loops 2], from 35% of training
       [loop_after 0.35]; it stays before the parallel lanes, as the model requires.
@@ -121,7 +119,7 @@ def record_stack(cfg: Config, steps: int | None = None) -> Config:
             "train.loop_after": 0.35,
             "model.bigram_buckets": 2048,
             "model.bigram_dim": max(8, m.model_dim // 4),
-            "model.ve_layers": ",".join(str(i) for i in range(layers - max(1, round(2 * layers / 11)), layers)),
+            "model.ve_layers": tuple(range(layers - max(1, round(2 * layers / 11)), layers)),
             "model.ve_dim": max(8, m.model_dim // 4),
             "model.qk_gain_init": 5.0,
             "optim.muon_ns_coeffs": "polar_express",
@@ -147,27 +145,19 @@ def record_stack(cfg: Config, steps: int | None = None) -> Config:
     return replace(on, preset=f"{cfg.preset}+record-stack")
 
 
-def run_settings(cfg: Config, *, vocab_size: int, bos_id: int) -> Config:
-    """What every run of an ablation shares besides the switches: the tokenizer's ids, no intermediate validation
+def run_settings(cfg: Config) -> Config:
+    """What every run of an ablation shares besides the switches: no intermediate validation
     (only the final scores are compared, and each validation costs time), and a GPTQ calibration of 16 sequences of
     64 tokens [64 x 2048 in the record]: sampling has no KV cache, so a batch costs its length squared; 256-token
     sequences took minutes per run at tiny on a busy 2-core machine, 64-token ones seconds."""
     return cfg.override(
         {
-            "model.vocab_size": vocab_size,
-            "model.bos_id": bos_id,
             "train.val_every": 0,
             "quant.calib_seqs": 16,
             "quant.calib_seq_len": 64,
             "quant.calib_batch": 8,
         }
     )
-
-
-def flat(cfg: Config) -> dict[str, Any]:
-    """``{"model.num_layers": 4, ...}``: every field of every section."""
-    data = cfg.to_dict()
-    return {f"{s}.{k}": v for s in SECTIONS for k, v in data[s].items()}
 
 
 def switch_off(cfg: Config, name: str, switches: Mapping[str, tuple[str, ...]] = SWITCHES) -> Config:
@@ -202,36 +192,10 @@ def variants(
     return {ALL_ON: all_on, **{name: switch_off(all_on, name, switches) for name in chosen}}
 
 
-@dataclass(frozen=True)
-class AblationSettings:
-    out: Path
-    corpus: str = DEFAULT_SOURCE
+@dataclass(frozen=True, kw_only=True)
+class AblationSettings(RecipeSettings):
     spec: str = "sp1024"
-    preset: str = "tiny"
     only: tuple[str, ...] | None = None  # switch names; None = all of them
-    budget_mode: str = "steps"  # steps | tokens | wall-clock (pipelines.model_stages.apply_compute_budget)
-    budget_value: float | None = None  # steps, tokens or minutes; None = the preset's
-    seeds: int = 1
-    first_seed: int = 1337
-    val_docs: int = 40
-    max_docs: int | None = None
-    text_field: str = "text"
-    cache: Path | None = None
-    threads: int = field(default_factory=default_threads)
-    jobs: int = 1  # trainings at once, threads // jobs torch threads each
-
-    def __post_init__(self) -> None:
-        if self.seeds < 1:
-            raise ValueError(f"seeds must be >= 1, got {self.seeds}")
-        if self.threads < 1 or self.jobs < 1:
-            raise ValueError(f"threads and jobs must be >= 1, got threads {self.threads}, jobs {self.jobs}")
-
-    @property
-    def cache_dir(self) -> Path:
-        return self.cache or self.out / "cache"
-
-    def seed_list(self) -> list[int]:
-        return [self.first_seed + i for i in range(self.seeds)]
 
 
 def run_ablation(settings: AblationSettings, log: Log = print) -> dict:
@@ -239,7 +203,7 @@ def run_ablation(settings: AblationSettings, log: Log = print) -> dict:
     from .model_stages import TrainRequest, apply_compute_budget, read_manifest, train_stages
 
     start = time.perf_counter()
-    split = CorpusSplit(settings.corpus, settings.val_docs, settings.max_docs, settings.text_field)
+    split = settings.split()
     spec = resolve_spec(settings.spec)
     base, compute = apply_compute_budget(preset(settings.preset), settings.budget_mode, settings.budget_value)
     steps = base.train.iterations if not base.train.max_minutes else preset(settings.preset).train.iterations
@@ -250,7 +214,7 @@ def run_ablation(settings: AblationSettings, log: Log = print) -> dict:
     tok_dir = tokenizer_stage(cache, spec, split, threads=settings.threads)
     shard_dir = shard_stage(cache, tok_dir, split, workers=settings.threads, label=spec.name)
     tok = read_manifest(shard_dir)["tokenizer"]
-    all_on = record_stack(run_settings(base, vocab_size=tok["vocab_size"], bos_id=tok["bos_id"]), steps)
+    all_on = record_stack(run_settings(bind_tokenizer(base, stage_tokenizer(tok_dir)[0])), steps)
     configs = variants(all_on, list(settings.only) if settings.only is not None else None)
 
     seeds = settings.seed_list()
@@ -404,31 +368,16 @@ def list_switches(preset_name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pgolf_model.config import PRESETS
 
-    from .model_stages import BUDGET_MODES
-
-    parser = argparse.ArgumentParser(
-        prog="python -m pipelines.ablate",
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser("python -m pipelines.ablate", __doc__)
     add_corpus_args(parser)
     parser.add_argument("--spec", default="sp1024", help="tokenizer spec name or TOML file (default sp1024)")
-    parser.add_argument("--preset", default="tiny", choices=list(PRESETS), help="model preset (default tiny)")
+    add_training_args(parser, seeds=1, per="configuration")
     parser.add_argument("--only", nargs="+", metavar="SWITCH", help="turn off only these switches (see --list)")
     parser.add_argument("--list", action="store_true", help="print the switches with their on and off values")
     parser.add_argument("--steps", type=int, help="optimizer steps per run (= --budget-mode steps --budget-value N)")
-    parser.add_argument("--budget-mode", default="steps", choices=BUDGET_MODES, help="what every run gets the same of")
-    parser.add_argument("--budget-value", type=float, help="steps, tokens or minutes (default: the preset's)")
-    parser.add_argument("--seeds", type=int, default=1, help="training runs per configuration (default 1)")
-    parser.add_argument("--first-seed", type=int, default=1337, help="seeds are FIRST, FIRST+1, ... (default 1337)")
     parser.add_argument("--val-docs", type=int, default=40, help="first N documents = validation (default 40)")
     parser.add_argument("--out", type=Path, default=Path("runs/ablate"), help="output directory (default runs/ablate)")
-    parser.add_argument("--cache", type=Path, help="stage cache directory (default OUT/cache)")
-    parser.add_argument("--threads", type=int, default=default_threads(), help="threads and worker processes")
-    parser.add_argument("--jobs", type=int, default=1, help="trainings at once, THREADS // JOBS threads each")
     args = parser.parse_args(argv)
     if args.steps is not None and (args.budget_mode != "steps" or args.budget_value is not None):
         parser.error("--steps N is --budget-mode steps --budget-value N; give one or the other")
@@ -436,13 +385,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.list:
             print(list_switches(args.preset))
             return 0
-        settings = AblationSettings(
-            out=args.out, corpus=args.corpus, spec=args.spec, preset=args.preset,
-            only=tuple(args.only) if args.only else None, budget_mode=args.budget_mode,
-            budget_value=args.steps if args.steps is not None else args.budget_value, seeds=args.seeds,
-            first_seed=args.first_seed, val_docs=args.val_docs, max_docs=args.max_docs, text_field=args.text_field,
-            cache=args.cache, threads=args.threads, jobs=args.jobs,
-        )  # fmt: skip
+        budget_value = args.steps if args.steps is not None else args.budget_value
+        only = tuple(args.only) if args.only else None
+        settings = AblationSettings.from_args(args, only=only, budget_value=budget_value)
         run_ablation(settings, log=lambda line: print(f"[ablate] {line}", flush=True))
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,7 +1,7 @@
 """The model side of a comparison: the compute budget, the cached training stage, and what its artifact holds.
 
-A training stage runs ``pgolf_model.train.run`` on one spec's shards with one seed. The trainer scores the full
-validation split twice, before quantization and from the written artifact alone; the artifact's score is the one a
+A training stage runs ``pgolf_model.training.trainer.run`` on one spec's shards with one seed. The trainer scores the
+full validation split twice, before quantization and from the written artifact alone; the artifact's score is the one a
 comparison uses (it is what the challenge scores). The stage keeps ``run/log.jsonl``, ``run/summary.json`` and
 ``run/model.pga``; the resumable checkpoints are dropped once the artifact exists.
 """
@@ -24,10 +24,10 @@ import torch
 from pgolf_data.compress import compress
 from pgolf_data.manifest import MANIFEST_NAME
 from pgolf_model import artifact as model_artifact
-from pgolf_model import train
 from pgolf_model.artifact import codec_for
 from pgolf_model.config import Config
 from pgolf_model.quant import QuantizedState
+from pgolf_model.training import trainer
 
 from .cache import StageCache, read_json, source_hash
 from .stages import SHARD_DIR, TOKENIZER_DIR
@@ -120,7 +120,9 @@ def train_stage(
     def build(tmp: Path) -> None:
         torch.set_num_threads(threads)
         run = tmp / RUN_DIR
-        train.run(cfg, data=shard_dir / SHARD_DIR, tokenizer=tokenizer_dir / TOKENIZER_DIR, out_dir=run, progress=False)
+        trainer.run(
+            cfg, data=shard_dir / SHARD_DIR, tokenizer=tokenizer_dir / TOKENIZER_DIR, out_dir=run, progress=False
+        )
         shutil.rmtree(run / "checkpoints", ignore_errors=True)
 
     return cache.run("train", inputs or train_inputs(tokenizer_dir, shard_dir, cfg), build, label=label)
@@ -191,7 +193,7 @@ def run_result(stage_dir: Path) -> dict:
     if len(records) != 1:
         raise ValueError(f"{run / 'log.jsonl'}: expected one result record, found {len(records)}")
     result = records[0]
-    art = model_artifact.read(run / train.ARTIFACT_NAME)
+    art = model_artifact.read(run / trainer.ARTIFACT_NAME)
     return {
         "val_bpb": result["artifact_val_bpb"],  # scored from the artifact alone
         "val_bpb_before_quant": result["val_bpb"],

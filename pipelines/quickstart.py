@@ -9,7 +9,6 @@ standard library's docstrings, ~2 MB), so this runs on a machine with nothing bu
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 from pathlib import Path
@@ -20,8 +19,9 @@ from pgolf_data.sharding import ShardConfig, write_shards
 from pgolf_data.tokenizer import artifact, training
 from pgolf_data.tokenizer.metrics import measure
 from pgolf_data.tokenizer.spec import resolve_spec
-from pgolf_model import train as model_train
-from pgolf_model.config import preset
+from pgolf_model.cli import command_parser
+from pgolf_model.presets import PRESETS, bind_tokenizer, preset
+from pgolf_model.training.trainer import run
 
 
 def say(message: str) -> None:
@@ -29,18 +29,15 @@ def say(message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m pipelines.quickstart",
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n".join(__doc__.splitlines()[2:]),
-    )
+    parser = command_parser("python -m pipelines.quickstart", __doc__)
     parser.add_argument("--corpus", default="default", help="document source (default: the embedded corpus)")
     parser.add_argument(
         "--spec", default="sp1024_lossless", help="tokenizer spec name or path (default sp1024_lossless)"
     )
     parser.add_argument("--val-docs", type=int, default=40, help="first N documents are validation (default 40)")
-    parser.add_argument("--preset", default="tiny", help="model preset (default tiny: minutes on 2 CPU cores)")
+    parser.add_argument(
+        "--preset", default="tiny", choices=list(PRESETS), help="model preset (default tiny: minutes on 2 CPU cores)"
+    )
     parser.add_argument("--minutes", type=float, default=3.0, help="training wall-clock limit (default 3)")
     parser.add_argument("--out", default="runs/quickstart", help="output directory (default runs/quickstart)")
     parser.add_argument("--fresh", action="store_true", help="redo every stage instead of reusing finished ones")
@@ -79,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     say(f"3/3 training the {args.preset} preset for at most {args.minutes} minutes")
-    cfg = model_train.with_tokenizer_ids(preset(args.preset).override({"train.max_minutes": args.minutes}), {}, tok_dir)
-    summary = model_train.run(cfg, data=shard_dir, tokenizer=tok_dir, out_dir=out / "model")
+    cfg = bind_tokenizer(preset(args.preset).override({"train.max_minutes": args.minutes}), artifact.load(tok_dir))
+    summary = run(cfg, data=shard_dir, tokenizer=tok_dir, out_dir=out / "model")
     print(
         f"val_bpb {summary['artifact_val_bpb']:.4f} (exact, from the artifact alone; "
         f"{summary['val_bpb']:.4f} before quantization), {summary['steps']} steps in {summary['train_seconds']:.0f}s"

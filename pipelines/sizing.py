@@ -9,7 +9,7 @@ the preset's layers and heads and varies ``model_dim`` in steps of ``2 * num_hea
 as RoPE needs); ``shrink="layers"`` keeps the width and varies the number of layers in steps of one. When the preset's
 size fits, the walk grows while the next size still fits (up to ``max_scale`` times the preset), so a tokenizer with
 a smaller vocabulary than the reference may get a larger model; otherwise it shrinks until a size fits. Estimates come
-from ``pgolf_model.budget.estimate`` (exact except the compressed weights, which it estimates from a Gaussian sample).
+from ``pgolf_model.export.estimate`` (exact except the compressed weights, which it estimates from a Gaussian sample).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from pgolf_model import budget
 from pgolf_model.artifact import BudgetError
 from pgolf_model.config import Config
+from pgolf_model.export.estimate import estimate as estimate_artifact
 
 Shrink = Literal["width", "layers"]
 SHRINK_MODES = ("width", "layers")
@@ -30,7 +30,7 @@ Estimator = Callable[[Config, int], dict[str, int]]
 @dataclass(frozen=True)
 class Sizing:
     config: Config
-    estimate: dict[str, int]  # artifact bytes per part, as pgolf_model.budget.estimate gives them
+    estimate: dict[str, int]  # artifact bytes per part, as pgolf_model.export.estimate gives them
     budget: int
     tried: tuple[tuple[int, int], ...]  # (model_dim or num_layers, estimated total bytes) in the order walked
 
@@ -58,25 +58,25 @@ def size_of(cfg: Config, shrink: Shrink) -> int:
     return cfg.model.model_dim if shrink == "width" else cfg.model.num_layers
 
 
-def reference_budget(base: Config, vocab_size: int, tokenizer_bytes: int, estimate: Estimator = budget.estimate) -> int:
-    """The estimated artifact bytes of the preset's own model with the reference tokenizer."""
-    return sum(estimate(base.override({"model.vocab_size": vocab_size}), tokenizer_bytes).values())
+def reference_budget(base: Config, tokenizer_bytes: int, estimate: Estimator = estimate_artifact) -> int:
+    """The estimated artifact bytes of the preset's own model (``base``, bound to the reference tokenizer)."""
+    return sum(estimate(base, tokenizer_bytes).values())
 
 
 def fit(
     base: Config,
-    vocab_size: int,
     tokenizer_bytes: int,
     budget_bytes: int,
     *,
     shrink: Shrink = "width",
     max_scale: float = 2.0,
-    estimate: Estimator = budget.estimate,
+    estimate: Estimator = estimate_artifact,
 ) -> Sizing:
-    """Walk the ladder from the preset's size (see the module docstring) to the size that fits ``budget_bytes``."""
+    """Walk the ladder from the preset's size (see the module docstring) to the size that fits ``budget_bytes``;
+    ``base`` carries the tokenizer's ids (``pgolf_model.presets.bind_tokenizer``)."""
     if max_scale < 1:
         raise ValueError(f"max_scale must be >= 1 (the preset's own size is always a candidate), got {max_scale}")
-    configs, i = ladder(base.override({"model.vocab_size": vocab_size}), shrink, max_scale)
+    configs, i = ladder(base, shrink, max_scale)
     tried: list[tuple[int, int]] = []
 
     def measure(j: int) -> dict[str, int]:
@@ -100,7 +100,7 @@ def fit(
     field = "model_dim" if shrink == "width" else "num_layers"
     size, total = tried[-1]
     raise BudgetError(
-        f"nothing fits: with vocab {vocab_size} and a {tokenizer_bytes:,}-byte tokenizer, the smallest candidate "
-        f"({field} {size}) is estimated at {total:,} bytes, over the {budget_bytes:,}-byte budget by "
+        f"nothing fits: with vocab {base.model.vocab_size} and a {tokenizer_bytes:,}-byte tokenizer, the smallest "
+        f"candidate ({field} {size}) is estimated at {total:,} bytes, over the {budget_bytes:,}-byte budget by "
         f"{total - budget_bytes:,}; raise --budget" + (" or use --shrink width" if shrink == "layers" else "")
     )

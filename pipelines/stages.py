@@ -12,7 +12,7 @@ import importlib.metadata
 from pathlib import Path
 
 from pgolf_data.sharding import ShardConfig, write_shards
-from pgolf_data.tokenizer import TokenizerSpec, artifact, training
+from pgolf_data.tokenizer import Tokenizer, TokenizerSpec, artifact, training
 
 from .cache import StageCache, read_json, source_hash
 from .documents import CorpusSplit
@@ -44,6 +44,12 @@ def tokenizer_stage(cache: StageCache, spec: TokenizerSpec, split: CorpusSplit, 
         artifact.save(tok, tmp / TOKENIZER_DIR, report)
 
     return cache.run("tokenizer", tokenizer_inputs(spec, split), build, label=spec.name)
+
+
+def stage_tokenizer(stage_dir: Path) -> tuple[Tokenizer, int]:
+    """A tokenizer stage's tokenizer and its artifact's length in bytes (what an artifact budget counts)."""
+    path = stage_dir / TOKENIZER_DIR / artifact.ARTIFACT_NAME
+    return artifact.load(path), path.stat().st_size
 
 
 def tokenizer_sha256(stage_dir: Path) -> str:

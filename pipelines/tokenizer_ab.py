@@ -18,61 +18,40 @@ with more seeds redoes only what is missing.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pgolf_data.tokenizer import TokenizerSpec
 from pgolf_data.tokenizer.spec import SpecError, resolve_spec
-from pgolf_data.tokenizer.training import default_threads
+from pgolf_model.cli import command_parser
 
 from .cache import StageCache, write_json
-from .documents import CorpusSplit
+from .recipe import RecipeSettings, add_training_args
 from .screening import DEFAULT_SAMPLE_BYTES
-from .stages import shard_stage, tokenizer_stage
+from .stages import shard_stage, stage_tokenizer, tokenizer_stage
 
 Log = Callable[[str], None]
 
 
-@dataclass(frozen=True)
-class ABSettings:
+@dataclass(frozen=True, kw_only=True)
+class ABSettings(RecipeSettings):
     specs: tuple[str, ...]  # spec names or TOML paths; the first is the reference
     corpus: str
-    out: Path
     seeds: int = 3
-    first_seed: int = 1337
-    preset: str = "tiny"
-    budget_mode: str = "steps"  # steps | tokens | wall-clock (pipelines.model_stages.apply_compute_budget)
-    budget_value: float | None = None  # steps, tokens or minutes; None = the preset's
+    val_docs: int = 1000
     artifact_budget: int | None = None  # bytes; None = the preset's model with the first spec's tokenizer
     shrink: str = "width"  # width | layers (pipelines.sizing)
     max_scale: float = 2.0
-    val_docs: int = 1000
-    max_docs: int | None = None
-    text_field: str = "text"
-    cache: Path | None = None
-    threads: int = field(default_factory=default_threads)
-    jobs: int = 1  # trainings at once, threads // jobs torch threads each
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.specs:
             raise ValueError("give at least one spec (--specs)")
-        if self.seeds < 1:
-            raise ValueError(f"seeds must be >= 1, got {self.seeds}")
-        if self.threads < 1 or self.jobs < 1:
-            raise ValueError(f"threads and jobs must be >= 1, got threads {self.threads}, jobs {self.jobs}")
         if self.artifact_budget is not None and self.artifact_budget <= 0:
             raise ValueError(f"the artifact budget must be a positive number of bytes, got {self.artifact_budget}")
-
-    @property
-    def cache_dir(self) -> Path:
-        return self.cache or self.out / "cache"
-
-    def seed_list(self) -> list[int]:
-        return [self.first_seed + i for i in range(self.seeds)]
 
 
 def load_specs(names: tuple[str, ...]) -> list[TokenizerSpec]:
@@ -85,13 +64,9 @@ def load_specs(names: tuple[str, ...]) -> list[TokenizerSpec]:
     return specs
 
 
-def _split(settings: ABSettings) -> CorpusSplit:
-    return CorpusSplit(settings.corpus, settings.val_docs, settings.max_docs, settings.text_field)
-
-
 def run_ab(settings: ABSettings, log: Log = print) -> dict:
     """The whole comparison; writes ``results.json`` and ``report.md`` (+ plots) into ``settings.out``."""
-    from pgolf_model.config import preset
+    from pgolf_model.presets import bind_tokenizer, preset
 
     from . import sizing
     from .model_stages import TrainRequest, apply_compute_budget, read_manifest, train_stages
@@ -101,7 +76,7 @@ def run_ab(settings: ABSettings, log: Log = print) -> dict:
     if settings.shrink not in sizing.SHRINK_MODES:
         raise ValueError(f"shrink must be one of {', '.join(sizing.SHRINK_MODES)}, got {settings.shrink!r}")
     specs = load_specs(settings.specs)
-    split = _split(settings)
+    split = settings.split()
     cache = StageCache(settings.cache_dir, log)
     base, compute = apply_compute_budget(preset(settings.preset), settings.budget_mode, settings.budget_value)
 
@@ -112,20 +87,17 @@ def run_ab(settings: ABSettings, log: Log = print) -> dict:
         shard_dir = shard_stage(cache, tok_dir, split, workers=settings.threads, label=spec.name)
         prepared.append((spec, tok_dir, shard_dir, read_manifest(shard_dir)))
 
-    # 2. One artifact budget; each spec's model sized to fit it.
-    ref_tok = prepared[0][3]["tokenizer"]
+    # 2. One artifact budget; each spec's model, with its tokenizer's ids, sized to fit it.
+    tokenizers = [stage_tokenizer(tok_dir) for _, tok_dir, _, _ in prepared]
+    bound = [bind_tokenizer(base, tok) for tok, _ in tokenizers]
     artifact_budget = settings.artifact_budget
     budget_source = f"given (--budget {artifact_budget:,})" if artifact_budget else ""
     if artifact_budget is None:
-        artifact_budget = sizing.reference_budget(base, ref_tok["vocab_size"], ref_tok["artifact"]["bytes"])
+        artifact_budget = sizing.reference_budget(bound[0], tokenizers[0][1])
         budget_source = f"the estimated artifact of preset {settings.preset} with {specs[0].name}"
     sized = []
-    for spec, _, _, manifest in prepared:
-        tok = manifest["tokenizer"]
-        fitted = sizing.fit(
-            base, tok["vocab_size"], tok["artifact"]["bytes"], artifact_budget,
-            shrink=settings.shrink, max_scale=settings.max_scale,
-        )  # fmt: skip
+    for spec, cfg, (_, tok_bytes) in zip(specs, bound, tokenizers):
+        fitted = sizing.fit(cfg, tok_bytes, artifact_budget, shrink=settings.shrink, max_scale=settings.max_scale)
         m = fitted.config.model
         log(f"{spec.name}: {m.num_layers} layers x {m.model_dim} wide, estimated artifact {fitted.total:,} bytes")
         sized.append(fitted)
@@ -221,7 +193,7 @@ def run_screen(settings: ABSettings, sample_bytes: int | None = DEFAULT_SAMPLE_B
     from .screening import ScreenConfig, screen
 
     start = time.perf_counter()
-    split = _split(settings)
+    split = settings.split()
     config = ScreenConfig(sample_bytes=sample_bytes)
     cache = StageCache(settings.cache_dir, log)
     rows = screen(load_specs(settings.specs), split, cache, config, threads=settings.threads, log=log)
@@ -240,28 +212,16 @@ def run_screen(settings: ABSettings, sample_bytes: int | None = DEFAULT_SAMPLE_B
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pgolf_model.config import PRESETS
-
-    from .model_stages import BUDGET_MODES
     from .sizing import SHRINK_MODES
 
-    parser = argparse.ArgumentParser(
-        prog="python -m pipelines.tokenizer_ab",
-        description=__doc__.split("\n\n")[0],
-        epilog=__doc__.split("\n\n", 1)[1],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = command_parser("python -m pipelines.tokenizer_ab", __doc__)
     parser.add_argument(
         "--specs", nargs="+", required=True, help="spec names or TOML files; the first is the reference"
     )
     parser.add_argument("--corpus", required=True, help="corpus source (file, directory, hf:NAME or 'default')")
     parser.add_argument("--out", required=True, type=Path, help="output directory for the report")
     parser.add_argument("--screen", action="store_true", help="screening only: tokens per byte and n-gram BPB")
-    parser.add_argument("--seeds", type=int, default=3, help="training runs per spec (default 3)")
-    parser.add_argument("--first-seed", type=int, default=1337, help="seeds are FIRST, FIRST+1, ... (default 1337)")
-    parser.add_argument("--preset", default="tiny", choices=list(PRESETS), help="model preset (default tiny)")
-    parser.add_argument("--budget-mode", default="steps", choices=BUDGET_MODES, help="what every run gets the same of")
-    parser.add_argument("--budget-value", type=float, help="steps, tokens or minutes (default: the preset's)")
+    add_training_args(parser, seeds=3, per="spec")
     parser.add_argument("--budget", type=int, help="artifact budget in bytes (default: preset model, first spec)")
     parser.add_argument("--shrink", default="width", choices=SHRINK_MODES, help="what sizing varies (default width)")
     parser.add_argument("--max-scale", type=float, default=2.0, help="largest model, x the preset's (default 2)")
@@ -272,17 +232,9 @@ def main(argv: list[str] | None = None) -> int:
         "--sample-bytes", type=int, default=DEFAULT_SAMPLE_BYTES,
         help=f"screening: training text for the n-gram counts, 0 = all (default {DEFAULT_SAMPLE_BYTES:,})",
     )  # fmt: skip
-    parser.add_argument("--cache", type=Path, help="stage cache directory (default OUT/cache)")
-    parser.add_argument("--threads", type=int, default=default_threads(), help="threads and worker processes")
-    parser.add_argument("--jobs", type=int, default=1, help="trainings at once, THREADS // JOBS threads each")
     args = parser.parse_args(argv)
     try:
-        settings = ABSettings(
-            specs=tuple(args.specs), corpus=args.corpus, out=args.out, seeds=args.seeds, first_seed=args.first_seed,
-            preset=args.preset, budget_mode=args.budget_mode, budget_value=args.budget_value,
-            artifact_budget=args.budget, shrink=args.shrink, max_scale=args.max_scale, val_docs=args.val_docs,
-            max_docs=args.max_docs, text_field=args.text_field, cache=args.cache, threads=args.threads, jobs=args.jobs,
-        )  # fmt: skip
+        settings = ABSettings.from_args(args, specs=tuple(args.specs), artifact_budget=args.budget)
         if args.screen:
             run_screen(settings, args.sample_bytes or None)
         else:

@@ -6,6 +6,7 @@ UTF-8 byte, each accounting for one byte; BOS accounts for none.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -59,3 +60,65 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# Words for ``synthetic_docs``: common English words, so the byte stream looks like text.
+_WORD_LIST = (
+    "the of and to in is was for on that with as by at from his her it an be are this which or had not but have "
+    "were they their one all been has more when there who would will also so its out up into only other time new "
+    "some could these two may first then do any like my now over such our man me even most made after did many "
+    "before must through back years where much your way well down should because each just those people how too "
+    "little state good very make world still own see men work long get here between both life being under never"
+)
+WORDS = _WORD_LIST.split()
+
+
+def synthetic_docs(n_docs: int, seed: int) -> list[str]:
+    """``n_docs`` documents of pseudo-English from a 32-bit linear congruential generator: the same text on every
+    machine and Python version, which the committed artifacts of ``tests/fixtures`` were trained and scored on."""
+    state = seed
+
+    def draw(k: int) -> int:
+        nonlocal state
+        state = (1664525 * state + 1013904223) % 2**32
+        return (state >> 8) % k
+
+    docs = []
+    for _ in range(n_docs):
+        word, sentences = draw(len(WORDS)), []
+        for _ in range(2 + draw(5)):
+            words = []
+            for _ in range(4 + draw(9)):
+                # Half of the time a word is followed by the next one in the list: something to learn past unigrams.
+                word = (word + 1) % len(WORDS) if draw(2) else draw(len(WORDS))
+                words.append(WORDS[word])
+            sentences.append(" ".join(words).capitalize() + ".")
+        docs.append(" ".join(sentences))
+    return docs
+
+
+def jsonl_corpus(path: Path, docs: list[str]) -> Path:
+    """``docs`` written as a jsonl corpus file (one ``{"text": ...}`` object a line)."""
+    path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs), encoding="utf-8")
+    return path
+
+
+def interrupted_at(run_number: int, recipe, *args, **kwargs) -> None:
+    """Call ``recipe(*args, **kwargs)`` with the ``run_number``-th training run (1-based) interrupted, as a user's
+    Ctrl-C would: the recipe raises KeyboardInterrupt, and ``trainer.run`` is itself again afterwards."""
+    from pgolf_model.training import trainer
+
+    real_run, calls = trainer.run, []
+
+    def interrupted(*a, **kw):
+        calls.append(kw["out_dir"])
+        if len(calls) == run_number:
+            raise KeyboardInterrupt
+        return real_run(*a, **kw)
+
+    trainer.run = interrupted
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            recipe(*args, **kwargs)
+    finally:
+        trainer.run = real_run

@@ -11,11 +11,12 @@ import numpy as np
 import torch
 from model_data import byte_tokenizer, encode_stream
 
-from pgolf_model.config import Config, preset
-from pgolf_model.evaluate import score
+from pgolf_model.config import Config
+from pgolf_model.evaluation.scoring import score
 from pgolf_model.model import GPT
-from pgolf_model.optim import Schedule, build_optimizers
+from pgolf_model.presets import preset
 from pgolf_model.runtime import Runtime
+from pgolf_model.training.optim import Schedule, build_optimizers
 
 CPU = Runtime(torch.device("cpu"))
 

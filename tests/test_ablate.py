@@ -10,9 +10,10 @@ import statistics
 from pathlib import Path
 
 import pytest
+from model_data import interrupted_at, jsonl_corpus
 
-from pgolf_model import train
-from pgolf_model.config import Config, ConfigError, baseline, preset
+from pgolf_model.config import Config, ConfigError
+from pgolf_model.presets import baseline, preset
 from pipelines import ablate
 from pipelines.ablate import ALL_ON, SWITCHES, AblationSettings, record_stack, run_ablation, switch_off, variants
 
@@ -111,27 +112,15 @@ def _table(md: str) -> dict[str, list[str]]:
     return {cells[0]: cells[1:] for cells in ([c.strip() for c in r.strip("|").split("|")] for r in rows)}
 
 
-def test_whole_ablation_at_smoke(tmp_path, dev_docs, monkeypatch):
-    corpus = tmp_path / "docs.jsonl"
-    corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in dev_docs[:150]), encoding="utf-8")
+def test_whole_ablation_at_smoke(tmp_path, dev_docs):
+    corpus = jsonl_corpus(tmp_path / "docs.jsonl", dev_docs[:150])
     settings = AblationSettings(
         out=tmp_path / "out", corpus=str(corpus), spec="bytes260", preset="smoke", only=("xsa", "gptq"),
         budget_value=12, val_docs=10, threads=1,
     )  # fmt: skip
 
     # Interrupted during the second training run: the first one is kept.
-    real_run, calls = train.run, []
-
-    def interrupted(*args, **kwargs):
-        calls.append(kwargs["out_dir"])
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real_run(*args, **kwargs)
-
-    monkeypatch.setattr(train, "run", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        run_ablation(settings, log=lambda line: None)
-    monkeypatch.setattr(train, "run", real_run)
+    interrupted_at(2, run_ablation, settings, log=lambda line: None)
     assert not (settings.out / "ablation.md").exists()
     lines: list[str] = []
     results = run_ablation(settings, log=lines.append)

@@ -13,9 +13,9 @@ from model_data import one_thread  # noqa: F401 (autouse fixture)
 from quant_model import CPU, train_small
 
 from pgolf_data.compress import compress
-from pgolf_model import allocation, calibration
-from pgolf_model.allocation import AllocationError, Option
-from pgolf_model.ptq import GroupRule, tensor_groups
+from pgolf_model.export import allocation, calibration
+from pgolf_model.export.allocation import AllocationError, Option
+from pgolf_model.export.ptq import GroupRule, tensor_groups
 
 
 def test_entropy_bytes():

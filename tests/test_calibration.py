@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from model_data import one_thread  # noqa: F401 (autouse fixture)
 from torch import nn
 
-from pgolf_model import calibration
-from pgolf_model.config import preset
+from pgolf_model.export import calibration
+from pgolf_model.export.ptq import tensor_groups
 from pgolf_model.model import GPT
-from pgolf_model.ptq import tensor_groups
+from pgolf_model.presets import preset
 from pgolf_model.quant import tensor_format
 
 

@@ -13,11 +13,13 @@ from model_data import (
 from quant_model import CPU, train_small
 
 from pgolf_data.compress import compress, decompress
-from pgolf_model import artifact, export
-from pgolf_model.config import ConfigError, preset
-from pgolf_model.ptq import GroupRule
+from pgolf_model import artifact
+from pgolf_model.config import ConfigError
+from pgolf_model.export import weights as export
+from pgolf_model.export.ptq import GroupRule
+from pgolf_model.presets import preset
 from pgolf_model.quant import QuantizedState
-from pgolf_model.train import run
+from pgolf_model.training.trainer import run
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +109,7 @@ def test_group_rules_from_the_config():
 @pytest.mark.parametrize(
     "field, value, message",
     [
-        ("quant.method", "awq", "quant.method = 'awq': must be rtn or gptq"),
+        ("quant.method", "awq", "quant.method = 'awq': must be one of rtn, gptq"),
         ("quant.attn_bits", 9, r"quant.attn_bits = 9: must be 0 \(= quant.bits\) or in \[2, 8\]"),
         ("quant.mlp_sdclip_k", -1.0, r"quant.mlp_sdclip_k = -1.0: must be >= 0"),
         ("quant.calib_seqs", 0, "quant.calib_seqs = 0: must be positive"),

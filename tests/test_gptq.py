@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from model_data import one_thread  # noqa: F401 (autouse fixture)
 from quant_model import CPU, train_small
 
-from pgolf_model import calibration, gptq, quant
+from pgolf_model import quant
+from pgolf_model.export import calibration, gptq
 
 
 def correlated(rows: int, cols: int, seed: int, n: int = 256) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from pgolf_model import lqer, ptq, quant
+from pgolf_model import quant
 from pgolf_model.config import QuantConfig
-from pgolf_model.ptq import GroupRule
+from pgolf_model.export import lqer, ptq
+from pgolf_model.export.ptq import GroupRule
 from pgolf_model.quant import QuantizedState
 
 

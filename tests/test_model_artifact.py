@@ -9,8 +9,10 @@ from model_data import byte_tokenizer, one_thread  # noqa: F401 (autouse fixture
 from pgolf_data.tokenizer.artifact import save as save_tokenizer
 from pgolf_data.tokenizer.artifact import to_artifact
 from pgolf_model import artifact, budget
-from pgolf_model.config import preset
+from pgolf_model.config import Config
+from pgolf_model.export import estimate
 from pgolf_model.model import GPT
+from pgolf_model.presets import preset
 from pgolf_model.quant import QuantizedState
 
 
@@ -31,7 +33,7 @@ def test_round_trip(built, tmp_path):
     cfg, _, tok_bytes, data = built
     path = artifact.write(tmp_path / "m.pga", data)
     art = artifact.read(path)
-    assert art.config == cfg.to_dict()
+    assert Config.from_dict(art.config) == cfg  # JSON: tuples come back as lists
     assert art.tokenizer_bytes == tok_bytes and art.tokenizer().vocab_size == 260
     assert art.code == artifact.counted_code()
     assert art.total_bytes == len(data) == path.stat().st_size
@@ -72,17 +74,17 @@ def test_writer_refuses_a_file_over_the_limit(built, tmp_path):
 def test_config_that_cannot_fit_is_refused_with_the_overflow():
     cfg = preset("baseline").override({"model.num_layers": 12})
     with pytest.raises(artifact.BudgetError, match=r"over the 16,000,000-byte limit by [\d,]+ \(.*at 8 bits\)"):
-        budget.check(cfg, 20_000)
-    sizes = budget.check(preset("baseline"), 20_000)  # the baseline itself fits
-    assert sum(sizes.values()) < artifact.LIMIT and budget.warning(sizes) is None
+        estimate.check(cfg, 20_000)
+    sizes = estimate.check(preset("baseline"), 20_000)  # the baseline itself fits
+    assert sum(sizes.values()) < artifact.LIMIT and estimate.warning(sizes) is None
 
 
 def test_config_over_by_less_than_the_estimates_slack_is_a_warning():
     cfg = preset("baseline").override({"model.num_layers": 10})
-    sizes = budget.check(cfg, 20_000)
+    sizes = estimate.check(cfg, 20_000)
     over = sum(sizes.values()) - artifact.LIMIT
-    assert 0 < over <= budget.ESTIMATE_SLACK * sizes["weights"]
-    assert f"{over:,} over the 16,000,000-byte limit" in budget.warning(sizes)
+    assert 0 < over <= estimate.ESTIMATE_SLACK * sizes["weights"]
+    assert f"{over:,} over the 16,000,000-byte limit" in estimate.warning(sizes)
 
 
 def test_weight_estimate_is_close_for_gaussian_weights():
@@ -97,8 +99,8 @@ def test_weight_estimate_is_close_for_gaussian_weights():
             cfg.to_dict(), b"", QuantizedState.quantize(model.state_dict(), cfg.quant).to_bytes(), {}, cfg.quant.codec
         )
     )
-    estimate = budget.estimate(cfg, 0)
-    expected = estimate["weights"] + estimate["config"] + estimate["container"] + len(artifact.pack_code({}))
+    sizes = estimate.estimate(cfg, 0)
+    expected = sizes["weights"] + sizes["config"] + sizes["container"] + len(artifact.pack_code({}))
     assert abs(expected - actual) / actual < 0.03
 
 

@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import fields
+import json
+from typing import get_args
 
+import numpy as np
 import pytest
 
-from pgolf_model.config import (
-    PRESETS,
-    SECTIONS,
-    Config,
-    ConfigError,
-    ModelConfig,
-    TrainConfig,
-    add_config_arguments,
-    config_from_args,
-    preset,
-)
+from pgolf_data.shards import TOKEN_DTYPE
+from pgolf_model.cli import add_config_arguments, config_from_args, settings
+from pgolf_model.config import VOCAB_LIMIT, Codec, Config, ConfigError, ModelConfig, TrainConfig
 from pgolf_model.model import count_parameters
+from pgolf_model.presets import PRESETS, preset
 
 
 def parse(argv: list[str]) -> tuple[Config, dict]:
@@ -28,15 +23,23 @@ def parse(argv: list[str]) -> tuple[Config, dict]:
 
 
 def test_baseline_has_the_official_parameter_count():
-    # stack.md section 10: the naive baseline has 17,059,912 parameters.
+    # records/track_10min_16mb/2026-03-17_NaiveBaseline/train.log: model_params:17059912.
     assert count_parameters(preset("baseline").model) == 17_059_912
+
+
+def test_the_vocab_limit_is_what_a_shard_id_can_hold():
+    # config.py imports only the standard library (it is counted code), so it keeps the number as a literal.
+    assert np.iinfo(TOKEN_DTYPE).max + 1 == VOCAB_LIMIT
+    ModelConfig(vocab_size=VOCAB_LIMIT)
+    with pytest.raises(ConfigError, match=f"vocab_size = {VOCAB_LIMIT + 1}"):
+        ModelConfig(vocab_size=VOCAB_LIMIT + 1)
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_presets_round_trip_through_json(name):
     cfg = preset(name)
     assert cfg.preset == name
-    assert Config.from_dict(cfg.to_dict()) == cfg
+    assert Config.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg  # JSON lists come back as tuples
 
 
 def test_cli_overrides_apply_on_top_of_the_preset():
@@ -61,15 +64,34 @@ def test_cli_overrides_apply_on_top_of_the_preset():
     assert set(given) == {"model.num_layers", "train.max_minutes", "train.compile", "train.shuffle", "quant.codec"}
 
 
-def test_help_lists_every_field_with_its_meaning():
+def test_help_lists_every_setting_with_its_meaning():
     parser = argparse.ArgumentParser()
     add_config_arguments(parser)
-    text = parser.format_help()
-    for section, cls in SECTIONS.items():
-        for f in fields(cls):
-            assert f"--{section}.{f.name}" in text
-            assert f.metadata["help"].split()[0] in text
-    assert "baseline 9, tiny 4, smoke 2" in " ".join(text.split())
+    text = " ".join(parser.format_help().split())
+    keys = [key for key, *_ in settings()]
+    assert "eval.phased.lr" in keys and "eval.lora.targets" in keys and "model.ve_layers" in keys
+    for key, f, *_ in settings():
+        assert f"--{key}" in text
+        assert " ".join(f.metadata["help"].split()[:3]) in text
+    assert "baseline 9, tiny 4, smoke 2" in text
+    assert "record-1.11 9,10" in text  # tuples shown as they are written
+
+
+def test_flags_parse_tuples_literal_choices_and_nested_settings():
+    cfg, given = parse(
+        ["--preset", "smoke", "--model.ve_layers", "0,1", "--eval.lora.targets", "q,v", "--eval.phased.lr", "0.01"]
+    )
+    assert cfg.model.ve_layers == (0, 1) and cfg.eval.lora.targets == ("q", "v") and cfg.eval.phased.lr == 0.01
+    assert set(given) == {"model.ve_layers", "eval.lora.targets", "eval.phased.lr"}
+    assert parse(["--preset", "record-1.11", "--model.ve_layers", ""])[0].model.ve_layers == ()
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    codec = next(a for a in parser._actions if "--quant.codec" in a.option_strings)
+    assert tuple(codec.choices) == get_args(Codec)  # the choices come from the Literal type
+    with pytest.raises(SystemExit):
+        parse(["--quant.codec", "zip"])
+    with pytest.raises(ConfigError, match=r"eval\.lora\.targets = \('q', 'w'\): unknown item\(s\) w"):
+        parse(["--eval.lora.targets", "q,w"])
 
 
 @pytest.mark.parametrize(
@@ -89,8 +111,11 @@ def test_help_lists_every_field_with_its_meaning():
         ({"optim.muon_wd": -0.1}, r"optim.muon_wd = -0.1: must be >= 0"),
         ({"optim.wd_taper_start": 1.0}, r"optim.wd_taper_start = 1.0: must be in \[0, 1\)"),
         ({"train.qat_threshold": 2.0}, r"train.qat_threshold = 2.0: must be in \[0, 1\]"),
-        ({"model.ve_layers": "9,10"}, r"model.ve_layers = '9,10': must be distinct comma-separated block indices"),
+        ({"model.ve_layers": (9, 10)}, r"model.ve_layers = \(9, 10\): must be distinct block indices in \[0, 9\)"),
+        ({"model.ve_layers": "9"}, r"model.ve_layers = '9': must be a tuple"),
+        ({"optim.muon_ns_coeffs": "quintic"}, r"optim.muon_ns_coeffs = 'quintic': must be one of fixed, polar_express"),
         ({"model.layers": 3}, r"unknown config field 'model.layers'"),
+        ({"train.seq_len": "64"}, r"train.seq_len = '64': must be positive"),
     ],
 )
 def test_bad_values_name_the_field_and_value(changes, message):
@@ -104,6 +129,10 @@ def test_unknown_preset_and_unknown_json_keys():
     data = preset("smoke").to_dict()
     data["model"]["depth"] = 3
     with pytest.raises(ConfigError, match=r"ckpt: unknown field\(s\) model.depth"):
+        Config.from_dict(data, where="ckpt")
+    data = preset("smoke").to_dict()
+    data["eval"]["lora"]["rank"] = 0
+    with pytest.raises(ConfigError, match=r"ckpt: eval.lora.rank = 0: must be positive"):
         Config.from_dict(data, where="ckpt")
 
 

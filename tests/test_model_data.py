@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pgolf_data.shards import ShardSet, shard_filename, write_shard
-from pgolf_model.data import TokenStream, TrainLoader
+from pgolf_model.training.data import TokenStream, TrainLoader
 
 
 @pytest.fixture(scope="module")

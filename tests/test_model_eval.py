@@ -13,9 +13,10 @@ from model_data import byte_tokenizer, encode_stream, one_thread, write_split  #
 
 from pgolf_data.tokenizer.artifact import to_artifact
 from pgolf_model import artifact, evaluate
-from pgolf_model.config import preset
-from pgolf_model.evaluate import official_byte_counts, official_byte_tables, score, sentencepiece_processor
+from pgolf_model.evaluation.byte_counts import official_byte_counts, official_byte_tables, sentencepiece_processor
+from pgolf_model.evaluation.scoring import score
 from pgolf_model.model import GPT
+from pgolf_model.presets import preset
 from pgolf_model.quant import QuantizedState
 from pgolf_model.runtime import Runtime
 

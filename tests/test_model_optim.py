@@ -7,9 +7,10 @@ import pytest
 import torch
 from model_data import one_thread  # noqa: F401 (autouse fixture)
 
-from pgolf_model.config import OptimConfig, preset
+from pgolf_model.config import OptimConfig
 from pgolf_model.model import GPT
-from pgolf_model.optim import Muon, Schedule, build_optimizers, newton_schulz
+from pgolf_model.presets import preset
+from pgolf_model.training.optim import Muon, Schedule, build_optimizers, newton_schulz
 
 
 @pytest.mark.parametrize("shape", [(64, 64), (32, 128), (256, 48), (512, 128)])
@@ -110,7 +111,7 @@ def test_schedule_apply_sets_every_group():
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Weight decay, the fractional warm-down and the weight-decay taper (STACK section 7)
+# Weight decay, the fractional warm-down and the weight-decay taper (docs/records.md)
 
 
 def _muon_step(w0: torch.Tensor, g: torch.Tensor, **kw) -> torch.Tensor:

@@ -15,10 +15,13 @@ import pytest
 import torch
 from model_data import make_dataset, one_thread  # noqa: F401 (autouse fixture)
 
-from pgolf_model import artifact, checkpoint, evaluate
-from pgolf_model.config import ConfigError, preset
+from pgolf_model import artifact, evaluate
+from pgolf_model.config import ConfigError
+from pgolf_model.evaluation.byte_counts import load_val
+from pgolf_model.presets import preset
 from pgolf_model.train import main as train_main
-from pgolf_model.train import run
+from pgolf_model.training import checkpoint
+from pgolf_model.training.trainer import run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROUND_TRIP_BOUND = 0.02  # BPB: int8 per-row rounding of a smoke model moves BPB by ~0.001
@@ -35,7 +38,7 @@ def smoke(**changes):
 
 def unigram_bpb(data_dir) -> float:
     """BPB of the best context-free model of the val split: the entropy of its own target unigram distribution."""
-    tokens, counts = evaluate.load_val(data_dir)
+    tokens, counts = load_val(data_dir)
     freq = np.bincount(tokens[1:]).astype(float)
     p = freq[freq > 0] / freq.sum()
     return -(freq[freq > 0] * np.log2(p)).sum() / counts[1:].sum()

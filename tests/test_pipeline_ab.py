@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from model_data import interrupted_at, jsonl_corpus
 from scipy import stats as scipy_stats
 
 from pgolf_data.shards import ShardSet
 from pgolf_model import artifact as model_artifact
-from pgolf_model import train
 from pgolf_model.artifact import BudgetError
-from pgolf_model.config import preset
 from pgolf_model.model import parameter_shapes
+from pgolf_model.presets import preset
 from pipelines import sizing
 from pipelines.model_stages import apply_compute_budget
 from pipelines.report import ab_markdown
@@ -106,9 +106,13 @@ def bytes_per_param(cfg, tokenizer_bytes: int) -> dict[str, int]:
     return {"tokenizer": tokenizer_bytes, "weights": params}
 
 
+def with_vocab(base, vocab: int):
+    return base.override({"model.vocab_size": vocab})
+
+
 def largest_fitting(base, vocab, tok_bytes, budget, shrink, max_scale):
     """Brute force: every candidate size, keep the largest that fits."""
-    configs, _ = sizing.ladder(base.override({"model.vocab_size": vocab}), shrink, max_scale)
+    configs, _ = sizing.ladder(with_vocab(base, vocab), shrink, max_scale)
     fitting = [c for c in configs if sum(bytes_per_param(c, tok_bytes).values()) <= budget]
     return fitting[-1] if fitting else None
 
@@ -117,14 +121,14 @@ def largest_fitting(base, vocab, tok_bytes, budget, shrink, max_scale):
 @pytest.mark.parametrize("vocab", [260, 1024, 4096])
 def test_fit_finds_the_largest_model_under_the_budget(shrink, vocab):
     base = preset("smoke")
-    budget = sizing.reference_budget(base, 1024, 2000, estimate=bytes_per_param)
+    budget = sizing.reference_budget(with_vocab(base, 1024), 2000, estimate=bytes_per_param)
     expected = largest_fitting(base, vocab, 2000 + vocab, budget, shrink, 2.0)
     if expected is None:  # e.g. 4096 x 64 embeddings alone exceed the budget: no layer count can fit
         with pytest.raises(BudgetError, match="nothing fits"):
-            sizing.fit(base, vocab, 2000 + vocab, budget, shrink=shrink, estimate=bytes_per_param)
+            sizing.fit(with_vocab(base, vocab), 2000 + vocab, budget, shrink=shrink, estimate=bytes_per_param)
         assert shrink == "layers"
         return
-    sized = sizing.fit(base, vocab, 2000 + vocab, budget, shrink=shrink, estimate=bytes_per_param)
+    sized = sizing.fit(with_vocab(base, vocab), 2000 + vocab, budget, shrink=shrink, estimate=bytes_per_param)
     assert sized.config == expected
     assert sized.total <= budget and sized.config.model.vocab_size == vocab
     if vocab > 1024:  # a larger vocabulary pays with a smaller rest of the model
@@ -134,26 +138,26 @@ def test_fit_finds_the_largest_model_under_the_budget(shrink, vocab):
 
 def test_reference_keeps_the_preset_size_and_smaller_vocab_grows():
     base = preset("smoke")
-    budget = sizing.reference_budget(base, 1024, 2000, estimate=bytes_per_param)
-    same = sizing.fit(base, 1024, 2000, budget, estimate=bytes_per_param)
+    budget = sizing.reference_budget(base, 2000, estimate=bytes_per_param)
+    same = sizing.fit(base, 2000, budget, estimate=bytes_per_param)
     assert same.config.model == base.model
     assert [size for size, _ in same.tried] == [64, 72]  # tried one step up, which did not fit
-    grown = sizing.fit(base, 260, 2000, budget, estimate=bytes_per_param)
+    grown = sizing.fit(with_vocab(base, 260), 2000, budget, estimate=bytes_per_param)
     assert grown.config.model.model_dim > base.model.model_dim
 
 
 def test_fit_refuses_an_impossible_budget():
     base = preset("smoke")
     with pytest.raises(BudgetError, match=r"num_layers 1\) is estimated at .* over the 50,000-byte budget by"):
-        sizing.fit(base, 8192, 2000, 50_000, shrink="layers", estimate=bytes_per_param)
+        sizing.fit(with_vocab(base, 8192), 2000, 50_000, shrink="layers", estimate=bytes_per_param)
     with pytest.raises(ValueError, match="max_scale"):
-        sizing.fit(base, 1024, 2000, 10**6, max_scale=0.5, estimate=bytes_per_param)
+        sizing.fit(base, 2000, 10**6, max_scale=0.5, estimate=bytes_per_param)
 
 
 def test_fit_with_the_model_packages_estimate():
     base = preset("smoke")
-    budget = sizing.reference_budget(base, 1024, 2000)
-    sized = sizing.fit(base, 8192, 20_000, budget)
+    budget = sizing.reference_budget(base, 2000)
+    sized = sizing.fit(with_vocab(base, 8192), 20_000, budget)
     assert sized.total <= budget and sized.config.model.model_dim < base.model.model_dim
 
 
@@ -203,27 +207,15 @@ def _log_result(stage: Path) -> dict:
 
 
 @pytest.mark.slow
-def test_whole_pipeline_at_smoke(tmp_path, dev_docs, monkeypatch):
-    corpus = tmp_path / "docs.jsonl"
-    corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in dev_docs[:400]), encoding="utf-8")
+def test_whole_pipeline_at_smoke(tmp_path, dev_docs):
+    corpus = jsonl_corpus(tmp_path / "docs.jsonl", dev_docs[:400])
     settings = ABSettings(
         specs=("sp1024", "bytes260"), corpus=str(corpus), out=tmp_path / "out", seeds=2, preset="smoke",
         budget_value=30, val_docs=40, threads=1,
     )  # fmt: skip
 
     # An interruption during the last training run: everything finished before it is kept.
-    real_run, calls = train.run, []
-
-    def interrupted(*args, **kwargs):
-        calls.append(kwargs["out_dir"])
-        if len(calls) == 4:
-            raise KeyboardInterrupt
-        return real_run(*args, **kwargs)
-
-    monkeypatch.setattr(train, "run", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        run_ab(settings, log=lambda line: None)
-    monkeypatch.setattr(train, "run", real_run)
+    interrupted_at(4, run_ab, settings, log=lambda line: None)
     assert not (settings.out / "report.md").exists()
     results = run_ab(settings, log=lambda line: None)
     assert results["settings"]["stages_built"] == {"train": 1}

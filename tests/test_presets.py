@@ -1,5 +1,6 @@
-"""The record presets against the numbers of their records (../shared/research/stack.md), and the token ids a run
-takes from its tokenizer."""
+"""The presets against facts their records' logs print (records/track_10min_16mb/<record>/train*.log in the official
+repository): parameter counts, the virtual layer order, the quantized matrices; and the ids a run takes from its
+tokenizer (``bind_tokenizer``)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,13 @@ import pytest
 import torch
 from model_data import make_dataset, one_thread  # noqa: F401 (autouse fixture)
 
-from pgolf_model.config import PRESETS, ConfigError, preset
+from pgolf_data.tokenizer.artifact import load as load_tokenizer
+from pgolf_model.config import ConfigError
+from pgolf_model.export.ptq import group_members, tensor_groups
 from pgolf_model.model import GPT, count_parameters
-from pgolf_model.train import load_inputs, main, with_tokenizer_ids
+from pgolf_model.presets import PRESETS, bind_tokenizer, preset
+from pgolf_model.train import main
+from pgolf_model.training.trainer import load_inputs
 
 
 def meta_model(name: str) -> GPT:
@@ -24,59 +29,41 @@ def test_every_preset_builds_and_groups_every_parameter(name):
     assert sum(p.numel() for g in groups.values() for _, p in g) == count_parameters(preset(name).model)
 
 
-def test_record_caseops_model_is_the_1_0611_stack():
-    cfg = preset("record-caseops")
-    m = cfg.model
-    assert (m.vocab_size, m.num_layers, m.model_dim, m.mlp_mult) == (8192, 11, 512, 4)
-    assert (m.num_heads, m.num_kv_heads, m.tie_embeddings, m.logit_softcap) == (8, 4, True, 30.0)
-    assert (m.mlp_leaky_slope, m.xsa, m.rope_dims, m.ln_scale, m.qk_gain_init) == (0.5, True, 16, True, 5.0)
-    assert (m.attn_gate_width, m.smear_gate, m.parallel_from, m.bigram_buckets, m.ve_layers) == (12, True, 8, 0, "")
+def test_parameter_counts_match_the_records_logs():
+    # 2026-03-17_NaiveBaseline/train.log: model_params:17059912.
+    assert count_parameters(preset("baseline").model) == 17_059_912
+    # 2026-03-25_ValCalib_GPTQ_XSA_BigramHash3072/train_seed42.log: model_params:27067484, with the March SmearGate's
+    # 512 per-channel gates where ours has 12 weights and a lambda.
+    assert count_parameters(preset("record-1.11").model) == 27_067_484 - 512 + 13
+    # 2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611/train_seed42.log: model_params:35945671, with its
+    # 8 x 512 sigmoid skip gates (our skips are weighted adds) and its lane lambdas (2 + 2 x 2) on all 11 blocks
+    # where ours are on the 3 lane blocks only.
+    assert count_parameters(preset("record-caseops").model) == 35_945_671 - 8 * 512 - 8 * 6
+
+
+def test_the_virtual_layer_order_matches_the_1_0611_log():
+    # Its log: "layer_loop:enabled step:2178 frac:0.350 encoder:[0, 1, 2, 3, 4, 5, 3, 4]
+    # decoder:[5, 3, 4, 5, 6, 7, 8, 9, 10]", with parallel lanes from block 8 (PARALLEL_START_LAYER).
     model = meta_model("record-caseops")
-    # STACK section 6: emb 4,194,304 + 11 x (786,432 attention + 2,097,152 MLP) in the quantized matrices.
-    matrices = model.tok_emb.weight.numel() + sum(p.numel() for _, p in model.param_groups()["matrix"])
-    assert matrices == 4_194_304 + 11 * (786_432 + 2_097_152)
-    # Blocks 3..5 three times: 17 virtual layers, encoder [0,1,2,3,4,5,3,4], decoder [5,3,4,5,6,7,8,9,10].
     assert model.encoder_layers == [0, 1, 2, 3, 4, 5, 3, 4]
-    assert model.decoder_layers == [5, 3, 4, 5, 6, 7, 8, 9, 10]
+    assert model.decoder_layers + model.lane_layers == [5, 3, 4, 5, 6, 7, 8, 9, 10]
+    assert model.lane_layers == [8, 9, 10]
     model.set_looping(False)
-    assert model.encoder_layers == [0, 1, 2, 3, 4] and model.decoder_layers == [5, 6, 7, 8, 9, 10]
-    assert [b.layer_idx for b in model.blocks if b.parallel] == [8, 9, 10]
-    assert cfg.train.loop_after == 0.35
+    assert model.encoder_layers == [0, 1, 2, 3, 4] and model.decoder_layers + model.lane_layers == [5, 6, 7, 8, 9, 10]
 
 
-def test_record_caseops_optimizer_quant_and_eval():
-    cfg = preset("record-caseops")
-    o, t, q, e = cfg.optim, cfg.train, cfg.quant, cfg.eval
-    assert (o.matrix_lr, o.muon_momentum_start, o.muon_momentum) == (0.026, 0.92, 0.97)
-    assert o.muon_momentum_warmup_steps == 1500
-    assert (o.muon_ns_coeffs, o.muon_row_norm, o.muon_wd) == ("polar_express", True, 0.095)
-    assert (o.tied_embed_lr, o.embed_wd, o.scalar_lr, o.scalar_wd) == (0.03, 0.085, 0.02, 0.02)
-    assert (o.adam_beta1, o.adam_beta2, o.grad_clip_norm, o.lr_warmup_steps) == (0.9, 0.99, 0.3, 0)
-    assert (o.warmdown_frac, o.min_lr_scale, o.wd_taper_start) == (0.85, 0.1, 0.0)
-    assert (t.seq_len, t.batch_tokens, t.ema_decay, t.qat_threshold) == (2048, 786_432, 0.9965, 0.0)
-    assert (q.method, q.lqer_rank, q.codec) == ("gptq", 4, "brotli")
-    assert [(q.bits_of(g), q.sdclip_k_of(g)) for g in ("embed", "attn", "mlp", "other")] == [
-        (7, 14.0),
-        (6, 13.0),
-        (6, 11.5),
-        (6, 12.85),
-    ]
-    assert (q.calib_seqs, q.calib_seq_len, q.calib_batch) == (64, 2048, 8)
-    assert (e.ttt, e.phased_prefix_docs, e.phased_phases, e.lora_rank, e.lora_alpha) == ("phased", 2500, 3, 80, 144.0)
-    assert (e.lora_lr, e.lora_beta2, e.lora_weight_decay, e.lora_chunk_tokens) == (1e-4, 0.99, 0.5, 48)
-    assert (e.global_lr, e.global_momentum, e.lora_batch_docs) == (1e-3, 0.9, 64)
-
-
-def test_record_1_11_uses_the_march_switches():
-    cfg = preset("record-1.11")
-    assert (cfg.model.ve_layers, cfg.model.ve_dim) == ("9,10", 128)
-    assert (cfg.optim.muon_wd, cfg.optim.embed_wd, cfg.optim.scalar_wd) == (0.04, 0.04, 0.04)
-    assert cfg.train.qat_threshold == 0.15
-    q = cfg.quant
-    assert (q.method, q.bits_of("attn"), q.bits_of("mlp"), q.bits_of("embed"), q.codec) == ("gptq", 6, 6, 8, "lzma")
-    assert (q.calib_seqs, q.calib_seq_len, q.calib_batch, cfg.eval.stride) == (64, 2048, 8, 64)
-    model = meta_model("record-1.11")
-    assert "ve_emb.weight" in dict(model.named_parameters()) and model.ve_layers == (9, 10)
+def test_the_quantized_matrices_match_the_records_logs():
+    # The 1.0611 log's "Quantized weights": gptq (int6) for the six block matrices (c_q, c_k, c_v, attn proj, fc, mlp
+    # proj) of each of the 11 blocks, gptq (int7) for tok_emb; "GPTQ:collected 67 Hessians" (66 + the embedding).
+    model = meta_model("record-caseops")
+    q = preset("record-caseops").quant
+    members = group_members(model.state_dict(), tensor_groups(model), q)
+    assert {g: len(names) for g, names in members.items()} == {"embed": 1, "attn": 44, "mlp": 22}
+    assert (q.bits_of("embed"), q.bits_of("attn"), q.bits_of("mlp"), q.method) == (7, 6, 6, "gptq")
+    # The 1.1147 log: "gptq:collected hessians for 68 layers": every linear layer, the block matrices and the
+    # BigramHash and value-embedding projections (its embeddings are not GPTQ'd).
+    linears = [n for n, m in meta_model("record-1.11").named_modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 68 and {"bigram.proj", "value_embeds.proj"} <= set(linears)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -89,12 +76,12 @@ def dataset(tmp_path_factory, dev_sample):
 
 
 def test_vocab_size_and_bos_id_come_from_the_tokenizer(dataset):
-    _, tok = dataset
+    _, tok_dir = dataset
+    tok = load_tokenizer(tok_dir)
     cfg = preset("smoke").override({"model.bos_id": 5})
-    got = with_tokenizer_ids(cfg, {}, tok)
+    got = bind_tokenizer(cfg, tok)
     assert (got.model.vocab_size, got.model.bos_id) == (260, 1)  # bytes260: pad 0, bos 1
-    given = {"model.vocab_size": 300, "model.bos_id": 5}
-    kept = with_tokenizer_ids(cfg.override({"model.vocab_size": 300}), given, tok)
+    kept = bind_tokenizer(cfg.override({"model.vocab_size": 300}), tok, keep={"model.vocab_size", "model.bos_id"})
     assert (kept.model.vocab_size, kept.model.bos_id) == (300, 5)  # given on the command line: left for the check
 
 
@@ -114,6 +101,6 @@ def test_a_smear_gate_with_the_wrong_bos_id_is_refused(dataset, capsys):
 def test_record_presets_pass_the_pretraining_budget_check(name, tokenizer_bytes):
     """The records fit 16,000,000 bytes with these configs, so the Gaussian estimate must not refuse them before
     training (tokenizer bytes: our sp1024 and sp8192 artifacts)."""
-    from pgolf_model import budget
+    from pgolf_model.export import estimate
 
-    budget.check(preset(name), tokenizer_bytes)
+    estimate.check(preset(name), tokenizer_bytes)

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from pgolf_model import gptq, ptq, quant
+from pgolf_model import quant
 from pgolf_model.config import ModelConfig, QuantConfig
+from pgolf_model.export import gptq, ptq
+from pgolf_model.export.ptq import GroupRule
 from pgolf_model.model import GPT
-from pgolf_model.ptq import GroupRule
 from pgolf_model.quant import QuantizedState
 
 

@@ -10,11 +10,12 @@ import torch
 from model_data import make_dataset, one_thread  # noqa: F401 (autouse fixture)
 from quant_model import CPU
 
-from pgolf_model import export, qat
-from pgolf_model.config import preset
+from pgolf_model.export import weights as export
 from pgolf_model.model import GPT
-from pgolf_model.optim import Schedule, build_optimizers
-from pgolf_model.train import run
+from pgolf_model.presets import preset
+from pgolf_model.training import qat
+from pgolf_model.training.optim import Schedule, build_optimizers
+from pgolf_model.training.trainer import run
 
 # int6 attention (SDClip k 3), int5 MLP at the row-quantile clip: the two clip rules of quant.row_scales.
 QUANT = {"quant.attn_bits": 6, "quant.attn_sdclip_k": 3.0, "quant.mlp_bits": 5, "quant.keep_float_max_numel": 1024}

@@ -56,12 +56,11 @@ def test_switch_changes_output(switch):
     assert not torch.allclose(logits_of(off, idx), logits_of(on, idx), atol=1e-5)
 
 
-def test_defaults_are_off_and_add_no_parameters():
-    plain = build()
-    assert [n for n, _ in plain.named_parameters()] == [n for n, _ in build(**{}).named_parameters()]
-    cfg = ModelConfig(**BASE)
-    assert cfg.mlp_leaky_slope == 0 and cfg.rope_dims == 0 and not cfg.xsa and not cfg.smear_gate
-    assert cfg.attn_gate_width == 0 and cfg.parallel_from == 0 and cfg.num_loops == 0 and cfg.bigram_buckets == 0
+def test_defaults_are_off():
+    model = build()
+    assert (model.smear, model.bigram, model.value_embeds, model.lm_head) == (None, None, None, None)
+    assert all(b.lanes is None and b.attn.gate is None and not b.attn.xsa for b in model.blocks)
+    assert (model.encoder_layers, model.decoder_layers, model.lane_layers) == ([0, 1], [2, 3], [])
 
 
 def test_leaky_relu_squared_mlp():
@@ -142,8 +141,8 @@ def test_smear_gate_is_identity_at_init_and_blocked_at_bos():
     idx[0, 5] = 1
     torch.testing.assert_close(logits_of(on, idx), logits_of(off, idx))
     with torch.no_grad():
-        on.smear[12] = 0.7
-        on.smear[:12] = 0.3
+        on.smear.lam.fill_(0.7)
+        on.smear.weight.fill_(0.3)
         e = off.tok_emb(idx)
         got = on.embed(idx)
     gate = torch.sigmoid(e[:, :, :12] @ torch.full((12,), 0.3))
@@ -157,12 +156,12 @@ def test_smear_gate_is_identity_at_init_and_blocked_at_bos():
 
 
 def test_parallel_residual_lanes_match_hand_computation():
-    cfg = ModelConfig(**BASE, parallel_from=3)
     model = perturb(build(parallel_from=3))
-    assert [b.parallel for b in model.blocks] == [False, False, False, True]
+    assert [b.lanes is not None for b in model.blocks] == [False, False, False, True]
+    assert (model.decoder_layers, model.lane_layers) == ([2], [3])
     with torch.no_grad():
-        model.blocks[3].lane_decay.copy_(torch.tensor([1.1, 0.9]))
-        model.blocks[3].lane_mix.copy_(torch.tensor([[1.0, 0.5], [0.25, 2.0]]))
+        model.blocks[3].lanes.decay.copy_(torch.tensor([1.1, 0.9]))
+        model.blocks[3].lanes.mix.copy_(torch.tensor([[1.0, 0.5], [0.25, 2.0]]))
         idx = tokens()
         x0 = model.embed(idx)
         x = model.blocks[0](x0, x0)
@@ -178,7 +177,6 @@ def test_parallel_residual_lanes_match_hand_computation():
         lane1 = 0.9 * x + 0.25 * a + 2.0 * m
         expected = rms_norm(0.5 * (lane0 + lane1))
         torch.testing.assert_close(model.hidden(idx), expected)
-    assert cfg.parallel_from == 3
     with pytest.raises(ConfigError, match="parallel_from"):
         ModelConfig(**BASE, parallel_from=1)
 
@@ -186,7 +184,8 @@ def test_parallel_residual_lanes_match_hand_computation():
 def test_depth_recurrence_runs_named_layers():
     cfg = dict(BASE, num_layers=11)
     model = GPT(ModelConfig(**cfg, loop_start=3, loop_end=5, num_loops=2))
-    # The record's virtual order (stack.md section 6): 17 layers, 8 skip connections.
+    # The 1.0611 record's virtual order (its log's "layer_loop:enabled ... encoder:[...] decoder:[...]"): 17
+    # layers, 8 skip connections.
     assert model.encoder_layers == [0, 1, 2, 3, 4, 5, 3, 4]
     assert model.decoder_layers == [5, 3, 4, 5, 6, 7, 8, 9, 10]
     assert model.skip_weights.shape[0] == 8
@@ -219,12 +218,12 @@ def test_bigram_hash_embedding():
     idx = tokens()
     torch.testing.assert_close(logits_of(on, idx), logits_of(off, idx))  # zero-initialized table
     with torch.no_grad():
-        on.bigram_emb.weight.normal_()
+        on.bigram.emb.weight.normal_()
         got = on.embed(idx)
     for b in range(idx.size(0)):
         for t in range(idx.size(1)):
             bucket = 15 if t == 0 else ((36313 * int(idx[b, t])) ^ (27191 * int(idx[b, t - 1]))) % 15
-            row = on.bigram_emb.weight[bucket] @ on.bigram_proj.weight.T
+            row = on.bigram.emb.weight[bucket] @ on.bigram.proj.weight.T
             expected = rms_norm(off.tok_emb.weight[idx[b, t]] + 0.05 * row)
             torch.testing.assert_close(got[b, t], expected.detach())
     assert not torch.allclose(logits_of(on, idx), logits_of(off, idx))
@@ -238,9 +237,9 @@ def test_bigram_hash_embedding():
         dict(mlp_leaky_slope=-1.0),
         dict(attn_gate_width=33),
         dict(bos_id=64),
-        dict(ve_layers="4"),
-        dict(ve_layers="1,1"),
-        dict(ve_layers="a"),
+        dict(ve_layers=(4,)),
+        dict(ve_layers=(1, 1)),
+        dict(ve_layers=("a",)),
         dict(ve_dim=0),
     ],
 )
@@ -249,17 +248,18 @@ def test_bad_switch_values_are_rejected(bad):
         ModelConfig(**BASE, **bad)
 
 
-VE = dict(ve_layers="1,3", ve_dim=8)  # KV width 2 x 8 = 16, so the table is projected
+VE = dict(ve_layers=(1, 3), ve_dim=8)  # KV width 2 x 8 = 16, so the table is projected
 
 
 def test_value_embeddings_are_the_shared_table_times_each_layer_scale():
     model = build(**VE)
     with torch.no_grad():
-        model.ve_layer_scales.copy_(torch.tensor([0.5, -2.0]))
-        model.ve_scale.fill_(0.3)
+        model.value_embeds.layer_scales.copy_(torch.tensor([0.5, -2.0]))
+        model.value_embeds.scale.fill_(0.3)
         idx = tokens()
-        ves = model.value_embeddings(idx)
-    table = model.ve_emb.weight.detach()[idx] @ model.ve_proj.weight.detach().T  # (B, T, 16)
+        ves = model.value_embeds(idx)
+    ve = model.value_embeds
+    table = ve.emb.weight.detach()[idx] @ ve.proj.weight.detach().T  # (B, T, 16)
     assert sorted(ves) == [1, 3]
     torch.testing.assert_close(ves[1], 0.3 * 0.5 * table)
     torch.testing.assert_close(ves[3], 0.3 * -2.0 * table)
@@ -289,43 +289,44 @@ def test_value_embeddings_reach_only_the_listed_blocks_on_every_pass():
     assert seen == [(0, False), (1, True), (2, False), (1, True), (2, False), (3, True)]
     # Zero layer scales switch VE off: the model is the plain one with the same weights.
     with torch.no_grad():
-        model.ve_layer_scales.zero_()
+        model.value_embeds.layer_scales.zero_()
     plain = GPT(ModelConfig(**BASE, num_loops=1, loop_start=1, loop_end=2))
-    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("ve_")})
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("value_embeds.")})
     idx = tokens()
     torch.testing.assert_close(logits_of(model, idx), logits_of(plain, idx))
 
 
 def test_value_embedding_init_and_groups_as_the_record():
-    model = build(**VE)
-    assert abs(float(model.ve_emb.weight.detach().std()) - 0.01) < 0.002
-    assert float(model.ve_scale.detach()) == pytest.approx(0.1)
-    w = model.ve_proj.weight.detach()  # (16, 8), orthogonal columns
+    ve = build(**VE).value_embeds
+    assert abs(float(ve.emb.weight.detach().std()) - 0.01) < 0.002
+    assert float(ve.scale.detach()) == pytest.approx(0.1)
+    w = ve.proj.weight.detach()  # (16, 8), orthogonal columns
     torch.testing.assert_close(w.T @ w, torch.eye(8), atol=1e-5, rtol=0)
-    assert model.ve_layer_scales.tolist() == [1.0, 1.0]
-    groups = {g: [n for n, _ in ps] for g, ps in model.param_groups().items()}
-    assert "ve_emb.weight" in groups["embed"]
-    assert {"ve_proj.weight", "ve_scale", "ve_layer_scales"} <= set(groups["scalar"])
+    assert ve.layer_scales.tolist() == [1.0, 1.0]
+    groups = {g: [n for n, _ in ps] for g, ps in build(**VE).param_groups().items()}
+    assert "value_embeds.emb.weight" in groups["embed"]
+    assert {"value_embeds.proj.weight", "value_embeds.scale", "value_embeds.layer_scales"} <= set(groups["scalar"])
     bigram = {g: [n for n, _ in ps] for g, ps in build(bigram_buckets=16, bigram_dim=8).param_groups().items()}
-    assert "bigram_emb.weight" in bigram["embed"] and "bigram_proj.weight" in bigram["scalar"]
+    assert "bigram.emb.weight" in bigram["embed"] and "bigram.proj.weight" in bigram["scalar"]
     # No projection when the table already has the KV width (the record's ``proj = None`` case).
-    assert build(ve_layers="2", ve_dim=16).ve_proj is None
+    assert build(ve_layers=(2,), ve_dim=16).value_embeds.proj is None
 
 
 def test_value_embeddings_quantize_export_and_reload():
     from pgolf_model.config import QuantConfig
-    from pgolf_model.ptq import GroupRule, quantize_state, tensor_groups
+    from pgolf_model.export.ptq import GroupRule, quantize_state, tensor_groups
 
     model = build(**VE)
     groups = tensor_groups(model)
-    assert groups["ve_emb.weight"] == "embed" and groups["ve_proj.weight"] == "other"
+    assert groups["value_embeds.emb.weight"] == "embed" and groups["value_embeds.proj.weight"] == "other"
     cfg = QuantConfig(keep_float_max_numel=100)
     rules = {g: GroupRule(6) for g in ("embed", "attn", "mlp", "other")}
     state = quantize_state(model.state_dict(), groups, rules, cfg)
-    assert state.entries["ve_emb.weight"]["format"] == "int" and state.entries["ve_proj.weight"]["format"] == "int"
+    entries = state.entries
+    assert entries["value_embeds.emb.weight"]["format"] == entries["value_embeds.proj.weight"]["format"] == "int"
     rebuilt = GPT(ModelConfig(**BASE, **VE))
     rebuilt.load_state_dict(state.dequantize())  # strict: every VE tensor is in the artifact's weights
-    torch.testing.assert_close(rebuilt.ve_emb.weight, model.ve_emb.weight, atol=0.01, rtol=0)
+    torch.testing.assert_close(rebuilt.value_embeds.emb.weight, model.value_embeds.emb.weight, atol=0.01, rtol=0)
 
 
 def test_switches_round_trip_through_dict():
@@ -347,7 +348,7 @@ def _svd_polynomial(G: torch.Tensor, coeffs) -> torch.Tensor:
 
 @pytest.mark.parametrize("kind", ["fixed", "polar_express"])
 def test_newton_schulz_coefficients_match_svd_polynomial(kind):
-    from pgolf_model.optim import NS_COEFFICIENTS, POLAR_EXPRESS, newton_schulz
+    from pgolf_model.training.optim import NS_COEFFICIENTS, POLAR_EXPRESS, newton_schulz
 
     G = torch.randn(12, 20, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     coeffs = [NS_COEFFICIENTS] * 5 if kind == "fixed" else POLAR_EXPRESS
@@ -357,7 +358,7 @@ def test_newton_schulz_coefficients_match_svd_polynomial(kind):
 
 
 def test_polar_express_is_closer_to_orthogonal():
-    from pgolf_model.optim import newton_schulz
+    from pgolf_model.training.optim import newton_schulz
 
     G = torch.randn(32, 64, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     errs = {}
@@ -372,7 +373,7 @@ def test_polar_express_is_closer_to_orthogonal():
 
 
 def _muon_update(grad: torch.Tensor, **kw) -> torch.Tensor:
-    from pgolf_model.optim import Muon
+    from pgolf_model.training.optim import Muon
 
     p = torch.nn.Parameter(torch.zeros_like(grad))
     opt = Muon([p], lr=1.0, momentum=0.9, ns_steps=5, ns_dtype=torch.float64, **kw)
@@ -391,7 +392,7 @@ def test_muoneq_r_normalizes_rows_before_orthogonalizing():
 
 
 def test_weight_ema_is_the_hand_computed_average():
-    from pgolf_model.optim import WeightEMA
+    from pgolf_model.training.optim import WeightEMA
 
     model = torch.nn.Linear(3, 2)
     history = [model.weight.detach().clone()]
@@ -412,9 +413,9 @@ def test_weight_ema_is_the_hand_computed_average():
 def test_training_turns_looping_on_late_and_exports_the_ema(tmp_path, dev_sample, monkeypatch):
     from model_data import make_dataset
 
-    from pgolf_model import optim
-    from pgolf_model.config import preset
-    from pgolf_model.train import run
+    from pgolf_model.presets import preset
+    from pgolf_model.training import optim
+    from pgolf_model.training.trainer import run
 
     data, tok = make_dataset(tmp_path / "ds", dev_sample[100:160], dev_sample[:10])
     looping: list[bool] = []
@@ -454,19 +455,13 @@ def test_training_turns_looping_on_late_and_exports_the_ema(tmp_path, dev_sample
     assert abs(summary["artifact_val_bpb"] - summary["val_bpb"]) < 0.05
 
 
-def test_record_1_11_preset_parameter_count_by_hand():
-    from pgolf_model.config import preset
+def test_record_1_11_parameter_count_by_hand():
     from pgolf_model.model import count_parameters
+    from pgolf_model.presets import preset
 
-    cfg = preset("record-1.11")
-    m = cfg.model
-    assert (m.xsa, m.rope_dims, m.ln_scale, m.mlp_leaky_slope, m.bigram_buckets) == (True, 16, True, 0.5, 3072)
     d, layers = 512, 11
     attn = 2 * d * d + 2 * d * 256 + 8  # q, o; k, v (4 KV heads x 64); q_gain
     block = attn + 2 * d * 3 * d + 4 * d  # MLP 3x; attn/mlp scales, resid_mix (2 rows)
     embed = 1024 * d + 3072 * 112 + 112 * d + 1 + 13  # tied table, bigram table + projection + scale; SmearGate
     ve = 1024 * 128 + 128 * 256 + 1 + 2  # VE table, projection to the KV width, scale, 2 layer scales
-    assert count_parameters(m) == layers * block + embed + ve + 5 * d  # 5 U-Net skip weights
-    # The record logs model_params:27067484 with its 512-channel March SmearGate where ours has 13 parameters.
-    assert count_parameters(m) == 27_067_484 - 512 + 13
-    assert cfg.train.batch_tokens == 786_432 and cfg.train.ema_decay == 0.997
+    assert count_parameters(preset("record-1.11").model) == layers * block + embed + ve + 5 * d  # 5 U-Net skips

@@ -1,5 +1,5 @@
 """Sliding-window evaluation: the windows tile the targets, each target's NLL equals a brute-force forward pass over
-exactly its window's context, stride = seq_len is the non-overlapping scorer, and rank slices add up."""
+exactly its window's context (stride = seq_len: non-overlapping windows), and rank slices add up."""
 
 from __future__ import annotations
 
@@ -14,10 +14,9 @@ from hypothesis import strategies as st
 from model_data import byte_tokenizer, encode_stream
 
 from pgolf_model.config import ModelConfig
-from pgolf_model.evaluate import score
+from pgolf_model.evaluation.scoring import score, windows
 from pgolf_model.model import GPT
 from pgolf_model.runtime import Runtime
-from pgolf_model.sliding import score_sliding, windows
 
 CPU = Runtime(torch.device("cpu"))
 
@@ -75,7 +74,7 @@ def brute_force_nll(model, tokens: np.ndarray, seq_len: int, stride: int) -> np.
 @pytest.mark.parametrize("seq_len, stride, batch_tokens", [(48, 16, 96), (48, 48, 480), (40, 7, 40), (300, 1, 300)])
 def test_each_target_is_scored_with_exactly_its_windows_context(model, stream, seq_len, stride, batch_tokens):
     tokens, counts = stream[0][:257], stream[1][:257]
-    got = score_sliding(
+    got = score(
         model, tokens, counts, seq_len=seq_len, stride=stride, batch_tokens=batch_tokens, runtime=CPU, keep_nll=True
     )
     want = brute_force_nll(model, tokens, seq_len, stride)
@@ -86,21 +85,12 @@ def test_each_target_is_scored_with_exactly_its_windows_context(model, stream, s
     assert got.bpb == pytest.approx(want.sum() / math.log(2) / counts[1:].sum(), rel=1e-6)
 
 
-@pytest.mark.parametrize("n", [2, 500, 512, 1000, 1025])
-def test_stride_equal_to_seq_len_is_the_non_overlapping_scorer(model, stream, n):
-    tokens, counts = stream[0][:n], stream[1][:n]
-    want = score(model, tokens, counts, seq_len=128, batch_tokens=512, runtime=CPU)
-    got = score_sliding(model, tokens, counts, seq_len=128, stride=128, batch_tokens=512, runtime=CPU)
-    assert (got.tokens, got.bytes) == (want.tokens, want.bytes)
-    assert got.nll_nats == pytest.approx(want.nll_nats, rel=1e-12)
-
-
 def test_val_tokens_scores_that_prefix(model, stream):
     tokens, counts = stream
-    whole = score_sliding(
+    whole = score(
         model, tokens[:301], counts[:301], seq_len=64, stride=16, batch_tokens=256, runtime=CPU, keep_nll=True
     )
-    prefix = score_sliding(
+    prefix = score(
         model, tokens, counts, seq_len=64, stride=16, batch_tokens=256, runtime=CPU, val_tokens=300, keep_nll=True
     )
     assert (prefix.tokens, prefix.bytes) == (300, counts[1:301].sum())
@@ -111,9 +101,9 @@ def test_val_tokens_scores_that_prefix(model, stream):
 def test_rank_slices_add_up_to_the_single_process_result(model, stream, world):
     tokens, counts = stream[0][:3000], stream[1][:3000]
     kw = dict(seq_len=128, stride=32, batch_tokens=512)
-    single = score_sliding(model, tokens, counts, runtime=CPU, keep_nll=True, **kw)
+    single = score(model, tokens, counts, runtime=CPU, keep_nll=True, **kw)
     parts = [
-        score_sliding(
+        score(
             model, tokens, counts, runtime=Runtime(torch.device("cpu"), rank=r, world_size=world), keep_nll=True, **kw
         )
         for r in range(world)
@@ -129,6 +119,6 @@ def test_rank_slices_add_up_to_the_single_process_result(model, stream, world):
 def test_mismatched_inputs_are_errors(model, stream):
     tokens, counts = stream
     with pytest.raises(ValueError, match="byte counts for"):
-        score_sliding(model, tokens, counts[:-1], seq_len=64, stride=8, batch_tokens=64, runtime=CPU)
+        score(model, tokens, counts[:-1], seq_len=64, stride=8, batch_tokens=64, runtime=CPU)
     with pytest.raises(ValueError, match="fewer than 2 tokens"):
-        score_sliding(model, tokens[:1], counts[:1], seq_len=64, stride=8, batch_tokens=64, runtime=CPU)
+        score(model, tokens[:1], counts[:1], seq_len=64, stride=8, batch_tokens=64, runtime=CPU)

@@ -46,7 +46,9 @@ def test_loss_and_gradients_match_the_plain_formulation(rows, dim, vocab, cap, r
     ours_grads = torch.autograd.grad(0.37 * ours, (h, weight))
     ref_grads = torch.autograd.grad(0.37 * ref, (h, weight))
     for a, b in zip(ours_grads, ref_grads):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+        # Entries that sum to almost 0 over rows keep float32 rounding of the larger terms (hypothesis found 1.4e-6
+        # at 15 rows, sum reduction, no cap): the absolute floor is the loss's own.
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("grad", [False, True])

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
+import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -17,49 +18,40 @@ from model_data import byte_tokenizer, encode_stream, write_split
 
 from pgolf_data.tokenizer.artifact import to_artifact
 from pgolf_model import artifact, evaluate
-from pgolf_model.config import ConfigError, EvalConfig, ModelConfig, preset
-from pgolf_model.evaluate import score
-from pgolf_model.lora import DocLoRA
+from pgolf_model.config import Config, ConfigError, EvalConfig, LoRATTT, ModelConfig, PhasedTTT, SGDPhase
+from pgolf_model.evaluation.lora import DocLoRA
+from pgolf_model.evaluation.scoring import score
+from pgolf_model.evaluation.ttt import cosine_lr, evaluate_ttt, find_docs
 from pgolf_model.model import GPT
+from pgolf_model.presets import preset
 from pgolf_model.quant import QuantizedState
 from pgolf_model.runtime import Runtime
-from pgolf_model.sliding import score_sliding
-from pgolf_model.ttt import cosine_lr, evaluate_ttt, find_docs
 
 CPU = Runtime(torch.device("cpu"))
 BOS = byte_tokenizer().bos_id
 SEQ_LEN = 32
 
 # Small settings that make every mode train hard enough to move scores within a ~1,000-token stream.
+LORA = LoRATTT(chunk_tokens=8, batch_docs=3, rank=4, lr=0.003)
 MODES = {
-    "full": EvalConfig(
-        ttt="full", stride=8, full_chunk_tokens=96, full_batch_seqs=2, full_epochs=2, full_lr=0.05, full_grad_clip=1.0
-    ),
-    "lora": EvalConfig(ttt="lora", lora_chunk_tokens=8, lora_batch_docs=3, lora_rank=4, lora_lr=0.003),
+    "full": EvalConfig(ttt="full", stride=8, full=SGDPhase(chunk_tokens=96, batch_seqs=2, epochs=2, lr=0.05)),
+    "lora": EvalConfig(ttt="lora", lora=LORA),
     "phased": EvalConfig(
-        ttt="phased",
-        lora_chunk_tokens=8,
-        lora_batch_docs=3,
-        lora_rank=4,
-        lora_lr=0.003,
-        phased_prefix_docs=6,
-        phased_phases=2,
-        global_chunk_tokens=96,
-        global_batch_seqs=2,
-        global_lr=0.05,
+        ttt="phased", lora=LORA, phased=PhasedTTT(prefix_docs=6, phases=2, chunk_tokens=96, batch_seqs=2, lr=0.05)
     ),
 }
 FROZEN = {
-    "full": EvalConfig(ttt="full", stride=8, full_chunk_tokens=96, full_batch_seqs=2, full_lr=0.0),
-    "lora": EvalConfig(ttt="lora", lora_chunk_tokens=8, lora_batch_docs=3, lora_rank=4, lora_lr=0.0),
+    "full": EvalConfig(ttt="full", stride=8, full=SGDPhase(chunk_tokens=96, batch_seqs=2, epochs=3, lr=0.0)),
+    "lora": EvalConfig(ttt="lora", lora=replace(LORA, lr=0.0)),
     "phased": EvalConfig(
-        ttt="phased", lora_chunk_tokens=8, lora_batch_docs=3, lora_rank=4, lora_lr=0.0, phased_prefix_docs=6,
-        phased_phases=2, global_chunk_tokens=96, global_batch_seqs=2, global_lr=0.0,
+        ttt="phased",
+        lora=replace(LORA, lr=0.0),
+        phased=PhasedTTT(prefix_docs=6, phases=2, chunk_tokens=96, batch_seqs=2, lr=0.0),
     ),
-}  # fmt: skip
+}
 
 
-# The record stack's model switches, all on (stack.md section 6), on a 4-block model.
+# The record stack's model switches, all on (docs/records.md), on a 4-block model.
 RECORD_SWITCHES = dict(
     num_layers=4, mlp_leaky_slope=0.5, rope_dims=8, ln_scale=True, xsa=True, attn_gate_width=12, smear_gate=True,
     bos_id=BOS, parallel_from=3, loop_start=1, loop_end=2, num_loops=1, bigram_buckets=64, bigram_dim=16,
@@ -160,9 +152,7 @@ def test_full_ttt_at_learning_rate_0_is_sliding_window_scoring(streams):
     (a, a_counts), _ = streams
     model = tiny_model()
     got = run(model, a, a_counts, FROZEN["full"])
-    want = score_sliding(
-        model, a, a_counts, seq_len=SEQ_LEN, stride=8, batch_tokens=SEQ_LEN, runtime=CPU, keep_nll=True
-    )
+    want = score(model, a, a_counts, seq_len=SEQ_LEN, stride=8, batch_tokens=SEQ_LEN, runtime=CPU, keep_nll=True)
     np.testing.assert_allclose(got.nll, want.nll, rtol=1e-5, atol=1e-6)
     assert (got.tokens, got.bytes) == (len(a) - 1, a_counts[1:].sum())
 
@@ -225,8 +215,10 @@ def test_ttt_learns_a_repeated_document(repetitive, mode):
 # seed) and a phase boundary that falls after a whole round of batches either way.
 RANK_FREE = {
     "full": MODES["full"],
-    "lora": dataclasses.replace(MODES["lora"], lora_warm_start_a=False),
-    "phased": dataclasses.replace(MODES["phased"], lora_warm_start_a=False, phased_phases=1),
+    "lora": replace(MODES["lora"], lora=replace(LORA, warm_start_a=False)),
+    "phased": replace(
+        MODES["phased"], lora=replace(LORA, warm_start_a=False), phased=replace(MODES["phased"].phased, phases=1)
+    ),
 }
 
 
@@ -318,19 +310,20 @@ def test_each_lora_target_adapts_its_module():
 
 
 @pytest.mark.parametrize(
-    "field, value, match",
+    "key, value, match",
     [
         ("ttt", "sometimes", "must be one of none, full, lora, phased"),
         ("stride", -1, "must be >= 0"),
-        ("lora_rank", 0, "must be positive"),
-        ("lora_beta2", 1.0, r"must be in \[0, 1\)"),
-        ("lora_targets", "q,z", "unknown target"),
-        ("full_lr", -0.1, "must be >= 0"),
+        ("lora.rank", 0, "must be positive"),
+        ("lora.beta2", 1.0, r"must be in \[0, 1\)"),
+        ("lora.targets", ("q", "z"), "unknown item"),
+        ("full.lr", -0.1, "must be >= 0"),
+        ("phased.phases", 0, "must be positive"),
     ],
 )
-def test_bad_eval_settings_are_errors(field, value, match):
-    with pytest.raises(ConfigError, match=f"eval.{field} = {value!r}: {match}"):
-        EvalConfig(**{field: value})
+def test_bad_eval_settings_are_errors_naming_the_setting(key, value, match):
+    with pytest.raises(ConfigError, match=rf"eval\.{key} = {re.escape(repr(value))}: {match}"):
+        Config().override({f"eval.{key}": value})
 
 
 def test_bad_inputs_are_errors(streams):
@@ -338,7 +331,7 @@ def test_bad_inputs_are_errors(streams):
     model = tiny_model()
     with pytest.raises(ValueError, match="no BOS id"):
         evaluate_ttt(model, a, a_counts, MODES["lora"], seq_len=32, batch_tokens=32, bos_id=None, runtime=CPU)
-    with pytest.raises(ValueError, match="lora_chunk_tokens 48 is longer than the window"):
+    with pytest.raises(ValueError, match=r"lora\.chunk_tokens 48 is longer than the window"):
         evaluate_ttt(model, a, a_counts, EvalConfig(ttt="lora"), seq_len=32, batch_tokens=32, bos_id=BOS, runtime=CPU)
     with pytest.raises(ValueError, match="byte counts for"):
         run(model, a, a_counts[:-1], MODES["full"])
@@ -376,14 +369,12 @@ def test_evaluate_uses_the_artifacts_eval_settings_unless_flags_say_otherwise(cl
     kw = dict(seq_len=32, batch_tokens=cfg.train.device_batch_tokens, runtime=CPU)
     own = cli(capsys, path, "--data", data)
     assert (own["stride"], own["ttt"]) == (16, "none")
-    assert own["val_bpb"] == pytest.approx(score_sliding(model, a, a_counts, stride=16, **kw).bpb, rel=1e-12)
+    assert own["val_bpb"] == pytest.approx(score(model, a, a_counts, stride=16, **kw).bpb, rel=1e-12)
     plain = cli(capsys, path, "--data", data, "--stride", 0)
     assert plain["stride"] == 32 and plain["val_bpb"] == pytest.approx(score(model, a, a_counts, **kw).bpb, rel=1e-12)
-    flags = ["--eval.lora_chunk_tokens", 8, "--eval.lora_batch_docs", 3, "--eval.lora_rank", 4]
-    lora = cli(capsys, path, "--data", data, "--ttt", "lora", *flags, "--eval.lora_warm_start_a", "false")
-    how = EvalConfig(
-        stride=16, ttt="lora", lora_chunk_tokens=8, lora_batch_docs=3, lora_rank=4, lora_warm_start_a=False
-    )
+    flags = ["--eval.lora.chunk_tokens", 8, "--eval.lora.batch_docs", 3, "--eval.lora.rank", 4]
+    lora = cli(capsys, path, "--data", data, "--ttt", "lora", *flags, "--eval.lora.warm_start_a", "false")
+    how = EvalConfig(stride=16, ttt="lora", lora=LoRATTT(chunk_tokens=8, batch_docs=3, rank=4, warm_start_a=False))
     want = evaluate_ttt(model, a, a_counts, how, bos_id=BOS, **kw)
     assert lora["ttt"] == "lora" and lora["val_bpb"] == pytest.approx(want.bpb, rel=1e-12)
     assert lora["val_tokens"] == len(a) - 1 and lora["val_bytes"] == a_counts[1:].sum()
@@ -391,8 +382,8 @@ def test_evaluate_uses_the_artifacts_eval_settings_unless_flags_say_otherwise(cl
 
 def test_evaluate_rejects_bad_eval_settings(cli_artifact, capsys):
     path, data = cli_artifact
-    assert evaluate.main([str(path), "--data", str(data), "--eval.lora_rank", "0"]) == 2
-    assert "eval.lora_rank = 0: must be positive" in capsys.readouterr().err
+    assert evaluate.main([str(path), "--data", str(data), "--eval.lora.rank", "0"]) == 2
+    assert "eval.lora.rank = 0: must be positive" in capsys.readouterr().err
     assert evaluate.main([str(path), "--data", str(data), "--stride", "33"]) == 2
     assert "stride 33: must be in [1, seq_len = 32]" in capsys.readouterr().err
     with pytest.raises(SystemExit):

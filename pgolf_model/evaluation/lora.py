@@ -14,12 +14,13 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
+from typing import get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import LORA_TARGETS
+from ..config import LoRATarget
 
 
 class BatchedLoRA(nn.Module):
@@ -62,7 +63,7 @@ class Parallel(nn.Module):
 class DocLoRA(nn.Module):
     """All adapters of one batch of documents for a GPT; ``targets`` picks among q, k, v, o, mlp (head always)."""
 
-    TARGETS = LORA_TARGETS
+    TARGETS = get_args(LoRATarget)
 
     def __init__(
         self, model, bsz: int, rank: int, alpha: float, targets: tuple[str, ...], generator: torch.Generator
@@ -118,8 +119,7 @@ class DocLoRA(nn.Module):
         """Per-token NLL (bsz, T) of the model with these adapters attached (and the head adapter on the logits)."""
         with self.attached(model):
             h = model.hidden(x)
-        weight = model.tok_emb.weight if model.lm_head is None else model.lm_head.weight
-        z = (F.linear(h, weight.to(h.dtype)) + self.head(h)).float()
+        z = (F.linear(h, model.head_weight.to(h.dtype)) + self.head(h)).float()
         cap = model.cfg.logit_softcap
         logits = cap * torch.tanh(z / cap) if cap > 0 else z  # as GPT.logits, with the head adapter before the cap
         return F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view_as(y)

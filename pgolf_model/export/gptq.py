@@ -3,7 +3,7 @@
 GPTQ (Frantar et al. 2022, https://arxiv.org/abs/2210.17323) quantizes the columns of ``W`` (rows = outputs,
 columns = inputs) one at a time and pushes each column's rounding error onto the columns not yet quantized, so
 that the layer's output ``W x`` changes as little as possible over the calibration inputs, measured by the Hessian
-``H = E[x x^T]``. As in the Parameter Golf records (STACK section 8, ``gptq_quantize_weight`` of the 2026-04-27
+``H = E[x x^T]``. As in the Parameter Golf records (docs/records.md, GPTQ; ``gptq_quantize_weight`` of the 2026-04-27
 record): dead inputs (``H_jj = 0``) get weight 0, the diagonal is damped by ``0.01 * mean(diag H)``, columns go in
 descending ``diag H`` order ("act-order"), errors propagate through the upper Cholesky factor of ``H^-1`` within
 blocks of 128 columns and then once per block to everything after it. The per-row scale (``quant.row_scales``:
@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .quant import qmax
+from ..quant import qmax
 
 GPTQ_BLOCK = 128  # columns per error-propagation block (the records' value)
 GPTQ_DAMP = 0.01  # diagonal damping as a fraction of mean(diag H) (the records' value)

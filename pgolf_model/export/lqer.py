@@ -1,10 +1,10 @@
 """LQER: a low-rank correction of the quantization error of the worst-quantized matrices.
 
 For a quantized matrix the error ``E = W - Q s`` is approximated by its top singular directions,
-``E ~ (U_r S_r)(V_r^T) = A B``, and the corrected weight is ``Q s + A_hat B_hat``. The 2026-04-27 record (STACK
-section 8) applies it to the 3 matrices with the largest ``||E||_F``, rank 4, with ``A`` on the asymmetric INT2 grid
-``[-2, 1]`` under one scale ``max|A| / 1.5`` and ``B`` on the INT4 grid ``[-8, 7]`` in groups of 64 consecutive
-(row-major) values, each group scaled by its ``max|B| / 7.5``. The factors cost a few kilobytes.
+``E ~ (U_r S_r)(V_r^T) = A B``, and the corrected weight is ``Q s + A_hat B_hat``. The 2026-04-27 record
+(docs/records.md, LQER) applies it to the 3 matrices with the largest ``||E||_F``, rank 4, with ``A`` on the
+asymmetric INT2 grid ``[-2, 1]`` under one scale ``max|A| / 1.5`` and ``B`` on the INT4 grid ``[-8, 7]`` in groups of
+64 consecutive (row-major) values, each group scaled by its ``max|B| / 7.5``. The factors cost a few kilobytes.
 
 The factors are stored with the matrix in the ``quant`` format; the dequantization side (``quant.lqer_correction``)
 is part of the artifact's counted code.

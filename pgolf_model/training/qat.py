@@ -1,6 +1,6 @@
 """Late quantization-aware training: fake-quantized block matrices with a straight-through estimator.
 
-The March records (2026-03-19 .. 03-25, STACK section 8) switch it on once the learning-rate multiplier of the
+The March records (2026-03-19 .. 03-25; docs/records.md, late QAT) switch it on once the learning-rate multiplier of the
 warm-down falls below 0.15: from then on every forward pass of training uses each matrix rounded to its export grid
 (per-row int6 there), while the gradient flows to the float weight as if the rounding were the identity. The last
 few hundred steps then settle on weights that lose little when exported.
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .config import QuantConfig
-from .ptq import tensor_groups
-from .quant import dequantize_rows, round_to_nearest, row_scales, tensor_format
+from ..config import QuantConfig
+from ..export.ptq import tensor_groups
+from ..quant import dequantize_rows, round_to_nearest, row_scales, tensor_format
 
 
 @dataclass(frozen=True)

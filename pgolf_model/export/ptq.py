@@ -1,8 +1,8 @@
 """Post-training quantization of a model: per tensor group a bit width and a clip rule, GPTQ or round-to-nearest,
 then the optional LQER correction, into a ``quant.QuantizedState``.
 
-Tensor groups (what the records set bits and SDClip ``k`` for, STACK section 8): ``embed`` (embedding tables and
-the untied output head), ``attn`` and ``mlp`` (the blocks' attention and MLP matrices), ``other`` (any other
+Tensor groups (what the records set bits and SDClip ``k`` for; docs/records.md, mixed int-k): ``embed`` (embedding
+tables and the untied output head), ``attn`` and ``mlp`` (the blocks' attention and MLP matrices), ``other`` (any other
 matrix). Tensors with at most ``keep_float_max_numel`` elements stay float16, as in ``quant``.
 """
 
@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from ..config import QuantConfig
+from ..quant import QuantizedState, round_to_nearest, row_scales, tensor_format
 from . import gptq, lqer
-from .config import QuantConfig
-from .quant import QuantizedState, round_to_nearest, row_scales, tensor_format
 
 GROUPS = ("embed", "attn", "mlp", "other")
 

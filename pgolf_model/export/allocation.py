@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .config import QuantConfig
+from ..config import QuantConfig
+from ..runtime import Runtime
 from .ptq import GroupRule, group_members, quantize_named
-from .runtime import Runtime
 
 MIN_BITS, MAX_BITS = 5, 8
 MAX_ROUNDS = 4  # plan, compress, charge the gap: converges in 1-2 rounds in practice

@@ -1,8 +1,8 @@
 """Calibration for GPTQ from the model itself: it samples its own sequences, and their activations give the Hessians.
 
-After training the model generates ``num_seqs`` sequences autoregressively (first token uniform at random,
-temperature 0.8, a fixed seed), so quantization reads neither training nor validation data: the 2026-03-25
-record's "AR self-generated calibration" (STACK section 8; 64 x 2048 tokens there, 198 s on 8xH100).
+After training the model generates ``num_seqs`` sequences autoregressively (first token uniform at random, temperature
+0.8, a fixed seed), so quantization reads neither training nor validation data: the 2026-03-25 record's "AR
+self-generated calibration" (docs/records.md, self-generated calibration; 64 x 2048 tokens there, 198 s on 8xH100).
 
 The Hessian of a matrix ``W`` used as ``y = x W^T`` is ``H = sum(x x^T) / n`` over its ``n`` calibration input rows.
 Forward pre-hooks on every ``nn.Linear`` catch those inputs (q, k and v read the same normed input, so their Hessians
@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .runtime import Runtime
+from ..runtime import Runtime
 
 TEMPERATURE = 0.8  # the 2026-03-25 record's sampling temperature
 

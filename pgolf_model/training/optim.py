@@ -12,15 +12,15 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .config import OptimConfig
+from ..config import OptimConfig
 
 # Quintic Newton-Schulz coefficients (a, b, c) of Muon's reference implementation: chosen to push every singular
 # value of the normalized input quickly into roughly [0.7, 1.2] rather than to converge exactly to 1.
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
 # Polar Express (Amsel et al. 2025, https://arxiv.org/abs/2505.16932): one (a, b, c) per step, each optimal for the
-# singular-value range left by the previous one; the record stack uses these five (stack.md section 7). Steps past
-# the fifth repeat the last.
+# singular-value range left by the previous one; the record stack uses these five (docs/records.md, Polar Express).
+# Steps past the fifth repeat the last.
 POLAR_EXPRESS = (
     (8.156554524902461, -22.48329292557795, 15.878769915207462),
     (4.042929935166739, -2.808917465908714, 0.5000178451051316),
@@ -70,7 +70,7 @@ class Muon(torch.optim.Optimizer):
     Parameter Golf baseline: Nesterov momentum ``buf = mu buf + g; u = g + mu buf``, orthogonalize ``u``, scale by
     ``sqrt(max(1, rows/cols))`` so tall matrices get the same per-element step size, ``p -= lr * update``. With
     ``weight_decay`` > 0 each matrix first shrinks, ``p *= 1 - lr * wd`` (decoupled, as AdamW; the records from
-    2026-03-20 on: 0.04 in March, 0.095 in the 1.0611 record, STACK section 7).
+    2026-03-20 on: 0.04 in March, 0.095 in the 1.0611 record; docs/records.md, weight decay).
 
     Only for 2-D hidden-layer weights. Embeddings, output heads, and gains/biases/vectors must use Adam: their
     gradients are not "matrix-like" and orthogonalizing them hurts.
@@ -115,7 +115,7 @@ class Muon(torch.optim.Optimizer):
                     if i % world == rank:
                         u = p.grad.add(buf, alpha=group["momentum"]) if group["nesterov"] else buf
                         dtype = self.ns_dtype or (torch.bfloat16 if u.is_cuda else torch.float32)
-                        if self.row_norm:  # MuonEq-R (stack.md section 7): equalize row norms before NS
+                        if self.row_norm:  # MuonEq-R (docs/records.md): equalize row norms before NS
                             u = u / u.norm(dim=1, keepdim=True).clamp_min(1e-7)
                         u = newton_schulz(u, group["ns_steps"], dtype=dtype, coeffs=self.ns_coeffs)
                         u = u * max(1.0, u.size(0) / u.size(1)) ** 0.5
@@ -165,7 +165,7 @@ def build_optimizers(model, cfg: OptimConfig) -> list[torch.optim.Optimizer]:
 class WeightEMA:
     """An fp32 exponential moving average of every weight, updated after each step and used for eval and export.
 
-    The records keep one from 2026-03-22 on (decay 0.997, later 0.9965; stack.md section 7): averaging the last few
+    The records keep one from 2026-03-22 on (decay 0.997, later 0.9965; docs/records.md, EMA): averaging the last few
     hundred steps of the warm-down lands in a flatter point than the final iterate.
     """
 
@@ -202,9 +202,10 @@ class Schedule:
     """Learning-rate multiplier, Muon momentum and Muon weight-decay multiplier as functions of the step.
 
     The warm-down is linear to 0 over the last ``warmdown_steps`` of ``total_steps``, or over the last
-    ``warmdown_frac`` of them, never below ``min_lr_scale`` (the 1.0611 record: fraction 0.85, floor 0.1, STACK
-    section 7). Under a wall-clock limit the trainer passes the projected total (the step at which time runs out at
-    the current pace), so ``step / total_steps`` is the records' wall-clock fraction written in steps.
+    ``warmdown_frac`` of them, never below ``min_lr_scale`` (the 1.0611 record: fraction 0.85, floor 0.1;
+    docs/records.md, warm-down fraction). Under a wall-clock limit the trainer passes the projected total (the step
+    at which time runs out at the current pace), so ``step / total_steps`` is the records' wall-clock fraction
+    written in steps.
 
     The weight-decay taper (2026-04-18 record): Muon's decay is full until ``wd_taper_start`` of training, then falls
     linearly to ``wd_taper_final`` times at the end.

@@ -1,6 +1,6 @@
 """Score-first test-time training (TTT): the model keeps training on validation tokens once they have been scored.
 
-The challenge allows it under four conditions (issue #1017, ../shared/research/stack.md section 1): the score of a
+The challenge allows it under four conditions (issue #1017; docs/challenge.md, legality): the score of a
 token depends only on the tokens before it, over a full softmax, is taken before any update that has seen it, and
 each token is scored exactly once. Here this holds in stream order: a target's score never depends on tokens after
 it (tests/test_ttt.py changes every token after a position and checks that no score up to it moves). Documents and
@@ -31,16 +31,17 @@ single-process step); document batches are dealt round-robin, and phase boundari
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from .config import EvalConfig
+from ..config import EvalConfig, SGDPhase
+from ..runtime import Runtime
 from .lora import DocLoRA
-from .runtime import Runtime
-from .sliding import Scored, Tally, score_sliding, score_windows, windows
+from .scoring import BPBResult, Tally, prepare, rank_slice, score, score_windows, windows
 
 
 def cosine_lr(base: float, i: int, n: int) -> float:
@@ -62,15 +63,22 @@ def find_docs(tokens: np.ndarray, bos_id: int) -> list[tuple[int, int]]:
 # SGD on scored tokens (full TTT and the phases' global SGD)
 
 
-def _sgd_pass(
-    model, opt, tokens: np.ndarray, first: int, n_seqs: int, *, seq_len: int, batch_seqs: int, clip: float, rt: Runtime
-) -> None:
-    """One pass over the sequences ``tokens[first + i*seq_len ..]`` (``seq_len`` targets each, ``i < n_seqs``),
-    ``batch_seqs`` per step split over ranks; a step's loss is the mean NLL of its sequences whatever the number of
-    ranks (local sums over the global count, gradients summed)."""
+def train_chunk(model, opt, tokens: np.ndarray, c: int, n_chunks: int, sgd: SGDPhase, *, seq_len: int, rt: Runtime):
+    """SGD on chunk ``c`` of ``n_chunks`` of the targets of ``tokens`` (``sgd.chunk_tokens`` each) at learning rate
+    ``cosine_lr(sgd.lr, c, n_chunks)``; a chunk whose rate is 0 is skipped. ``sgd.epochs`` passes over the chunk's
+    whole ``seq_len`` sequences, ``sgd.batch_seqs`` per step split over ranks; a step's loss is the mean NLL of its
+    sequences whatever the number of ranks (local sums over the global count, gradients summed)."""
+    lr = cosine_lr(sgd.lr, c, n_chunks)
+    if lr == 0:
+        return
+    for group in opt.param_groups:
+        group["lr"] = lr
+    first = c * sgd.chunk_tokens
+    n_seqs = min(sgd.chunk_tokens, len(tokens) - 1 - first) // seq_len
     params = [p for p in model.parameters() if p.requires_grad]
-    for s in range(0, n_seqs, batch_seqs):
-        n = min(batch_seqs, n_seqs - s)
+    model.train()
+    for _, s in itertools.product(range(sgd.epochs), range(0, n_seqs, sgd.batch_seqs)):
+        n = min(sgd.batch_seqs, n_seqs - s)
         lo, hi = s + n * rt.rank // rt.world_size, s + n * (rt.rank + 1) // rt.world_size
         opt.zero_grad(set_to_none=False)
         if hi > lo:
@@ -88,8 +96,8 @@ def _sgd_pass(
             dist.all_reduce(flat)
             for g, summed in zip(grads, flat.split([g.numel() for g in grads])):
                 g.copy_(summed.view_as(g))
-        if clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, clip)
+        if sgd.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, sgd.grad_clip)
         opt.step()
 
 
@@ -105,54 +113,22 @@ def _private_copy(model, trainable: bool):
 # full: chunked sliding-window scoring, then SGD on each scored chunk
 
 
-def ttt_full(
-    model,
-    tokens: np.ndarray,
-    byte_counts: np.ndarray,
-    cfg: EvalConfig,
-    *,
-    seq_len: int,
-    batch_tokens: int,
-    runtime: Runtime,
-    keep_nll: bool = False,
-) -> Scored:
-    """Score-first full-parameter TTT (module docstring, ``full``) of all targets of ``tokens``."""
+def ttt_full(model, tokens: np.ndarray, cfg: EvalConfig, tally: Tally, *, seq_len: int, rows: int, rt: Runtime):
+    """Score-first full-parameter TTT (module docstring, ``full``) of all targets of ``tokens`` into ``tally``,
+    ``rows`` windows per forward pass."""
     model = _private_copy(model, trainable=True)
-    n_targets = len(tokens) - 1
-    wins = windows(n_targets, seq_len, cfg.stride or seq_len)
-    n_chunks = -(-n_targets // cfg.full_chunk_tokens)
+    n_targets, chunk = len(tokens) - 1, cfg.full.chunk_tokens
+    n_chunks = -(-n_targets // chunk)
     by_chunk: list[list] = [[] for _ in range(n_chunks)]
-    for w in wins:  # a window belongs to the chunk of its first scored target (as the record)
-        by_chunk[w.first_scored // cfg.full_chunk_tokens].append(w)
-    tally = Tally(byte_counts, n_targets, runtime.device, keep_nll)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.full_lr, momentum=cfg.full_momentum)
-    rows = max(1, batch_tokens // seq_len)
+    for w in windows(n_targets, seq_len, cfg.stride or seq_len):  # a window goes with its first scored target
+        by_chunk[w.first_scored // chunk].append(w)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.full.lr, momentum=cfg.full.momentum)
     for c, chunk_wins in enumerate(by_chunk):
-        lo = len(chunk_wins) * runtime.rank // runtime.world_size
-        hi = len(chunk_wins) * (runtime.rank + 1) // runtime.world_size
         model.eval()
         with torch.no_grad():
-            score_windows(model, tokens, chunk_wins[lo:hi], tally, rows=rows, runtime=runtime)
-        if c == n_chunks - 1 or cfg.full_epochs == 0:
-            continue  # nothing is left to score with what this chunk would teach
-        for group in opt.param_groups:
-            group["lr"] = cosine_lr(cfg.full_lr, c, n_chunks)
-        first = c * cfg.full_chunk_tokens
-        n_seqs = min(cfg.full_chunk_tokens, n_targets - first) // seq_len
-        model.train()
-        for _ in range(cfg.full_epochs):
-            _sgd_pass(
-                model,
-                opt,
-                tokens,
-                first,
-                n_seqs,
-                seq_len=seq_len,
-                batch_seqs=cfg.full_batch_seqs,
-                clip=cfg.full_grad_clip,
-                rt=runtime,
-            )
-    return tally.result(runtime)
+            score_windows(model, tokens, rank_slice(chunk_wins, rt), tally, rows=rows, runtime=rt)
+        if c < n_chunks - 1:  # after the last chunk nothing is left to score with what it would teach
+            train_chunk(model, opt, tokens, c, n_chunks, cfg.full, seq_len=seq_len, rt=rt)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -194,91 +170,60 @@ def _score_doc_batch(
 
 
 def _phase_boundaries(cfg: EvalConfig, n_docs: int) -> list[int]:
-    prefix = min(cfg.phased_prefix_docs, n_docs)
-    return [b for b in (prefix * (i + 1) // cfg.phased_phases for i in range(cfg.phased_phases)) if b > 0]
+    prefix, phases = min(cfg.phased.prefix_docs, n_docs), cfg.phased.phases
+    return [b for b in (prefix * (i + 1) // phases for i in range(phases)) if b > 0]
 
 
-def _global_sgd(model, tokens: np.ndarray, cfg: EvalConfig, seq_len: int, rt: Runtime) -> None:
+def _global_sgd(model, tokens: np.ndarray, sgd: SGDPhase, seq_len: int, rt: Runtime) -> None:
     """SGD on all weights over ``tokens`` (already scored documents), in cosine-scheduled chunks."""
     for p in model.parameters():
         p.requires_grad_(True)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.global_lr, momentum=cfg.global_momentum)
-    n_targets = len(tokens) - 1
-    n_chunks = -(-n_targets // cfg.global_chunk_tokens)
-    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=sgd.lr, momentum=sgd.momentum)
+    n_chunks = -(-(len(tokens) - 1) // sgd.chunk_tokens)
     for c in range(n_chunks):
-        lr = cosine_lr(cfg.global_lr, c, n_chunks)
-        if lr == 0:
-            continue
-        for group in opt.param_groups:
-            group["lr"] = lr
-        first = c * cfg.global_chunk_tokens
-        n_seqs = min(cfg.global_chunk_tokens, n_targets - first) // seq_len
-        for _ in range(cfg.global_epochs):
-            _sgd_pass(
-                model,
-                opt,
-                tokens,
-                first,
-                n_seqs,
-                seq_len=seq_len,
-                batch_seqs=cfg.global_batch_seqs,
-                clip=cfg.global_grad_clip,
-                rt=rt,
-            )
+        train_chunk(model, opt, tokens, c, n_chunks, sgd, seq_len=seq_len, rt=rt)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
 
 
-def ttt_docs(
-    model,
-    tokens: np.ndarray,
-    byte_counts: np.ndarray,
-    cfg: EvalConfig,
-    *,
-    seq_len: int,
-    bos_id: int,
-    runtime: Runtime,
-    keep_nll: bool = False,
-) -> Scored:
-    """Score-first per-document LoRA TTT, with global SGD phases when ``cfg.ttt == "phased"`` (module docstring)."""
-    if cfg.lora_chunk_tokens > seq_len:
-        raise ValueError(f"eval.lora_chunk_tokens {cfg.lora_chunk_tokens} is longer than the window ({seq_len})")
+def ttt_docs(model, tokens: np.ndarray, cfg: EvalConfig, tally: Tally, *, seq_len: int, bos_id: int, rt: Runtime):
+    """Score-first per-document LoRA TTT, with global SGD phases when ``cfg.ttt == "phased"`` (module docstring), of
+    all targets of ``tokens`` into ``tally``."""
+    if cfg.lora.chunk_tokens > seq_len:
+        raise ValueError(f"eval.lora.chunk_tokens {cfg.lora.chunk_tokens} is longer than the window ({seq_len})")
     model = _private_copy(model, trainable=False)
     model.eval()
     docs = find_docs(tokens, bos_id)
-    bsz, world = cfg.lora_batch_docs, runtime.world_size
+    bsz, world = cfg.lora.batch_docs, rt.world_size
     batches = [docs[i : i + bsz] for i in range(0, len(docs), bsz)]
     boundaries = _phase_boundaries(cfg, len(docs)) if cfg.ttt == "phased" else []
-    tally = Tally(byte_counts, len(tokens) - 1, runtime.device, keep_nll)
     lora = None  # built at a rank's first batch and after each phase; B is zeroed (A kept or redrawn) per batch
     for first in range(0, len(batches), world):
-        k = first + runtime.rank
+        k = first + rt.rank
         if k < len(batches):
             # A is drawn from a generator seeded by the batch index: without warm starts, scores do not depend on
             # the number of ranks.
             draw = torch.Generator().manual_seed(cfg.seed * 1_000_003 + k)
             if lora is None:
-                lora = DocLoRA(model, bsz, cfg.lora_rank, cfg.lora_alpha, cfg.lora_target_list, draw)
+                lora = DocLoRA(model, bsz, cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets, draw)
             else:
-                lora.reset(keep_a=cfg.lora_warm_start_a, generator=draw)
+                lora.reset(keep_a=cfg.lora.warm_start_a, generator=draw)
             opt = torch.optim.AdamW(
                 lora.parameters(),
-                lr=cfg.lora_lr,
-                betas=(cfg.lora_beta1, cfg.lora_beta2),
-                eps=cfg.lora_eps,
-                weight_decay=cfg.lora_weight_decay,
+                lr=cfg.lora.lr,
+                betas=(cfg.lora.beta1, cfg.lora.beta2),
+                eps=cfg.lora.eps,
+                weight_decay=cfg.lora.weight_decay,
             )
             _score_doc_batch(
-                model, lora, opt, batches[k], tokens, tally, chunk=cfg.lora_chunk_tokens, seq_len=seq_len, rt=runtime
+                model, lora, opt, batches[k], tokens, tally, chunk=cfg.lora.chunk_tokens, seq_len=seq_len, rt=rt
             )
         scored = min(len(docs), (first + world) * bsz)  # every rank knows what the round scored
         while boundaries and scored >= boundaries[0]:
             doc_start, length = docs[boundaries.pop(0) - 1]
-            _global_sgd(model, tokens[: doc_start + length], cfg, seq_len, runtime)
+            _global_sgd(model, tokens[: doc_start + length], cfg.phased, seq_len, rt)
             lora = None
-    return tally.result(runtime)
 
 
 def evaluate_ttt(
@@ -293,39 +238,19 @@ def evaluate_ttt(
     runtime: Runtime,
     val_tokens: int = 0,
     keep_nll: bool = False,
-) -> Scored:
+) -> BPBResult:
     """Exact BPB of targets 1..N-1 of ``tokens`` (or the first ``val_tokens``) under ``cfg``: sliding windows, then
     the TTT mode, if any."""
-    if len(byte_counts) != len(tokens):
-        raise ValueError(f"{len(byte_counts)} byte counts for {len(tokens)} tokens")
-    if val_tokens:
-        tokens, byte_counts = tokens[: val_tokens + 1], byte_counts[: val_tokens + 1]
-    if len(tokens) < 2:
-        raise ValueError("the validation split has fewer than 2 tokens")
+    tokens, byte_counts = prepare(tokens, byte_counts, val_tokens)
     seq_len = cfg.seq_len or seq_len
     if cfg.ttt == "none":
-        stride = cfg.stride or seq_len
-        return score_sliding(
-            model,
-            tokens,
-            byte_counts,
-            seq_len=seq_len,
-            stride=stride,
-            batch_tokens=batch_tokens,
-            runtime=runtime,
-            keep_nll=keep_nll,
-        )
+        windowing = dict(seq_len=seq_len, stride=cfg.stride, batch_tokens=batch_tokens)
+        return score(model, tokens, byte_counts, runtime=runtime, keep_nll=keep_nll, **windowing)
+    tally = Tally(byte_counts, len(tokens) - 1, runtime.device, keep_nll)
     if cfg.ttt == "full":
-        return ttt_full(
-            model,
-            tokens,
-            byte_counts,
-            cfg,
-            seq_len=seq_len,
-            batch_tokens=batch_tokens,
-            runtime=runtime,
-            keep_nll=keep_nll,
-        )
-    if bos_id is None:
+        ttt_full(model, tokens, cfg, tally, seq_len=seq_len, rows=max(1, batch_tokens // seq_len), rt=runtime)
+    elif bos_id is None:
         raise ValueError(f"eval.ttt = {cfg.ttt!r} splits documents at BOS, but the tokenizer has no BOS id")
-    return ttt_docs(model, tokens, byte_counts, cfg, seq_len=seq_len, bos_id=bos_id, runtime=runtime, keep_nll=keep_nll)
+    else:
+        ttt_docs(model, tokens, cfg, tally, seq_len=seq_len, bos_id=bos_id, rt=runtime)
+    return tally.result(runtime)

@@ -1,6 +1,6 @@
 """From trained weights to the artifact's compressed ``weights`` part, within the byte budget.
 
-Steps, as the records run them after training (STACK section 8): self-generated calibration tokens (when GPTQ or the
+Steps, as the records run them after training (docs/records.md): self-generated calibration tokens (when GPTQ or the
 bit allocation needs them) -> Hessians (GPTQ) -> bit width per tensor group (fixed by the config, or chosen to fit
 the budget by ``allocation``) -> GPTQ or round-to-nearest per matrix -> LQER -> serialize -> compress (the config's
 codec, or the smallest of zstd-22/lzma/brotli with ``codec = best``; the codec id is recorded in the artifact).
@@ -16,13 +16,13 @@ from torch import nn
 
 from pgolf_data.compress import codec_name, compress
 
+from ..artifact import codec_for
+from ..config import Config
+from ..quant import QuantizedState
+from ..runtime import Runtime
 from . import allocation, calibration
 from .allocation import PlanRow
-from .artifact import codec_for
-from .config import Config
 from .ptq import GROUPS, GroupRule, group_members, quantize_state, tensor_groups
-from .quant import QuantizedState
-from .runtime import Runtime
 
 
 @dataclass

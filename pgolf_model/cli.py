@@ -1,0 +1,141 @@
+"""Configs on the command line: every setting as one ``--section.field`` flag over a preset, one-line errors, and the
+help layout the package's command lines (and the pipelines') share.
+
+A setting is a leaf of the config's dataclasses, named by its dotted path (``model.num_layers``,
+``eval.phased.lr``); ``settings`` lists them and ``flat`` reads a config that way (the ablation's tables use it too).
+Flags parse each value by its annotation: a ``Literal`` gives the flag's choices, a tuple is written comma-separated
+(``--model.ve_layers 9,10``), a bool takes true/false (or nothing, for true).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import Field, fields, is_dataclass
+from typing import Any, get_args, get_origin
+
+from . import runtime
+from .config import SECTIONS, Config, choices, type_hints
+from .presets import PRESETS, preset
+
+ALIASES = {
+    "train.max_minutes": "--max-minutes",
+    "train.compile": "--compile",
+    "train.seed": "--seed",
+    "eval.stride": "--stride",
+    "eval.ttt": "--ttt",
+}
+
+
+def command_parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    """A parser for ``prog`` whose help opens with the first paragraph of ``doc`` (its module docstring) and ends
+    with the rest, as written."""
+    description, _, epilog = doc.partition("\n\n")
+    return argparse.ArgumentParser(
+        prog=prog, description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+
+
+def settings(cls: type = Config, prefix: str = "") -> Iterator[tuple[str, Field, Any, tuple[str, ...]]]:
+    """``(dotted key, field, type, helps of the enclosing sections)`` of every setting under ``cls``."""
+    for f in fields(cls):
+        kind = type_hints(cls)[f.name]
+        if is_dataclass(kind):
+            for key, leaf, leaf_kind, helps in settings(kind, f"{prefix}{f.name}."):
+                yield key, leaf, leaf_kind, (f.metadata.get("help", ""), *helps)
+        elif cls is not Config:  # Config's own field (the preset's name) is not a setting
+            yield f"{prefix}{f.name}", f, kind, ()
+
+
+def flat(cfg: Config) -> dict[str, Any]:
+    """``{"model.num_layers": 4, "eval.lora.rank": 80, ...}``: every setting of ``cfg``."""
+    out = {}
+    for key, *_ in settings():
+        value: Any = cfg
+        for name in key.split("."):
+            value = getattr(value, name)
+        out[key] = value
+    return out
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def parser_for(kind: Any) -> Callable[[str], Any]:
+    """Text to a value of ``kind``: a tuple is comma-separated items ('' = empty), a bool true/false."""
+    if get_origin(kind) is tuple:
+        item = parser_for(get_args(kind)[0])
+        return lambda text: tuple(item(t.strip()) for t in text.split(",") if t.strip())
+    if kind is bool:
+        return _parse_bool
+    if choices(kind) is not None:
+        return str
+    return kind
+
+
+def parse_setting(key: str, text: str) -> Any:
+    """The value of setting ``key`` written as ``text`` (as its flag would parse it)."""
+    kinds = {k: kind for k, _, kind, _ in settings()}
+    if key not in kinds:
+        raise argparse.ArgumentTypeError(f"unknown config field {key!r}")
+    return parser_for(kinds[key])(text)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--preset`` and one flag per setting; the help shows the meaning and each preset's value."""
+    parser.add_argument("--preset", default="baseline", choices=list(PRESETS), help="starting configuration")
+    for section in SECTIONS:
+        add_section_arguments(parser, section)
+
+
+def add_section_arguments(parser: argparse.ArgumentParser, section: str) -> None:
+    """The flags of one section's settings (default None: not given)."""
+    presets = {name: flat(make()) for name, make in PRESETS.items()}
+    group = parser.add_argument_group(f"{section} settings")
+    for key, f, kind, helps in settings(SECTIONS[section], f"{section}."):
+        values = ", ".join(f"{p} {_show(values[key])}" for p, values in presets.items())
+        flags = [f"--{key}"] + ([ALIASES[key]] if key in ALIASES else [])
+        extra: dict[str, Any] = {"type": parser_for(kind), "metavar": _metavar(kind)}
+        if kind is bool:
+            extra.update(nargs="?", const=True)
+        elif get_origin(kind) is not tuple and choices(kind) is not None:
+            extra.update(choices=choices(kind), metavar=None)
+        text = ": ".join((*filter(None, helps), f.metadata["help"]))
+        if get_origin(kind) is tuple and choices(kind) is not None:
+            text += f" (from {','.join(choices(kind))})"
+        group.add_argument(*flags, dest=key, default=None, help=f"{text} [{values}]", **extra)
+
+
+def _metavar(kind: Any) -> str:
+    if get_origin(kind) is tuple:
+        return "A,B,..."
+    return "BOOL" if kind is bool else getattr(kind, "__name__", "VALUE").upper()
+
+
+def _show(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[Config, dict[str, Any]]:
+    """The preset with every given flag applied, and the dict of flags that were given."""
+    given = {key: getattr(args, key) for key, *_ in settings() if getattr(args, key, None) is not None}
+    return preset(args.preset).override(given), given
+
+
+def guarded(body: Callable[[], int], errors: tuple[type[BaseException], ...]) -> int:
+    """``body()``'s exit status; an error of ``errors`` (bad input) is printed as one line and exits 2. The process
+    group (under torchrun) is left either way."""
+    try:
+        return body()
+    except errors as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        runtime.teardown()

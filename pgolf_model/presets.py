@@ -1,0 +1,179 @@
+"""Named presets: the configurations a run starts from (``--preset NAME``), each value cited from its record; and
+``bind_tokenizer``, the one place a tokenizer's ids enter a config."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import replace
+from typing import Protocol
+
+from .config import Config, ConfigError
+
+
+class TokenizerIds(Protocol):
+    vocab_size: int
+    bos_id: int
+
+
+def bind_tokenizer(cfg: Config, tokenizer: TokenizerIds, *, keep: Collection[str] = ()) -> Config:
+    """``cfg`` with ``model.vocab_size`` and ``model.bos_id`` taken from ``tokenizer`` (a pgolf tokenizer), except
+    the keys in ``keep`` (given on the command line: the trainer then checks them against the tokenizer)."""
+    ids = {"model.vocab_size": tokenizer.vocab_size, "model.bos_id": tokenizer.bos_id}
+    return cfg.override({k: v for k, v in ids.items() if k not in keep})
+
+
+def baseline() -> Config:
+    """The challenge's naive baseline (records/track_10min_16mb/2026-03-17_NaiveBaseline, 1.2244 BPB): 9 x 512,
+    8 heads / 4 KV heads, MLP x2 relu^2, vocab 1024 tied, seq 1024, 524,288 tokens per step, Muon 0.04 with momentum
+    0.85 -> 0.95 over 500 steps, linear warm-down over the last 1200 steps' worth of wall clock, int8 per-row + zlib
+    (we use zstd-22), 20 compile warm-up steps. These are the dataclasses' defaults but for compiling."""
+    return _preset("baseline", {"train.compile": True, "train.compile_warmup_steps": 20})
+
+
+def tiny() -> Config:
+    """Minutes on 2 CPU cores: 4 x 128 (0.6M parameters at vocab 1024), seq 256, 8,192 tokens per step, 400 steps
+    (3.3M tokens). Windows are shuffled: with batches this small, reading documents in order gives correlated steps
+    (on the development corpus, 2.59 -> 2.41 BPB after 150 steps)."""
+    return _preset(
+        "tiny",
+        {
+            "model.num_layers": 4, "model.model_dim": 128, "model.num_heads": 4, "model.num_kv_heads": 2,
+            "optim.muon_momentum_warmup_steps": 100, "optim.warmdown_steps": 120, "optim.lr_warmup_steps": 10,
+            "train.seq_len": 256, "train.batch_tokens": 8192, "train.device_batch_tokens": 8192,
+            "train.iterations": 400, "train.val_every": 100, "train.val_tokens": 65_536, "train.log_every": 25,
+            "train.shuffle": True,
+            "quant.keep_float_max_numel": 4096,
+        },
+    )  # fmt: skip
+
+
+def smoke() -> Config:
+    """Seconds on one CPU core, for tests: 2 x 64, seq 64, 2,048 tokens per step."""
+    return _preset(
+        "smoke",
+        {
+            "model.num_layers": 2, "model.model_dim": 64, "model.num_heads": 4, "model.num_kv_heads": 2,
+            "optim.muon_momentum_warmup_steps": 10, "optim.warmdown_steps": 20, "optim.lr_warmup_steps": 5,
+            "train.seq_len": 64, "train.batch_tokens": 2048, "train.device_batch_tokens": 1024,
+            "train.iterations": 80, "train.val_every": 40, "train.val_tokens": 8192, "train.log_every": 10,
+            "train.max_minutes": 0.0,
+            "quant.keep_float_max_numel": 1024,
+        },
+    )  # fmt: skip
+
+
+# What both record presets share (docs/records.md has each technique): 11 x 512 blocks with LeakyReLU(0.5)^2, XSA on
+# every layer, partial RoPE 16/64, LN scale and SmearGate; Muon momentum from 0.92 over 1500 steps, gradient clip
+# 0.3; seq 2048 and 786,432 tokens per step (8 x 98,304), compiled with 20 warm-up steps; GPTQ at int6 on 64
+# self-generated sequences of 2048 tokens, 8 a batch.
+RECORD_STACK = {
+    "model.num_layers": 11, "model.mlp_leaky_slope": 0.5, "model.xsa": True, "model.rope_dims": 16,
+    "model.ln_scale": True, "model.smear_gate": True,
+    "optim.muon_momentum_start": 0.92, "optim.muon_momentum_warmup_steps": 1500, "optim.grad_clip_norm": 0.3,
+    "train.seq_len": 2048, "train.batch_tokens": 786_432, "train.device_batch_tokens": 98_304,
+    "train.compile": True, "train.compile_warmup_steps": 20,
+    "quant.bits": 6, "quant.method": "gptq", "quant.calib_seqs": 64, "quant.calib_seq_len": 2048,
+    "quant.calib_batch": 8,
+}  # fmt: skip
+
+
+def record_1_11() -> Config:
+    """The March stack around 1.11 BPB: records/track_10min_16mb/2026-03-25_ValCalib_GPTQ_XSA_BigramHash3072 (1.1147,
+    3 seeds; its README and train_gpt.py Hyperparameters; docs/records.md).
+
+    Model: 11 x 512, 8 heads / 4 KV, MLP 3x LeakyReLU(0.5)^2, vocab 1024 tied, XSA on all 11 layers, partial RoPE
+    16/64, LN scale 1/sqrt(layer+1), BigramHash 3072 x 112, value embeddings (VE_LAYERS 9,10, VE_DIM 128), qk_gain
+    1.5, softcap 30. Optimizer: Muon lr 0.025, momentum 0.92 -> 0.99 over 1500 steps, scalars 0.025, tied embedding
+    0.035, Adam betas (0.9, 0.95), MUON_WD = ADAM_WD = 0.04 (decoupled, on every Adam group), grad clip 0.3,
+    warm-down 4000 (the run command's WARMDOWN_ITERS). Training: seq 2048, 786,432 tokens per step (8 x 98,304),
+    EMA 0.997, 20 compile warm-up steps, late QAT below lr scale 0.15 (LATE_QAT_THRESHOLD). Quantization: GPTQ on AR
+    self-generated calibration (64 x 2048 tokens, temperature 0.8, batch 8), int6 attention and MLP matrices, int8
+    embeddings (its embedding tables are outside its int6 categories), lzma. Eval: sliding windows, stride 64.
+
+    Differences from that record: its SmearGate is the March static per-channel gate (we use the BOS-fixed one,
+    docs/records.md, SmearGate); its Q/K/V/MLP-up matrices start orthogonal (ours uniform); we keep its EMA but not
+    its tight SWA (every 50 steps once the lr scale is below 0.2); its late QAT fake-quantizes only its
+    ``CastedLinear`` layers (its block matrices live in banks, so in effect the BigramHash and VE projections) with
+    the row max as clip, where ours fake-quantizes the block matrices with the export's clip rule; its int6 rounding
+    picks a per-row clip percentile by error (GPTQ-lite) where ours clips at ``quant.clip_quantile``; and it prunes
+    +-1 values when over budget, which we do not.
+    """
+    return _preset(
+        "record-1.11",
+        {
+            **RECORD_STACK,
+            "model.mlp_mult": 3, "model.bigram_buckets": 3072, "model.bigram_dim": 112, "model.ve_layers": (9, 10),
+            "model.ve_dim": 128,
+            "optim.matrix_lr": 0.025, "optim.scalar_lr": 0.025, "optim.tied_embed_lr": 0.035,
+            "optim.muon_momentum": 0.99, "optim.warmdown_steps": 4000,
+            "optim.muon_wd": 0.04, "optim.embed_wd": 0.04, "optim.scalar_wd": 0.04,
+            "train.ema_decay": 0.997, "train.qat_threshold": 0.15,
+            "quant.embed_bits": 8, "quant.codec": "lzma",
+            "eval.stride": 64,
+        },
+    )  # fmt: skip
+
+
+def record_caseops() -> Config:
+    """The SP8192 CaseOps stack around 1.06 BPB: records/track_10min_16mb/2026-04-27_SP8192_LQER_SparseGate_
+    BOSSmearFix_9HpStack_1.0611 (1.06108, 3 seeds; its README run command over its train_gpt.py defaults;
+    docs/records.md). Train it with the CaseOps SentencePiece-8192 tokenizer (BOS id 1).
+
+    Model: 11 x 512, 8 heads / 4 KV, MLP 4x LeakyReLU(0.5)^2, vocab 8192 tied (init std 0.005), XSA on all layers,
+    partial RoPE 16/64 (base 1e4), LN scale, QK_GAIN_INIT 5.0, sparse attention gate on the first 12 dims
+    (GATE_WINDOW 12, SPARSE_ATTN_GATE_SCALE 0.5), BOS-fixed SmearGate, parallel lanes from block 8
+    (PARALLEL_START_LAYER), blocks 3..5 looped twice more (LOOP_START 3, LOOP_END 5, NUM_LOOPS 2) from 35% of
+    training (ENABLE_LOOPING_AT), softcap 30. No BigramHash, no value embeddings.
+    Optimizer: Muon lr 0.026 with Polar-Express coefficients (5 steps) and MuonEq-R row normalization, momentum
+    0.92 -> 0.97 over 1500 steps, MUON_WD 0.095; AdamW tied embedding lr 0.03 wd 0.085 (EMBED_WD), scalars lr 0.02
+    wd 0.02 (ADAM_WD), betas (0.9, 0.99) (BETA2), eps 1e-8; grad clip 0.3; no warm-up; warm-down over the last 0.85
+    of training (WARMDOWN_FRAC) to a floor of 0.1 (MIN_LR). No weight-decay taper (its code has none).
+    Training: seq 2048, 786,432 tokens per step (8 x 98,304), EMA 0.9965, 20 compile warm-up steps, 10 minutes.
+    Quantization: GPTQ, SDClip k = 12.85 at int6 by default (MATRIX_CLIP_SIGMAS), attention int6 k 13.0, MLP int6
+    k 11.5, tied embedding int7 k 14.0 (EMBED_BITS 7), LQER rank 4 on the 3 worst matrices; brotli (its
+    predecessors' codec). Evaluation: phased TTT, 2500 prefix documents in 3 phases, global SGD lr 0.001 momentum
+    0.9, LoRA rank 80 alpha 144, AdamW lr 1e-4 betas (0, 0.99) wd 0.5, 48-token chunks, 64 documents a batch (the
+    ``EvalConfig`` defaults are these values; stride unused, as in the record).
+
+    Differences from that record: GPTQ calibration is self-generated (64 x 2048 tokens, the 2026-03-25 record's
+    method) where it reads 16 x 786,432 training tokens; the compressor is brotli, not its per-group lrzip; the
+    8 x 12 attention gate stays float16 (it stores it int8); its skip connections are sigmoid-gated lerps (ours
+    weighted adds); its parallel lanes add the first lane block's skip to lane 0 only (ours before the stream
+    splits); its Q/K/V/MLP-up matrices start orthogonal (ours uniform); attention is not document-masked.
+    """
+    return _preset(
+        "record-caseops",
+        {
+            **RECORD_STACK,
+            "model.vocab_size": 8192, "model.mlp_mult": 4, "model.qk_gain_init": 5.0, "model.attn_gate_width": 12,
+            "model.parallel_from": 8, "model.loop_start": 3, "model.loop_end": 5, "model.num_loops": 2,
+            "optim.matrix_lr": 0.026, "optim.scalar_lr": 0.02, "optim.tied_embed_lr": 0.03,
+            "optim.muon_momentum": 0.97, "optim.muon_ns_coeffs": "polar_express", "optim.muon_row_norm": True,
+            "optim.adam_beta2": 0.99, "optim.warmdown_frac": 0.85, "optim.min_lr_scale": 0.1,
+            "optim.muon_wd": 0.095, "optim.embed_wd": 0.085, "optim.scalar_wd": 0.02,
+            "train.ema_decay": 0.9965, "train.loop_after": 0.35,
+            "quant.sdclip_k": 12.85, "quant.embed_bits": 7, "quant.embed_sdclip_k": 14.0, "quant.attn_sdclip_k": 13.0,
+            "quant.mlp_sdclip_k": 11.5, "quant.lqer_rank": 4, "quant.codec": "brotli",
+            "eval.ttt": "phased", "eval.seq_len": 2048,
+        },
+    )  # fmt: skip
+
+
+def _preset(name: str, changes: dict) -> Config:
+    """The dataclasses' defaults with ``changes``, named ``name``."""
+    return replace(Config().override(changes), preset=name)
+
+
+PRESETS = {
+    "baseline": baseline,
+    "tiny": tiny,
+    "smoke": smoke,
+    "record-1.11": record_1_11,
+    "record-caseops": record_caseops,
+}
+
+
+def preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+    return PRESETS[name]()

@@ -1,0 +1,170 @@
+"""Artifacts written by commit 8575f8a (``tests/fixtures/base-8575f8a``) still load and score as they did then, and
+the same config still trains to the same weights: the restructuring of issue 12 changed no behaviour."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from model_data import make_dataset, one_thread, synthetic_docs  # noqa: F401 (autouse fixture)
+
+from pgolf_model import artifact, evaluate
+from pgolf_model.config import Config
+from pgolf_model.export import weights as export
+from pgolf_model.model import GPT
+from pgolf_model.presets import preset
+from pgolf_model.quant import QuantizedState
+from pgolf_model.runtime import Runtime
+from pgolf_model.training.trainer import run
+
+FIXTURES = Path(__file__).parent / "fixtures" / "base-8575f8a"
+EXPECTED = json.loads((FIXTURES / "expected.json").read_text())
+
+# The base's evaluate runs (expected.json's ``base_flags``) with this code's flag names.
+RUNS = {
+    "plain": {
+        "own": [],
+        "stride0": ["--stride", "0"],
+        "full": [
+            "--ttt", "full", "--eval.full.chunk_tokens", "512", "--eval.full.batch_seqs", "2",
+            "--eval.full.epochs", "1", "--eval.full.lr", "0.01",
+        ],
+        "phased": [
+            "--ttt", "phased", "--eval.lora.chunk_tokens", "8", "--eval.lora.batch_docs", "3", "--eval.lora.rank", "4",
+            "--eval.lora.targets", "k,o", "--eval.phased.prefix_docs", "6", "--eval.phased.phases", "2",
+            "--eval.phased.chunk_tokens", "256", "--eval.phased.batch_seqs", "2", "--eval.phased.lr", "0.01",
+        ],
+        "host": ["--host-code"],
+    },
+    "stack": {"own": [], "stride8": ["--ttt", "none", "--stride", "8"]},
+}  # fmt: skip
+CASES = [(name, run_name) for name, runs in RUNS.items() for run_name in runs]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("base"), synthetic_docs(300, 1), synthetic_docs(12, 2))
+
+
+# The fixtures' overrides (expected.json) with this code's names: tuples for lists, nested TTT settings.
+OVERRIDES = {
+    "plain": EXPECTED["artifacts"]["plain"]["overrides"],
+    "stack": {
+        **{k: v for k, v in EXPECTED["artifacts"]["stack"]["overrides"].items() if k.startswith("model.")},
+        "model.ve_layers": (1,),
+        "eval.ttt": "lora",
+        "eval.lora.targets": ("q", "v", "mlp"),
+        "eval.lora.rank": 4,
+        "eval.lora.chunk_tokens": 8,
+        "eval.lora.batch_docs": 3,
+    },
+}
+
+
+def config(name: str) -> Config:
+    return preset(EXPECTED["preset"]).override({**EXPECTED["common"], **OVERRIDES[name]})
+
+
+def part_sha256(path: Path) -> dict[str, str]:
+    data = path.read_bytes()
+    return {name: hashlib.sha256(data[start:end]).hexdigest() for name, (start, end) in part_spans(data).items()}
+
+
+def part_spans(data: bytes) -> dict[str, tuple[int, int]]:
+    """Byte ranges of the parts, read from the container's table (``artifact`` module docstring)."""
+    pos, table = 6, []
+    for _ in range(data[5]):
+        n = data[pos]
+        table.append((data[pos + 1 : pos + 1 + n].decode(), int.from_bytes(data[pos + 2 + n : pos + 6 + n], "little")))
+        pos += 6 + n
+    spans = {}
+    for name, size in table:
+        spans[name] = (pos, pos + size)
+        pos += size
+    return spans
+
+
+@pytest.mark.parametrize(("name", "run_name"), CASES)
+def test_old_artifacts_score_as_at_base(dataset, capsys, name, run_name):
+    want = EXPECTED["artifacts"][name]["evaluate"][run_name]
+    path = FIXTURES / f"{name}.pga"
+    assert evaluate.main([str(path), "--data", str(dataset[0]), "--json", *RUNS[name][run_name]]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert (got["val_tokens"], got["val_bytes"], got["ttt"], got["stride"]) == tuple(
+        want[k] for k in ("val_tokens", "val_bytes", "ttt", "stride")
+    )
+    # Bit-identical on the machine that wrote the fixture; other CPUs may round float32 sums differently.
+    assert got["val_bpb"] == pytest.approx(want["val_bpb"], rel=1e-6)
+    assert got["val_loss"] == pytest.approx(want["val_loss"], rel=1e-6)
+
+
+def test_old_configs_read_as_this_codes_config():
+    for name in RUNS:
+        art = artifact.read(FIXTURES / f"{name}.pga")
+        assert Config.from_dict(art.config) == config(name)
+
+
+def test_the_same_config_trains_to_the_same_weights(dataset, tmp_path):
+    data, tok = dataset
+    summary = run(config("plain"), data=data, tokenizer=tok, out_dir=tmp_path, progress=False)
+    want = EXPECTED["artifacts"]["plain"]
+    got = part_sha256(tmp_path / "model.pga")
+    assert got["tokenizer"] == want["part_sha256"]["tokenizer"]
+    assert got["weights"] == want["part_sha256"]["weights"]
+    assert {k: summary[k] for k in want["summary"]} == want["summary"]
+
+
+def test_a_seeded_model_exports_the_same_weights():
+    cfg = config("plain").override({"quant.method": "rtn"})
+    torch.manual_seed(cfg.train.seed)
+    out = export.export_weights(GPT(cfg.model), cfg, runtime=Runtime(torch.device("cpu")))
+    assert out.compressed[0] == EXPECTED["init_export"]["codec_id"]
+    assert hashlib.sha256(out.compressed[1]).hexdigest() == EXPECTED["init_export"]["weights_sha256"]
+
+
+def test_an_old_config_file_reads_as_the_same_config():
+    old = json.loads((FIXTURES / "record-1.11-config.json").read_text())
+    want = preset("record-1.11").override(
+        {"eval.lora.targets": ("q", "k", "mlp"), "eval.phased.lr": 0.002, "eval.full.epochs": 2}
+    )
+    assert Config.from_dict(old) == want
+
+
+def test_host_code_refuses_an_old_artifacts_renamed_weights_in_one_line(dataset, capsys):
+    """SmearGate, BigramHash, value embeddings and lanes are modules now, with renamed tensors: with host code an old
+    artifact's config still reads, and its weights are refused with the way out (its own code)."""
+    art = artifact.read(FIXTURES / "stack.pga")
+    with pytest.raises(artifact.ArtifactError, match=r"do not fit the model built by this pgolf_model .*'bigram\.emb"):
+        artifact.build_model(art, embedded_code=False)
+    assert evaluate.main([str(FIXTURES / "stack.pga"), "--data", str(dataset[0]), "--host-code"]) == 2
+    assert "an older artifact runs its own code" in capsys.readouterr().err
+
+
+# The state-dict renames of the composition refactor (old name -> new name); the old packed SmearGate tensor held
+# the 12 gate weights, then lambda.
+RENAMED = {
+    "bigram_emb.weight": "bigram.emb.weight",
+    "bigram_proj.weight": "bigram.proj.weight",
+    "bigram_scale": "bigram.scale",
+    "ve_emb.weight": "value_embeds.emb.weight",
+    "ve_proj.weight": "value_embeds.proj.weight",
+    "ve_scale": "value_embeds.scale",
+    "ve_layer_scales": "value_embeds.layer_scales",
+    "blocks.1.lane_decay": "blocks.1.lanes.decay",
+    "blocks.1.lane_mix": "blocks.1.lanes.mix",
+}
+
+
+def test_the_renamed_parts_train_to_the_same_values(dataset, tmp_path):
+    data, tok = dataset
+    summary = run(config("stack"), data=data, tokenizer=tok, out_dir=tmp_path, progress=False)
+    new = QuantizedState.from_bytes(artifact.read(tmp_path / "model.pga").weights).dequantize()
+    old = QuantizedState.from_bytes(artifact.read(FIXTURES / "stack.pga").weights).dequantize()
+    smear = old.pop("smear")
+    old = {RENAMED.get(name, name): t for name, t in old.items()} | {"smear.weight": smear[:12], "smear.lam": smear[12]}
+    assert set(old) == set(new)
+    assert [name for name in new if not torch.equal(old[name], new[name])] == []
+    assert summary["artifact_val_bpb"] == EXPECTED["artifacts"]["stack"]["summary"]["artifact_val_bpb"]
