@@ -33,12 +33,14 @@ import torch
 from pgolf_data.compress import CODEC_IDS
 from pgolf_data.compress import compress as pgolf_compress
 from pgolf_data.compress import decompress as pgolf_decompress
-from pgolf_model import artifact, checkpoint, pergroup
-from pgolf_model.config import Config, preset
-from pgolf_model.export import export_weights, rules_from_config
+from pgolf_model import artifact, pergroup
+from pgolf_model.config import Config
+from pgolf_model.export.ptq import quantize_state, tensor_groups
+from pgolf_model.export.weights import export_weights, rules_from_config
 from pgolf_model.model import GPT
-from pgolf_model.ptq import quantize_state, tensor_groups
+from pgolf_model.presets import preset
 from pgolf_model.runtime import Runtime
+from pgolf_model.training import checkpoint
 
 QUICK = {
     "model.num_layers": 3,
@@ -72,7 +74,7 @@ def synthetic_weights(cfg: Config, seed: int = 0) -> bytes:
     state = {}
     for name, t in model.state_dict().items():
         scale = 1.0 / np.sqrt(t.shape[-1]) if t.ndim == 2 else 0.1
-        state[name] = torch.from_numpy((rng.standard_t(5, tuple(t.shape)) * scale).astype(np.float32))
+        state[name] = torch.from_numpy(np.asarray(rng.standard_t(5, tuple(t.shape)) * scale, dtype=np.float32))
     qs = quantize_state(state, tensor_groups(model), rules_from_config(cfg), cfg.quant, lqer_rank=cfg.quant.lqer_rank)
     return qs.to_bytes()
 

@@ -20,9 +20,9 @@ from model_data import one_thread  # noqa: F401 (autouse fixture)
 from quant_model import train_small
 
 from pgolf_model import pergroup
-from pgolf_model.export import rules_from_config
+from pgolf_model.export.ptq import quantize_state, tensor_groups
+from pgolf_model.export.weights import rules_from_config
 from pgolf_model.pergroup import PergroupError, decode, encode, nn_chain, perm_from_bytes, perm_to_bytes
-from pgolf_model.ptq import quantize_state, tensor_groups
 from pgolf_model.quant import QuantizedState
 
 FAST = {"level": 1}  # the frame and the transforms do not depend on the level; level 1 is the quickest
