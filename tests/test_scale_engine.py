@@ -236,7 +236,7 @@ def test_slurm_submits_three_dependent_job_arrays_that_write_the_same_bytes(tmp_
 
     stages = [(s, a) for s, a in submitted if "launch_pickled_pipeline" in s]
     assert len(stages) == 3, [s for s, _ in submitted]
-    for (script, args), stage, array in zip(stages, ["count", "encode", "merge"], ["0-2%2", "0-2%2", "0-0%2"]):
+    for (script, _args), stage, array in zip(stages, ["count", "encode", "merge"], ["0-2%2", "0-2%2", "0-0%2"]):
         sbatch_lines = {line for line in script.splitlines() if line.startswith("#SBATCH")}
         for expected in ("--partition=cpu", "--time=2:00:00", "--cpus-per-task=2", f"--array={array}"):
             assert f"#SBATCH {expected}" in sbatch_lines, (stage, sorted(sbatch_lines))

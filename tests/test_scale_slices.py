@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import os
 
@@ -120,7 +121,9 @@ def test_errors_name_the_file_and_the_line_as_the_corpus_reader_does(tmp_path):
     tasks=st.integers(1, 9),
     trailing_newline=st.booleans(),
 )
-def test_any_cut_of_a_jsonl_file_gives_each_line_to_one_slice(tmp_path_factory, docs, blank_every, tasks, trailing_newline):
+def test_any_cut_of_a_jsonl_file_gives_each_line_to_one_slice(
+    tmp_path_factory, docs, blank_every, tasks, trailing_newline
+):
     raw = _jsonl(docs, blank_every)
     if not trailing_newline:
         raw = raw.rstrip(b"\n")
@@ -129,7 +132,7 @@ def test_any_cut_of_a_jsonl_file_gives_each_line_to_one_slice(tmp_path_factory, 
     corpus = open_corpus(path)
     assert [d for part in _read_all(corpus, tasks) for d in part] == list(corpus)
     cuts = sorted({0, len(raw), *[len(raw) * k // tasks for k in range(tasks)]})
-    pieces = [b"".join(slice_lines(path, a, b if b < len(raw) else None)) for a, b in zip(cuts, cuts[1:])]
+    pieces = [b"".join(slice_lines(path, a, b if b < len(raw) else None)) for a, b in itertools.pairwise(cuts)]
     assert b"".join(pieces) == raw
 
 
