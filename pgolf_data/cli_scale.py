@@ -68,7 +68,7 @@ def shard_with_datatrove(
         if importlib.util.find_spec(module) is None:
             raise ValueError(f"--engine datatrove needs {module}: pip install -e '.[scale]'")
     from .scale.executors import RayOptions, ScaleConfig, SlurmOptions
-    from .scale.job import run_datatrove
+    from .scale.job import TasksFailed, run_datatrove
 
     scale = ScaleConfig(
         executor=args.executor,
@@ -86,9 +86,12 @@ def shard_with_datatrove(
         ray=RayOptions(address=args.ray_address, cpus_per_task=args.ray_cpus_per_task),
         **({"tasks": args.tasks} if args.tasks is not None else {}),
     )
-    manifest = run_datatrove(
-        corpus, tokenizer, args.out, config, scale, mode=mode, progress=not args.quiet, log=_stderr
-    )
+    try:
+        manifest = run_datatrove(
+            corpus, tokenizer, args.out, config, scale, mode=mode, progress=not args.quiet, log=_stderr
+        )
+    except TasksFailed as e:
+        raise SystemExit(f"pgolf-data shard: error: {e}") from None
     if manifest is None:
         print(f"submitted; the merge job writes {args.out}/manifest.json when every task has finished")
     return manifest

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("datatrove", reason="the scale extra (pip install -e '.[scale]') is not installed")
 
@@ -75,6 +77,25 @@ def test_the_local_executor_writes_the_same_bytes_as_pgolf_shard(tmp_path, corpu
     assert files(tmp_path / "dt") == expected
     assert len(manifest.splits["train"].shards) > 3, "documents must straddle shards for the test to mean much"
     assert not (tmp_path / "dt.work" / "partials").exists(), "partials are deleted once merged"
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    tasks=st.integers(1, 6),
+    val_docs=st.integers(0, 30),
+    shard_tokens=st.sampled_from([997, 4096, 100_000]),
+    train_sidecars=st.booleans(),
+)
+def test_any_tasks_and_cut_give_the_same_bytes(
+    tmp_path_factory, docs, bytes260, tasks, val_docs, shard_tokens, train_sidecars
+):
+    root = tmp_path_factory.mktemp("any")
+    corpus = root / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs[:60]), encoding="utf-8")
+    config = ShardConfig(val_docs=val_docs, shard_tokens=shard_tokens, train_sidecars=train_sidecars, workers=1)
+    expected = reference(corpus, bytes260, root / "ref", config)
+    run_datatrove(open_corpus(corpus), bytes260, root / "dt", config, ScaleConfig(tasks=tasks, workers=1))
+    assert files(root / "dt") == expected
 
 
 def test_sources_train_sidecars_and_max_docs(tmp_path, docs, bytes260):
@@ -170,6 +191,30 @@ def test_a_damaged_partial_is_redone_and_an_interrupted_merge_continues(tmp_path
 
 def _interrupt(*args, **kwargs):
     raise KeyboardInterrupt
+
+
+def test_the_merge_reads_no_partial_that_differs_from_its_record(tmp_path, monkeypatch, corpus_file, sp1024):
+    """A partial damaged after its task finished stops the merge before it is read; --resume redoes the task."""
+    from pgolf_data.scale import steps
+
+    corpus, out = open_corpus(corpus_file), tmp_path / "dt"
+    check_records = steps.check_records
+
+    def damage_then_check(partials, *args):
+        path = partials / "00002.text"
+        data = bytearray(path.read_bytes())
+        data[-3] ^= 0x01
+        path.write_bytes(bytes(data))
+        return check_records(partials, *args)
+
+    with monkeypatch.context() as m:
+        m.setattr(steps, "check_records", damage_then_check)
+        with pytest.raises(ValueError, match=r"task 2: 00002\.text: sha256 differs from its record.*--resume"):
+            run_datatrove(corpus, sp1024, out, CONFIG, ScaleConfig(tasks=3, workers=1))
+    assert not (out / "manifest.json").exists()
+    assert (out / "resume.json").exists(), "the shards from tasks 0 and 1 were written"
+    run_datatrove(corpus, sp1024, out, CONFIG, ScaleConfig(tasks=3, workers=1), mode="resume")
+    assert files(out) == reference(corpus_file, sp1024, tmp_path / "ref")
 
 
 def test_resume_refuses_other_settings_or_a_changed_corpus(tmp_path, monkeypatch, corpus_file, bytes260):

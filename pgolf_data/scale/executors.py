@@ -55,8 +55,13 @@ class ScaleConfig:
 
     @property
     def threads(self) -> int:
-        """Threads of one task (its tokenizer's, and the merge's for hashing)."""
+        """Threads of one encode task's tokenizer: the CPUs a task is given (one, locally)."""
         return {"local": 1, "slurm": self.slurm.cpus_per_task, "ray": self.ray.cpus_per_task}[self.executor]
+
+    @property
+    def merge_threads(self) -> int:
+        """Threads of the merge, which checks the partials' sha256 on them: locally, every core."""
+        return default_threads() if self.executor == "local" else self.threads
 
 
 def make_executor(

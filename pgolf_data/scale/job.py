@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,7 +26,12 @@ from .slices import Plan, files_changed, plan_slices
 from .workdir import RunSettings, WorkDir
 
 
+class TasksFailed(RuntimeError):
+    """Tasks of a stage did not finish (an executor that does not raise their errors, as Ray's, reports them so)."""
+
+
 def default_work_dir(out_dir: Path) -> Path:
+    out_dir = Path(os.path.abspath(out_dir))
     return out_dir.with_name(out_dir.name + ".work")
 
 
@@ -47,8 +53,8 @@ def run_datatrove(
     """
     log = log or (lambda message: None)
     _, artifact = shard_tokenizer(tokenizer)  # refuses a vocabulary over uint16 before anything is written
-    out_dir = Path(out_dir)
-    work = WorkDir(Path(scale.work_dir) if scale.work_dir else default_work_dir(out_dir))
+    out_dir = Path(os.path.abspath(out_dir))  # tasks may run in another directory
+    work = WorkDir(Path(os.path.abspath(scale.work_dir)) if scale.work_dir else default_work_dir(out_dir))
     plan = plan_slices(corpus, scale.tasks)
     settings = RunSettings.of(corpus, artifact, config, plan)
     prepare(work, out_dir, settings, plan, artifact, mode, log)
@@ -60,10 +66,12 @@ def run_datatrove(
     try:
         for stage, tasks, pipeline in stages:
             executor = make_executor(scale, stage, pipeline, tasks, str(work.logs(stage)))
+            started = time.perf_counter()
             executor.run()
+            log(f"{stage} stage: {tasks} tasks, {time.perf_counter() - started:.2f} s")
             unfinished = executor.get_incomplete_ranks()
             if unfinished:
-                raise RuntimeError(
+                raise TasksFailed(
                     f"{stage} stage: tasks {unfinished} did not finish (logs in {work.logs(stage) / 'logs'}); "
                     "run again with --resume to redo them"
                 )
@@ -170,7 +178,8 @@ def _stages(
         WritePartial(root, run_sha),
     ]
     stages.append(("encode", tasks, encode))
-    merge = MergeShards(root, run_sha, tasks, corpus, config, str(out_dir), threads=scale.threads, progress=progress)
+    local = progress and scale.executor == "local"  # a bar, but not in the logs of Slurm or Ray tasks
+    merge = MergeShards(root, run_sha, tasks, corpus, config, str(out_dir), threads=scale.merge_threads, progress=local)
     stages.append(("merge", 1, [merge]))
     return stages
 

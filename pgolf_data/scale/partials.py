@@ -23,7 +23,6 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -214,17 +213,12 @@ class PartialReader:
             f.close()
 
 
-def check_all(
-    directory: Path, ranks: list[int], run_sha256: str, threads: int, on_done: Callable[[int], None] | None = None
-) -> dict[int, str]:
-    """Check the partials of ``ranks`` (sizes and sha256) on ``threads`` threads; return each problem by rank."""
+def check_all(directory: Path, ranks: list[int], run_sha256: str, threads: int, *, deep: bool = True) -> dict[int, str]:
+    """Check the partials of ``ranks`` (``check_partial``) on ``threads`` threads; return each problem by rank."""
     from concurrent.futures import ThreadPoolExecutor
 
     def one(rank: int) -> tuple[int, str | None]:
-        problem = check_partial(directory, rank, run_sha256)
-        if on_done is not None:
-            on_done(rank)
-        return rank, problem
+        return rank, check_partial(directory, rank, run_sha256, deep=deep)
 
     with ThreadPoolExecutor(max(1, threads)) as pool:  # hashlib releases the GIL on large buffers
         return {rank: problem for rank, problem in pool.map(one, ranks) if problem}

@@ -143,7 +143,10 @@ def plan_slices(corpus: Corpus, tasks: int) -> Plan:
 
 
 def _units(corpus: Corpus) -> tuple[list[_Unit], list[tuple[str, int, int]]]:
+    """The corpus' sources in reading order; paths absolute, since tasks may run in another directory."""
     kind, target = corpus.kind, corpus.target
+    if kind not in ("default", "hf"):
+        target = os.path.abspath(target)
     if kind == "default":
         sizes = [len(d.encode("utf-8")) for d in embedded_cached()]
         offsets = list(itertools.accumulate(sizes, initial=0))

@@ -26,8 +26,8 @@ from datatrove.pipeline.base import PipelineStep
 from ..corpus import Corpus
 from ..sharding import ShardConfig, encode_documents
 from ..tokenizer.artifact import from_artifact
-from .merge import already_merged, check_partials, merge_partials, remove_partials
-from .partials import PartialWriter
+from .merge import already_merged, check_records, merge_partials, remove_partials
+from .partials import PartialWriter, peak_rss_bytes
 from .slices import count_slice, read_task
 from .workdir import WorkDir
 
@@ -85,9 +85,19 @@ class Tokenize(PipelineStep):
         self.work_dir, self.config, self.threads = work_dir, config, threads
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        before = os.environ.get("RAYON_NUM_THREADS")
         os.environ["RAYON_NUM_THREADS"] = str(self.threads)  # HF tokenizers size their pool from it on first use
-        tok = from_artifact(WorkDir(Path(self.work_dir)).load_tokenizer())
-        tok.set_threads(self.threads)
+        try:
+            tok = from_artifact(WorkDir(Path(self.work_dir)).load_tokenizer())
+            tok.set_threads(self.threads)
+            yield from self._batches(tok, data)
+        finally:  # a task may run in the caller's own process (one local worker)
+            if before is None:
+                os.environ.pop("RAYON_NUM_THREADS", None)
+            else:
+                os.environ["RAYON_NUM_THREADS"] = before
+
+    def _batches(self, tok, data: DocumentsPipeline) -> DocumentsPipeline:
         batch: list[Document] = []
         sizes: list[int] = []
         pending = 0
@@ -148,6 +158,7 @@ class WritePartial(PipelineStep):
             raise
         record = writer.commit()
         self.stat_update("documents", value=record.docs)
+        self.stat_update("text_bytes", value=record.text_bytes, unit="task")
         self.stat_update("peak_rss_bytes", value=record.peak_rss_bytes, unit="task")
 
 
@@ -181,7 +192,7 @@ class MergeShards(PipelineStep):
             return
         from datatrove.utils.logging import logger
 
-        records = check_partials(work.partials, self.tasks, self.run_sha256, threads=self.threads)
+        records = check_records(work.partials, self.tasks, self.run_sha256)
         manifest = merge_partials(
             work.partials,
             records,
@@ -189,9 +200,12 @@ class MergeShards(PipelineStep):
             work.load_tokenizer(),
             out_dir,
             self.config,
+            run_sha256=self.run_sha256,
+            threads=self.threads,
             progress=self.progress,
             log=logger.info,
         )
         remove_partials(work.partials)
         for split, entry in manifest.splits.items():
             self.stat_update(f"{split}_tokens", value=entry.tokens)
+        self.stat_update("peak_rss_bytes", value=peak_rss_bytes(), unit="task")
