@@ -17,6 +17,9 @@ Crash safety: a shard is written as ``<file>.tmp`` and renamed when complete; af
 directory without it is an unfinished run. ``mode="resume"`` re-checks every recorded shard and continues after the
 last good one; any run first removes temporary files left by a killed one.
 
+``write_encoded`` is that writer around any feed of encoded batches: ``write_shards`` feeds it from the worker
+processes, the datatrove engine's merge (``scale/merge.py``) from the partials its tasks wrote.
+
 Workers are started with "spawn" (a fork of a process holding threads can deadlock), so a script that calls
 ``write_shards`` needs the usual ``if __name__ == "__main__":`` guard.
 """

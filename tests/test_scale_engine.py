@@ -24,9 +24,8 @@ from pgolf_data.scale import job
 from pgolf_data.scale.executors import ScaleConfig, SlurmOptions
 from pgolf_data.scale.job import run_datatrove
 from pgolf_data.sharding import ShardConfig, write_shards
-from pgolf_data.tokenizer import artifact, training
 from pgolf_data.tokenizer.pure_bytes import ByteTokenizer
-from pgolf_data.tokenizer.spec import TokenizerSpec, resolve_spec
+from pgolf_data.tokenizer.spec import TokenizerSpec
 
 REPO = Path(__file__).resolve().parents[1]
 EDGE_DOCS = ["", "é", "ＦＵＬＬＷＩＤＴＨ and ﬁ ligature", "tab\tand  double  spaces\r\nand CRLF", "a literal \u2581"]
@@ -37,18 +36,6 @@ CONFIG = ShardConfig(val_docs=40, shard_tokens=20_000, workers=1)
 def docs(dev_docs) -> list[str]:
     """Real documents with edge cases on both sides of the validation boundary (val_docs=40)."""
     return [*EDGE_DOCS[:3], *dev_docs[:40], *EDGE_DOCS[3:], *dev_docs[40:300]]
-
-
-@pytest.fixture(scope="module")
-def sp1024(dev_sample) -> bytes:
-    """The official sp1024 spec (nmt_nfkc, lossy: byte counts come from SentencePiece's alignment)."""
-    tok, _ = training.train(resolve_spec("sp1024"), dev_sample, num_threads=1)
-    return artifact.to_artifact(tok)
-
-
-@pytest.fixture(scope="module")
-def bytes260() -> bytes:
-    return artifact.to_artifact(ByteTokenizer(TokenizerSpec(name="bytes260", kind="bytes", vocab_size=260)))
 
 
 @pytest.fixture
@@ -115,6 +102,33 @@ def test_sources_train_sidecars_and_max_docs(tmp_path, docs, bytes260):
     corpus = open_corpus(source, max_docs=270)
     run_datatrove(corpus, bytes260, tmp_path / "dt", config, ScaleConfig(tasks=5, workers=2))
     assert files(tmp_path / "dt") == expected
+
+
+@pytest.mark.parametrize(("max_docs", "verified"), [(None, True), (250, False)])
+def test_the_challenge_file_is_verified_as_by_its_reader(tmp_path, docs, bytes260, max_docs, verified):
+    """docs_selected.jsonl with its source manifest: the manifests agree on docs_sha256_verified, and a file that
+    is not the declared one is refused by both engines."""
+    import hashlib
+
+    folder = tmp_path / "challenge"
+    folder.mkdir()
+    raw = "".join(json.dumps({"text": d}) + "\n" for d in docs).encode()
+    (folder / "docs_selected.jsonl").write_bytes(raw)
+    sidecar = folder / "docs_selected.source_manifest.json"
+    sidecar.write_text(json.dumps({"docs_val": 40, "docs_sha256": hashlib.sha256(raw).hexdigest()}))
+    config = ShardConfig(val_docs=40, shard_tokens=50_000, max_docs=max_docs, workers=1)
+    expected = reference(folder, bytes260, tmp_path / "ref", config)
+    manifest = run_datatrove(
+        open_corpus(folder, max_docs=max_docs), bytes260, tmp_path / "dt", config, ScaleConfig(tasks=3, workers=2)
+    )
+    assert files(tmp_path / "dt") == expected
+    assert manifest.corpus["source"]["docs_sha256_verified"] is verified
+
+    sidecar.write_text(json.dumps({"docs_val": 40, "docs_sha256": "0" * 64}))
+    if verified:
+        with pytest.raises(CorpusError, match="differs from docs_sha256"):
+            run_datatrove(open_corpus(folder), bytes260, tmp_path / "bad", config, ScaleConfig(tasks=3, workers=2))
+        assert not (tmp_path / "bad" / "manifest.json").exists()
 
 
 def test_the_cli_switch(tmp_path, corpus_file, bytes260):

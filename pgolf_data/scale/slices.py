@@ -225,13 +225,13 @@ def count_slice(s: Slice) -> SliceCount:
     """How many documents (and raw lines) a slice holds, reading as little as its kind allows."""
     if s.docs is not None:
         return SliceCount(s.docs, 0)
-    if s.kind == "jsonl":
-        docs = lines = 0
-        for raw in slice_lines(Path(s.target), s.start, s.stop):
-            lines += 1
-            docs += bool(raw.strip())  # the jsonl reader skips blank lines
-        return SliceCount(docs, lines)
-    return SliceCount(sum(1 for _ in read_slice(s, "text", 1)), 0)
+    if s.kind != "jsonl":  # only a streamed dataset has no count, and it is always the corpus' only slice
+        raise ValueError(f"cannot count the documents of a {s.kind} slice ({s.target})")
+    docs = lines = 0
+    for raw in slice_lines(Path(s.target), s.start, s.stop):
+        lines += 1
+        docs += bool(raw.strip())  # the jsonl reader skips blank lines
+    return SliceCount(docs, lines)
 
 
 def read_slice(s: Slice, text_field: str, first_line: int) -> Iterator[str]:
