@@ -6,8 +6,10 @@ import argparse
 import sys
 
 from .cli_args import add_command, add_corpus_args
+from .cli_scale import add_scale_args, shard_with_datatrove
 from .corpus import open_corpus
 from .inspect_shard import describe
+from .manifest import SPLITS
 from .sharding import ShardConfig, write_shards
 from .shards import MAX_SHARD_TOKENS
 from .tokenizer import artifact
@@ -41,8 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--workers",
         type=int,
         metavar="N",
-        default=default_threads(),
-        help=f"encoder processes (default: all cores, here {default_threads()})",
+        help=f"encoder processes (default: all cores, here {default_threads()}); with --engine datatrove, tasks "
+        "running at once (default: local, one per core; slurm and ray, no limit)",
     )
     p.add_argument(
         "--train-sidecars",
@@ -57,6 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     again.add_argument("--force", action="store_true", help="delete existing shard output in --out and start over")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_scale_args(p)
 
     p = add_command(sub, "verify", cmd_verify)
     p.add_argument("directory", metavar="DIR", help="shard directory (holding manifest.json)")
@@ -95,13 +98,19 @@ def cmd_shard(args: argparse.Namespace) -> int:
         shard_tokens=args.shard_tokens,
         max_docs=args.max_docs,
         train_sidecars=args.train_sidecars,
-        workers=args.workers,
+        workers=args.workers or default_threads(),
     )
     mode = "resume" if args.resume else "force" if args.force else "new"
-    manifest = write_shards(
-        corpus, data, args.out, config, mode=mode, progress=not args.quiet, log=lambda m: print(m, file=sys.stderr)
-    )
-    for split, entry in manifest.splits.items():
+    if args.engine == "datatrove":
+        manifest = shard_with_datatrove(args, corpus, data, config, mode)
+        if manifest is None:
+            return 0
+    else:
+        manifest = write_shards(
+            corpus, data, args.out, config, mode=mode, progress=not args.quiet, log=lambda m: print(m, file=sys.stderr)
+        )
+    for split in (s for s in SPLITS if s in manifest.splits):
+        entry = manifest.splits[split]
         sidecars = " + byte sidecars" if entry.sidecars else ""
         print(
             f"{split:<5} {entry.docs:>12,} docs {entry.tokens:>15,} tokens {entry.bytes:>15,} bytes "

@@ -24,7 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Train a tokenizer and write DIR/tokenizer.pgt (the compact artifact whose bytes the model budget counts) "
             "and DIR/report.json (what it was trained on). Specs are TOML files; by name they are looked up in the "
-            f"repository's tokenizers/ folder (available: {', '.join(available_specs()) or 'none'})."
+            f"repository's tokenizers/ folder (available: {', '.join(available_specs()) or 'none'}). A corpus larger "
+            "than memory: the HF kinds train from the documents as they stream; for SentencePiece, which holds its "
+            "input in memory, take --train-sample hash with a --train-bytes budget."
         ),
     )
     what = p.add_mutually_exclusive_group()
@@ -41,6 +43,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--train-docs", type=int, help="train on at most this many documents (overrides the spec)")
     p.add_argument("--train-bytes", type=int, help="train on whole documents until this many UTF-8 bytes")
+    p.add_argument(
+        "--train-sample",
+        choices=("first", "hash"),
+        default="first",
+        help="which documents: first = the corpus' first ones up to --train-docs/--train-bytes (default, as the "
+        "challenge); hash = a deterministic sample of the whole corpus within those budgets, drawn in one pass with "
+        "memory for the sample only (the documents of lowest keyed hash; for a corpus larger than memory)",
+    )
+    p.add_argument("--train-seed", type=int, default=0, help="key of the hash sample (default 0)")
     p.add_argument("--threads", type=int, help="trainer threads (default: all cores)")
     p.add_argument(
         "--sample-docs", type=int, default=200, help="documents for the tokens-per-byte report (default 200)"
@@ -113,7 +124,9 @@ def cmd_train_tokenizer(args: argparse.Namespace) -> int:
     print(f"training {spec.kind} tokenizer {spec.name!r} (vocab {spec.vocab_size}) on {args.corpus}", file=sys.stderr)
     docs = itertools.islice(corpus, args.val_docs, None)
     with tqdm(desc="reading corpus", unit="B", unit_scale=True, file=sys.stderr, leave=False) as bar:
-        tok, report = training.train(spec, docs, num_threads=args.threads, progress=bar.update)
+        tok, report = training.train(
+            spec, docs, num_threads=args.threads, progress=bar.update, sample=args.train_sample, seed=args.train_seed
+        )
     report["corpus"] = corpus.describe()
     report["skipped_val_docs"] = args.val_docs
     # Tokens per byte on held-out text when there is a validation split, else on the first training documents.

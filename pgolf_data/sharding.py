@@ -17,6 +17,9 @@ Crash safety: a shard is written as ``<file>.tmp`` and renamed when complete; af
 directory without it is an unfinished run. ``mode="resume"`` re-checks every recorded shard and continues after the
 last good one; any run first removes temporary files left by a killed one.
 
+``write_encoded`` is that writer around any feed of encoded batches: ``write_shards`` feeds it from the worker
+processes, the datatrove engine's merge (``scale/merge.py``) from the partials its tasks wrote.
+
 Workers are started with "spawn" (a fork of a process holding threads can deadlock), so a script that calls
 ``write_shards`` needs the usual ``if __name__ == "__main__":`` guard.
 """
@@ -233,15 +236,17 @@ def _encode_in_worker(texts: list[str], doc_bytes: np.ndarray, first_doc: int, w
 
 
 @dataclass
-class _Batch:
+class Batch:
+    """Consecutive documents of one split, as the writer takes them (with their ``EncodedBatch``)."""
+
     first_doc: int
     split: Split
-    texts: list[str]
+    texts: Sequence[str]
     doc_bytes: np.ndarray  # int64 UTF-8 length per document
     hash_before: DocsHasher  # corpus hash of the documents before this batch
 
 
-def _read_batches(docs: Iterable[str], hasher: DocsHasher, config: ShardConfig, start: ResumePoint) -> Iterator[_Batch]:
+def _read_batches(docs: Iterable[str], hasher: DocsHasher, config: ShardConfig, start: ResumePoint) -> Iterator[Batch]:
     """The batches to encode: the corpus' documents from ``start.next_doc`` on, every document hashed into ``hasher``.
 
     Steps: number and type-check the documents (``_numbered``), hash the ones the interrupted run already wrote and
@@ -285,14 +290,14 @@ def _skip_written(stream: Iterator[tuple[int, str]], hasher: DocsHasher, start: 
         )
 
 
-def _batches(stream: Iterator[tuple[int, str]], hasher: DocsHasher, config: ShardConfig) -> Iterator[_Batch]:
+def _batches(stream: Iterator[tuple[int, str]], hasher: DocsHasher, config: ShardConfig) -> Iterator[Batch]:
     """Consecutive documents in batches of about ``config.batch_bytes`` of text; no batch straddles the split."""
     texts: list[str] = []
     sizes: list[int] = []
     first, hash_before, pending = 0, hasher, 0
     for i, doc in stream:
         if texts and (i == config.val_docs or pending >= config.batch_bytes):
-            yield _Batch(first, config.split_of(first), texts, np.array(sizes), hash_before)
+            yield Batch(first, config.split_of(first), texts, np.array(sizes), hash_before)
             texts, sizes, pending = [], [], 0
         if not texts:
             first, hash_before = i, hasher.copy()
@@ -300,7 +305,7 @@ def _batches(stream: Iterator[tuple[int, str]], hasher: DocsHasher, config: Shar
         sizes.append(_hash(hasher, i, doc))
         pending += sizes[-1]
     if texts:
-        yield _Batch(first, config.split_of(first), texts, np.array(sizes), hash_before)
+        yield Batch(first, config.split_of(first), texts, np.array(sizes), hash_before)
 
 
 # --- writing ---------------------------------------------------------------------------------------------------
@@ -365,7 +370,7 @@ class _Writer:
         self.files: tuple[_ShardFile, _ShardFile | None] | None = None
         self.docs_in_shard = 0
 
-    def write(self, batch: _Batch, encoded: EncodedBatch) -> None:
+    def write(self, batch: Batch, encoded: EncodedBatch) -> None:
         if batch.split != self.split:
             self.close(ResumePoint(batch.first_doc, 0, batch.hash_before.hexdigest(), _copy_stats(self.stats)))
             self.split, self.index = batch.split, 0
@@ -397,7 +402,7 @@ class _Writer:
         self.stats[self.split] = _stats_plus(before, len(batch.texts), int(end), int(byte_starts[-1]))
 
     def _point_at(
-        self, batch: _Batch, before: dict[str, int], starts: np.ndarray, byte_starts: np.ndarray, position: int
+        self, batch: Batch, before: dict[str, int], starts: np.ndarray, byte_starts: np.ndarray, position: int
     ) -> ResumePoint:
         """Where the stream continues after a shard that ends at batch ``position``; ``before`` holds the split's
         statistics before the batch, ``starts`` and ``byte_starts`` the batch offsets of each document."""
@@ -457,6 +462,11 @@ def _ours(name: str) -> bool:
     return name in _OUR_NAMES or parse_shard_filename(name) is not None
 
 
+def shard_output(out_dir: Path) -> list[Path]:
+    """The files of a shard run in ``out_dir`` (shards, sidecars, tokenizer, manifest, journal), by name."""
+    return sorted(p for p in out_dir.iterdir() if _ours(p.name)) if out_dir.is_dir() else []
+
+
 def remove_temporaries(out_dir: Path) -> list[Path]:
     """Delete the ``.tmp`` files an interrupted run may have left; return them."""
     leftovers = [p for p in out_dir.glob("*.tmp") if _ours(p.name[:-4])]
@@ -471,7 +481,7 @@ def _prepare_output(out_dir: Path, fingerprint: dict[str, Any], mode: Mode, log:
     out_dir.mkdir(parents=True, exist_ok=True)
     for p in remove_temporaries(out_dir):
         log(f"removed {p.name}, left by an interrupted run")
-    ours = sorted(p for p in out_dir.iterdir() if _ours(p.name))
+    ours = shard_output(out_dir)
     path = out_dir / JOURNAL_NAME
     if mode == "new" and ours:
         raise FileExistsError(
@@ -512,15 +522,54 @@ def write_shards(
     an interrupted run. ``docs`` may have a ``describe()`` method (``corpus.Corpus``), recorded in the manifest.
     """
     config = config or ShardConfig()
-    log = log or (lambda message: None)
+    tok, artifact = shard_tokenizer(tokenizer)
+    describe = getattr(docs, "describe", None)
+    source = describe() if callable(describe) else {"source": type(docs).__name__}
+
+    def feed(writer: _Writer, hasher: DocsHasher, start: ResumePoint, bar: _Progress) -> None:
+        _encode_and_write(_read_batches(docs, hasher, config, start), artifact, config, writer, bar)
+
+    final = describe if callable(describe) else None
+    return write_encoded(
+        feed, tok, artifact, source, out_dir, config, final_source=final, mode=mode, progress=progress, log=log
+    )
+
+
+def shard_tokenizer(tokenizer: Tokenizer | bytes) -> tuple[Tokenizer, bytes]:
+    """The tokenizer and its artifact bytes, refused when its ids do not fit uint16 shards."""
     tok = from_artifact(tokenizer) if isinstance(tokenizer, bytes) else tokenizer
     if tok.vocab_size > VOCAB_LIMIT:
         raise ValueError(
             f"tokenizer has {tok.vocab_size} ids, more than the {VOCAB_LIMIT} a uint16 shard can hold; nothing written"
         )
-    artifact = tokenizer if isinstance(tokenizer, bytes) else to_artifact(tokenizer)
-    describe = getattr(docs, "describe", None)
-    source = describe() if callable(describe) else {"source": type(docs).__name__}
+    return tok, tokenizer if isinstance(tokenizer, bytes) else to_artifact(tokenizer)
+
+
+Feed = Callable[["_Writer", DocsHasher, ResumePoint, "_Progress"], None]
+
+
+def write_encoded(
+    feed: Feed,
+    tok: Tokenizer,
+    artifact: bytes,
+    source: dict[str, Any],
+    out_dir: str | os.PathLike,
+    config: ShardConfig,
+    *,
+    final_source: Callable[[], dict[str, Any]] | None = None,
+    mode: Mode = "new",
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> Manifest:
+    """The shard writer around ``feed``, which delivers the encoded documents.
+
+    ``feed(writer, hasher, start, bar)`` adds every document of the corpus to ``hasher`` in order, checks that the
+    first ``start.next_doc`` of them are the ones the interrupted run wrote, and passes the rest in batches to
+    ``writer.write`` (and ``bar.advance``). ``write_shards`` encodes in worker processes; the datatrove engine
+    (``scale/merge.py``) reads what its tasks encoded. ``source`` describes the corpus in the resume journal,
+    ``final_source()`` (default: ``source``) in the manifest, after the corpus was read.
+    """
+    log = log or (lambda message: None)
     artifact_sha = hashlib.sha256(artifact).hexdigest()
     fingerprint = {"name": config.name, "tokenizer_sha256": artifact_sha, "corpus": source, **config.output_settings()}
     fingerprint = json.loads(json.dumps(fingerprint))  # as the journal will read it back
@@ -532,7 +581,7 @@ def write_shards(
     writer = _Writer(out_dir, config, journal)
     bar = _progress(progress, config, start.next_doc)
     try:
-        _encode_and_write(_read_batches(docs, hasher, config, start), artifact, config, writer, bar)
+        feed(writer, hasher, start, bar)
         if hasher.docs <= config.val_docs:
             raise ValueError(
                 f"the corpus has {hasher.docs} documents, all in the validation split (val_docs {config.val_docs}): "
@@ -545,7 +594,7 @@ def write_shards(
     finally:
         bar.close()
 
-    final = describe() if callable(describe) else source
+    final = final_source() if final_source is not None else source
     manifest = _build_manifest(config, tok, artifact, final, hasher, writer.stats, journal)
     write_atomic(out_dir / TOKENIZER_NAME, artifact)
     manifest.write(out_dir)
@@ -554,14 +603,14 @@ def write_shards(
 
 
 def _encode_and_write(
-    batches: Iterable[_Batch], artifact: bytes, config: ShardConfig, writer: _Writer, bar: _Progress
+    batches: Iterable[Batch], artifact: bytes, config: ShardConfig, writer: _Writer, bar: _Progress
 ) -> None:
     """Encode the batches in worker processes and write the results in batch order, at most ``2 * workers``
     batches in flight; on any error (Ctrl-C included) the queued batches are cancelled and the workers stopped."""
     pool = ProcessPoolExecutor(
         config.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker, initargs=(artifact,)
     )
-    pending: deque[tuple[_Batch, Future[EncodedBatch]]] = deque()
+    pending: deque[tuple[Batch, Future[EncodedBatch]]] = deque()
 
     def write_next() -> None:
         batch, future = pending.popleft()
