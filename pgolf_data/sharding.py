@@ -66,7 +66,7 @@ from .shards import (
     shard_filename,
 )
 from .tokenizer.artifact import from_artifact, to_artifact
-from .tokenizer.base import Tokenizer
+from .tokenizer.base import TextError, Tokenizer
 from .tokenizer.training import default_threads
 
 Mode = Literal["new", "resume", "force"]
@@ -133,11 +133,14 @@ def encode_documents(
     sidecar values must fit uint16 and sum to its UTF-8 length. ``doc_bytes`` are those lengths; ``first_doc``
     numbers the documents in error messages.
     """
-    if with_bytes:
-        pairs = tok.encode_with_bytes(texts)
-        ids_list, count_list = [ids for ids, _ in pairs], [counts for _, counts in pairs]
-    else:
-        ids_list, count_list = tok.encode_batch(texts), None
+    try:
+        if with_bytes:
+            pairs = tok.encode_with_bytes(texts)
+            ids_list, count_list = [ids for ids, _ in pairs], [counts for _, counts in pairs]
+        else:
+            ids_list, count_list = tok.encode_batch(texts), None
+    except TextError as e:  # the tokenizer numbers the batch's texts; the user knows the corpus' documents
+        raise ValueError(f"document {first_doc + e.index}: {e.detail}") from None
     if len(ids_list) != len(texts):
         raise ValueError(f"tokenizer returned {len(ids_list)} encodings for {len(texts)} documents")
     doc_tokens = np.fromiter((len(ids) + 1 for ids in ids_list), dtype=np.int64, count=len(ids_list))
@@ -457,6 +460,19 @@ def _ours(name: str) -> bool:
     return name in _OUR_NAMES or parse_shard_filename(name) is not None
 
 
+def refuse_inputs_inside(out_dir: str | os.PathLike, inputs: dict[str, str | os.PathLike]) -> None:
+    """FileExistsError if an input (``{what: path}``) lies inside ``out_dir``: a run deletes and rewrites its files
+    there (``tokenizer.pgt`` among them), so the input could be gone before the run ends, or for good after a crash."""
+    root = Path(out_dir).resolve()
+    for what, path in inputs.items():
+        resolved = Path(path).resolve()
+        if resolved == root or root in resolved.parents:
+            raise FileExistsError(
+                f"the {what} {path} is inside the output directory {out_dir}, whose files this run replaces: "
+                "shard into another --out"
+            )
+
+
 def remove_temporaries(out_dir: Path) -> list[Path]:
     """Delete the ``.tmp`` files an interrupted run may have left; return them."""
     leftovers = [p for p in out_dir.glob("*.tmp") if _ours(p.name[:-4])]
@@ -525,6 +541,7 @@ def write_shards(
     fingerprint = {"name": config.name, "tokenizer_sha256": artifact_sha, "corpus": source, **config.output_settings()}
     fingerprint = json.loads(json.dumps(fingerprint))  # as the journal will read it back
     out_dir = Path(out_dir)
+    created = not out_dir.exists()
     journal = _prepare_output(out_dir, fingerprint, mode, log)
     start = journal.resume_point()
 
@@ -541,6 +558,10 @@ def write_shards(
         writer.close(ResumePoint(hasher.docs, 0, hasher.hexdigest(), _copy_stats(writer.stats)))
     except BaseException:
         writer.abort()
+        if not journal.shards:  # nothing to resume: leave nothing that would refuse the corrected rerun
+            journal.path.unlink(missing_ok=True)
+            if created and not any(out_dir.iterdir()):
+                out_dir.rmdir()
         raise
     finally:
         bar.close()

@@ -43,7 +43,12 @@ def collect_sample(
         if not doc:
             n_empty += 1
             continue
-        size = len(doc.encode("utf-8"))
+        try:
+            size = len(doc.encode("utf-8"))
+        except UnicodeEncodeError as e:  # a lone surrogate: corpus files are checked on reading, lists are not
+            raise TokenizerError(
+                f"document {n_read - 1}: not valid Unicode text (character {e.start}: {e.reason})"
+            ) from None
         texts.append(doc)
         sizes.append(size)
         n_bytes += size
