@@ -23,6 +23,7 @@ Workers are started with "spawn" (a fork of a process holding threads can deadlo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -351,7 +352,8 @@ class _ShardFile:
         return digest
 
     def abort(self) -> None:
-        self._file.close()
+        with contextlib.suppress(OSError):  # after a failed write (a full disk) closing flushes and fails again
+            self._file.close()
         self.tmp.unlink(missing_ok=True)
 
 

@@ -32,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.artifact and not args.tokenizer:
         parser.error("give an artifact, or --tokenizer (and config flags) for an estimate")
-    return guarded(lambda: artifact_budget(args) if args.artifact else estimate_budget(args), (ValueError, OSError))
+    return guarded(
+        lambda: artifact_budget(args) if args.artifact else estimate_budget(args), (ValueError, FileNotFoundError)
+    )
 
 
 def artifact_budget(args) -> int:

@@ -34,7 +34,10 @@ def save(run_dir: str | os.PathLike, step: int, state: dict, keep: int) -> Path:
     path = directory / f"step_{step:06d}.pt"
     tmp = path.with_name(path.name + ".tmp")
     try:
-        torch.save({**state, "config": json.dumps(state["config"], sort_keys=True)}, tmp)
+        try:
+            torch.save({**state, "config": json.dumps(state["config"], sort_keys=True)}, tmp)
+        except RuntimeError as e:  # torch's file writer reports a failed write (a full disk) so
+            raise OSError(f"could not write {path}: {e}") from None
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
