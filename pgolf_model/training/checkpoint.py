@@ -60,6 +60,18 @@ def latest(run_dir: str | os.PathLike) -> Path | None:
     return found[-1][1] if found else None
 
 
+# torch wraps what its restricted unpickler refused in paragraphs of advice; the refusal itself follows this label.
+_UNPICKLER_REASON = re.compile(r"WeightsUnpickler error:\s*(.+?)(?:\. Please|\n\n|$)", re.S)
+
+
+def _load_failure(e: Exception) -> str:
+    """The one line of ``torch.load``'s error that says what was wrong with the file."""
+    text = str(e).strip()
+    if m := _UNPICKLER_REASON.search(text):
+        return f"{' '.join(m[1].split())}; weights_only=True loads only tensors, numbers and strings"
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def load(path: str | os.PathLike) -> dict:
     """The checkpoint at ``path``, its ``config`` a dict again; CheckpointError for anything else."""
     path = Path(path)
@@ -68,8 +80,7 @@ def load(path: str | os.PathLike) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # not a torch file, truncated, or holding objects weights_only refuses: all the same here
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a loadable pgolf checkpoint ({reason})") from None
+        raise CheckpointError(f"{path}: not a loadable pgolf checkpoint ({_load_failure(e)})") from None
     missing = [key for key in ("config", *REQUIRED) if not isinstance(state, dict) or key not in state]
     if missing:
         raise CheckpointError(f"{path}: not a pgolf checkpoint (missing {', '.join(missing)})")
