@@ -97,6 +97,7 @@ def cmd_shard(args: argparse.Namespace) -> int:
     corpus_path = {"corpus": args.corpus} if local else {}
     refuse_inputs_inside(args.out, {"tokenizer": tokenizer, **corpus_path})
     data = tokenizer.read_bytes()
+    artifact.from_artifact(data, where=str(tokenizer))  # a bad artifact is refused naming its file, before any work
     corpus = open_corpus(args.corpus, text_field=args.text_field, max_docs=args.max_docs)
     val_docs = args.val_docs if args.val_docs is not None else (corpus.default_val_docs or DEFAULT_VAL_DOCS)
     config = ShardConfig(

@@ -426,3 +426,15 @@ def test_ctrl_c_says_what_shard_kept_for_resume(tmp_path, monkeypatch, docs, byt
     err = capsys.readouterr().err
     assert f"interrupted; kept 3 complete shard(s) in {out} and resume.json" in err and "--resume" in err
     assert main([*args, "--resume"]) == 0
+
+
+def test_a_truncated_tokenizer_is_refused_naming_its_file(tmp_path, capsys):
+    from pgolf_data.cli import main
+
+    (tmp_path / "tok").mkdir()
+    (tmp_path / "tok" / "tokenizer.pgt").write_bytes(b"PGTK")
+    args = ["shard", "--tokenizer", str(tmp_path / "tok"), "--corpus", "default", "--out", str(tmp_path / "out")]
+    assert main([*args, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'tok' / 'tokenizer.pgt'}: truncated tokenizer artifact (4 bytes" in err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
