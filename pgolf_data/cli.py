@@ -42,8 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"pgolf-data {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"pgolf-data {args.command}: interrupted; no partial output was kept", file=sys.stderr)
+    except OSError as e:  # the machine, not the input: a full disk, a file size limit, permissions
+        print(f"pgolf-data {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as e:
+        # Every command writes its output atomically; one that keeps partial work (shard) says what it kept.
+        print(f"pgolf-data {args.command}: interrupted; {e or 'no partial output was kept'}", file=sys.stderr)
         return 130
 
 

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from .cli_args import add_command, add_corpus_args
 from .cli_scale import add_scale_args, shard_with_datatrove
-from .corpus import open_corpus
+from .corpus import DEFAULT_SOURCE, open_corpus
 from .inspect_shard import describe
+from .journal import JOURNAL_NAME, Journal
 from .manifest import SPLITS
-from .sharding import ShardConfig, write_shards
+from .sharding import ShardConfig, refuse_inputs_inside, write_shards
 from .shards import MAX_SHARD_TOKENS
 from .tokenizer import artifact
 from .tokenizer.training import default_threads
-from .verify import verify
+from .verify import DEFAULT_SAMPLE_DOCS, verify
 
 DEFAULT_VAL_DOCS = 50_000
 
@@ -67,7 +69,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         p, default=None, corpus_help="the corpus the shards were made from, for the per-document checks", max_docs=False
     )
     p.add_argument(
-        "--sample-docs", type=int, default=16, metavar="N", help="documents per split to round-trip (default: 16)"
+        "--sample-docs",
+        type=int,
+        metavar="N",
+        help="re-encode only N documents per split, spread over it (default: every document with --corpus, "
+        f"{DEFAULT_SAMPLE_DOCS} decoded and re-encoded without it)",
     )
 
     p = add_command(sub, "inspect", cmd_inspect)
@@ -89,7 +95,12 @@ def cmd_shard(args: argparse.Namespace) -> int:
     original text per token, for exact bits per byte), a copy of the tokenizer and manifest.json, written last. The
     first --val-docs documents are the validation split, the rest train. Output is byte-identical for any --workers.
     """
-    data = artifact.artifact_path(args.tokenizer).read_bytes()
+    tokenizer = artifact.artifact_path(args.tokenizer)
+    local = args.corpus != DEFAULT_SOURCE and not args.corpus.startswith("hf:")
+    corpus_path = {"corpus": args.corpus} if local else {}
+    refuse_inputs_inside(args.out, {"tokenizer": tokenizer, **corpus_path})
+    data = tokenizer.read_bytes()
+    artifact.from_artifact(data, where=str(tokenizer))  # a bad artifact is refused naming its file, before any work
     corpus = open_corpus(args.corpus, text_field=args.text_field, max_docs=args.max_docs)
     val_docs = args.val_docs if args.val_docs is not None else (corpus.default_val_docs or DEFAULT_VAL_DOCS)
     config = ShardConfig(
@@ -101,14 +112,27 @@ def cmd_shard(args: argparse.Namespace) -> int:
         workers=args.workers or default_threads(),
     )
     mode = "resume" if args.resume else "force" if args.force else "new"
-    if args.engine == "datatrove":
-        manifest = shard_with_datatrove(args, corpus, data, config, mode)
-        if manifest is None:
-            return 0
-    else:
-        manifest = write_shards(
-            corpus, data, args.out, config, mode=mode, progress=not args.quiet, log=lambda m: print(m, file=sys.stderr)
-        )
+    try:
+        if args.engine == "datatrove":
+            manifest = shard_with_datatrove(args, corpus, data, config, mode)
+            if manifest is None:
+                return 0
+        else:
+            manifest = write_shards(
+                corpus,
+                data,
+                args.out,
+                config,
+                mode=mode,
+                progress=not args.quiet,
+                log=lambda m: print(m, file=sys.stderr),
+            )
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(_kept(Path(args.out))) from None
+    except (FileNotFoundError, FileExistsError):
+        raise
+    except OSError as e:  # a full disk: the shards completed before it stay, as after Ctrl-C
+        raise OSError(f"{e}; {_kept(Path(args.out))}") from None
     for split in (s for s in SPLITS if s in manifest.splits):
         entry = manifest.splits[split]
         sidecars = " + byte sidecars" if entry.sidecars else ""
@@ -120,14 +144,27 @@ def cmd_shard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kept(out_dir: Path) -> str:
+    """What an interrupted ``shard`` leaves in ``out_dir``, and how to go on."""
+    journal = out_dir / JOURNAL_NAME
+    if not journal.is_file():
+        return f"nothing was kept in {out_dir}"
+    shards = len(Journal.load(journal).shards)
+    return (
+        f"kept {shards} complete shard(s) in {out_dir} and {JOURNAL_NAME}, which records them: the same command with "
+        "--resume continues after them (--force starts over)"
+    )
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     """check a shard directory against its manifest (and the corpus): headers, sha256, BOS, byte sums
 
     Check every claim of DIR/manifest.json: file list, tokenizer sha256, every header (magic, version, count against
-    size) and sha256, sidecar counts, the official cut, token ids, BOS at every document, sidecar sums, and a decode
-    round trip on a sample of documents. With --corpus also each document's sidecar sum against its UTF-8 length, the
-    document count and the corpus sha256. Lists every failure with file, offset, expected and found; exits 1 when any
-    check fails.
+    size) and sha256, sidecar counts, the official cut, token ids, BOS at every document and sidecar sums. With
+    --corpus also each document's sidecar sum against its UTF-8 length, the document count, the corpus sha256, and
+    every document re-encoded against its stored tokens and byte counts (--sample-docs N: N a split); without it, a
+    decode round trip on a sample of documents. Lists every failure with file, offset, expected and found; exits 1
+    when any check fails.
     """
     corpus = open_corpus(args.corpus, text_field=args.text_field) if args.corpus else None
     report = verify(args.directory, corpus=corpus, sample_docs=args.sample_docs)

@@ -26,6 +26,7 @@ Workers are started with "spawn" (a fork of a process holding threads can deadlo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -69,7 +70,7 @@ from .shards import (
     shard_filename,
 )
 from .tokenizer.artifact import from_artifact, to_artifact
-from .tokenizer.base import Tokenizer
+from .tokenizer.base import TextError, Tokenizer
 from .tokenizer.training import default_threads
 
 Mode = Literal["new", "resume", "force"]
@@ -136,11 +137,14 @@ def encode_documents(
     sidecar values must fit uint16 and sum to its UTF-8 length. ``doc_bytes`` are those lengths; ``first_doc``
     numbers the documents in error messages.
     """
-    if with_bytes:
-        pairs = tok.encode_with_bytes(texts)
-        ids_list, count_list = [ids for ids, _ in pairs], [counts for _, counts in pairs]
-    else:
-        ids_list, count_list = tok.encode_batch(texts), None
+    try:
+        if with_bytes:
+            pairs = tok.encode_with_bytes(texts)
+            ids_list, count_list = [ids for ids, _ in pairs], [counts for _, counts in pairs]
+        else:
+            ids_list, count_list = tok.encode_batch(texts), None
+    except TextError as e:  # the tokenizer numbers the batch's texts; the user knows the corpus' documents
+        raise ValueError(f"document {first_doc + e.index}: {e.detail}") from None
     if len(ids_list) != len(texts):
         raise ValueError(f"tokenizer returned {len(ids_list)} encodings for {len(texts)} documents")
     doc_tokens = np.fromiter((len(ids) + 1 for ids in ids_list), dtype=np.int64, count=len(ids_list))
@@ -353,7 +357,8 @@ class _ShardFile:
         return digest
 
     def abort(self) -> None:
-        self._file.close()
+        with contextlib.suppress(OSError):  # after a failed write (a full disk) closing flushes and fails again
+            self._file.close()
         self.tmp.unlink(missing_ok=True)
 
 
@@ -467,6 +472,19 @@ def shard_output(out_dir: Path) -> list[Path]:
     return sorted(p for p in out_dir.iterdir() if _ours(p.name)) if out_dir.is_dir() else []
 
 
+def refuse_inputs_inside(out_dir: str | os.PathLike, inputs: dict[str, str | os.PathLike]) -> None:
+    """FileExistsError if an input (``{what: path}``) lies inside ``out_dir``: a run deletes and rewrites its files
+    there (``tokenizer.pgt`` among them), so the input could be gone before the run ends, or for good after a crash."""
+    root = Path(out_dir).resolve()
+    for what, path in inputs.items():
+        resolved = Path(path).resolve()
+        if resolved == root or root in resolved.parents:
+            raise FileExistsError(
+                f"the {what} {path} is inside the output directory {out_dir}, whose files this run replaces: "
+                "shard into another --out"
+            )
+
+
 def remove_temporaries(out_dir: Path) -> list[Path]:
     """Delete the ``.tmp`` files an interrupted run may have left; return them."""
     leftovers = [p for p in out_dir.glob("*.tmp") if _ours(p.name[:-4])]
@@ -574,6 +592,7 @@ def write_encoded(
     fingerprint = {"name": config.name, "tokenizer_sha256": artifact_sha, "corpus": source, **config.output_settings()}
     fingerprint = json.loads(json.dumps(fingerprint))  # as the journal will read it back
     out_dir = Path(out_dir)
+    created = not out_dir.exists()
     journal = _prepare_output(out_dir, fingerprint, mode, log)
     start = journal.resume_point()
 
@@ -590,6 +609,10 @@ def write_encoded(
         writer.close(ResumePoint(hasher.docs, 0, hasher.hexdigest(), _copy_stats(writer.stats)))
     except BaseException:
         writer.abort()
+        if not journal.shards:  # nothing to resume: leave nothing that would refuse the corrected rerun
+            journal.path.unlink(missing_ok=True)
+            if created and not any(out_dir.iterdir()):
+                out_dir.rmdir()
         raise
     finally:
         bar.close()

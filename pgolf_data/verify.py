@@ -5,7 +5,8 @@ sha256; every header (magic, version, count against file size) and sha256; sidec
 official cut (every shard but a split's last holds exactly ``shard_tokens``); token ids inside the vocabulary; BOS at
 the start of each split and once per document (per-shard document counts as recorded); sidecars giving BOS 0 bytes and
 summing to the recorded bytes; with the corpus, each document's sidecar sum against its UTF-8 length, the document
-count and the corpus sha256; and a decode round trip on a sample of documents.
+count and the corpus sha256, and every document re-encoded against its stored tokens and byte counts (and, lossless,
+decoded back to its text); without the corpus, a decode round trip on a sample of documents.
 
 Every failure is collected with its file, byte offset and expected vs found values; nothing stops at the first.
 """
@@ -99,8 +100,17 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def verify(directory: str | Path, *, corpus: Iterable[str] | None = None, sample_docs: int = 16) -> VerifyReport:
-    """Verify the shard directory; ``corpus`` (the documents it was made from) enables the per-document checks."""
+DEFAULT_SAMPLE_DOCS = 16  # documents per split round-tripped without the corpus (with it: all of them)
+
+
+def verify(
+    directory: str | Path, *, corpus: Iterable[str] | None = None, sample_docs: int | None = None
+) -> VerifyReport:
+    """Verify the shard directory; ``corpus`` (the documents it was made from) enables the per-document checks.
+
+    ``sample_docs`` limits the documents re-encoded per split, spread over it; by default every document is with the
+    corpus, ``DEFAULT_SAMPLE_DOCS`` without it.
+    """
     directory = Path(directory)
     report = VerifyReport(directory)
     try:
@@ -119,13 +129,19 @@ def verify(directory: str | Path, *, corpus: Iterable[str] | None = None, sample
     for split, shards in opened.items():
         if shards is not None:
             starts[split], sums[split] = _check_content(shards, manifest, manifest.splits[split], report)
-    texts: dict[tuple[str, int], str] = {}
+    if sample_docs is None and corpus is None:
+        sample_docs = DEFAULT_SAMPLE_DOCS
     samples = {split: _sample(len(s), sample_docs) for split, s in starts.items()}
+    checkers = {
+        split: _RoundTrip(opened[split], tok, doc_starts, samples[split], report)  # type: ignore[arg-type]
+        for split, doc_starts in starts.items()
+        if tok is not None
+    }
     if corpus is not None:
-        texts = _check_corpus(corpus, manifest, sums, samples, report)
-    if tok is not None:
-        for split, doc_starts in starts.items():
-            _check_round_trip(opened[split], tok, doc_starts, samples[split], texts, report)  # type: ignore[arg-type]
+        _check_corpus(corpus, manifest, sums, checkers, report)
+    else:
+        for checker in checkers.values():
+            checker.without_corpus()
     return report
 
 
@@ -312,23 +328,24 @@ def _check_content(
     return starts, sums
 
 
-def _sample(n_docs: int, k: int) -> list[int]:
-    """``k`` document indices spread evenly over the split, first and last included."""
-    return sorted({int(i) for i in np.linspace(0, n_docs - 1, num=min(k, n_docs))}) if n_docs else []
+def _sample(n_docs: int, k: int | None) -> range | list[int]:
+    """``k`` document indices spread evenly over the split, first and last included; all of them for None."""
+    if k is None or k >= n_docs:
+        return range(n_docs)
+    return sorted({int(i) for i in np.linspace(0, n_docs - 1, num=k)}) if k > 0 else []
 
 
 def _check_corpus(
     corpus: Iterable[str],
     manifest: Manifest,
     sums: dict[str, np.ndarray],
-    samples: dict[str, list[int]],
+    checkers: dict[str, _RoundTrip],
     report: VerifyReport,
-) -> dict[tuple[str, int], str]:
-    """Recompute every document's UTF-8 length, the counts and the corpus sha256; keep the sampled documents."""
+) -> None:
+    """Recompute every document's UTF-8 length, the counts and the corpus sha256; hand each document to its split's
+    round trip."""
     val_docs = int(manifest.config["val_docs"])
     max_docs = manifest.config.get("max_docs")
-    wanted = {(split, i) for split, indices in samples.items() for i in indices}
-    texts: dict[tuple[str, int], str] = {}
     hasher = DocsHasher()
     split_bytes = {"val": 0, "train": 0}
     split_docs = {"val": 0, "train": 0}
@@ -342,8 +359,8 @@ def _check_corpus(
             split_docs[split] += 1
             if split in sums and index < len(sums[split]) and sums[split][index] != size:
                 mismatches[split].append((index, int(sums[split][index]), size))
-            if (split, index) in wanted:
-                texts[(split, index)] = doc
+            if split in checkers:
+                checkers[split].add(index, doc)
         for split, entry in manifest.splits.items():
             if split_docs[split] != entry.docs:
                 report.fail(
@@ -369,53 +386,101 @@ def _check_corpus(
             )
         checked = sum(len(s) for s in sums.values())
         check.description = f"{hasher.docs} documents and their sha256; {checked} per-document byte sums"
-    return texts
+    for checker in checkers.values():
+        checker.with_corpus()
 
 
-def _check_round_trip(
-    shards: ShardSet,
-    tok: Tokenizer,
-    starts: np.ndarray,
-    sample: list[int],
-    texts: dict[tuple[str, int], str],
-    report: VerifyReport,
-) -> None:
-    """Decode sampled documents: lossless tokenizers must give the original text (or, without the corpus, text that
-    encodes back to the same tokens and byte counts); the original text must encode to the stored tokens."""
-    split = shards.split
-    how = "decode == corpus text and re-encode" if texts else "decode, then re-encode to the same tokens and bytes"
-    if not tok.lossless:
-        how = "re-encode of the corpus text" if texts else "nothing (lossy tokenizer, no corpus given)"
-        note = f"tokenizer {tok.spec.name!r} ({tok.kind}) is lossy: decoding gives normalized text, not the original"
-        if note not in report.notes:
-            report.notes.append(note)
-    ends = np.append(starts[1:], shards.num_tokens)
-    with report.check(f"round-trip {split}", f"{len(sample)} sampled documents: {how}"):
-        for index in sample:
-            lo, hi = int(starts[index]) + 1, int(ends[index])
-            where = f"{split} document {index} ({_location(shards, lo - 1)})"
-            ids = shards.read(lo, hi)
-            counts = shards.read(lo, hi, sidecar=True) if shards.has_bytes else None
-            _check_document(tok, ids, counts, texts.get((split, index)), where, report)
+class _RoundTrip:
+    """One split's documents checked against the tokenizer: the corpus text (when given) must encode to the stored
+    tokens and byte counts, and a lossless tokenizer must decode them back to it (without the corpus: to text that
+    encodes back to them). Corpus documents arrive one by one (``add``) and are encoded in batches."""
+
+    BATCH_BYTES = 1 << 20  # text per encode call: enough for the tokenizer's threads, little memory
+
+    def __init__(
+        self, shards: ShardSet, tok: Tokenizer, starts: np.ndarray, sample: range | list[int], report: VerifyReport
+    ) -> None:
+        self.shards, self.tok, self.starts, self.report = shards, tok, starts, report
+        self.ends = np.append(starts[1:], shards.num_tokens)
+        self.wanted = sample if isinstance(sample, range) else set(sample)
+        self.sample = sample
+        self.batch: list[tuple[int, str]] = []
+        self.pending = self.checked = 0
+        self.failed = False
+
+    def add(self, index: int, text: str) -> None:
+        if index >= len(self.starts) or index not in self.wanted:
+            return
+        self.batch.append((index, text))
+        self.pending += len(text)
+        if self.pending >= self.BATCH_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.batch:
+            return
+        before = self.report.total
+        encoded = self.tok.encode_with_bytes([text for _, text in self.batch])
+        for (index, text), (new_ids, new_counts) in zip(self.batch, encoded):
+            ids, counts, where = self._stored(index)
+            _compare(new_ids, new_counts, ids, counts, where, "the corpus document", self.report)
+            if self.tok.lossless:
+                _check_decode(self.tok, ids, text, where, self.report)
+        self.failed |= self.report.total != before
+        self.checked += len(self.batch)
+        self.batch, self.pending = [], 0
+
+    def _stored(self, index: int) -> tuple[np.ndarray, np.ndarray | None, str]:
+        lo, hi = int(self.starts[index]) + 1, int(self.ends[index])
+        counts = self.shards.read(lo, hi, sidecar=True) if self.shards.has_bytes else None
+        return (
+            self.shards.read(lo, hi),
+            counts,
+            f"{self.shards.split} document {index} ({_location(self.shards, lo - 1)})",
+        )
+
+    def with_corpus(self) -> None:
+        self._flush()
+        how = "decode == corpus text and re-encode" if self.tok.lossless else "re-encode of the corpus text"
+        self._record(f"{self.checked} of {len(self.starts)} documents: {how}")
+
+    def without_corpus(self) -> None:
+        """Round-trip the sampled documents from the shards alone: only a lossless tokenizer can."""
+        before = self.report.total
+        if self.tok.lossless:
+            for index in self.sample:
+                ids, counts, where = self._stored(index)
+                try:
+                    decoded = self.tok.decode(ids)
+                except TokenizerError as e:
+                    self.report.fail("round-trip", where, f"cannot decode: {e}")
+                    continue
+                new_ids, new_counts = self.tok.encode_with_bytes([decoded])[0]
+                _compare(new_ids, new_counts, ids, counts, where, "the decoded text", self.report)
+            self.checked = len(self.sample)
+        self.failed = self.report.total != before
+        how = "decode, then re-encode to the same tokens and bytes" if self.tok.lossless else "nothing (no corpus)"
+        self._record(f"{self.checked} of {len(self.starts)} documents: {how}")
+
+    def _record(self, description: str) -> None:
+        if not self.tok.lossless:
+            note = (
+                f"tokenizer {self.tok.spec.name!r} ({self.tok.kind}) is lossy: decoding gives normalized text, not the "
+                "original"
+            )
+            if note not in self.report.notes:
+                self.report.notes.append(note)
+        if not self.failed:
+            self.report.passed.append(f"round-trip {self.shards.split}: {description}")
 
 
-def _check_document(
-    tok: Tokenizer, ids: np.ndarray, counts: np.ndarray | None, original: str | None, where: str, report: VerifyReport
-) -> None:
-    """One sampled document: its corpus text (when known) encodes to the stored ids and counts; a lossless tokenizer
-    decodes the ids to that text, or (without the corpus) to text that encodes back to them."""
-    if original is not None:
-        _compare_encoding(tok, original, ids, counts, where, "the corpus document", report)
-    if not tok.lossless:
-        return
+def _check_decode(tok: Tokenizer, ids: np.ndarray, original: str, where: str, report: VerifyReport) -> None:
     try:
         decoded = tok.decode(ids)
     except TokenizerError as e:
         report.fail("round-trip", where, f"cannot decode: {e}")
         return
-    if original is None:
-        _compare_encoding(tok, decoded, ids, counts, where, "the decoded text", report)
-    elif decoded != original:
+    if decoded != original:
         c = next((k for k, (a, b) in enumerate(zip(decoded, original)) if a != b), min(len(decoded), len(original)))
         report.fail(
             "round-trip",
@@ -424,10 +489,15 @@ def _check_document(
         )
 
 
-def _compare_encoding(
-    tok: Tokenizer, text: str, ids: np.ndarray, counts: np.ndarray | None, where: str, what: str, report: VerifyReport
+def _compare(
+    new_ids: np.ndarray,
+    new_counts: np.ndarray,
+    ids: np.ndarray,
+    counts: np.ndarray | None,
+    where: str,
+    what: str,
+    report: VerifyReport,
 ) -> None:
-    new_ids, new_counts = tok.encode_with_bytes([text])[0]
     if len(new_ids) != len(ids) or not np.array_equal(new_ids, ids):
         k = next((k for k, (a, b) in enumerate(zip(new_ids, ids)) if a != b), min(len(new_ids), len(ids)))
         report.fail(

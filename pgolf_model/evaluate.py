@@ -3,7 +3,9 @@
     python -m pgolf_model.evaluate RUN/model.pga --data DIR [--val-tokens N] [--bytes official] [--stride 64]
         [--ttt lora --eval.lora_batch_docs 16]
 
-also under ``torchrun``. The model is rebuilt from the artifact's own counted code, config and weights. How the
+also under ``torchrun``. The model is rebuilt from the artifact's config and weights by its counted model code, which
+must be this pgolf's (compared by sha256): an artifact carrying other code is refused unless
+``--trust-artifact-code`` (run the artifact's Python) or ``--host-code`` (build it with this pgolf's code). How the
 stream is scored is the ``eval`` section of the config (the artifact's own unless flags say otherwise): windows every
 ``--stride`` tokens and score-first test-time training with ``--ttt full|lora|phased`` (on a copy of the model),
 every ``eval.*`` field a flag. The scoring is ``pgolf_model.evaluation``; this module is its command line.
@@ -34,10 +36,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--batch-tokens", type=int, default=0, help="tokens per forward pass (0 = training's)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument(
+    code = parser.add_mutually_exclusive_group()
+    code.add_argument(
+        "--trust-artifact-code",
+        action="store_true",
+        help="run the artifact's own model code when it differs from this pgolf's (it is Python: trust its author)",
+    )
+    code.add_argument(
         "--host-code",
         action="store_true",
-        help="build the model from the installed pgolf_model instead of the artifact's own counted code",
+        help="build the model with this pgolf's code whatever the artifact holds (its weights must fit that model)",
     )
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     add_section_arguments(parser, "eval")
@@ -50,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
 def evaluate(args: argparse.Namespace) -> int:
     rt = runtime.setup(args.device)
     art = artifact.read(args.artifact)
-    model, cfg = artifact.build_model(art, device=rt.device, embedded_code=not args.host_code)
+    if art.unverified_note and rt.is_main:
+        print(f"note: {art.unverified_note}", file=sys.stderr)
+    code = "artifact" if args.trust_artifact_code else "host" if args.host_code else "auto"
+    model, cfg = artifact.build_model(art, device=rt.device, code=code)
     tok = art.tokenizer()
     tokens, sidecar = load_val(args.data)
     counts = byte_counts(args.bytes, tokens, sidecar, tok, args.data)

@@ -31,7 +31,7 @@ from pgolf_model.config import Config, ConfigError
 from pgolf_model.presets import baseline, bind_tokenizer, preset
 
 from .cache import StageCache, write_json
-from .recipe import RecipeSettings, add_training_args
+from .recipe import RecipeSettings, add_training_args, guarded
 from .stages import shard_stage, stage_tokenizer, tokenizer_stage
 from .stats import Summary
 
@@ -381,18 +381,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.steps is not None and (args.budget_mode != "steps" or args.budget_value is not None):
         parser.error("--steps N is --budget-mode steps --budget-value N; give one or the other")
-    try:
+
+    def body() -> None:
         if args.list:
             print(list_switches(args.preset))
-            return 0
+            return
         budget_value = args.steps if args.steps is not None else args.budget_value
         only = tuple(args.only) if args.only else None
         settings = AblationSettings.from_args(args, only=only, budget_value=budget_value)
         run_ablation(settings, log=lambda line: print(f"[ablate] {line}", flush=True))
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return guarded(body, args.cache or args.out / "cache")
 
 
 if __name__ == "__main__":  # training workers are spawned: keep module import side-effect free

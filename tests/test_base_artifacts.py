@@ -69,30 +69,20 @@ def config(name: str) -> Config:
 
 
 def part_sha256(path: Path) -> dict[str, str]:
-    data = path.read_bytes()
-    return {name: hashlib.sha256(data[start:end]).hexdigest() for name, (start, end) in part_spans(data).items()}
-
-
-def part_spans(data: bytes) -> dict[str, tuple[int, int]]:
-    """Byte ranges of the parts, read from the container's table (``artifact`` module docstring)."""
-    pos, table = 6, []
-    for _ in range(data[5]):
-        n = data[pos]
-        table.append((data[pos + 1 : pos + 1 + n].decode(), int.from_bytes(data[pos + 2 + n : pos + 6 + n], "little")))
-        pos += 6 + n
-    spans = {}
-    for name, size in table:
-        spans[name] = (pos, pos + size)
-        pos += size
-    return spans
+    parts, _ = artifact.parse_parts(path.read_bytes(), str(path))
+    return {name: hashlib.sha256(stored).hexdigest() for name, (_, stored) in parts.items()}
 
 
 @pytest.mark.parametrize(("name", "run_name"), CASES)
 def test_old_artifacts_score_as_at_base(dataset, capsys, name, run_name):
     want = EXPECTED["artifacts"][name]["evaluate"][run_name]
     path = FIXTURES / f"{name}.pga"
-    assert evaluate.main([str(path), "--data", str(dataset[0]), "--json", *RUNS[name][run_name]]) == 0
-    got = json.loads(capsys.readouterr().out)
+    flags = RUNS[name][run_name]
+    trust = [] if "--host-code" in flags else ["--trust-artifact-code"]  # their code is the base's, not this pgolf's
+    assert evaluate.main([str(path), "--data", str(dataset[0]), "--json", *flags, *trust]) == 0
+    captured = capsys.readouterr()
+    assert "a version-1 artifact without part hashes: its integrity is unverified" in captured.err
+    got = json.loads(captured.out)
     assert (got["val_tokens"], got["val_bytes"], got["ttt"], got["stride"]) == tuple(
         want[k] for k in ("val_tokens", "val_bytes", "ttt", "stride")
     )
@@ -137,10 +127,10 @@ def test_host_code_refuses_an_old_artifacts_renamed_weights_in_one_line(dataset,
     """SmearGate, BigramHash, value embeddings and lanes are modules now, with renamed tensors: with host code an old
     artifact's config still reads, and its weights are refused with the way out (its own code)."""
     art = artifact.read(FIXTURES / "stack.pga")
-    with pytest.raises(artifact.ArtifactError, match=r"do not fit the model built by this pgolf_model .*'bigram\.emb"):
-        artifact.build_model(art, embedded_code=False)
+    with pytest.raises(artifact.ArtifactError, match=r"do not fit the model built by this pgolf_model: .*'bigram\.emb"):
+        artifact.build_model(art, code="host")
     assert evaluate.main([str(FIXTURES / "stack.pga"), "--data", str(dataset[0]), "--host-code"]) == 2
-    assert "an older artifact runs its own code" in capsys.readouterr().err
+    assert "an older artifact needs its own code: --trust-artifact-code" in capsys.readouterr().err
 
 
 # The state-dict renames of the composition refactor (old name -> new name); the old packed SmearGate tensor held

@@ -243,3 +243,29 @@ def test_a_check_passes_only_when_its_block_finishes_without_a_failure(tmp_path)
         raise RuntimeError("interrupted")
     assert report.passed == ["clean: nothing wrong", "late: described at the end"]
     assert report.counts == {"failing": 1} and not report.ok
+
+
+def test_with_the_corpus_every_document_is_re_encoded(shards, docs):
+    """One token id changed inside a train document, the manifest's sha256 rewritten to match: only re-encoding
+    that document finds it, and with the corpus every document is re-encoded."""
+    split = ShardSet.open(shards, "train")
+    starts = split.doc_starts(1)
+    index = len(starts) // 2 + 1  # not a document an even sample of a few would take
+    position = int(starts[index]) + 3
+    shard = next(i for i, offset in enumerate(split.offsets[1:]) if position < offset)
+    path = split.token_files[shard]
+    local = position - int(split.offsets[shard])
+    token = int(np.asarray(split.tokens(shard))[local])
+    poke(path, local, token + 1 if token != 259 else token - 1)
+    manifest = json.loads((shards / "manifest.json").read_text())
+    entry = manifest["splits"]["train"]["shards"][shard]
+    entry["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (shards / "manifest.json").write_text(json.dumps(manifest))
+
+    n_train = len(starts)
+    sampled = verify(shards, corpus=docs, sample_docs=3)
+    assert sampled.ok and f"ok     round-trip train: 3 of {n_train} documents" in sampled.format()
+    report = verify(shards, corpus=docs)
+    found = failures(report, "round-trip")
+    assert found and all(f.startswith(f"train document {index} ") for f in found), found
+    assert f"ok     round-trip val: {VAL_DOCS} of {VAL_DOCS} documents" in report.format()
