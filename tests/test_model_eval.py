@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 
@@ -250,3 +251,9 @@ def test_evaluate_cli_prints_both_numbers(lossless_sp, dev_sample, tmp_path, cap
     assert evaluate.main([str(path), "--data", str(tmp_path)]) == 0
     line = capsys.readouterr().out
     assert line.startswith("val_bpb ") and "val_bpb_official" in line
+    other = to_artifact(byte_tokenizer())
+    write_index(tmp_path, byte_tokenizer(), other, {"source": "test"}, ("val",))  # the shards bound to another one
+    assert evaluate.main([str(path), "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "tokenizer mismatch" in err and hashlib.sha256(other).hexdigest() in err
+    assert hashlib.sha256(to_artifact(lossless_sp)).hexdigest() in err
