@@ -18,6 +18,8 @@ Typical flow:
   pgolf-data verify runs/shards --corpus default
   pgolf-data export-tokenizer runs/tok --out runs/fineweb_1024_bpe.model     # TOKENIZER_PATH for train_gpt.py
   pgolf-data import-tokenizer fineweb_8192_bpe.model --out runs/tok_official
+  pgolf-data export runs/shards --for baseline --out runs/official           # a folder train_gpt.py reads as is
+  pgolf-data sidecars --tokenizer fineweb_1024_bpe.model --corpus docs_selected.jsonl data/datasets/fineweb10B_sp1024
 """
 
 

@@ -1,4 +1,5 @@
-"""``pgolf-data verify``: check every claim of a shard directory's manifest against the files (and the corpus).
+"""``pgolf-data verify``: check every claim of a shard directory's manifest against the files (and the corpus);
+without a manifest, check an official folder as far as it can be checked, and say what could not be.
 
 Checks, in order: the manifest and the file list (no leftovers, nothing missing or unlisted); the tokenizer artifact's
 sha256; every header (magic, version, count against file size) and sha256; sidecar counts equal to shard counts; the
@@ -23,9 +24,18 @@ from pathlib import Path
 import numpy as np
 
 from .corpus import DocsHasher
+from .folder import SIDECAR_INDEX, FolderError, open_folder
 from .journal import JOURNAL_NAME
 from .manifest import MANIFEST_NAME, TOKENIZER_NAME, Manifest, ManifestError, ShardEntry, SplitEntry
-from .shards import HEADER_BYTES, ShardFormatError, ShardSet, file_sha256, parse_shard_filename, read_header
+from .shards import (
+    HEADER_BYTES,
+    SIDECAR_DIR,
+    ShardFormatError,
+    ShardSet,
+    file_sha256,
+    parse_shard_filename,
+    read_header,
+)
 from .tokenizer.artifact import from_artifact
 from .tokenizer.base import Tokenizer, TokenizerError
 
@@ -104,15 +114,24 @@ DEFAULT_SAMPLE_DOCS = 16  # documents per split round-tripped without the corpus
 
 
 def verify(
-    directory: str | Path, *, corpus: Iterable[str] | None = None, sample_docs: int | None = None
+    directory: str | Path,
+    *,
+    corpus: Iterable[str] | None = None,
+    sample_docs: int | None = None,
+    tokenizer: bytes | None = None,
 ) -> VerifyReport:
-    """Verify the shard directory; ``corpus`` (the documents it was made from) enables the per-document checks.
+    """Verify the shard directory; ``corpus`` (the documents it was made from) enables the per-document checks. A
+    directory without a manifest is checked as an official folder (``verify_official``), with the tokenizer whose
+    artifact is ``tokenizer`` if given.
 
     ``sample_docs`` limits the documents re-encoded per split, spread over it; by default every document is with the
     corpus, ``DEFAULT_SAMPLE_DOCS`` without it.
     """
     directory = Path(directory)
     report = VerifyReport(directory)
+    if directory.is_dir() and not (directory / MANIFEST_NAME).exists():
+        verify_official(directory, report, tokenizer)
+        return report
     try:
         manifest = Manifest.load(directory)
     except (FileNotFoundError, ManifestError) as e:
@@ -128,7 +147,8 @@ def verify(
     sums: dict[str, np.ndarray] = {}
     for split, shards in opened.items():
         if shards is not None:
-            starts[split], sums[split] = _check_content(shards, manifest, manifest.splits[split], report)
+            bos, vocab = manifest.bos_id, int(manifest.tokenizer["vocab_size"])
+            starts[split], sums[split] = _check_content(shards, bos, vocab, manifest.splits[split], report)
     if sample_docs is None and corpus is None:
         sample_docs = DEFAULT_SAMPLE_DOCS
     samples = {split: _sample(len(s), sample_docs) for split, s in starts.items()}
@@ -145,6 +165,68 @@ def verify(
     return report
 
 
+# --- official folders (no manifest) -----------------------------------------------------------------------------
+
+
+def verify_official(directory: Path, report: VerifyReport, artifact: bytes | None) -> None:
+    """What a folder without a manifest lets be checked: headers and sizes, an even cut, sidecars parallel to their
+    shards, and with a tokenizer the id range, BOS at the start of each split and 0 sidecar bytes on every BOS; with
+    ``bytes/sidecars.json`` also every claim it makes. The notes say what could not be checked."""
+    with report.check("folder") as check:
+        try:
+            folder = open_folder(directory)
+        except FolderError as e:
+            report.fail("folder", directory, str(e))
+            return
+        check.description = folder.describe()
+    index = folder.index
+    tokenizer = from_artifact(artifact) if artifact is not None else None
+    if index is not None and artifact is not None:
+        with report.check("tokenizer", f"the given tokenizer is the one {SIDECAR_INDEX} binds"):
+            try:
+                folder.bind(artifact, "the given tokenizer")
+            except FolderError as e:
+                report.fail("tokenizer", directory / SIDECAR_INDEX, str(e))
+    for split in ("val", "train"):
+        try:
+            shards = ShardSet.open(directory, split)  # type: ignore[arg-type]
+        except ShardFormatError as e:
+            report.fail("files", directory, f"{split}: {e}")
+            continue
+        sidecars = {"bytes/": f", sidecars in {SIDECAR_DIR}/", "beside": ", sidecars beside them (the records' layout)"}
+        layout = sidecars.get(shards.sidecar_layout or "", ", no sidecars")
+        with report.check(f"files {split}", f"{len(shards.counts)} shards, headers and sizes{layout}"):
+            if len(set(shards.counts[:-1])) > 1 or shards.counts[-1] > shards.counts[0]:
+                report.fail("cut", directory, f"{split} shards of {sorted(set(shards.counts))} tokens: not one cut")
+        entry = index.splits.get(split) if index is not None else None
+        if entry is not None:
+            _check_index_files(directory, shards, entry, report)
+        if tokenizer is not None:
+            _check_content(shards, tokenizer.bos_id, tokenizer.vocab_size, entry, report, source=SIDECAR_INDEX)
+        else:
+            top = max(int(shards.tokens(i).max(initial=0)) for i in range(len(shards.counts)))
+            report.notes.append(f"{split}: ids up to {top}; no --tokenizer, so the id range and BOS were not checked")
+    if index is None:
+        report.notes.append("no manifest: no recorded sha256, document count or corpus hash to check the files against")
+        report.notes.append(
+            "no exact sidecars: the per-document byte sums cannot be checked; pgolf-data sidecars re-encodes the "
+            "corpus, proves it reproduces the tokens, and adds them"
+        )
+
+
+def _check_index_files(directory: Path, shards: ShardSet, entry: SplitEntry, report: VerifyReport) -> None:
+    """The token shards and sidecars ``bytes/sidecars.json`` lists: names and sha256."""
+    split = shards.split
+    with report.check(f"sha256 {split}", f"{len(entry.shards)} shards and their sidecars as {SIDECAR_INDEX} records"):
+        if [p.name for p in shards.token_files] != [s.file for s in entry.shards]:
+            report.fail("files", directory, f"{split} shards differ from the {len(entry.shards)} {SIDECAR_INDEX} lists")
+            return
+        for shard in entry.shards:
+            for name, sha in ((shard.file, shard.sha256), (shard.bytes_file, shard.bytes_sha256)):
+                if name is not None and file_sha256(directory / name) != sha:
+                    report.fail("sha256", directory / name, f"sha256 differs from {SIDECAR_INDEX}")
+
+
 # --- files -----------------------------------------------------------------------------------------------------
 
 
@@ -154,13 +236,16 @@ def _check_files(directory: Path, manifest: Manifest, report: VerifyReport) -> N
         for shard in entry.shards:
             listed |= {shard.file} | ({shard.bytes_file} if shard.bytes_file else set())
     present = {p.name for p in directory.iterdir()}
+    sidecar_dir = directory / SIDECAR_DIR
+    if sidecar_dir.is_dir():
+        present |= {f"{SIDECAR_DIR}/{p.name}" for p in sidecar_dir.iterdir()}
     with report.check("files", f"{len(listed)} files listed, all present, nothing extra"):
         for name in sorted(present):
             if name.endswith(".tmp"):
                 report.fail("files", directory / name, "temporary file left by an interrupted run")
             elif name == JOURNAL_NAME:
                 report.fail("files", directory / name, "resume journal of an unfinished run beside a manifest")
-            elif parse_shard_filename(name) is not None and name not in listed:
+            elif parse_shard_filename(name.removeprefix(f"{SIDECAR_DIR}/")) is not None and name not in listed:
                 report.fail("files", directory / name, "shard file not listed in the manifest")
         for name in sorted(listed - present):
             report.fail("files", directory / name, "listed in the manifest but missing")
@@ -275,10 +360,11 @@ def _location(shards: ShardSet, position: int) -> str:
 
 
 def _check_content(
-    shards: ShardSet, manifest: Manifest, entry: SplitEntry, report: VerifyReport
+    shards: ShardSet, bos: int, vocab: int, entry: SplitEntry | None, report: VerifyReport, source: str = "manifest"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Ids, BOS placement and sidecar totals of one split; returns document starts and per-document byte sums."""
-    split, bos, vocab = shards.split, manifest.bos_id, int(manifest.tokenizer["vocab_size"])
+    """Ids, BOS placement and sidecar totals of one split, against ``entry`` (the ``source``'s record of it) where
+    there is one; returns document starts and per-document byte sums."""
+    split = shards.split
     with report.check(f"ids {split}", f"{shards.num_tokens} tokens inside the vocabulary of {vocab}"):
         for start, tokens, _ in shards.chunks():
             bad = np.flatnonzero(tokens >= vocab)
@@ -292,12 +378,12 @@ def _check_content(
             report.fail("bos", _location(shards, 0), f"the split starts with token {int(first[0])}, not BOS {bos}")
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         starts = shards.doc_starts(bos)
-        if len(starts) != entry.docs:
-            report.fail("bos", split, f"{len(starts)} documents (BOS tokens), manifest says {entry.docs}")
+        if entry is not None and len(starts) != entry.docs:
+            report.fail("bos", split, f"{len(starts)} documents (BOS tokens), {source} says {entry.docs}")
         per_shard = np.diff(np.searchsorted(starts, shards.offsets))
-        for path, found, shard in zip(shards.token_files, per_shard, entry.shards):
+        for path, found, shard in zip(shards.token_files, per_shard, entry.shards if entry else ()):
             if found != shard.docs:
-                report.fail("bos", path, f"{found} documents start here, manifest says {shard.docs}")
+                report.fail("bos", path, f"{found} documents start here, {source} says {shard.docs}")
         check.description = f"{len(starts)} documents, each starting with BOS {bos}"
 
     sums = np.zeros(0, dtype=np.int64)
@@ -305,7 +391,7 @@ def _check_content(
         return starts, sums
     with report.check(f"sidecar {split}") as check:
         offsets = shards.offsets
-        for i, (path, shard) in enumerate(zip(shards.byte_files or (), entry.shards)):
+        for i, path in enumerate(shards.byte_files or ()):
             counts = shards.byte_counts(i)
             local = starts[(starts >= offsets[i]) & (starts < offsets[i + 1])] - offsets[i]
             nonzero = local[counts[local] != 0]
@@ -315,14 +401,14 @@ def _check_content(
                     "sidecar", f"{path}: offset {offset}", f"BOS counts {int(counts[nonzero[0]])} bytes, expected 0"
                 )
             total = int(counts.sum(dtype=np.int64))
-            if total != shard.bytes:
-                report.fail("sidecar", path, f"values sum to {total} bytes, manifest says {shard.bytes}")
+            if entry is not None and total != entry.shards[i].bytes:
+                report.fail("sidecar", path, f"values sum to {total} bytes, {source} says {entry.shards[i].bytes}")
         sums = shards.doc_byte_sums(bos)
-        if int(sums.sum()) != entry.bytes:
+        if entry is not None and int(sums.sum()) != entry.bytes:
             report.fail(
                 "sidecar",
                 split,
-                f"sidecars sum to {int(sums.sum())} bytes, manifest says the documents have {entry.bytes}",
+                f"sidecars sum to {int(sums.sum())} bytes, {source} says the documents have {entry.bytes}",
             )
         check.description = f"{len(sums)} documents, {int(sums.sum())} bytes, BOS 0 bytes"
     return starts, sums

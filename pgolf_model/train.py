@@ -4,9 +4,13 @@
     torchrun --nproc_per_node=8 -m pgolf_model.train --data DIR --tokenizer DIR --preset baseline
 
 Runs on CPU, one GPU, or under torchrun (NCCL on GPUs, gloo on CPUs). Before training, a config whose artifact
-cannot fit the 16,000,000-byte budget is refused. Training stops at ``train.iterations`` or when ``--max-minutes``
-of training time (validation excluded) have passed, then validates on the whole val split, quantizes, writes
-``RUN/model.pga`` and scores the model rebuilt from that file alone. ``RUN/log.jsonl`` gets one JSON record per
+cannot fit the 16,000,000-byte budget is refused, and so are shards written with another tokenizer, an unfinished
+shard folder and token ids outside the vocabulary in any shard. ``--data`` may be an official folder (the
+challenge's export) with ``--tokenizer`` its ``.model``: it is then scored with the official byte rule, labelled
+``val_bpb_official`` wherever printed; pgolf-data sidecars adds the exact sidecars that give ``val_bpb`` too.
+Training stops at ``train.iterations`` or when ``--max-minutes`` of training time (validation excluded) have passed,
+then validates on the whole val split, quantizes, writes ``RUN/model.pga`` and scores the model rebuilt from that
+file alone. ``RUN/log.jsonl`` gets one JSON record per
 logged step, validation and result; ``RUN/checkpoints/`` the resumable checkpoints (``--resume auto``).
 ``RUN`` holds one run: a new run needs an empty one, ``--resume`` continues the run there with its settings, and
 ``--force`` starts over, deleting only what a run writes (log.jsonl, summary.json, model.pga, checkpoints/).
@@ -22,9 +26,11 @@ import signal
 import sys
 from datetime import datetime
 
+from pgolf_data.folder import FolderError
 from pgolf_data.shards import ShardFormatError
 from pgolf_data.tokenizer import TokenizerError
-from pgolf_data.tokenizer.artifact import load as load_tokenizer
+from pgolf_data.tokenizer.artifact import from_artifact
+from pgolf_data.tokenizer.interop import artifact_bytes
 
 from . import runtime
 from .artifact import ArtifactError, BudgetError
@@ -37,12 +43,13 @@ from .training.run_dir import RunDirError
 from .training.stop import PeerLost
 from .training.trainer import run
 
-# Bad input, reported as one line: wrong config values, paths, shards, tokenizer or checkpoint, a run directory that
-# cannot be used as asked, or a model over the budget.
+# Bad input, reported as one line: wrong config values, paths, shards, folder, tokenizer or checkpoint, a run
+# directory that cannot be used as asked, or a model over the budget.
 USER_ERRORS = (
     ConfigError,
     BudgetError,
     ShardFormatError,
+    FolderError,
     TokenizerError,
     ArtifactError,
     CheckpointError,
@@ -53,8 +60,16 @@ USER_ERRORS = (
 
 def main(argv: list[str] | None = None) -> int:
     parser = command_parser("python -m pgolf_model.train", __doc__)
-    parser.add_argument("--data", required=True, help="shard directory (train and val splits, val byte sidecars)")
-    parser.add_argument("--tokenizer", required=True, help="tokenizer directory or tokenizer.pgt file")
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="shard directory: pgolf's (manifest, sidecars), or an official one (scored by the official byte rule)",
+    )
+    parser.add_argument(
+        "--tokenizer",
+        required=True,
+        help="tokenizer directory, tokenizer.pgt, or a SentencePiece .model (imported; the artifact embeds it)",
+    )
     parser.add_argument("--out", help="run directory, empty or new (default: runs/<preset>-<time>)")
     again = parser.add_mutually_exclusive_group()
     again.add_argument(
@@ -73,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     def train() -> int:
         signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C: one line, not a silent death
         cfg, given = config_from_args(args)
-        cfg = bind_tokenizer(cfg, load_tokenizer(args.tokenizer), keep=given)
+        cfg = bind_tokenizer(cfg, from_artifact(artifact_bytes(args.tokenizer), where=args.tokenizer), keep=given)
         rt = runtime.setup(args.device)
         out = args.out or rt.broadcast(f"runs/{cfg.preset}-{datetime.now():%Y%m%d-%H%M%S}")
         try:

@@ -82,9 +82,12 @@ def quickstart(args: argparse.Namespace, out: Path) -> None:
     say(f"3/3 training the {args.preset} preset for at most {args.minutes} minutes")
     cfg = bind_tokenizer(preset(args.preset).override({"train.max_minutes": args.minutes}), artifact.load(tok_dir))
     summary = run(cfg, data=shard_dir, tokenizer=tok_dir, out_dir=out / "model", force=True)  # a rerun retrains
+    official = summary.get("artifact_val_bpb_official")
     print(
         f"val_bpb {summary['artifact_val_bpb']:.4f} (exact, from the artifact alone; "
-        f"{summary['val_bpb']:.4f} before quantization), {summary['steps']} steps in {summary['train_seconds']:.0f}s"
+        f"{summary['val_bpb']:.4f} before quantization)"
+        + ("" if official is None else f", val_bpb_official {official:.4f} (the leaderboard's byte rule)")
+        + f", {summary['steps']} steps in {summary['train_seconds']:.0f}s"
     )
 
 

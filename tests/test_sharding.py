@@ -53,7 +53,8 @@ def bytes260() -> bytes:
 
 
 def files(directory: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+    """Every file under ``directory`` by its relative path (sidecars are in ``bytes/``)."""
+    return {p.relative_to(directory).as_posix(): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 # --- the challenge's export procedure, written here from its description -----------------------------------------
@@ -96,12 +97,12 @@ def test_sp1024_shards_equal_the_challenge_export_byte_for_byte(tmp_path, docs, 
     manifest = write_shards(docs, sp1024, tmp_path / "pgolf", ShardConfig(val_docs=40, shard_tokens=5_000, workers=2))
 
     reference = files(tmp_path / "reference")
-    ours = {k: v for k, v in files(tmp_path / "pgolf").items() if "_bytes_" not in k and k.endswith(".bin")}
+    ours = {k: v for k, v in files(tmp_path / "pgolf").items() if "/" not in k and k.endswith(".bin")}
     assert len(reference) >= 6, "the test should cover several shards per split"
     assert ours == reference
-    assert sorted(p.name for p in (tmp_path / "pgolf").glob("*_bytes_*")) == [
-        n.replace("_val_", "_val_bytes_") for n in sorted(reference) if "_val_" in n
-    ], "validation sidecars always, train sidecars only on request"
+    assert sorted(p.name for p in (tmp_path / "pgolf" / "bytes").iterdir()) == [
+        n for n in sorted(reference) if "_val_" in n
+    ], "validation sidecars always (in bytes/, named like their shards), train sidecars only on request"
     assert manifest.splits["val"].docs == 40 and manifest.splits["train"].docs == len(docs) - 40
 
 

@@ -23,18 +23,19 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from pgolf_data.folder import check_ids, open_folder
 from pgolf_data.manifest import write_atomic
 from pgolf_data.shards import ShardSet
-from pgolf_data.tokenizer.artifact import artifact_path, from_artifact
+from pgolf_data.tokenizer.artifact import from_artifact
+from pgolf_data.tokenizer.interop import artifact_bytes
 
 from .. import artifact, runtime
 from ..cli import flat
 from ..config import Config, ConfigError
-from ..evaluation.byte_counts import load_val
+from ..evaluation.byte_counts import ValBytes, val_bytes
 from ..evaluation.scoring import BPBResult, score
 from ..export import estimate
 from ..export.allocation import AllocationError
@@ -80,11 +81,6 @@ class RunLog:
             tqdm.write(line)
 
 
-def _check_tokens(name: str, tokens: np.ndarray, vocab_size: int) -> None:
-    if tokens.size and int(tokens.max()) >= vocab_size:
-        raise ConfigError(f"{name} holds token id {int(tokens.max())}, but model.vocab_size is {vocab_size}")
-
-
 @dataclass(frozen=True)
 class Inputs:
     """What a run reads before it builds anything: the tokenizer artifact's bytes, the shards, the budget estimate."""
@@ -92,30 +88,28 @@ class Inputs:
     tokenizer_bytes: bytes
     estimate: dict[str, int]
     train_shards: ShardSet
-    val_tokens: np.ndarray
-    val_bytes: np.ndarray
+    val: ValBytes
+    folder: str  # what the shard folder is (pgolf's, official), for the log
 
 
 def load_inputs(cfg: Config, data: str | Path, tokenizer: str | Path, budget_limit: int) -> Inputs:
-    """Check the config against the tokenizer, the budget and the shards before any training."""
-    path = artifact_path(tokenizer)
-    tokenizer_bytes = path.read_bytes()
-    tok = from_artifact(tokenizer_bytes, where=str(path))
+    """Check the config against the tokenizer, the budget and the shards before any training: the folder must be
+    finished and bound to this tokenizer (or official), and every token id of both splits inside the vocabulary."""
+    tokenizer_bytes = artifact_bytes(tokenizer)
+    tok = from_artifact(tokenizer_bytes, where=str(tokenizer))
     if cfg.model.vocab_size != tok.vocab_size:
         raise ConfigError(f"model.vocab_size = {cfg.model.vocab_size}, but the tokenizer has {tok.vocab_size} ids")
     if cfg.model.smear_gate and cfg.model.bos_id != tok.bos_id:
         # SmearGate's document boundary is the BOS id: a wrong one would let documents read their predecessor.
         raise ConfigError(f"model.bos_id = {cfg.model.bos_id}, but the tokenizer's BOS id is {tok.bos_id}")
     sizes = estimate.check(cfg, len(tokenizer_bytes), budget_limit)
+    folder = open_folder(data)
+    folder.bind(tokenizer_bytes, str(tokenizer))
     train_shards = ShardSet.open(data, "train")
-    val_tokens, val_bytes = load_val(data)
-    if val_bytes is None:
-        raise ConfigError(f"{data}: the val shards have no byte sidecars, so exact BPB cannot be computed")
-    if not val_bytes[1:].any():
-        raise ConfigError(f"{data}: the val sidecars count 0 bytes for every target, so BPB is undefined")
-    _check_tokens(f"{data}: val split", val_tokens, cfg.model.vocab_size)
-    _check_tokens(str(train_shards.token_files[0]), np.asarray(train_shards.tokens(0)), cfg.model.vocab_size)
-    return Inputs(tokenizer_bytes, sizes, train_shards, val_tokens, val_bytes)
+    check_ids(train_shards, cfg.model.vocab_size)
+    check_ids(ShardSet.open(data, "val"), cfg.model.vocab_size)
+    val = val_bytes(data, tok, exact_sidecars=folder.exact_sidecars)
+    return Inputs(tokenizer_bytes, sizes, train_shards, val, folder.describe())
 
 
 def write_artifact(
@@ -265,25 +259,26 @@ class Trainer:
         return loss, lr_scale
 
     def score_val(self, model, prefix: int = 0) -> BPBResult:
-        """Exact BPB of the first ``prefix`` validation targets (0: all), in windows of the training length."""
+        """BPB of the first ``prefix`` validation targets (0: all), in windows of the training length: exact, and
+        official for a SentencePiece-based tokenizer (only official on an official folder without sidecars)."""
+        val = self.inputs.val
         return score(
             model,
-            self.inputs.val_tokens,
-            self.inputs.val_bytes,
+            val.tokens,
+            val.exact,
             seq_len=self.cfg.train.seq_len,
             batch_tokens=self.cfg.train.device_batch_tokens,
             runtime=self.rt,
             val_tokens=prefix,
+            official=val.official,
+            official_rule=val.official_rule,
         )
 
     def validate(self, prefix: int) -> BPBResult:
         result = self.score_val(self.net, prefix)
         at, seconds = self.clock.step, self.clock.seconds
         self.log.record("val", step=at, **result.to_dict(), full=prefix == 0, elapsed_s=round(seconds, 3))
-        self.log.say(
-            f"step {at:>6}  val_loss {result.loss:.4f}  val_bpb {result.bpb:.4f}  "
-            f"({result.tokens:,} targets)  train_time {seconds:.1f}s"
-        )
+        self.log.say(f"step {at:>6}  val_loss {result.loss:.4f}  {result.line()}  train_time {seconds:.1f}s")
         return result
 
     # -- the run's phases -------------------------------------------------------------------------------------------
@@ -317,11 +312,17 @@ class Trainer:
             python=platform.python_version(),
             budget_estimate=sizes,
             resumed_at=self.clock.step,
+            data=self.inputs.folder,
+            official_rule=self.inputs.val.official_rule or None,
         )
         self.log.say(
             f"{cfg.preset}: {self.num_params:,} parameters, {rt.world_size} rank(s) on {rt.device}, grad_accum "
             f"{self.grad_accum}, estimated artifact {sum(sizes.values()):,} bytes"
         )
+        val = self.inputs.val
+        numbers = ["val_bpb (exact: byte sidecars)"] if val.exact is not None else []
+        numbers += [f"val_bpb_official ({val.official_rule})"] if val.official is not None else []
+        self.log.say(f"data: {self.inputs.folder}; scored as {' and '.join(numbers)}")
         if (over := estimate.warning(sizes, budget_limit)) is not None:
             self.log.say(over)
 
@@ -343,7 +344,8 @@ class Trainer:
                 while self.clock.step < t.iterations and not self.stopped_by_clock:
                     step = self.clock.step
                     if t.val_every and step % t.val_every == 0 and (step > self.clock.start.step or step == 0):
-                        bar.set_postfix(val_bpb=f"{self.validate(t.val_tokens).bpb:.4f}")
+                        result = self.validate(t.val_tokens)
+                        bar.set_postfix({result.key: f"{result.bpb:.4f}"})
                     loss, lr_scale = self.step()
                     bar.update(1)
                     if t.log_every and (self.clock.step % t.log_every == 0 or self.clock.step == t.iterations):
@@ -358,7 +360,7 @@ class Trainer:
             if self.ema is not None:
                 self.ema.copy_to(self.model)
             final = self.validate(0)
-            bar.set_postfix(val_bpb=f"{final.bpb:.4f}")
+            bar.set_postfix({final.key: f"{final.bpb:.4f}"})
         return final
 
     def log_step(self, loss: torch.Tensor, lr_scale: float) -> float:
@@ -407,12 +409,8 @@ class Trainer:
             "train_seconds": round(self.clock.seconds, 3),
             "stopped_by_clock": self.stopped_by_clock,
             "params": self.num_params,
-            "val_bpb": final_val.bpb,
-            "val_loss": final_val.loss,
-            "artifact_val_bpb": roundtrip.bpb,
-            "artifact_val_loss": roundtrip.loss,
-            "val_targets": roundtrip.tokens,
-            "val_bytes": roundtrip.bytes,
+            "data": self.inputs.folder,
+            **summary_numbers(final_val, roundtrip),
             "artifact": str(art_path),
             "artifact_bytes": art.total_bytes,
             "artifact_parts": art.sizes,
@@ -420,9 +418,19 @@ class Trainer:
         self.log.record("result", **summary)
         if rt.is_main:
             write_atomic(out_dir / SUMMARY_NAME, (json.dumps(summary, indent=2) + "\n").encode())
-            self.log.say(f"val_bpb {final_val.bpb:.4f} before quantization, {roundtrip.bpb:.4f} from {art_path}")
+            self.log.say(f"before quantization: {final_val.line()}")
+            self.log.say(f"from {art_path}: {roundtrip.line()}")
             self.log.say(estimate.format_table(art.sizes, budget_limit, title=str(art_path)))
         return summary
+
+
+def summary_numbers(before: BPBResult, after: BPBResult) -> dict:
+    """``val_bpb``/``val_loss`` before quantization, ``artifact_val_bpb``/``_loss`` from the artifact and the targets
+    and bytes scored, each also with ``_official`` where that number was measured."""
+    numbers = {k: v for k, v in before.to_dict().items() if k.startswith(("val_bpb", "val_loss"))}
+    for k, v in after.to_dict().items():
+        numbers[f"artifact_{k}" if k.startswith(("val_bpb", "val_loss")) else k.replace("tokens", "targets")] = v
+    return numbers
 
 
 def run(
