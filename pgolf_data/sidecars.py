@@ -25,7 +25,7 @@ import numpy as np
 from .folder import SIDECAR_INDEX, FolderError, SidecarIndex, open_folder
 from .journal import JOURNAL_NAME
 from .manifest import DOCS_SHA256_DEFINITION, MANIFEST_NAME, TOKENIZER_NAME, ShardEntry, SplitEntry
-from .sharding import EncodedBatch, ShardConfig, _Batch, _ShardFile, encode_corpus
+from .sharding import Batch, EncodedBatch, ShardConfig, _ShardFile, encode_corpus
 from .shards import HEADER_BYTES, MAX_SHARD_TOKENS, SIDECAR_DIR, ShardSet, Split, file_sha256, parse_shard_filename
 from .tokenizer.artifact import from_artifact, to_artifact
 from .tokenizer.base import Tokenizer
@@ -43,7 +43,7 @@ class _Matcher:
         self.file: _ShardFile | None = None
         self.files_done = dict.fromkeys(shards, 0)
 
-    def write(self, batch: _Batch, encoded: EncodedBatch) -> None:
+    def write(self, batch: Batch, encoded: EncodedBatch) -> None:
         split = batch.split
         shards, start = self.shards[split], self.position[split]
         available = min(encoded.tokens.size, shards.num_tokens - start)
@@ -57,7 +57,7 @@ class _Matcher:
         self._write_counts(split, encoded.counts[:available])
         self.position[split] = start + available
 
-    def _where(self, batch: _Batch, encoded: EncodedBatch, start: int, p: int, what: str) -> str:
+    def _where(self, batch: Batch, encoded: EncodedBatch, start: int, p: int, what: str) -> str:
         """The refusal for batch position ``p``: shard file and offset, corpus document, token of the document."""
         doc_starts = np.concatenate([[0], np.cumsum(encoded.doc_tokens)])
         j = int(np.searchsorted(doc_starts, p, side="right")) - 1
