@@ -40,6 +40,21 @@ def test_round_trip(built, tmp_path):
     assert set(art.sizes) == {*artifact.PARTS, "container"} and art.weights_codec == "zstd"
 
 
+@pytest.mark.parametrize("codec", ["pergroup", "best"])
+def test_the_per_group_codec_is_a_weights_codec(built, tmp_path, codec):
+    cfg, _, tok_bytes, data = built
+    weights = artifact.read(artifact.write(tmp_path / "z.pga", data)).weights
+    roles = {f"blocks.{i}.mlp.fc.weight": ("mlp.fc.weight", i) for i in range(cfg.model.num_layers)}
+    stored = artifact.compress_weights(weights, artifact.codec_for(codec), roles)
+    written = artifact.build_compressed(cfg.to_dict(), tok_bytes, stored, {})
+    art = artifact.read(artifact.write(tmp_path / "g.pga", written))
+    assert art.weights == weights
+    smallest = min(len(artifact.compress_weights(weights, (c,))[1]) for c in artifact.WEIGHT_CODECS)
+    assert art.sizes["weights"] == len(stored[1]) == (smallest if codec == "best" else art.sizes["weights"])
+    assert art.weights_codec == (codec if codec == "pergroup" else artifact.weights_codec_name(stored[0]))
+    assert "pergroup" in artifact.codec_for("best")
+
+
 def test_the_model_is_rebuilt_by_the_artifacts_own_code(built, tmp_path):
     _, model, _, data = built
     art = artifact.read(artifact.write(tmp_path / "m.pga", data))
