@@ -194,6 +194,11 @@ def _parse(data: bytes, where: str) -> dict[str, tuple[int, bytes]]:
     return parts
 
 
+def read_weights_codec(data: bytes, where: str = "artifact") -> str:
+    """The weights part's codec, from the part table (nothing is decompressed)."""
+    return weights_codec_name(_parse(data, where)["weights"][0])
+
+
 def part_sizes(data: bytes, where: str = "artifact") -> dict[str, int]:
     """Stored bytes per part, plus ``container`` (magic, version and part table); sums to ``len(data)``."""
     parts = _parse(data, where)

@@ -111,7 +111,7 @@ def _zpaq():
     try:
         import zpaq
     except ImportError as e:
-        raise ImportError("the pergroup codec needs the zpaq package: pip install 'pgolf[pergroup]'") from e
+        raise ImportError("the pergroup codec needs the zpaq package: pip install zpaq") from e
     return zpaq
 
 

@@ -282,7 +282,7 @@ class Trainer:
             f"{cfg.preset}: {self.num_params:,} parameters, {rt.world_size} rank(s) on {rt.device}, grad_accum "
             f"{self.grad_accum}, estimated artifact {sum(sizes.values()):,} bytes"
         )
-        if (over := estimate.warning(sizes, budget_limit)) is not None:
+        if (over := estimate.warning(sizes, cfg.quant, budget_limit)) is not None:
             self.log.say(over)
 
     @property
