@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import math
 import pprint
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -145,6 +146,7 @@ CLIP_K = {pprint.pformat(clip_k, width=116)}
 '''
     tmp = TABLE.with_suffix(".tmp")
     tmp.write_text(text)
+    subprocess.run([sys.executable, "-m", "ruff", "format", "-q", str(tmp)], check=False)  # the repo's style, if here
     tmp.replace(TABLE)
 
 
