@@ -7,7 +7,8 @@ every part's sha256 before decoding anything; version-1 files (no hashes) still 
 
 - ``config``: the run's ``Config`` as canonical JSON;
 - ``tokenizer``: the tokenizer artifact (``tokenizer.pgt``), byte for byte: its length is what the budget counts;
-- ``weights``: the quantized state (``quant.QuantizedState``), compressed (zstd level 22 by default);
+- ``weights``: the quantized state (``quant.QuantizedState``), compressed (zstd level 22 by default, or the
+  per-group codec ``pergroup``, codec id ``PERGROUP_ID``);
 - ``code``: the counted code, the source files needed to load and score the model (``COUNTED_FILES``), compressed.
 
 ``build_model`` rebuilds the model with the counted model code (``MODEL_MODULES``). The artifact's own copy is
@@ -25,12 +26,15 @@ import json
 import os
 import struct
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from pgolf_data.compress import CODEC_IDS, compress, decompress
 from pgolf_data.manifest import write_atomic
+
+from . import pergroup
 
 MAGIC = b"PGMA"
 FORMAT_VERSION = 2  # 2: a sha256 per part; 1 (read, unverified): none
@@ -46,6 +50,7 @@ COUNTED_FILES = (
     "pgolf_model/model.py",
     "pgolf_model/quant.py",
     "pgolf_model/artifact.py",
+    "pgolf_model/pergroup.py",
     "pgolf_model/runtime.py",
     "pgolf_model/evaluation/scoring.py",
     "pgolf_model/evaluation/byte_counts.py",
@@ -70,8 +75,35 @@ class UntrustedCodeError(ArtifactError):
     """An artifact whose model code differs from this package's, which ``build_model`` runs only when told to."""
 
 
+PERGROUP_ID = 4  # the weights part's own codec, after pgolf_data.compress's byte codecs
+WEIGHT_CODECS = {**CODEC_IDS, "pergroup": PERGROUP_ID}
+
+
 def codec_for(name: str) -> tuple[str, ...]:
-    return ("zstd", "lzma", "brotli") if name == "best" else (name,)
+    """The weight codecs ``quant.codec`` names: ``best`` is all of them (the smallest output wins)."""
+    return tuple(WEIGHT_CODECS) if name == "best" else (name,)
+
+
+def weights_codec_name(codec_id: int) -> str:
+    return next((name for name, cid in WEIGHT_CODECS.items() if cid == codec_id), "stored")
+
+
+def compress_weights(
+    weights: bytes, codecs: tuple[str, ...], roles: dict[str, tuple[str, int]] | None = None
+) -> tuple[int, bytes]:
+    """``(codec id, bytes)`` of the smallest of ``codecs`` on a serialized ``QuantizedState``; ``roles`` groups the
+    matrices for ``pergroup`` (``pergroup.encode``). The byte codecs run beside the per-group one."""
+    plain = tuple(c for c in codecs if c != "pergroup")
+    with ThreadPoolExecutor(1) as pool:
+        grouped = pool.submit(pergroup.compress, weights, roles=roles) if "pergroup" in codecs else None
+        outs = [compress(weights, plain)] if plain else []
+        if grouped is not None:
+            outs.append((PERGROUP_ID, grouped.result()))
+    return min(outs, key=lambda out: len(out[1]))  # the first listed wins ties
+
+
+def decompress_weights(codec_id: int, data: bytes) -> bytes:
+    return pergroup.decompress(data) if codec_id == PERGROUP_ID else decompress(codec_id, data)
 
 
 def counted_code() -> dict[str, bytes]:
@@ -121,7 +153,7 @@ def container_bytes(names: tuple[str, ...] = PARTS) -> int:
 def build(
     config_dict: dict, tokenizer_bytes: bytes, weights: bytes, code: dict[str, bytes], weights_codec: str = "zstd"
 ) -> bytes:
-    return build_compressed(config_dict, tokenizer_bytes, compress(weights, codec_for(weights_codec)), code)
+    return build_compressed(config_dict, tokenizer_bytes, compress_weights(weights, codec_for(weights_codec)), code)
 
 
 def build_compressed(
@@ -248,7 +280,7 @@ def read(path: str | os.PathLike) -> Artifact:
         if codec == 0:
             return stored
         try:
-            return decompress(codec, stored)
+            return decompress_weights(codec, stored) if name == "weights" else decompress(codec, stored)
         except Exception as e:  # any codec failure means the same thing: a corrupt part
             raise ArtifactError(f"{path}: part {name!r} does not decompress: {e}") from None
 
@@ -260,7 +292,6 @@ def read(path: str | os.PathLike) -> Artifact:
         code = unpack_code(open_part("code"))
     except (struct.error, UnicodeDecodeError) as e:
         raise ArtifactError(f"{path}: part 'code' is not a file list: {e}") from None
-    codec_names = {cid: name for name, cid in CODEC_IDS.items()}
     sizes = {name: len(stored) for name, (_, stored) in parts.items()}
     return Artifact(
         path=path,
@@ -269,7 +300,7 @@ def read(path: str | os.PathLike) -> Artifact:
         weights=open_part("weights"),
         code=code,
         sizes={**sizes, "container": len(data) - sum(sizes.values())},
-        weights_codec=codec_names.get(parts["weights"][0], "stored"),
+        weights_codec=weights_codec_name(parts["weights"][0]),
         verified=verified,
     )
 

@@ -22,7 +22,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 # Token ids are stored as uint16 in shards: np.iinfo(pgolf_data.shards.TOKEN_DTYPE).max + 1 (a test checks).
 VOCAB_LIMIT = 65_536
 
-Codec = Literal["zstd", "lzma", "brotli", "best"]
+Codec = Literal["zstd", "lzma", "brotli", "pergroup", "best"]
 NSCoefficients = Literal["fixed", "polar_express"]
 QuantMethod = Literal["rtn", "gptq"]
 TTTMode = Literal["none", "full", "lora", "phased"]
@@ -251,7 +251,9 @@ class QuantConfig(Section):
     calib_seq_len: int = _field(0, "calibration sequence length; 0 = train.seq_len", NON_NEGATIVE)
     calib_batch: int = _field(8, "calibration sequences per forward pass", POSITIVE)
     keep_float_max_numel: int = _field(65_536, "tensors with at most this many elements stay float16", NON_NEGATIVE)
-    codec: Codec = _field("zstd", "weight compressor: zstd (level 22), lzma, brotli, or best (smallest of the three)")
+    codec: Codec = _field(
+        "zstd", "weight compressor: zstd (level 22), lzma, brotli, pergroup (ZPAQ per role) or best (the smallest)"
+    )
 
     def bits_of(self, group: str) -> int:
         return getattr(self, f"{group}_bits", 0) or self.bits

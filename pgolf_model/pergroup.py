@@ -3,9 +3,9 @@
 The 1.0611 record (records/track_10min_16mb/2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611, from
 PR #1586) stores its int6/int7 matrices this way and reports ~280 KB less than brotli-11. ``encode``:
 
-- every int8 matrix goes to the group of its role: the name without its ``blocks.<i>.`` prefix (``attn.c_q.weight``,
-  ``mlp.fc.weight``, ``tok_emb.weight``, ...), layers in layer order, so one context-mixing model sees every layer's
-  matrix of one kind (same shape, same value statistics);
+- every int8 matrix goes to the group of its role (``roles``: by default the name without its ``blocks.<i>.``
+  prefix, ``attn.c_q.weight``, ``mlp.fc.weight``, ``tok_emb.weight``, ...), layers in layer order, so one
+  context-mixing model sees every layer's matrix of one kind (same shape, same value statistics);
 - the rows of the matrices in ``sort_roles`` are reordered by a greedy nearest-neighbour chain in L1 distance
   (``nn_chain``), so that neighbouring rows are alike; each permutation is stored as its rank among all
   permutations (``perm_to_bytes``: ceil(log2 n!) bits, the least an unstructured permutation can take);
@@ -13,14 +13,14 @@ PR #1586) stores its int6/int7 matrices this way and reports ~280 KB less than b
 - each group is compressed with ZPAQ (``zpaq`` package, libzpaq's method ``level``; one block per ``block_bytes``,
   so decompression can use one core per block), and so is the remainder (everything else: scales, LQER factors,
   float tensors), which the record gives to brotli-11: ZPAQ made a trained one 8% smaller (23,435 vs 25,447 B); the
-  manifest (names, dtypes, shapes: JSON) is brotli-11.
+  manifest (names, dtypes, shapes, each group's members in stream order: JSON) is brotli-11.
 
 Frame: ``b"PGPG"``, version (1 byte), stream count (1 byte), per stream its length and CRC-32 (uint32 each,
 little-endian), then the streams: manifest, remainder, permutations, one per group. ``decode`` checks all of it and
-names what is wrong. ``compress``/``decompress`` apply the codec to a serialized ``quant.QuantizedState`` (the
-artifact's ``weights`` part) and give back the same bytes.
+names what is wrong; it needs no roles (the manifest lists each group's members). ``compress``/``decompress`` apply
+the codec to a serialized ``quant.QuantizedState`` (the artifact's ``weights`` part) and give back the same bytes.
 
-Counted code (decode side): imports numpy, brotli and, lazily, zpaq.
+Counted code (decode side): imports numpy, brotli, ``quant`` (its magic) and, lazily, zpaq.
 """
 
 from __future__ import annotations
@@ -29,13 +29,16 @@ import json
 import math
 import struct
 import zlib
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 import brotli
 import numpy as np
 
+from .quant import MAGIC as WEIGHTS_MAGIC
+
 MAGIC = b"PGPG"
-VERSION = 1
+VERSION = 2  # 2: the manifest lists each group's members (1 derived the order from the names)
 # The record's choice (its _SIMSORT_KEYS): the embedding, the query and the MLP-up matrices.
 SORT_ROLES = frozenset({"tok_emb.weight", "attn.c_q.weight", "mlp.fc.weight"})
 LEVEL = 5
@@ -108,13 +111,14 @@ def _zpaq():
     try:
         import zpaq
     except ImportError as e:
-        raise ImportError("the pergroup codec needs the zpaq package: pip install 'pgolf[pergroup]'") from e
+        raise ImportError("the pergroup codec needs the zpaq package: pip install zpaq") from e
     return zpaq
 
 
 def encode(
     tensors: dict[str, np.ndarray],
     *,
+    roles: Mapping[str, tuple[str, int]] | None = None,
     level: int = LEVEL,
     sort_roles: frozenset[str] | None = SORT_ROLES,
     transpose: bool = True,
@@ -122,18 +126,20 @@ def encode(
     single_group: bool = False,
     workers: int = 0,
 ) -> bytes:
-    """``tensors`` (name -> array) as one per-group blob. Every 2-D int8 array is grouped; ``sort_roles`` (None: all)
-    get the row chain; ``single_group`` puts every matrix in one stream (an ablation); ``workers`` threads compress
-    the groups side by side (0: one per group)."""
+    """``tensors`` (name -> array) as one per-group blob. Every 2-D int8 array is grouped by its ``(role, layer)``
+    in ``roles`` (``role(name)`` for a name it lacks); ``sort_roles`` (None: all) get the row chain;
+    ``single_group`` puts every matrix in one stream (an ablation); ``workers`` threads compress the groups side by
+    side (0: one per group)."""
     if not 0 <= level <= 5:
         raise PergroupError(f"zpaq level {level}: must be in 0..5")
+    roles = roles or {}
     manifest, remainder, groups, chained = [], [], {}, set()
     for name, arr in tensors.items():
         arr = np.asarray(arr)
         if arr.dtype.hasobject or arr.dtype.kind == "V":
             raise PergroupError(f"tensor {name}: dtype {arr.dtype} has no byte representation")
         if arr.dtype == np.int8 and arr.ndim == 2 and arr.size:
-            key, layer = role(name)
+            key, layer = roles[name] if name in roles else role(name)
             if sort_roles is None or key in sort_roles:
                 chained.add(len(manifest))
             key = "*" if single_group else key
@@ -163,9 +169,10 @@ def encode(
     with ThreadPoolExecutor(workers or max(1, len(order))) as pool:
         done = dict(zip(by_size, pool.map(pack, by_size)))
     packed = [done[key] for key in order]
-    head = {"transpose": transpose, "groups": order, "chained": sorted(chained), "tensors": manifest}
+    members = [[i for _, i, _ in groups[key]] for key in order]
+    head = {"transpose": transpose, "groups": order, "members": members, "chained": sorted(chained)}
     streams = [
-        brotli.compress(json.dumps(head, separators=(",", ":")).encode(), quality=11),
+        brotli.compress(json.dumps({**head, "tensors": manifest}, separators=(",", ":")).encode(), quality=11),
         _zpaq().compress(b"".join(remainder), level=level, threads=1, hints=False),
         b"".join(p for _, p in packed),
         *(z for z, _ in packed),
@@ -209,9 +216,12 @@ def decode(blob: bytes, *, where: str = "pergroup", workers: int = 0) -> dict[st
         head = json.loads(brotli.decompress(streams[0]))
     except (brotli.error, ValueError) as e:
         raise PergroupError(f"{where}: the manifest does not decompress: {e}") from None
-    groups, manifest, chained = head["groups"], head["tensors"], set(head["chained"])
+    groups, members, manifest, chained = head["groups"], head["members"], head["tensors"], set(head["chained"])
     if len(streams) != len(_FIXED) + len(groups):
         raise PergroupError(f"{where}: {len(streams)} streams for {len(groups)} groups")
+    listed = sorted(i for m in members for i in m)
+    if len(members) != len(groups) or listed != [i for i, t in enumerate(manifest) if t[3] is not None]:
+        raise PergroupError(f"{where}: the group members do not match the manifest's grouped tensors")
 
     labels = {1: "the remainder", **{len(_FIXED) + g: f"group {key}" for g, key in enumerate(groups)}}
 
@@ -226,15 +236,11 @@ def decode(blob: bytes, *, where: str = "pergroup", workers: int = 0) -> dict[st
         raws = dict(zip(by_size, pool.map(unpack, by_size)))
     remainder = raws.pop(1)
     raws = {groups[i - len(_FIXED)]: raw for i, raw in raws.items()}
-    members = {key: [] for key in groups}
-    for i, (_, _, _, key) in enumerate(manifest):
-        if key is not None:
-            members[key].append(i)
     out: dict[int, np.ndarray] = {}
     perms, perm_pos = streams[2], 0
-    for key in groups:
+    for key, group in zip(groups, members):
         raw, pos = raws[key], 0
-        for i in sorted(members[key], key=lambda i: (role(manifest[i][0])[1], i)):
+        for i in group:
             rows, cols = manifest[i][2]
             if pos + rows * cols > len(raw):
                 raise PergroupError(f"{where}: group {key} holds {len(raw)} bytes, {manifest[i][0]} needs more")
@@ -267,60 +273,54 @@ def decode(blob: bytes, *, where: str = "pergroup", workers: int = 0) -> dict[st
     return {manifest[i][0]: out[i] for i in range(len(manifest))}
 
 
-_LQER_PARTS = ("a_q", "b_q", "a_scale", "b_scale")
-
-
-def state_tensors(weights: bytes) -> dict[str, np.ndarray]:
-    """A serialized ``quant.QuantizedState`` as arrays for ``encode``: each matrix's integers under its name (so they
-    are grouped), its row scales, LQER factors (flattened: not grouped) and the float16 tensors under
-    ``name#part``, and the serialization's header (magic, length, JSON) under ``""``."""
-    from .quant import QuantizedState
-
-    qs = QuantizedState.from_bytes(weights)
+def state_tensors(weights: bytes, *, where: str = "weights") -> dict[str, np.ndarray]:
+    """A serialized ``quant.QuantizedState`` as arrays for ``encode``: its header (magic, length, JSON) under ``""``,
+    each integer matrix under its name (so it is grouped), and the rest of the payload under ``"#rest"``. The
+    payload starts with the integer matrices in header order (``quant``'s layout); what follows them (row scales,
+    LQER factors, float tensors, any other format's bytes) passes through as it is, so the codec is lossless on any
+    serialization with that start."""
+    if weights[:4] != WEIGHTS_MAGIC or len(weights) < 8:
+        raise PergroupError(
+            f"{where}: not serialized quantized weights (magic {weights[:4]!r}, expected {WEIGHTS_MAGIC!r})"
+        )
     (head_len,) = struct.unpack_from("<I", weights, 4)
-    out = {"": np.frombuffer(weights, np.uint8, 8 + head_len)}
-    for name, e in qs.entries.items():
-        if e["format"] != "int":
-            out[f"{name}#value"] = e["value"]
-            continue
-        out[name], out[f"{name}#scale"] = e["q"], e["scale"]
-        for part in _LQER_PARTS if "lqer" in e else ():
-            out[f"{name}#{part}"] = e["lqer"][part].reshape(-1)
+    try:
+        header = json.loads(weights[8 : 8 + head_len])
+    except ValueError as e:
+        raise PergroupError(f"{where}: the quantized weights' header is not JSON: {e}") from None
+    out, pos = {"": np.frombuffer(weights, np.uint8, 8 + head_len)}, 8 + head_len
+    for h in header:
+        if h["name"] in out or h["name"] == "#rest":
+            raise PergroupError(f"{where}: tensor name {h['name']!r} is reserved or repeated")
+        if h.get("format") == "int":
+            rows, cols = h["shape"]
+            if pos + rows * cols > len(weights):
+                raise PergroupError(f"{where}: the payload ends before the integers of {h['name']}")
+            out[h["name"]] = np.frombuffer(weights, np.int8, rows * cols, pos).reshape(rows, cols)
+            pos += rows * cols
+    out["#rest"] = np.frombuffer(weights, np.uint8, len(weights) - pos, pos)
     return out
 
 
 def state_bytes(tensors: dict[str, np.ndarray]) -> bytes:
     """The inverse of ``state_tensors``: the serialized ``QuantizedState``."""
-    from .quant import QuantizedState
-
-    entries = {}
-    for h in json.loads(tensors[""][8:].tobytes()):
-        name, shape = h["name"], tuple(h["shape"])
-        if h["format"] != "int":
-            entries[name] = {"shape": shape, "format": h["format"], "value": tensors[f"{name}#value"]}
-            continue
-        e = {"shape": shape, "format": "int", "bits": h["bits"], "q": tensors[name], "scale": tensors[f"{name}#scale"]}
-        if "lqer" in h:
-            (rows, cols), (rank, group) = shape, h["lqer"]
-            f = {part: tensors[f"{name}#{part}"] for part in _LQER_PARTS}
-            f["a_q"], f["b_q"] = f["a_q"].reshape(rows, rank), f["b_q"].reshape(rank, cols)
-            e["lqer"] = {"rank": rank, "group": group, **f}
-        entries[name] = e
-    return QuantizedState(entries).to_bytes()
+    head = tensors[""].tobytes()
+    header = json.loads(head[8:])
+    ints = [tensors[h["name"]].tobytes() for h in header if h.get("format") == "int"]
+    return head + b"".join(ints) + tensors["#rest"].tobytes()
 
 
-def compress(weights: bytes, **options) -> bytes:
-    """The codec on a serialized ``QuantizedState`` (``encode``'s ``options``); ``decompress`` gives it back."""
-    tensors = state_tensors(weights)
-    if state_bytes(tensors) != weights:
-        raise PergroupError("weights: not in QuantizedState.to_bytes' canonical form, so not stored losslessly")
-    return encode(tensors, **options)
+def compress(
+    weights: bytes, *, roles: Mapping[str, tuple[str, int]] | None = None, where: str = "weights", **options
+) -> bytes:
+    """The codec on a serialized ``QuantizedState`` (``encode``'s ``roles`` and ``options``); ``decompress`` gives
+    it back byte for byte."""
+    return encode(state_tensors(weights, where=where), roles=roles, **options)
 
 
 def decompress(blob: bytes, *, where: str = "weights") -> bytes:
+    tensors = decode(blob, where=where)
     try:
-        return state_bytes(decode(blob, where=where))
-    except (KeyError, ValueError) as e:
-        if isinstance(e, PergroupError):
-            raise
+        return state_bytes(tensors)
+    except (KeyError, TypeError, ValueError) as e:
         raise PergroupError(f"{where}: the tensors do not form quantized weights: {e}") from None

@@ -132,14 +132,19 @@ def record_caseops() -> Config:
     wd 0.02 (ADAM_WD), betas (0.9, 0.99) (BETA2), eps 1e-8; grad clip 0.3; no warm-up; warm-down over the last 0.85
     of training (WARMDOWN_FRAC) to a floor of 0.1 (MIN_LR). No weight-decay taper (its code has none).
     Training: seq 2048, 786,432 tokens per step (8 x 98,304), EMA 0.9965, 20 compile warm-up steps, 10 minutes.
-    Quantization: GPTQ, SDClip k = 12.85 at int6 by default (MATRIX_CLIP_SIGMAS), attention int6 k 13.0, MLP int6
-    k 11.5, tied embedding int7 k 14.0 (EMBED_BITS 7), LQER rank 4 on the 3 worst matrices; brotli (its
-    predecessors' codec). Evaluation: phased TTT, 2500 prefix documents in 3 phases, global SGD lr 0.001 momentum
-    0.9, LoRA rank 80 alpha 144, AdamW lr 1e-4 betas (0, 0.99) wd 0.5, 48-token chunks, 64 documents a batch (the
-    ``EvalConfig`` defaults are these values; stride unused, as in the record).
+    Quantization: GPTQ, SDClip k = 12.85 at int6 by default (MATRIX_CLIP_SIGMAS), attention int6 k 13.0, LQER rank
+    4 on the 3 worst matrices, the per-group codec (its COMPRESSOR=pergroup; ZPAQ in process, where it runs lrzip);
+    MLP int6 k 12.0 and tied embedding int7 k 15.0 (EMBED_BITS 7) are those of 2026-04-29_SmearGateBOSFix_3Seed_
+    1.06141 (PR #1851, 1.06141 BPB), not the record's 11.5 and 14.0: pgolf counts the tokenizer (103,239 bytes for
+    the record's own), and with the record's k the estimate is 16,034,666 bytes (its logged weights alone are
+    15,865,260 to 15,875,551); with these it is about 15,808,000 (``python -m pgolf_model.budget --preset
+    record-caseops``; docs/records.md, Budget estimate).
+    Evaluation: phased TTT, 2500 prefix documents in 3 phases, global SGD lr 0.001 momentum 0.9, LoRA rank 80 alpha 144,
+    AdamW lr 1e-4 betas (0, 0.99) wd 0.5, 48-token chunks, 64 documents a batch (the ``EvalConfig`` defaults are these
+    values; stride unused, as in the record).
 
     Differences from that record: GPTQ calibration is self-generated (64 x 2048 tokens, the 2026-03-25 record's
-    method) where it reads 16 x 786,432 training tokens; the compressor is brotli, not its per-group lrzip; the
+    method) where it reads 16 x 786,432 training tokens; MLP and embedding k as above; the
     8 x 12 attention gate stays float16 (it stores it int8); its skip connections are sigmoid-gated lerps (ours
     weighted adds); its parallel lanes add the first lane block's skip to lane 0 only (ours before the stream
     splits); its Q/K/V/MLP-up matrices start orthogonal (ours uniform); attention is not document-masked.
@@ -155,8 +160,8 @@ def record_caseops() -> Config:
             "optim.adam_beta2": 0.99, "optim.warmdown_frac": 0.85, "optim.min_lr_scale": 0.1,
             "optim.muon_wd": 0.095, "optim.embed_wd": 0.085, "optim.scalar_wd": 0.02,
             "train.ema_decay": 0.9965, "train.loop_after": 0.35,
-            "quant.sdclip_k": 12.85, "quant.embed_bits": 7, "quant.embed_sdclip_k": 14.0, "quant.attn_sdclip_k": 13.0,
-            "quant.mlp_sdclip_k": 11.5, "quant.lqer_rank": 4, "quant.codec": "brotli",
+            "quant.sdclip_k": 12.85, "quant.embed_bits": 7, "quant.embed_sdclip_k": 15.0, "quant.attn_sdclip_k": 13.0,
+            "quant.mlp_sdclip_k": 12.0, "quant.lqer_rank": 4, "quant.codec": "pergroup",
             "eval.ttt": "phased", "eval.seq_len": 2048,
         },
     )  # fmt: skip

@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from pgolf_data.compress import compress
+from pgolf_data.compress import CODEC_IDS, compress
 from pgolf_data.manifest import MANIFEST_NAME
 from pgolf_model import artifact as model_artifact
 from pgolf_model.artifact import codec_for
@@ -226,7 +226,8 @@ def budget_split(art: model_artifact.Artifact) -> dict[str, int]:
     state = QuantizedState.from_bytes(art.weights, where=f"{art.path}: weights")
     if VOCAB_TENSORS[0] not in state.entries:
         raise ValueError(f"{art.path}: no {VOCAB_TENSORS[0]} among the weights; the model's tensor names changed")
-    codecs = codec_for(art.weights_codec) if art.weights_codec != "stored" else ("zstd",)
+    # The per-group codec compresses by role, not as one stream: brotli stands in for it in the proportion.
+    codecs = tuple(c for c in codec_for(art.weights_codec) if c in CODEC_IDS) or ("brotli",)
     groups = {"embeddings": [], "other": []}
     for name, entry in state.entries.items():
         group = groups["embeddings" if name in VOCAB_TENSORS else "other"]

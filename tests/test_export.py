@@ -12,7 +12,7 @@ from model_data import (
 )
 from quant_model import CPU, train_small
 
-from pgolf_data.compress import compress, decompress
+from pgolf_data.compress import compress
 from pgolf_model import artifact
 from pgolf_model.config import ConfigError
 from pgolf_model.export import weights as export
@@ -63,7 +63,7 @@ def test_gptq_with_lqer_round_trips(trained):
     out = export.export_weights(trained.model, cfg, runtime=CPU)
     assert {"calibration", "hessians", "quantize"} <= out.seconds.keys()
     assert sum("lqer" in e for e in out.state.entries.values()) == 3
-    back = QuantizedState.from_bytes(decompress(*out.compressed))
+    back = QuantizedState.from_bytes(artifact.decompress_weights(*out.compressed))
     assert back.to_bytes() == out.weights
     model = type(trained.model)(trained.cfg.model)
     model.load_state_dict(back.dequantize())
@@ -92,7 +92,7 @@ def test_training_entry_point_prints_the_plan_and_fits(dev_sample, tmp_path, cap
     art = artifact.read(tmp_path / "b" / "model.pga")
     widths = {e["bits"] for e in QuantizedState.from_bytes(art.weights).entries.values() if e["format"] == "int"}
     assert widths == {row["bits"] for row in plan["plan"]}
-    sizes = {codec: len(compress(art.weights, (codec,))[1]) for codec in ("zstd", "lzma", "brotli")}
+    sizes = {codec: len(artifact.compress_weights(art.weights, (codec,))[1]) for codec in artifact.WEIGHT_CODECS}
     assert art.sizes["weights"] == min(sizes.values()) and sizes[art.weights_codec] == art.sizes["weights"]
     assert abs(second["artifact_val_bpb"] - second["val_bpb"]) < 0.1
 

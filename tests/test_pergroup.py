@@ -144,11 +144,40 @@ def test_quantized_weights_round_trip_byte_for_byte(quantized):
     assert chained == {n for n in grouped if pergroup.role(n)[0] in pergroup.SORT_ROLES} and chained
 
 
-def test_weights_not_in_canonical_form_are_refused(quantized):
+def test_any_serialization_with_the_integers_first_round_trips(quantized):
+    """The codec cuts only the integer matrices out of the payload; a header it did not write (spaced JSON) and
+    bytes of a format it does not know (another packing after the integers) pass through unchanged."""
     (n,) = struct.unpack_from("<I", quantized, 4)
     spaced = quantized[8 : 8 + n].replace(b'"shape":', b'"shape": ')
-    with pytest.raises(PergroupError, match="canonical form"):
-        pergroup.compress(quantized[:4] + struct.pack("<I", len(spaced)) + spaced + quantized[8 + n :])
+    other = quantized[:4] + struct.pack("<I", len(spaced)) + spaced + quantized[8 + n :] + bytes(range(256))
+    assert pergroup.decompress(pergroup.compress(other, **FAST)) == other
+
+
+def test_roles_given_by_the_model_decide_the_groups(quantized):
+    names = [h["name"] for h in json.loads(quantized[8 : 8 + struct.unpack_from("<I", quantized, 4)[0]])]
+    ints = [n for n in names if n.startswith("blocks.")]
+    blob = pergroup.compress(quantized, roles={n: ("one", i) for i, n in enumerate(ints)}, **FAST)
+    head = json.loads(brotli.decompress(pergroup._streams(blob, "t")[0]))
+    assert "one" in head["groups"] and not any(g.startswith(("attn.", "mlp.")) for g in head["groups"])
+    assert pergroup.decompress(blob) == quantized
+
+
+def serialized(header: bytes, payload: bytes = b"") -> bytes:
+    return b"PGQW" + struct.pack("<I", len(header)) + header + payload
+
+
+@pytest.mark.parametrize(
+    "weights, message",
+    [
+        (b"PGPG\0\0\0\0", r"w: not serialized quantized weights \(magic b'PGPG'"),
+        (serialized(b"[{"), r"w: the quantized weights' header is not JSON"),
+        (serialized(b'[{"name":"m","shape":[4,4],"format":"int"}]', bytes(15)), r"w: the payload ends before .* of m"),
+        (serialized(b'[{"name":"#rest","shape":[2]}]'), r"w: tensor name '#rest' is reserved or repeated"),
+    ],
+)
+def test_bad_weights_are_named(weights, message):
+    with pytest.raises(PergroupError, match=message):
+        pergroup.compress(weights, where="w")
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +191,7 @@ def blob() -> bytes:
     "damage, message",
     [
         (lambda b: b"PGQW" + b[4:], r"not a per-group weight blob \(magic b'PGQW'"),
-        (lambda b: b[:4] + bytes([9]) + b[5:], r"per-group format version 9, this pgolf reads 1"),
+        (lambda b: b[:4] + bytes([9]) + b[5:], r"per-group format version 9, this pgolf reads 2"),
         (lambda b: b[:5], r"truncated header \(5 bytes\)"),
         (lambda b: b[:20], r"truncated stream table \(4 streams, 20 bytes\)"),
         (lambda b: b[:-3], r"group 0 stream needs bytes \d+\.\.\d+, blob has \d+"),

@@ -3,7 +3,8 @@
 Steps, as the records run them after training (docs/records.md): self-generated calibration tokens (when GPTQ or the
 bit allocation needs them) -> Hessians (GPTQ) -> bit width per tensor group (fixed by the config, or chosen to fit
 the budget by ``allocation``) -> GPTQ or round-to-nearest per matrix -> LQER -> serialize -> compress (the config's
-codec, or the smallest of zstd-22/lzma/brotli with ``codec = best``; the codec id is recorded in the artifact).
+codec, or the smallest of zstd-22/lzma/brotli/pergroup with ``codec = best``; the codec id is recorded in the
+artifact).
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from torch import nn
 
-from pgolf_data.compress import codec_name, compress
-
-from ..artifact import codec_for
+from .. import pergroup
+from ..artifact import codec_for, compress_weights, weights_codec_name
 from ..config import Config
 from ..quant import QuantizedState
 from ..runtime import Runtime
@@ -36,13 +36,20 @@ class Export:
     def table(self, budget: int | None = None) -> str:
         """The plan; ``budget``: the bytes the allocation fitted the weights part into, if it ran."""
         head = f"quantization plan ({f'fit to {budget:,} bytes' if budget is not None else 'fixed widths'}):"
-        codec = codec_name(self.compressed[0])
+        codec = weights_codec_name(self.compressed[0])
         return head + "\n" + allocation.format_plan(self.plan, len(self.compressed[1]), codec, budget)
 
 
 def rules_from_config(cfg: Config) -> dict[str, GroupRule]:
     q = cfg.quant
     return {g: GroupRule(q.bits_of(g), q.sdclip_k_of(g)) for g in GROUPS}
+
+
+def coding_roles(model: nn.Module) -> dict[str, tuple[str, int]]:
+    """``{name: (role, layer)}`` of the model's matrices, by which the per-group codec joins one role's layers. Read
+    from the names (``pergroup.role``: ``blocks.<i>.`` is the layer) until the model interface declares each
+    matrix's role and layer; this is the one place to switch."""
+    return {name: pergroup.role(name) for name, p in model.named_parameters() if p.ndim == 2}
 
 
 def export_weights(
@@ -57,6 +64,7 @@ def export_weights(
     seconds: dict[str, float] = {}
     groups, rules = tensor_groups(model), rules_from_config(cfg)
     state = {k: v.detach() for k, v in model.state_dict().items()}
+    roles = coding_roles(model)
 
     tokens = hessians = None
     if q.method == "gptq" or q.allocate:
@@ -78,7 +86,7 @@ def export_weights(
             chosen = {g: replace(r, bits=bits.get(g, r.bits)) for g, r in rules.items()}
             qs = quantize_state(state, groups, chosen, q, hessians=hessians, lqer_rank=q.lqer_rank, cache=cache)
             blob = qs.to_bytes()
-            built[key] = (qs, blob, compress(blob, codec_for(q.codec)))
+            built[key] = (qs, blob, compress_weights(blob, codec_for(q.codec), roles))
         return built[key]
 
     t0 = time.perf_counter()

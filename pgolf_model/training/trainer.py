@@ -323,7 +323,7 @@ class Trainer:
         numbers = ["val_bpb (exact: byte sidecars)"] if val.exact is not None else []
         numbers += [f"val_bpb_official ({val.official_rule})"] if val.official is not None else []
         self.log.say(f"data: {self.inputs.folder}; scored as {' and '.join(numbers)}")
-        if (over := estimate.warning(sizes, budget_limit)) is not None:
+        if (over := estimate.warning(sizes, cfg.quant, budget_limit)) is not None:
             self.log.say(over)
 
     @property
