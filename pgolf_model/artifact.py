@@ -39,6 +39,7 @@ COUNTED_FILES = (
     "pgolf_model/config.py",
     "pgolf_model/softcap_ce.py",
     "pgolf_model/model.py",
+    "pgolf_model/hadamard.py",
     "pgolf_model/quant.py",
     "pgolf_model/artifact.py",
     "pgolf_model/runtime.py",
@@ -50,7 +51,8 @@ COUNTED_FILES = (
     "pgolf_data/compress.py",
 )
 # The counted modules that define the model; build_model imports these from the artifact itself.
-MODEL_MODULES = ("config", "softcap_ce", "model", "quant")
+MODEL_MODULES = ("config", "softcap_ce", "model", "hadamard", "quant")
+ADDED_MODULES = frozenset({"hadamard"})  # model modules newer than the oldest artifacts pgolf reads
 
 
 class BudgetError(ValueError):
@@ -241,24 +243,26 @@ class _CodeImporter(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 
 def model_modules(art: Artifact) -> dict[str, object]:
-    """The artifact's own ``MODEL_MODULES``, imported from its counted code."""
+    """The artifact's own ``MODEL_MODULES``, imported from its counted code. A module added after the artifact was
+    written (``ADDED_MODULES``) may be absent: that artifact's own code does not import it."""
     sources = {}
     for name in MODEL_MODULES:
         key = f"pgolf_model/{name}.py"
-        if key not in art.code:
+        if key in art.code:
+            sources[name] = art.code[key]
+        elif name not in ADDED_MODULES:
             raise ArtifactError(f"{art.path}: the counted code has no {key}")
-        sources[name] = art.code[key]
-    digest = hashlib.sha256(b"".join(sources[n] for n in MODEL_MODULES)).hexdigest()[:16]
+    digest = hashlib.sha256(b"".join(sources.values())).hexdigest()[:16]
     package = f"_pgolf_artifact_{digest}"
     if package not in sys.modules:
         importer = _CodeImporter(package, sources, art.path)
         sys.meta_path.insert(0, importer)
         try:
-            for name in MODEL_MODULES:
+            for name in sources:
                 importlib.import_module(f"{package}.{name}")
         finally:
             sys.meta_path.remove(importer)
-    return {name: sys.modules[f"{package}.{name}"] for name in MODEL_MODULES}
+    return {name: sys.modules[f"{package}.{name}"] for name in sources}
 
 
 def build_model(art: Artifact, *, device="cpu", embedded_code: bool = True):

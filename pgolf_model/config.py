@@ -27,6 +27,7 @@ NSCoefficients = Literal["fixed", "polar_express"]
 QuantMethod = Literal["rtn", "gptq"]
 TTTMode = Literal["none", "full", "lora", "phased"]
 LoRATarget = Literal["q", "k", "v", "o", "mlp"]
+Rotation = Literal["vo", "input", "residual"]
 
 
 class ConfigError(ValueError):
@@ -251,6 +252,7 @@ class QuantConfig(Section):
     calib_batch: int = _field(8, "calibration sequences per forward pass", POSITIVE)
     keep_float_max_numel: int = _field(65_536, "tensors with at most this many elements stay float16", NON_NEGATIVE)
     codec: Codec = _field("zstd", "weight compressor: zstd (level 22), lzma, brotli, or best (smallest of the three)")
+    rotate: tuple[Rotation, ...] = _field((), "Hadamard rotations before quantizing (vo, input, residual); () = none")
 
     def bits_of(self, group: str) -> int:
         return getattr(self, f"{group}_bits", 0) or self.bits

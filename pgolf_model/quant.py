@@ -7,12 +7,13 @@ mixes, skip weights) are kept as float16. Values of any width are stored one per
 the unused high bits, which is what the records do for int5/int6. The bit width is recorded per tensor, so mixed
 widths and other rounding rules (GPTQ, ``gptq.py``) produce the same format. A matrix may carry an LQER correction
 (``lqer.py``): low-rank factors ``A`` (INT2, one scale) and ``B`` (INT4, one scale per ``group`` values) added back
-as ``A B`` on dequantization.
+as ``A B`` on dequantization. A matrix quantized in a Hadamard basis (``export/rotation.py``) carries ``rot: [out,
+in]``, the block sizes of its row and column rotations (1 = none); dequantization rotates it back (``hadamard.py``).
 
 Serialized layout: ``b"PGQW"``, uint32 header length, a canonical JSON header listing every tensor (name, shape,
-format, bits, ``lqer: [rank, group]`` where present), then the payload: all integer values, then all row scales,
-then the LQER factors' integers (A then B per tensor) and their scales, then all float16 tensors, each in header
-order. Grouping like with like compresses better.
+format, bits, ``lqer: [rank, group]`` and ``rot: [out, in]`` where present), then the payload: all integer values,
+then all row scales, then the LQER factors' integers (A then B per tensor) and their scales, then all float16
+tensors, each in header order. Grouping like with like compresses better.
 
 This module is part of the artifact's counted code; it imports only numpy, torch and ``.config``.
 """
@@ -28,6 +29,7 @@ import torch
 from torch import Tensor
 
 from .config import QuantConfig
+from .hadamard import rotate
 
 MAGIC = b"PGQW"
 
@@ -78,6 +80,13 @@ def lqer_correction(f: dict) -> Tensor:
     return a @ (b.reshape(-1) * b_scale).view_as(b)
 
 
+def unrotate(w: Tensor, rot: tuple[int, int] | list[int] | None) -> Tensor:
+    """A matrix stored in the Hadamard basis ``rot = (out, in)`` back in the model's basis (``H`` is self-inverse)."""
+    if rot is None:
+        return w
+    return rotate(rotate(w, 0, rot[0]), 1, rot[1])
+
+
 def tensor_format(shape: tuple[int, ...], cfg: QuantConfig) -> str:
     """``"int"`` for tensors quantized per row, ``"float16"`` for the ones kept in float."""
     numel = int(np.prod(shape)) if shape else 1
@@ -121,6 +130,7 @@ class QuantizedState:
                 out[name] = dequantize_rows(torch.from_numpy(e["q"]), torch.from_numpy(e["scale"]))
                 if "lqer" in e:
                     out[name] += lqer_correction(e["lqer"])
+                out[name] = unrotate(out[name], e.get("rot"))
             else:
                 out[name] = torch.from_numpy(e["value"].astype(np.float32))
             out[name] = out[name].reshape(e["shape"])
@@ -132,6 +142,8 @@ class QuantizedState:
             item = {"name": name, "shape": list(e["shape"]), "format": e["format"]}
             if e["format"] == "int":
                 item["bits"] = e["bits"]
+                if "rot" in e:
+                    item["rot"] = list(e["rot"])
                 ints.append(np.ascontiguousarray(e["q"], dtype=np.int8).tobytes())
                 scales.append(np.ascontiguousarray(e["scale"], dtype="<f2").tobytes())
                 if "lqer" in e:
@@ -172,6 +184,8 @@ class QuantizedState:
                 "bits": h["bits"],
                 "q": take(rows * cols, "i1", (rows, cols)),
             }
+            if "rot" in h:
+                entries[h["name"]]["rot"] = tuple(h["rot"])
         for h in ints:
             entries[h["name"]]["scale"] = take(h["shape"][0], "<f2", (h["shape"][0],))
         corrected = [h for h in ints if "lqer" in h]

@@ -90,12 +90,14 @@ def quantize_state(
     lqer_rank: int = 0,
     lqer_top: int = lqer.TOP,
     cache: dict | None = None,
+    rotations: dict[str, tuple[int, int]] | None = None,
 ) -> QuantizedState:
     """Quantize ``state`` (a ``state_dict``) tensor by tensor; see the module docstring.
 
     A matrix with a Hessian in ``hessians`` is GPTQ'd, any other one rounded to nearest. With ``lqer_rank > 0`` the
     ``lqer_top`` quantized matrices with the largest error ``||W - Q s||_F`` get a rank-``lqer_rank`` correction.
-    ``cache`` (a dict the caller keeps) memoizes ``(name, bits, k) -> (q, scale)`` across calls.
+    ``cache`` (a dict the caller keeps) memoizes ``(name, bits, k) -> (q, scale)`` across calls. ``rotations``
+    (``rotation.basis_rotations``) marks the matrices that ``state`` holds in a Hadamard basis.
     """
     entries: dict[str, dict] = {}
     errors: dict[str, Tensor] = {}
@@ -112,6 +114,8 @@ def quantize_state(
         h = hessians.get(name) if hessians is not None else None
         q, scale = quantize_named(name, t, rule, cfg, hessian=h, cache=cache)
         entries[name] = {"shape": shape, "format": "int", "bits": rule.bits, "q": q.numpy(), "scale": scale.numpy()}
+        if rotations and name in rotations:
+            entries[name]["rot"] = rotations[name]
         if lqer_rank > 0:
             errors[name] = t.detach().float().cpu() - q.float() * scale.float()[:, None]
     if lqer_rank > 0:

@@ -1,9 +1,10 @@
 """From trained weights to the artifact's compressed ``weights`` part, within the byte budget.
 
-Steps, as the records run them after training (docs/records.md): self-generated calibration tokens (when GPTQ or the
-bit allocation needs them) -> Hessians (GPTQ) -> bit width per tensor group (fixed by the config, or chosen to fit
-the budget by ``allocation``) -> GPTQ or round-to-nearest per matrix -> LQER -> serialize -> compress (the config's
-codec, or the smallest of zstd-22/lzma/brotli with ``codec = best``; the codec id is recorded in the artifact).
+Steps, as the records run them after training (docs/records.md): the optional Hadamard rotations (``rotation``) ->
+self-generated calibration tokens (when GPTQ or the bit allocation needs them) -> Hessians (GPTQ) -> bit width per
+tensor group (fixed by the config, or chosen to fit the budget by ``allocation``) -> GPTQ or round-to-nearest per
+matrix -> LQER -> serialize -> compress (the config's codec, or the smallest of zstd-22/lzma/brotli with
+``codec = best``; the codec id is recorded in the artifact).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ..artifact import codec_for
 from ..config import Config
 from ..quant import QuantizedState
 from ..runtime import Runtime
-from . import allocation, calibration
+from . import allocation, calibration, rotation
 from .allocation import PlanRow
 from .ptq import GROUPS, GroupRule, group_members, quantize_state, tensor_groups
 
@@ -55,8 +56,11 @@ def export_weights(
         raise ValueError("quant.allocate needs the byte budget left for the weights")
     seed = cfg.train.seed if seed is None else seed
     seconds: dict[str, float] = {}
+    model = rotation.function_preserving(model, q.rotate)
     groups, rules = tensor_groups(model), rules_from_config(cfg)
     state = {k: v.detach() for k, v in model.state_dict().items()}
+    quantized = [n for names in group_members(state, groups, q).values() for n in names]
+    rotations = rotation.basis_rotations(model, q.rotate, quantized)
 
     tokens = hessians = None
     if q.method == "gptq" or q.allocate:
@@ -67,7 +71,9 @@ def export_weights(
     if q.method == "gptq":
         t0 = time.perf_counter()
         hessians = calibration.collect_hessians(model, tokens, batch_size=q.calib_batch, runtime=runtime)
+        hessians = rotation.hessians_into_basis(hessians, rotations)
         seconds["hessians"] = time.perf_counter() - t0
+    state = rotation.into_basis(state, rotations)
 
     cache: dict = {}
     built: dict[tuple, tuple[QuantizedState, bytes, tuple[int, bytes]]] = {}
@@ -76,7 +82,9 @@ def export_weights(
         key = tuple(sorted(bits.items()))
         if key not in built:
             chosen = {g: replace(r, bits=bits.get(g, r.bits)) for g, r in rules.items()}
-            qs = quantize_state(state, groups, chosen, q, hessians=hessians, lqer_rank=q.lqer_rank, cache=cache)
+            qs = quantize_state(
+                state, groups, chosen, q, hessians=hessians, lqer_rank=q.lqer_rank, cache=cache, rotations=rotations
+            )
             blob = qs.to_bytes()
             built[key] = (qs, blob, compress(blob, codec_for(q.codec)))
         return built[key]
@@ -94,6 +102,7 @@ def export_weights(
             runtime=runtime,
             hessians=hessians,
             cache=cache,
+            rotations=rotations,
         )
         costs = {(g, o.bits): o.cost for g, opts in options.items() for o in opts}
         bits, _ = allocation.allocate(options, weights_budget, lambda b: len(build(b)[2][1]))
