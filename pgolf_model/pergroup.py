@@ -305,6 +305,8 @@ def state_bytes(tensors: dict[str, np.ndarray]) -> bytes:
             f = {part: tensors[f"{name}#{part}"] for part in _LQER_PARTS}
             f["a_q"], f["b_q"] = f["a_q"].reshape(rows, rank), f["b_q"].reshape(rank, cols)
             e["lqer"] = {"rank": rank, "group": group, **f}
+        if "rot" in h:
+            e["rot"] = tuple(h["rot"])
         entries[name] = e
     return QuantizedState(entries).to_bytes()
 

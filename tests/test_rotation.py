@@ -1,5 +1,6 @@
 """Hadamard rotation before quantization: the matrix against its defining formula, the rotated models against the
-original's logits, GPTQ's Hessian in the rotated basis, and the stored rotation's round trip through an artifact."""
+original's logits, GPTQ's Hessian in the rotated basis, and the stored rotation's round trip through an artifact and
+the per-group codec."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from model_data import one_thread  # noqa: F401 (autouse fixture)
 from quant_model import CPU
 
-from pgolf_model import artifact
+from pgolf_model import artifact, pergroup
 from pgolf_model.config import Config, ConfigError
 from pgolf_model.export import gptq, rotation
 from pgolf_model.export import weights as export
@@ -201,6 +202,7 @@ def test_rotated_export_round_trips_through_the_artifact(method, tmp_path):
     out = export.export_weights(model, rot_cfg, runtime=CPU)
     assert out.weights != plain.weights
     assert any("rot" in e for e in out.state.entries.values())
+    assert pergroup.decompress(pergroup.compress(out.weights, level=1)) == out.weights  # the rotation passes through
     data = artifact.build_compressed(rot_cfg.to_dict(), b"tok", out.compressed, artifact.counted_code())
     path = artifact.write(tmp_path / "model.pga", data)
     rebuilt, _ = artifact.build_model(artifact.read(path))
