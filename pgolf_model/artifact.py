@@ -39,6 +39,7 @@ COUNTED_FILES = (
     "pgolf_model/config.py",
     "pgolf_model/softcap_ce.py",
     "pgolf_model/model.py",
+    "pgolf_model/lowbit.py",
     "pgolf_model/hadamard.py",
     "pgolf_model/quant.py",
     "pgolf_model/artifact.py",
@@ -51,8 +52,8 @@ COUNTED_FILES = (
     "pgolf_data/compress.py",
 )
 # The counted modules that define the model; build_model imports these from the artifact itself.
-MODEL_MODULES = ("config", "softcap_ce", "model", "hadamard", "quant")
-ADDED_MODULES = frozenset({"hadamard"})  # model modules newer than the oldest artifacts pgolf reads
+MODEL_MODULES = ("config", "softcap_ce", "lowbit", "model", "hadamard", "quant")
+ADDED_MODULES = frozenset({"lowbit", "hadamard"})  # model modules newer than the oldest artifacts pgolf reads
 
 
 class BudgetError(ValueError):

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import ModelConfig
+from .lowbit import LowBit
 from .softcap_ce import softcap_cross_entropy
 
 # Initial values, each from the record that introduced the tensor (docs/records.md).
@@ -52,10 +53,17 @@ def uniform_fan_in_(weight: Tensor) -> None:
 class Rotary(nn.Module):
     """Rotary position embedding on the first ``rot_dim`` channels of each head (all of them in the baseline)."""
 
-    def __init__(self, rot_dim: int, base: float) -> None:
+    def __init__(self, rot_dim: int, base: float, yarn_factor: float = 1.0) -> None:
         super().__init__()
         self.rot_dim = rot_dim
-        inv_freq = 1.0 / (base ** (torch.arange(0, rot_dim, 2, dtype=torch.float32) / rot_dim))
+        pair = torch.arange(0, rot_dim, 2, dtype=torch.float32) / rot_dim
+        inv_freq = 1.0 / (base**pair)
+        if yarn_factor != 1.0:
+            # YaRN as the 2026-03-24 ternary record has it: the fastest quarter of the pairs is kept, the slower ones
+            # are divided by up to yarn_factor along a linear ramp, so positions past the training length map into
+            # angles the slow channels have seen.
+            ramp = torch.clamp((pair - 0.25) / 0.75, 0.0, 1.0)
+            inv_freq = inv_freq / (ramp * (yarn_factor - 1.0) + 1.0)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -69,14 +77,20 @@ class Rotary(nn.Module):
 
 
 class Linear(nn.Linear):
-    """A bias-free block matrix; ``fake_quant`` (set by ``qat.enable``) maps the weight on the training forward pass."""
+    """A bias-free block matrix. ``weight_quant`` (``lowbit.LowBit``, set by the GPT for ``model.lowbit``) maps the
+    weight on every forward pass; otherwise ``fake_quant`` (set by ``qat.enable``) on the training forward pass."""
 
     def __init__(self, in_features: int, out_features: int) -> None:
         super().__init__(in_features, out_features, bias=False)
         self.fake_quant = None
+        self.weight_quant = None
 
     def forward(self, x: Tensor) -> Tensor:
-        w = self.fake_quant(self.weight) if self.fake_quant is not None and self.training else self.weight
+        w = self.weight
+        if self.weight_quant is not None:
+            w = self.weight_quant(w)
+        elif self.fake_quant is not None and self.training:
+            w = self.fake_quant(w)
         return F.linear(x, w)
 
 
@@ -93,7 +107,7 @@ class CausalSelfAttention(nn.Module):
         self.qk_gain_init = cfg.qk_gain_init
         self.q_gain = nn.Parameter(torch.empty(cfg.num_heads))
         # Partial RoPE (records from 2026-03-21): the unrotated dims attend by content regardless of distance.
-        self.rotary = Rotary(cfg.rope_dims or cfg.head_dim, cfg.rope_base)
+        self.rotary = Rotary(cfg.rope_dims or cfg.head_dim, cfg.rope_base, cfg.yarn_factor)
         self.xsa = cfg.xsa
         # Sparse attention gate (docs/records.md, attention gate): a per-head sigmoid gate read from a few input dims.
         width = cfg.attn_gate_width
@@ -293,6 +307,10 @@ class GPT(nn.Module):
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.model_dim)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))
+        if cfg.lowbit != "none":  # ternary / binary block matrices from step 0 (lowbit.py)
+            for m in self.blocks.modules():
+                if isinstance(m, Linear):
+                    m.weight_quant = LowBit(cfg.lowbit, cfg.lowbit_group)
         self.smear = SmearGate(cfg.bos_id) if cfg.smear_gate else None
         self.bigram = BigramHash(cfg.bigram_buckets, cfg.bigram_dim, cfg.model_dim) if cfg.bigram_buckets else None
         self.value_embeds = ValueEmbeddings(cfg) if cfg.ve_layers else None

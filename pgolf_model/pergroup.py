@@ -280,6 +280,8 @@ def state_tensors(weights: bytes) -> dict[str, np.ndarray]:
     (head_len,) = struct.unpack_from("<I", weights, 4)
     out = {"": np.frombuffer(weights, np.uint8, 8 + head_len)}
     for name, e in qs.entries.items():
+        if e["format"] not in ("int", "float16"):
+            raise PergroupError(f"weights: {name} is {e['format']}, packed already; use zstd, lzma or brotli")
         if e["format"] != "int":
             out[f"{name}#value"] = e["value"]
             continue

@@ -106,5 +106,8 @@ def hessians_into_basis(
 
 
 def function_preserving(model: nn.Module, modes: tuple[str, ...]) -> nn.Module:
-    """The model export quantizes: ``model`` itself, or its ``vo``-rotated copy."""
+    """The model export quantizes: ``model`` itself, or its ``vo``-rotated copy. A ternary or binary model
+    re-quantizes its matrices on every pass, so rotating their weights would change its function: refused."""
+    if "vo" in modes and model.cfg.lowbit != "none":
+        raise ValueError(f"quant.rotate vo rotates c_v and proj, which model.lowbit = {model.cfg.lowbit} quantizes")
     return rotate_values(model) if "vo" in modes else model

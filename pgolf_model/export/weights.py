@@ -17,13 +17,14 @@ from torch import nn
 
 from pgolf_data.compress import codec_name, compress
 
+from .. import lowbit
 from ..artifact import codec_for
 from ..config import Config
 from ..quant import QuantizedState
 from ..runtime import Runtime
 from . import allocation, calibration, rotation
 from .allocation import PlanRow
-from .ptq import GROUPS, GroupRule, group_members, quantize_state, tensor_groups
+from .ptq import GROUPS, GroupRule, group_members, lowbit_matrices, quantize_state, tensor_groups
 
 
 @dataclass
@@ -57,7 +58,9 @@ def export_weights(
     seed = cfg.train.seed if seed is None else seed
     seconds: dict[str, float] = {}
     model = rotation.function_preserving(model, q.rotate)
-    groups, rules = tensor_groups(model), rules_from_config(cfg)
+    lowbits = lowbit_matrices(model)  # stored as trained, outside the tensor groups (no widths, GPTQ or rotation)
+    groups = {n: g for n, g in tensor_groups(model).items() if n not in lowbits}
+    rules = rules_from_config(cfg)
     state = {k: v.detach() for k, v in model.state_dict().items()}
     quantized = [n for names in group_members(state, groups, q).values() for n in names]
     rotations = rotation.basis_rotations(model, q.rotate, quantized)
@@ -83,7 +86,15 @@ def export_weights(
         if key not in built:
             chosen = {g: replace(r, bits=bits.get(g, r.bits)) for g, r in rules.items()}
             qs = quantize_state(
-                state, groups, chosen, q, hessians=hessians, lqer_rank=q.lqer_rank, cache=cache, rotations=rotations
+                state,
+                groups,
+                chosen,
+                q,
+                hessians=hessians,
+                lqer_rank=q.lqer_rank,
+                cache=cache,
+                rotations=rotations,
+                lowbits=lowbits,
             )
             blob = qs.to_bytes()
             built[key] = (qs, blob, compress(blob, codec_for(q.codec)))
@@ -122,4 +133,18 @@ def export_weights(
         )
         for g, names in group_members(state, groups, q).items()
     ]
+    for kind in sorted({lb.kind for lb in lowbits.values()}):
+        names = [n for n, lb in lowbits.items() if lb.kind == kind]
+        packed = sum(lowbit.packed_size(state[n].numel(), kind) for n in names)
+        params = sum(state[n].numel() for n in names)
+        plan.append(
+            PlanRow(
+                group=kind,
+                bits=2 if kind == "ternary" else 1,
+                tensors=len(names),
+                params=params,
+                bytes=packed,
+                cost=None,
+            )
+        )
     return Export(qs, blob, compressed, plan, seconds)
