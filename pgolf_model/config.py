@@ -127,6 +127,9 @@ class ModelConfig(Section):
     bigram_dim: int = _field(128, "BigramHash embedding width, projected to model_dim", POSITIVE)
     ve_layers: tuple[int, ...] = _field((), "value embeddings: the blocks (e.g. 9,10) whose values get a shared table")
     ve_dim: int = _field(128, "value embedding table width, projected to the key/value width", POSITIVE)
+    embed_dim: int = _field(
+        0, "factored embedding: table width, projected to and from model_dim; 0 = model_dim", NON_NEGATIVE
+    )
     lowbit: LowBitKind = _field(
         "none", "block matrices ternary {-1,0,1} or binary {-1,1} from step 0 (STE); none = off"
     )
@@ -165,6 +168,8 @@ class ModelConfig(Section):
             # The lanes must be last: a looped block would run again after they have started.
             why = f"the looped blocks must all come before parallel_from = {self.parallel_from}"
             _require(not self.parallel_from or self.loop_end < self.parallel_from, "loop_end", self.loop_end, why)
+        why = "a factored embedding needs tie_embeddings (the head reads the table through factored.down)"
+        _require(not self.embed_dim or self.tie_embeddings, "embed_dim", self.embed_dim, why)
         if self.lowbit != "none":
             why = f"must divide model_dim = {dim} (the groups run along each matrix's rows)"
             _require(dim % self.lowbit_group == 0, "lowbit_group", self.lowbit_group, why)

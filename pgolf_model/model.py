@@ -301,11 +301,27 @@ class ValueEmbeddings(nn.Module):
         return {layer: h * scales[k] for k, layer in enumerate(self.layers)}
 
 
+class FactoredEmbedding(nn.Module):
+    """A token table narrower than the stream (the 2026-03-24 ternary record's 8192 x 254, EMBED_DIM): ``up`` maps
+    its rows to the stream, ``down`` maps the final hidden state back to the table's width for the tied head."""
+
+    def __init__(self, embed_dim: int, model_dim: int) -> None:
+        super().__init__()
+        self.up = nn.Linear(embed_dim, model_dim, bias=False)
+        self.down = nn.Linear(model_dim, embed_dim, bias=False)
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        uniform_fan_in_(self.up.weight)
+        uniform_fan_in_(self.down.weight)
+
+
 class GPT(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.model_dim)
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.embed_dim or cfg.model_dim)
+        self.factored = FactoredEmbedding(cfg.embed_dim, cfg.model_dim) if cfg.embed_dim else None
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))
         if cfg.lowbit != "none":  # ternary / binary block matrices from step 0 (lowbit.py)
             for m in self.blocks.modules():
@@ -332,13 +348,14 @@ class GPT(nn.Module):
         | attn.gate, smear, bigram.emb            | 0                                                    |
         | bigram.scale, lanes.decay / lanes.mix   | BIGRAM_SCALE / LANE_DECAY / 1                        |
         | value_embeds.emb / .proj / .scale       | N(0, VE_STD^2) / orthogonal / VE_SCALE (2026-03-25)  |
+        | factored.up / .down                     | U(-1/sqrt(fan_in), 1/sqrt(fan_in))                   |
         """
         std = self.cfg.tied_embed_init_std if self.cfg.tie_embeddings else 1.0
         nn.init.normal_(self.tok_emb.weight, mean=0.0, std=std)
         for block in self.blocks:
             block.reset_parameters()
         self.skip_weights.fill_(1.0)
-        for part in (self.smear, self.bigram, self.value_embeds):
+        for part in (self.smear, self.bigram, self.value_embeds, self.factored):
             if part is not None:
                 part.reset_parameters()
         if self.lm_head is not None:
@@ -346,7 +363,8 @@ class GPT(nn.Module):
 
     def param_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
         """Parameters by optimizer group: ``matrix`` (Muon), ``embed``, ``head``, ``scalar`` (Adam). The BigramHash
-        and value embedding tables are ``embed``, their projections ``scalar``, as in the 2026-03-25 record.
+        and value embedding tables are ``embed``, their projections ``scalar``, as in the 2026-03-25 record (and so
+        are a factored embedding's ``up`` and ``down``).
 
         Every parameter is in exactly one group (asserted), so a new tensor must be placed here on purpose.
         """
@@ -388,6 +406,8 @@ class GPT(nn.Module):
     def embed(self, idx: Tensor) -> Tensor:
         """x0: the normed token embedding, after the optional BigramHash and SmearGate."""
         e = self.tok_emb(idx)
+        if self.factored is not None:
+            e = self.factored.up(e)
         if self.bigram is not None:
             e = e + self.bigram(idx).to(e.dtype)
         if self.smear is not None:
@@ -395,7 +415,8 @@ class GPT(nn.Module):
         return rms_norm(e)
 
     def hidden(self, idx: Tensor) -> Tensor:
-        """Final normed hidden states (B, T, C) for token ids (B, T)."""
+        """The head's input (B, T, C) for token ids (B, T): the final normed hidden states (with a factored
+        embedding, projected down to its width)."""
         x0 = self.embed(idx)
         ves = self.value_embeds(idx) if self.value_embeds is not None else {}
         x, outs = x0, []
@@ -408,7 +429,7 @@ class GPT(nn.Module):
         for i, skip in zip(self.decoder_layers, skips):
             x = self.blocks[i](x if skip is None else x + skip, x0, ve=ves.get(i))
         if not self.lane_layers:
-            return rms_norm(x)
+            return self.head_input(rms_norm(x))
         # The stream splits into two lanes after the first lane block's skip joins it; later skips join lane 0.
         lane_skips = skips[len(self.decoder_layers) :]
         lane0 = lane1 = x if lane_skips[0] is None else x + lane_skips[0]
@@ -416,7 +437,10 @@ class GPT(nn.Module):
             if k and skip is not None:
                 lane0 = lane0 + skip
             lane0, lane1 = self.blocks[i].forward_lanes(lane0, lane1, x0, ve=ves.get(i))
-        return rms_norm(0.5 * (lane0 + lane1))
+        return self.head_input(rms_norm(0.5 * (lane0 + lane1)))
+
+    def head_input(self, x: Tensor) -> Tensor:
+        return x if self.factored is None else self.factored.down(x)
 
     @property
     def head_weight(self) -> Tensor:

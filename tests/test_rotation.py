@@ -120,12 +120,13 @@ def test_rotating_the_mlp_hidden_dimension_does_not_keep_the_logits():
         assert (broken.logits(x) - model.logits(x)).abs().max() > 100 * LOGIT_ATOL
 
 
-def test_the_stream_rotation_is_exact_in_a_model_whose_stream_multipliers_are_uniform():
+@pytest.mark.parametrize("embed_dim", [0, 16])  # 16: a factored embedding, whose up / down sit on the stream
+def test_the_stream_rotation_is_exact_in_a_model_whose_stream_multipliers_are_uniform(embed_dim):
     """Where this GPT allows an in-model residual rotation (no SmearGate or gate, every per-channel multiplier of
     the stream equal across channels), rotating exactly the matrices of ``stream_sides`` keeps the logits: the
     list is complete. The rotation needs the uniform multipliers; a trained model's are not, which is why export
     undoes it on dequantization instead."""
-    cfg = rich_config(smear_gate=False, attn_gate_width=0)
+    cfg = rich_config(smear_gate=False, attn_gate_width=0, embed_dim=embed_dim)
     model = random_model(cfg)
     with torch.no_grad():
         for name, p in model.named_parameters():

@@ -12,14 +12,15 @@
   (``(x H)(W H)^T = x W^T``), folded into the weights once at load, so evaluation costs nothing more (PR #1224 does
   the same with a searched block size).
 - ``residual``: the residual stream in one Hadamard basis, as QuaRot rotates it: the stream side of every matrix
-  that reads it (``c_q``, ``c_k``, ``c_v``, ``mlp.fc``, the tied embedding or head) or writes it (``attn.proj``,
-  ``mlp.proj``, the BigramHash projection). QuaRot can leave the stream rotated because its RMSNorms are weightless
-  after folding; this GPT's norms are weightless too, but the stream also passes per-channel multipliers that no
-  matrix can absorb: ``resid_mix`` (stream and x0), the U-Net ``skip_weights``, and the SmearGate and attention gate,
-  which read its first channels. ``attn_scale`` / ``mlp_scale`` could be folded into the writers' rows, the others
-  cannot, so the rotation is excluded from the model and kept to the weights: each matrix is quantized in the
-  rotated basis and rotated back on dequantization, as for ``input``. Weight-only quantization sees exactly the
-  matrices a rotated model would hold, so nothing of the effect on quantization is lost.
+  that reads it (``c_q``, ``c_k``, ``c_v``, ``mlp.fc``, the tied embedding or head, a factored embedding's ``down``)
+  or writes it (``attn.proj``, ``mlp.proj``, the BigramHash projection, a factored embedding's ``up``). QuaRot can
+  leave the stream rotated because its RMSNorms are weightless after folding; this GPT's norms are weightless too,
+  but the stream also passes per-channel multipliers that no matrix can absorb: ``resid_mix`` (stream and x0), the
+  U-Net ``skip_weights``, and the SmearGate and attention gate, which read its first channels. ``attn_scale`` /
+  ``mlp_scale`` could be folded into the writers' rows, the others cannot, so the rotation is excluded from the
+  model and kept to the weights: each matrix is quantized in the rotated basis and rotated back on dequantization,
+  as for ``input``. Weight-only quantization sees exactly the matrices a rotated model would hold, so nothing of
+  the effect on quantization is lost.
 
 GPTQ sees the rotated problem: a matrix stored as ``P W R`` reads ``R x``, so its Hessian is ``R H R``.
 """
@@ -54,7 +55,10 @@ def rotate_values(model: GPT) -> GPT:
 
 def stream_sides(model: GPT) -> dict[str, tuple[bool, bool]]:
     """``{weight name: (rows on the stream, columns on the stream)}`` for the matrices that write or read it."""
-    sides = {"tok_emb.weight": (False, True)}
+    if model.factored is None:
+        sides = {"tok_emb.weight": (False, True)}
+    else:
+        sides = {"factored.up.weight": (True, False), "factored.down.weight": (False, True)}
     if model.lm_head is not None:
         sides["lm_head.weight"] = (False, True)
     if model.bigram is not None:
