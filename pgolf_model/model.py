@@ -11,8 +11,10 @@ Notable features (the 2026-03-17 naive baseline, 1.2244 BPB; docs/records.md):
 
 Record-stack switches (``ModelConfig``, all off by default; docs/records.md has each one's record): LeakyReLU(0.5)^2,
 partial RoPE, LN scale, XSA, sparse attention gate, BOS-fixed SmearGate, BigramHash, value embeddings, parallel
-residual lanes, depth recurrence. An optional part is a small module (``SmearGate``, ``BigramHash``,
-``ValueEmbeddings``, ``LaneMix``) or ``None`` when off; each initializes its own tensors from the constants below.
+residual lanes, depth recurrence; from the 2026-03-24 ternary record, ternary / binary block matrices
+(``lowbit.py``), a factored embedding and YaRN. An optional part is a small module (``SmearGate``, ``BigramHash``,
+``ValueEmbeddings``, ``LaneMix``, ``FactoredEmbedding``) or ``None`` when off; each initializes its own tensors from
+the constants below.
 The blocks' matrices are ``Linear`` layers that late QAT (``training/qat.py``) can switch to fake-quantized weights.
 
 The layer sequence is lists of physical block indices (``encoder_layers``, ``decoder_layers``, ``lane_layers``),
