@@ -48,6 +48,8 @@ COUNTED_FILES = (
     "pgolf_model/config.py",
     "pgolf_model/softcap_ce.py",
     "pgolf_model/model.py",
+    "pgolf_model/lowbit.py",
+    "pgolf_model/hadamard.py",
     "pgolf_model/quant.py",
     "pgolf_model/artifact.py",
     "pgolf_model/pergroup.py",
@@ -60,7 +62,8 @@ COUNTED_FILES = (
     "pgolf_data/compress.py",
 )
 # The counted modules that define the model; build_model imports these from the artifact itself.
-MODEL_MODULES = ("config", "softcap_ce", "model", "quant")
+MODEL_MODULES = ("config", "softcap_ce", "lowbit", "model", "hadamard", "quant")
+ADDED_MODULES = frozenset({"lowbit", "hadamard"})  # model modules newer than the oldest artifacts pgolf reads
 
 
 class BudgetError(ValueError):
@@ -333,20 +336,22 @@ class _CodeImporter(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 
 def model_modules(art: Artifact) -> dict[str, object]:
-    """The artifact's own ``MODEL_MODULES``, imported from its counted code."""
+    """The artifact's own ``MODEL_MODULES``, imported from its counted code. A module added after the artifact was
+    written (``ADDED_MODULES``) may be absent: that artifact's own code does not import it."""
     sources = {}
     for name in MODEL_MODULES:
         key = f"pgolf_model/{name}.py"
-        if key not in art.code:
+        if key in art.code:
+            sources[name] = art.code[key]
+        elif name not in ADDED_MODULES:
             raise ArtifactError(f"{art.path}: the counted code has no {key}")
-        sources[name] = art.code[key]
-    digest = hashlib.sha256(b"".join(sources[n] for n in MODEL_MODULES)).hexdigest()[:16]
+    digest = hashlib.sha256(b"".join(sources.values())).hexdigest()[:16]
     package = f"_pgolf_artifact_{digest}"
     if package not in sys.modules:
         importer = _CodeImporter(package, sources, art.path)
         sys.meta_path.insert(0, importer)
         try:
-            for name in MODEL_MODULES:
+            for name in sources:
                 importlib.import_module(f"{package}.{name}")
         except ArtifactError:
             for name in [m for m in sys.modules if m == package or m.startswith(f"{package}.")]:
@@ -354,7 +359,7 @@ def model_modules(art: Artifact) -> dict[str, object]:
             raise
         finally:
             sys.meta_path.remove(importer)
-    return {name: sys.modules[f"{package}.{name}"] for name in MODEL_MODULES}
+    return {name: sys.modules[f"{package}.{name}"] for name in sources}
 
 
 # Which model code ``build_model`` runs: "auto" this package's when the artifact's is byte for byte the same (else

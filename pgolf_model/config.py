@@ -27,6 +27,8 @@ NSCoefficients = Literal["fixed", "polar_express"]
 QuantMethod = Literal["rtn", "gptq"]
 TTTMode = Literal["none", "full", "lora", "phased"]
 LoRATarget = Literal["q", "k", "v", "o", "mlp"]
+Rotation = Literal["vo", "input", "residual"]
+LowBitKind = Literal["none", "ternary", "binary"]
 
 
 class ConfigError(ValueError):
@@ -126,6 +128,16 @@ class ModelConfig(Section):
     bigram_dim: int = _field(128, "BigramHash embedding width, projected to model_dim", POSITIVE)
     ve_layers: tuple[int, ...] = _field((), "value embeddings: the blocks (e.g. 9,10) whose values get a shared table")
     ve_dim: int = _field(128, "value embedding table width, projected to the key/value width", POSITIVE)
+    embed_dim: int = _field(
+        0, "factored embedding: table width, projected to and from model_dim; 0 = model_dim", NON_NEGATIVE
+    )
+    lowbit: LowBitKind = _field(
+        "none", "block matrices ternary {-1,0,1} or binary {-1,1} from step 0 (STE); none = off"
+    )
+    lowbit_group: int = _field(128, "weights per absmean scale of the ternary/binary matrices", POSITIVE_INT)
+    yarn_factor: float = _field(
+        1.0, "YaRN: RoPE low frequencies stretched by this (eval length / train length)", POSITIVE
+    )
 
     def check(self) -> None:
         dim, heads, kv, layers = self.model_dim, self.num_heads, self.num_kv_heads, self.num_layers
@@ -157,6 +169,11 @@ class ModelConfig(Section):
             # The lanes must be last: a looped block would run again after they have started.
             why = f"the looped blocks must all come before parallel_from = {self.parallel_from}"
             _require(not self.parallel_from or self.loop_end < self.parallel_from, "loop_end", self.loop_end, why)
+        why = "a factored embedding needs tie_embeddings (the head reads the table through factored.down)"
+        _require(not self.embed_dim or self.tie_embeddings, "embed_dim", self.embed_dim, why)
+        if self.lowbit != "none":
+            why = f"must divide model_dim = {dim} (the groups run along each matrix's rows)"
+            _require(dim % self.lowbit_group == 0, "lowbit_group", self.lowbit_group, why)
         blocks = all(isinstance(i, int) and 0 <= i < layers for i in self.ve_layers)
         ok = blocks and len(set(self.ve_layers)) == len(self.ve_layers)
         _require(ok, "ve_layers", self.ve_layers, f"must be distinct block indices in [0, {layers})")
@@ -254,6 +271,7 @@ class QuantConfig(Section):
     codec: Codec = _field(
         "zstd", "weight compressor: zstd (level 22), lzma, brotli, pergroup (ZPAQ per role) or best (the smallest)"
     )
+    rotate: tuple[Rotation, ...] = _field((), "Hadamard rotations before quantizing (vo, input, residual); () = none")
 
     def bits_of(self, group: str) -> int:
         return getattr(self, f"{group}_bits", 0) or self.bits

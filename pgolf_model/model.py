@@ -11,8 +11,10 @@ Notable features (the 2026-03-17 naive baseline, 1.2244 BPB; docs/records.md):
 
 Record-stack switches (``ModelConfig``, all off by default; docs/records.md has each one's record): LeakyReLU(0.5)^2,
 partial RoPE, LN scale, XSA, sparse attention gate, BOS-fixed SmearGate, BigramHash, value embeddings, parallel
-residual lanes, depth recurrence. An optional part is a small module (``SmearGate``, ``BigramHash``,
-``ValueEmbeddings``, ``LaneMix``) or ``None`` when off; each initializes its own tensors from the constants below.
+residual lanes, depth recurrence; from the 2026-03-24 ternary record, ternary / binary block matrices
+(``lowbit.py``), a factored embedding and YaRN. An optional part is a small module (``SmearGate``, ``BigramHash``,
+``ValueEmbeddings``, ``LaneMix``, ``FactoredEmbedding``) or ``None`` when off; each initializes its own tensors from
+the constants below.
 The blocks' matrices are ``Linear`` layers that late QAT (``training/qat.py``) can switch to fake-quantized weights.
 
 The layer sequence is lists of physical block indices (``encoder_layers``, ``decoder_layers``, ``lane_layers``),
@@ -30,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import ModelConfig
+from .lowbit import LowBit
 from .softcap_ce import softcap_cross_entropy
 
 # Initial values, each from the record that introduced the tensor (docs/records.md).
@@ -53,10 +56,17 @@ def linear_init_(weight: Tensor) -> None:
 class Rotary(nn.Module):
     """Rotary position embedding on the first ``rot_dim`` channels of each head (all of them in the baseline)."""
 
-    def __init__(self, rot_dim: int, base: float) -> None:
+    def __init__(self, rot_dim: int, base: float, yarn_factor: float = 1.0) -> None:
         super().__init__()
         self.rot_dim = rot_dim
-        inv_freq = 1.0 / (base ** (torch.arange(0, rot_dim, 2, dtype=torch.float32) / rot_dim))
+        pair = torch.arange(0, rot_dim, 2, dtype=torch.float32) / rot_dim
+        inv_freq = 1.0 / (base**pair)
+        if yarn_factor != 1.0:
+            # YaRN as the 2026-03-24 ternary record has it: the fastest quarter of the pairs is kept, the slower ones
+            # are divided by up to yarn_factor along a linear ramp, so positions past the training length map into
+            # angles the slow channels have seen.
+            ramp = torch.clamp((pair - 0.25) / 0.75, 0.0, 1.0)
+            inv_freq = inv_freq / (ramp * (yarn_factor - 1.0) + 1.0)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -70,14 +80,20 @@ class Rotary(nn.Module):
 
 
 class Linear(nn.Linear):
-    """A bias-free block matrix; ``fake_quant`` (set by ``qat.enable``) maps the weight on the training forward pass."""
+    """A bias-free block matrix. ``weight_quant`` (``lowbit.LowBit``, set by the GPT for ``model.lowbit``) maps the
+    weight on every forward pass; otherwise ``fake_quant`` (set by ``qat.enable``) on the training forward pass."""
 
     def __init__(self, in_features: int, out_features: int) -> None:
         super().__init__(in_features, out_features, bias=False)
         self.fake_quant = None
+        self.weight_quant = None
 
     def forward(self, x: Tensor) -> Tensor:
-        w = self.fake_quant(self.weight) if self.fake_quant is not None and self.training else self.weight
+        w = self.weight
+        if self.weight_quant is not None:
+            w = self.weight_quant(w)
+        elif self.fake_quant is not None and self.training:
+            w = self.fake_quant(w)
         return F.linear(x, w)
 
 
@@ -94,7 +110,7 @@ class CausalSelfAttention(nn.Module):
         self.qk_gain_init = cfg.qk_gain_init
         self.q_gain = nn.Parameter(torch.empty(cfg.num_heads))
         # Partial RoPE (records from 2026-03-21): the unrotated dims attend by content regardless of distance.
-        self.rotary = Rotary(cfg.rope_dims or cfg.head_dim, cfg.rope_base)
+        self.rotary = Rotary(cfg.rope_dims or cfg.head_dim, cfg.rope_base, cfg.yarn_factor)
         self.xsa = cfg.xsa
         # Sparse attention gate (docs/records.md, attention gate): a per-head sigmoid gate read from a few input dims.
         width = cfg.attn_gate_width
@@ -289,13 +305,33 @@ class ValueEmbeddings(nn.Module):
         return {layer: h * scales[k] for k, layer in enumerate(self.layers)}
 
 
+class FactoredEmbedding(nn.Module):
+    """A token table narrower than the stream (the 2026-03-24 ternary record's 8192 x 254, EMBED_DIM): ``up`` maps
+    its rows to the stream, ``down`` maps the final hidden state back to the table's width for the tied head."""
+
+    def __init__(self, embed_dim: int, model_dim: int) -> None:
+        super().__init__()
+        self.up = nn.Linear(embed_dim, model_dim, bias=False)
+        self.down = nn.Linear(model_dim, embed_dim, bias=False)
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        linear_init_(self.up.weight)
+        linear_init_(self.down.weight)
+
+
 class GPT(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
         with torch.random.fork_rng(devices=[]):  # the modules' own default inits: init_weights draws everything
-            self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.model_dim)
+            self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.embed_dim or cfg.model_dim)
+            self.factored = FactoredEmbedding(cfg.embed_dim, cfg.model_dim) if cfg.embed_dim else None
             self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))
+            if cfg.lowbit != "none":  # ternary / binary block matrices from step 0 (lowbit.py)
+                for m in self.blocks.modules():
+                    if isinstance(m, Linear):
+                        m.weight_quant = LowBit(cfg.lowbit, cfg.lowbit_group)
             self.smear = SmearGate(cfg.bos_id) if cfg.smear_gate else None
             self.bigram = BigramHash(cfg.bigram_buckets, cfg.bigram_dim, cfg.model_dim) if cfg.bigram_buckets else None
             self.value_embeds = ValueEmbeddings(cfg) if cfg.ve_layers else None
@@ -335,6 +371,7 @@ class GPT(nn.Module):
         | attn.gate, smear, bigram.emb            | 0                                                    |
         | bigram.scale, lanes.decay / lanes.mix   | BIGRAM_SCALE / LANE_DECAY / 1                        |
         | value_embeds.emb / .proj / .scale       | N(0, VE_STD^2) / orthogonal / VE_SCALE (2026-03-25)  |
+        | factored.up / .down                     | U(-1/sqrt(fan_in), 1/sqrt(fan_in))                   |
         """
         nn.init.normal_(self.tok_emb.weight)
         for block in self.blocks:
@@ -345,13 +382,14 @@ class GPT(nn.Module):
         else:
             nn.init.normal_(self.tok_emb.weight, mean=0.0, std=self.cfg.tied_embed_init_std)
         self.skip_weights.fill_(1.0)
-        for part in (self.smear, self.bigram, self.value_embeds):
+        for part in (self.smear, self.bigram, self.value_embeds, self.factored):
             if part is not None:
                 part.reset_parameters()
 
     def param_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
         """Parameters by optimizer group: ``matrix`` (Muon), ``embed``, ``head``, ``scalar`` (Adam). The BigramHash
-        and value embedding tables are ``embed``, their projections ``scalar``, as in the 2026-03-25 record.
+        and value embedding tables are ``embed``, their projections ``scalar``, as in the 2026-03-25 record (and so
+        are a factored embedding's ``up`` and ``down``).
 
         Every parameter is in exactly one group (asserted), so a new tensor must be placed here on purpose.
         """
@@ -395,6 +433,8 @@ class GPT(nn.Module):
         e = self.tok_emb(idx)
         if not torch.is_autocast_enabled(e.device.type):
             e = e.float()  # a bf16 embedding (embed_bf16) without autocast: the blocks' weights are fp32
+        if self.factored is not None:
+            e = self.factored.up(e)
         if self.bigram is not None:
             e = e + self.bigram(idx).to(e.dtype)
         if self.smear is not None:
@@ -402,7 +442,8 @@ class GPT(nn.Module):
         return rms_norm(e)
 
     def hidden(self, idx: Tensor) -> Tensor:
-        """Final normed hidden states (B, T, C) for token ids (B, T)."""
+        """The head's input (B, T, C) for token ids (B, T): the final normed hidden states (with a factored
+        embedding, projected down to its width)."""
         x0 = self.embed(idx)
         ves = self.value_embeds(idx) if self.value_embeds is not None else {}
         x, outs = x0, []
@@ -415,7 +456,7 @@ class GPT(nn.Module):
         for i, skip in zip(self.decoder_layers, skips):
             x = self.blocks[i](x if skip is None else x + skip, x0, ve=ves.get(i))
         if not self.lane_layers:
-            return rms_norm(x)
+            return self.head_input(rms_norm(x))
         # The stream splits into two lanes after the first lane block's skip joins it; later skips join lane 0.
         lane_skips = skips[len(self.decoder_layers) :]
         lane0 = lane1 = x if lane_skips[0] is None else x + lane_skips[0]
@@ -423,7 +464,10 @@ class GPT(nn.Module):
             if k and skip is not None:
                 lane0 = lane0 + skip
             lane0, lane1 = self.blocks[i].forward_lanes(lane0, lane1, x0, ve=ves.get(i))
-        return rms_norm(0.5 * (lane0 + lane1))
+        return self.head_input(rms_norm(0.5 * (lane0 + lane1)))
+
+    def head_input(self, x: Tensor) -> Tensor:
+        return x if self.factored is None else self.factored.down(x)
 
     @property
     def head_weight(self) -> Tensor:

@@ -167,6 +167,59 @@ def record_caseops() -> Config:
     )  # fmt: skip
 
 
+# What the ternary record and the binary run beside it share (both 2026-03-24; docs/records.md, ternary and binary
+# weights): d 768, 8 heads / 4 KV, MLP 4x relu^2, vocab 8192 tied and factored 8192 x 254 (EMBED_DIM), U-Net with
+# resid_mix (ours), low-bit block matrices in groups of 128 (BITNET_GROUP_SIZE), logit cap 10 (LOGIT_SOFTCAP),
+# QK_GAIN_INIT 2.25, RoPE base 5000 (ROPE_BASE) with YaRN to 2048 = 2 x TRAIN_SEQ_LEN 1024 (YARN_MAX_LEN); NeoMuon =
+# Muon with each row of the Nesterov update RMS-normalized before 3 Newton-Schulz steps (MUON_BACKEND_STEPS): the
+# row normalization is MuonEq-R up to a constant that NS's own Frobenius normalization removes, so it is
+# ``muon_row_norm``; MATRIX_LR 0.04, MUON_MOMENTUM 0.85 -> 0.95 over 500 steps, MUON_WD 0; SCALAR_LR =
+# TIED_EMBED_LR = 0.02, ADAM_WD 0.05; WARMDOWN_FRACTION 0.2; 524,288 tokens per step (TRAIN_BATCH_TOKENS), 5
+# warm-up steps; no EMA; sliding eval stride 16.
+# Differences from both runs: their vocabulary bias (ours: none); their non-ternary tensors (the embedding and its
+# projections) in FP8 e4m3 with FP8 QAT, where ours are int6 after training (no FP8 path, which CPUs lack; int6 is
+# the records' width and fits the budget where int8 does not); their degree-5 polynomial soft-cap and z-loss 1e-4
+# (ours: tanh cap 10, no z-loss); their fused QKV matrix (ours: three, each with its own groups); their logit
+# temperature 0.90 fitted on training tokens (ours: none); their LZMA over a torch.save of the packed state, keeping
+# the smaller of base-3 and bitmask packing (ours: base-3 or 1-bit in the weights format, then the config's codec).
+LOWBIT_STACK = {
+    "model.vocab_size": 8192, "model.model_dim": 768, "model.num_heads": 8, "model.num_kv_heads": 4,
+    "model.mlp_mult": 4, "model.embed_dim": 254, "model.lowbit_group": 128, "model.logit_softcap": 10.0,
+    "model.qk_gain_init": 2.25, "model.rope_base": 5000.0, "model.yarn_factor": 2.0,
+    "optim.muon_row_norm": True, "optim.muon_ns_steps": 3, "optim.matrix_lr": 0.04, "optim.muon_momentum": 0.95,
+    "optim.muon_momentum_start": 0.85, "optim.muon_momentum_warmup_steps": 500, "optim.scalar_lr": 0.02,
+    "optim.tied_embed_lr": 0.02, "optim.embed_wd": 0.05, "optim.scalar_wd": 0.05, "optim.warmdown_frac": 0.2,
+    "train.seq_len": 1024, "train.batch_tokens": 524_288, "train.device_batch_tokens": 65_536,
+    "train.compile": True, "train.compile_warmup_steps": 5,
+    "quant.bits": 6,
+    "eval.stride": 16,
+}  # fmt: skip
+
+
+def ternary() -> Config:
+    """records/track_10min_16mb/2026-03-24_74M_Ternary_UNet_FP8_10L_8192BPE_YaRN_NeoMuon (1.1570 sliding s16, 3
+    seeds; PR #640; its run_cuda_ternary.sh): ``LOWBIT_STACK`` with 10 layers (NUM_LAYERS: a 5 + 5 U-Net), ternary
+    block matrices from step 0, 10 minutes (MAX_WALLCLOCK_SECONDS 599). 67,386,192 parameters: its log's
+    64,880,640 ternary and 2,513,744 other ones, less its 8,192-entry vocabulary bias (its README's 73.7M counts
+    something else)."""
+    return _preset("ternary", {**LOWBIT_STACK, "model.num_layers": 10, "model.lowbit": "ternary"})
+
+
+def binary() -> Config:
+    """records/track_non_record_16mb/2026-03-24_106M_Binary_Asymmetric_UNet_FP8_15L_8192BPE_YaRN_NeoMuon_Smear
+    (1.1239 sliding s16, non-record; its run_cuda_binary.sh): ``LOWBIT_STACK`` with 15 layers (the "asymmetric
+    U-Net": our first half is 7 encoder blocks, 8 decoder), binary block matrices from step 0, 50,000 steps and no
+    time limit (ITERATIONS, MAX_WALLCLOCK_SECONDS 0: 2.15 h on 8xH100). 99,843,448 parameters, 19,712 fewer than its
+    README's 97,320,960 binary and 2,542,200 FP8 ones (its 8,192-entry vocabulary bias, its smear gate and other
+    small tensors; its 106.2M counts something else); its SMEAR=1 is a causal cumulative-mean blend with a tanh
+    gate, not our SmearGate, so it is off here."""
+    return _preset(
+        "binary",
+        {**LOWBIT_STACK, "model.num_layers": 15, "model.lowbit": "binary", "train.iterations": 50_000,
+         "train.max_minutes": 0.0},
+    )  # fmt: skip
+
+
 def _preset(name: str, changes: dict) -> Config:
     """The dataclasses' defaults with ``changes``, named ``name``."""
     return replace(Config().override(changes), preset=name)
@@ -178,6 +231,8 @@ PRESETS = {
     "smoke": smoke,
     "record-1.11": record_1_11,
     "record-caseops": record_caseops,
+    "ternary": ternary,
+    "binary": binary,
 }
 
 

@@ -7,14 +7,19 @@ mixes, skip weights) are kept as float16. Values of any width are stored one per
 the unused high bits, which is what the records do for int5/int6. The bit width is recorded per tensor, so mixed
 widths and other rounding rules (GPTQ, ``gptq.py``) produce the same format. A matrix may carry an LQER correction
 (``lqer.py``): low-rank factors ``A`` (INT2, one scale) and ``B`` (INT4, one scale per ``group`` values) added back
-as ``A B`` on dequantization.
+as ``A B`` on dequantization. A matrix quantized in a Hadamard basis (``export/rotation.py``) carries ``rot: [out,
+in]``, the block sizes of its row and column rotations (1 = none); dequantization rotates it back (``hadamard.py``).
+Ternary and binary matrices (``lowbit.py``) are stored packed, five trits or eight signs per byte, with one float16
+scale per ``group`` weights.
 
 Serialized layout: ``b"PGQW"``, uint32 header length, a canonical JSON header listing every tensor (name, shape,
-format, bits, ``lqer: [rank, group]`` where present), then the payload: all integer values, then all row scales,
-then the LQER factors' integers (A then B per tensor) and their scales, then all float16 tensors, each in header
-order. Grouping like with like compresses better.
+format, bits, ``lqer: [rank, group]`` and ``rot: [out, in]`` where present), then the payload: all integer values,
+then all row scales, then the LQER factors' integers (A then B per tensor) and their scales, then all float16
+tensors, then the packed ternary/binary levels and then their group scales, each in header order. Grouping like
+with like compresses better.
 
-This module is part of the artifact's counted code; it imports only numpy, torch and ``.config``.
+This module is part of the artifact's counted code; it imports only numpy, torch and the counted ``.config``,
+``.hadamard`` and ``.lowbit``.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import lowbit
 from .config import QuantConfig
+from .hadamard import rotate
 
 MAGIC = b"PGQW"
 
@@ -78,6 +85,13 @@ def lqer_correction(f: dict) -> Tensor:
     return a @ (b.reshape(-1) * b_scale).view_as(b)
 
 
+def unrotate(w: Tensor, rot: tuple[int, int] | list[int] | None) -> Tensor:
+    """A matrix stored in the Hadamard basis ``rot = (out, in)`` back in the model's basis (``H`` is self-inverse)."""
+    if rot is None:
+        return w
+    return rotate(rotate(w, 0, rot[0]), 1, rot[1])
+
+
 def tensor_format(shape: tuple[int, ...], cfg: QuantConfig) -> str:
     """``"int"`` for tensors quantized per row, ``"float16"`` for the ones kept in float."""
     numel = int(np.prod(shape)) if shape else 1
@@ -121,17 +135,23 @@ class QuantizedState:
                 out[name] = dequantize_rows(torch.from_numpy(e["q"]), torch.from_numpy(e["scale"]))
                 if "lqer" in e:
                     out[name] += lqer_correction(e["lqer"])
+                out[name] = unrotate(out[name], e.get("rot"))
+            elif e["format"] in lowbit.KINDS:
+                q, scale = torch.from_numpy(e["q"]), torch.from_numpy(e["scale"])
+                out[name] = lowbit.dequantize(q, scale, e["format"], e["group"])
             else:
                 out[name] = torch.from_numpy(e["value"].astype(np.float32))
             out[name] = out[name].reshape(e["shape"])
         return out
 
     def to_bytes(self) -> bytes:
-        header, ints, scales, lqer_ints, lqer_scales, floats = [], [], [], [], [], []
+        header, ints, scales, lqer_ints, lqer_scales, floats, packed, group_scales = [], [], [], [], [], [], [], []
         for name, e in self.entries.items():
             item = {"name": name, "shape": list(e["shape"]), "format": e["format"]}
             if e["format"] == "int":
                 item["bits"] = e["bits"]
+                if "rot" in e:
+                    item["rot"] = list(e["rot"])
                 ints.append(np.ascontiguousarray(e["q"], dtype=np.int8).tobytes())
                 scales.append(np.ascontiguousarray(e["scale"], dtype="<f2").tobytes())
                 if "lqer" in e:
@@ -139,11 +159,16 @@ class QuantizedState:
                     item["lqer"] = [f["rank"], f["group"]]
                     lqer_ints += [np.ascontiguousarray(f[k], dtype=np.int8).tobytes() for k in ("a_q", "b_q")]
                     lqer_scales += [np.ascontiguousarray(f[k], dtype="<f2").tobytes() for k in ("a_scale", "b_scale")]
+            elif e["format"] in lowbit.KINDS:
+                item["group"] = e["group"]
+                packed.append(lowbit.pack(e["q"], e["format"]).tobytes())
+                group_scales.append(np.ascontiguousarray(e["scale"], dtype="<f2").tobytes())
             else:
                 floats.append(np.ascontiguousarray(e["value"], dtype="<f2").tobytes())
             header.append(item)
         head = json.dumps(header, separators=(",", ":")).encode()
-        return MAGIC + struct.pack("<I", len(head)) + head + b"".join(ints + scales + lqer_ints + lqer_scales + floats)
+        payload = ints + scales + lqer_ints + lqer_scales + floats + packed + group_scales
+        return MAGIC + struct.pack("<I", len(head)) + head + b"".join(payload)
 
     @classmethod
     def from_bytes(cls, data: bytes, *, where: str = "weights") -> QuantizedState:
@@ -172,6 +197,8 @@ class QuantizedState:
                 "bits": h["bits"],
                 "q": take(rows * cols, "i1", (rows, cols)),
             }
+            if "rot" in h:
+                entries[h["name"]]["rot"] = tuple(h["rot"])
         for h in ints:
             entries[h["name"]]["scale"] = take(h["shape"][0], "<f2", (h["shape"][0],))
         corrected = [h for h in ints if "lqer" in h]
@@ -192,6 +219,18 @@ class QuantizedState:
                     "format": "float16",
                     "value": take(n, "<f2", tuple(h["shape"])),
                 }
+        packed = [h for h in header if h["format"] in lowbit.KINDS]
+        for h in packed:
+            n, kind = int(np.prod(h["shape"])), h["format"]
+            try:
+                q = lowbit.unpack(take(lowbit.packed_size(n, kind), "u1", (-1,)), kind, n)
+            except ValueError as e:
+                raise ValueError(f"{where}: {h['name']}: {e}") from None
+            shape = tuple(h["shape"])
+            entries[h["name"]] = {"shape": shape, "format": kind, "group": h["group"], "q": q.reshape(shape)}
+        for h in packed:
+            groups = int(np.prod(h["shape"])) // h["group"]
+            entries[h["name"]]["scale"] = take(groups, "<f2", (groups,))
         if pos != len(data):
             raise ValueError(f"{where}: {len(data) - pos} bytes after the last tensor")
         return cls({h["name"]: entries[h["name"]] for h in header})

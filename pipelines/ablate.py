@@ -65,6 +65,7 @@ SWITCHES: dict[str, tuple[str, ...]] = {
     "sdclip": ("quant.sdclip_k", "quant.embed_sdclip_k"),
     "int6": ("quant.bits", "quant.embed_bits"),
     "lqer": ("quant.lqer_rank",),
+    "hadamard": ("quant.rotate",),
 }
 
 RECORD_STEPS = 4930  # optimizer steps of the 1.0611 record in its 600 s (its three seeds' logs stop at 4917-4945)
@@ -98,6 +99,8 @@ def record_stack(cfg: Config, steps: int | None = None) -> Config:
     - late QAT below lr scale 0.15 [record 1.11's LATE_QAT_THRESHOLD].
     - quantization: GPTQ [self-generated calibration] with SDClip k 12.85 on the int6 matrices and k 20 on the int8
       embedding [PR #1394: int6 k 12.85, embedding int8 k 20]; LQER rank 4 on the 3 worst matrices [1.0611].
+    - Hadamard rotation of the V/O pairs and of every matrix's input side [no record; PRs #1224, #2130: the exact
+      ones of ``export/rotation.py``; the stream side is already among the input sides].
     """
     m = cfg.model
     layers = m.num_layers
@@ -140,6 +143,7 @@ def record_stack(cfg: Config, steps: int | None = None) -> Config:
             "quant.bits": 6,
             "quant.embed_bits": 8,
             "quant.lqer_rank": 4,
+            "quant.rotate": ("vo", "input"),
         }
     )
     return replace(on, preset=f"{cfg.preset}+record-stack")

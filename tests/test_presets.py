@@ -41,6 +41,26 @@ def test_parameter_counts_match_the_records_logs():
     assert count_parameters(preset("record-caseops").model) == 35_945_671 - 8 * 512 - 8 * 6
 
 
+@pytest.mark.parametrize(
+    ("name", "lowbit", "other"),
+    [
+        # 2026-03-24_74M_Ternary_UNet_FP8_10L_8192BPE_YaRN_NeoMuon/README: 64,880,640 ternary parameters, 2,513,744
+        # FP8 ones, of which its 8,192-entry vocabulary bias is not ours.
+        ("ternary", 64_880_640, 2_513_744 - 8_192),
+        # 2026-03-24_106M_Binary_..._Smear/README: 97,320,960 binary, 2,542,200 FP8, of which its vocabulary bias,
+        # its cumulative-mean smear and other small tensors (19,712 together) are not ours.
+        ("binary", 97_320_960, 2_542_200 - 19_712),
+    ],
+)
+def test_lowbit_presets_match_their_records_counts(name, lowbit, other):
+    from pgolf_model.export.ptq import lowbit_matrices
+
+    model = meta_model(name)
+    state = model.state_dict()
+    assert sum(state[n].numel() for n in lowbit_matrices(model)) == lowbit
+    assert count_parameters(preset(name).model) == lowbit + other
+
+
 def test_the_virtual_layer_order_matches_the_1_0611_log():
     # Its log: "layer_loop:enabled step:2178 frac:0.350 encoder:[0, 1, 2, 3, 4, 5, 3, 4]
     # decoder:[5, 3, 4, 5, 6, 7, 8, 9, 10]", with parallel lanes from block 8 (PARALLEL_START_LAYER).
@@ -97,7 +117,9 @@ def test_a_smear_gate_with_the_wrong_bos_id_is_refused(dataset, capsys):
     assert "model.bos_id = 2" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("name", "tokenizer_bytes"), [("record-1.11", 2_164), ("record-caseops", 103_239)])
+@pytest.mark.parametrize(
+    ("name", "tokenizer_bytes"), [("record-1.11", 2_164), ("record-caseops", 103_239), ("ternary", 22_061)]
+)
 def test_record_presets_pass_the_pretraining_budget_check(name, tokenizer_bytes):
     """The records fit 16,000,000 bytes with these configs, so the estimate must not refuse them before training
     (tokenizer bytes: our sp1024 artifact, the 1.0611 record's own CaseOps SP8192 one)."""

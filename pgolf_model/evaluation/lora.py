@@ -74,6 +74,7 @@ class DocLoRA(nn.Module):
             raise ValueError(f"unknown LoRA target(s) {', '.join(unknown)}; known: {', '.join(self.TARGETS)}")
         self.bsz, self.targets = bsz, tuple(t for t in self.TARGETS if t in targets)
         dim, vocab = model.cfg.model_dim, model.cfg.vocab_size
+        head_in = model.head_weight.size(1)  # the embedding width: model_dim, or a factored embedding's
         self.blocks = nn.ModuleList()
         for block in model.blocks:
             attn = block.attn
@@ -86,7 +87,7 @@ class DocLoRA(nn.Module):
             }
             loras = {t: BatchedLoRA(bsz, *shapes[t], rank, alpha, generator) for t in self.targets}
             self.blocks.append(nn.ModuleDict(loras))
-        self.head = BatchedLoRA(bsz, dim, vocab, rank, alpha, generator)
+        self.head = BatchedLoRA(bsz, head_in, vocab, rank, alpha, generator)
         self.to(next(model.parameters()).device)
 
     def reset(self, keep_a: bool, generator: torch.Generator) -> None:

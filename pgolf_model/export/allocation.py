@@ -24,8 +24,10 @@ import torch
 from torch import Tensor, nn
 
 from ..config import QuantConfig
+from ..quant import unrotate
 from ..runtime import Runtime
 from .ptq import GroupRule, group_members, quantize_named
+from .rotation import into_basis
 
 MIN_BITS, MAX_BITS = 5, 8
 MAX_ROUNDS = 4  # plan, compress, charge the gap: converges in 1-2 rounds in practice
@@ -157,9 +159,12 @@ def group_options(
     hessians: dict[str, Tensor] | None = None,
     cache: dict | None = None,
     widths: Iterable[int] = range(MIN_BITS, MAX_BITS + 1),
+    rotations: dict[str, tuple[int, int]] | None = None,
 ) -> dict[str, list[Option]]:
-    """Bytes and cost (see the module docstring) of every group with quantized matrices, at every width."""
-    state = model.state_dict()
+    """Bytes and cost (see the module docstring) of every group with quantized matrices, at every width;
+    ``rotations``: the matrices quantized in a Hadamard basis (``rotation.basis_rotations``; Hessians rotated too)."""
+    rotations = rotations or {}
+    state = into_basis(model.state_dict(), rotations)
     members = group_members(state, groups, cfg)
     base = calibration_loss(model, tokens, batch_size=batch_size, runtime=runtime)
     options: dict[str, list[Option]] = {}
@@ -171,7 +176,10 @@ def group_options(
                 n: quantize_named(n, state[n], rule, cfg, hessian=(hessians or {}).get(n), cache=cache) for n in names
             }
             size = entropy_bytes(np.concatenate([q.numpy().reshape(-1) for q, _ in quantized.values()]))
-            overrides = {n: (q.float() * s.float()[:, None]).to(state[n]) for n, (q, s) in quantized.items()}
+            overrides = {
+                n: unrotate(q.float() * s.float()[:, None], rotations.get(n)).to(state[n])
+                for n, (q, s) in quantized.items()
+            }
             loss = calibration_loss(model, tokens, batch_size=batch_size, runtime=runtime, overrides=overrides)
             options[group].append(Option(bits, size, loss - base))
     return options

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from .. import lowbit
 from ..config import QuantConfig
+from ..lowbit import LowBit
 from ..quant import QuantizedState, round_to_nearest, row_scales, tensor_format
 from . import gptq, lqer
 
@@ -45,6 +47,11 @@ def tensor_groups(model: nn.Module) -> dict[str, str]:
         else:
             groups[name] = "other"
     return groups
+
+
+def lowbit_matrices(model: nn.Module) -> dict[str, LowBit]:
+    """``{state-dict name: LowBit}`` of the matrices ``model`` runs ternary or binary (``model.lowbit``)."""
+    return {f"{name}.weight": m.weight_quant for name, m in model.named_modules() if getattr(m, "weight_quant", None)}
 
 
 def group_members(state: dict[str, Tensor], groups: dict[str, str], cfg: QuantConfig) -> dict[str, list[str]]:
@@ -90,12 +97,16 @@ def quantize_state(
     lqer_rank: int = 0,
     lqer_top: int = lqer.TOP,
     cache: dict | None = None,
+    rotations: dict[str, tuple[int, int]] | None = None,
+    lowbits: dict[str, LowBit] | None = None,
 ) -> QuantizedState:
     """Quantize ``state`` (a ``state_dict``) tensor by tensor; see the module docstring.
 
     A matrix with a Hessian in ``hessians`` is GPTQ'd, any other one rounded to nearest. With ``lqer_rank > 0`` the
     ``lqer_top`` quantized matrices with the largest error ``||W - Q s||_F`` get a rank-``lqer_rank`` correction.
-    ``cache`` (a dict the caller keeps) memoizes ``(name, bits, k) -> (q, scale)`` across calls.
+    ``cache`` (a dict the caller keeps) memoizes ``(name, bits, k) -> (q, scale)`` across calls. ``rotations``
+    (``rotation.basis_rotations``) marks the matrices that ``state`` holds in a Hadamard basis. ``lowbits``
+    (``lowbit_matrices``) are stored with the ternary / binary levels their model trained with.
     """
     entries: dict[str, dict] = {}
     errors: dict[str, Tensor] = {}
@@ -103,6 +114,12 @@ def quantize_state(
         if not t.is_floating_point():
             raise ValueError(f"state tensor {name} has dtype {t.dtype}; only float tensors are stored")
         shape = tuple(t.shape)
+        if lowbits and name in lowbits:
+            kind, group = lowbits[name].kind, lowbits[name].group
+            q, scale = lowbit.levels(t.cpu(), kind, group)
+            entries[name] = {"shape": shape, "format": kind, "group": group, "q": q.numpy()}
+            entries[name]["scale"] = scale.half().numpy()
+            continue
         if tensor_format(shape, cfg) != "int":
             entries[name] = {"shape": shape, "format": "float16", "value": t.detach().cpu().half().numpy()}
             continue
@@ -112,6 +129,8 @@ def quantize_state(
         h = hessians.get(name) if hessians is not None else None
         q, scale = quantize_named(name, t, rule, cfg, hessian=h, cache=cache)
         entries[name] = {"shape": shape, "format": "int", "bits": rule.bits, "q": q.numpy(), "scale": scale.numpy()}
+        if rotations and name in rotations:
+            entries[name]["rot"] = rotations[name]
         if lqer_rank > 0:
             errors[name] = t.detach().float().cpu() - q.float() * scale.float()[:, None]
     if lqer_rank > 0:

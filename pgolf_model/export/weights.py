@@ -1,10 +1,10 @@
 """From trained weights to the artifact's compressed ``weights`` part, within the byte budget.
 
-Steps, as the records run them after training (docs/records.md): self-generated calibration tokens (when GPTQ or the
-bit allocation needs them) -> Hessians (GPTQ) -> bit width per tensor group (fixed by the config, or chosen to fit
-the budget by ``allocation``) -> GPTQ or round-to-nearest per matrix -> LQER -> serialize -> compress (the config's
-codec, or the smallest of zstd-22/lzma/brotli/pergroup with ``codec = best``; the codec id is recorded in the
-artifact).
+Steps, as the records run them after training (docs/records.md): the optional Hadamard rotations (``rotation``) ->
+self-generated calibration tokens (when GPTQ or the bit allocation needs them) -> Hessians (GPTQ) -> bit width per
+tensor group (fixed by the config, or chosen to fit the budget by ``allocation``) -> GPTQ or round-to-nearest per
+matrix -> LQER -> serialize -> compress (the config's codec, or the smallest of zstd-22/lzma/brotli/pergroup
+with ``codec = best``; the codec id is recorded in the artifact).
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from torch import nn
 
-from .. import pergroup
+from .. import lowbit, pergroup
 from ..artifact import codec_for, compress_weights, weights_codec_name
 from ..config import Config
 from ..quant import QuantizedState
 from ..runtime import Runtime
-from . import allocation, calibration
+from . import allocation, calibration, rotation
 from .allocation import PlanRow
-from .ptq import GROUPS, GroupRule, group_members, quantize_state, tensor_groups
+from .ptq import GROUPS, GroupRule, group_members, lowbit_matrices, quantize_state, tensor_groups
 
 
 @dataclass
@@ -62,9 +62,14 @@ def export_weights(
         raise ValueError("quant.allocate needs the byte budget left for the weights")
     seed = cfg.train.seed if seed is None else seed
     seconds: dict[str, float] = {}
-    groups, rules = tensor_groups(model), rules_from_config(cfg)
+    model = rotation.function_preserving(model, q.rotate)
+    lowbits = lowbit_matrices(model)  # stored as trained, outside the tensor groups (no widths, GPTQ or rotation)
+    groups = {n: g for n, g in tensor_groups(model).items() if n not in lowbits}
+    rules = rules_from_config(cfg)
     state = {k: v.detach() for k, v in model.state_dict().items()}
     roles = coding_roles(model)
+    quantized = [n for names in group_members(state, groups, q).values() for n in names]
+    rotations = rotation.basis_rotations(model, q.rotate, quantized)
 
     tokens = hessians = None
     if q.method == "gptq" or q.allocate:
@@ -75,7 +80,9 @@ def export_weights(
     if q.method == "gptq":
         t0 = time.perf_counter()
         hessians = calibration.collect_hessians(model, tokens, batch_size=q.calib_batch, runtime=runtime)
+        hessians = rotation.hessians_into_basis(hessians, rotations)
         seconds["hessians"] = time.perf_counter() - t0
+    state = rotation.into_basis(state, rotations)
 
     cache: dict = {}
     built: dict[tuple, tuple[QuantizedState, bytes, tuple[int, bytes]]] = {}
@@ -84,7 +91,17 @@ def export_weights(
         key = tuple(sorted(bits.items()))
         if key not in built:
             chosen = {g: replace(r, bits=bits.get(g, r.bits)) for g, r in rules.items()}
-            qs = quantize_state(state, groups, chosen, q, hessians=hessians, lqer_rank=q.lqer_rank, cache=cache)
+            qs = quantize_state(
+                state,
+                groups,
+                chosen,
+                q,
+                hessians=hessians,
+                lqer_rank=q.lqer_rank,
+                cache=cache,
+                rotations=rotations,
+                lowbits=lowbits,
+            )
             blob = qs.to_bytes()
             built[key] = (qs, blob, compress_weights(blob, codec_for(q.codec), roles))
         return built[key]
@@ -102,6 +119,7 @@ def export_weights(
             runtime=runtime,
             hessians=hessians,
             cache=cache,
+            rotations=rotations,
         )
         costs = {(g, o.bits): o.cost for g, opts in options.items() for o in opts}
         bits, _ = allocation.allocate(options, weights_budget, lambda b: len(build(b)[2][1]))
@@ -121,4 +139,18 @@ def export_weights(
         )
         for g, names in group_members(state, groups, q).items()
     ]
+    for kind in sorted({lb.kind for lb in lowbits.values()}):
+        names = [n for n, lb in lowbits.items() if lb.kind == kind]
+        packed = sum(lowbit.packed_size(state[n].numel(), kind) for n in names)
+        params = sum(state[n].numel() for n in names)
+        plan.append(
+            PlanRow(
+                group=kind,
+                bits=2 if kind == "ternary" else 1,
+                tensors=len(names),
+                params=params,
+                bytes=packed,
+                cost=None,
+            )
+        )
     return Export(qs, blob, compressed, plan, seconds)

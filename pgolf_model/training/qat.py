@@ -40,11 +40,12 @@ class FakeQuant:
 
 
 def block_rules(model: nn.Module, cfg: QuantConfig) -> dict[str, FakeQuant]:
-    """``{module name: FakeQuant}`` for every block matrix that export quantizes, with its group's bits and clip."""
+    """``{module name: FakeQuant}`` for every block matrix that export quantizes, with its group's bits and clip
+    (ternary / binary matrices are quantized on every pass already: ``lowbit``)."""
     groups = tensor_groups(model)
     rules = {}
     for name, module in model.named_modules():
-        if hasattr(module, "fake_quant"):
+        if hasattr(module, "fake_quant") and getattr(module, "weight_quant", None) is None:
             group = groups[f"{name}.weight"]
             if tensor_format(tuple(module.weight.shape), cfg) == "int":
                 rules[name] = FakeQuant(cfg.bits_of(group), cfg.clip_quantile, cfg.sdclip_k_of(group))
@@ -62,7 +63,7 @@ def enable(model: nn.Module, cfg: QuantConfig) -> int:
 
 def disable(model: nn.Module) -> None:
     for module in model.modules():
-        if hasattr(module, "fake_quant"):
+        if hasattr(module, "fake_quant") and getattr(module, "weight_quant", None) is None:
             module.fake_quant = None
 
 
