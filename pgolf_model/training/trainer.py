@@ -16,6 +16,7 @@ import copy
 import json
 import platform
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -353,7 +354,9 @@ class Trainer:
             raise artifact.BudgetError(f"{e}; the trained weights are in {checkpoint.latest(out_dir)}") from None
         art = artifact.read(art_path)
         rebuilt, _ = artifact.build_model(art, device=rt.device)
+        eval_start = time.perf_counter()
         roundtrip = self.score_val(rebuilt)
+        eval_seconds = time.perf_counter() - eval_start
         summary = {
             "preset": self.cfg.preset,
             "steps": self.clock.step,
@@ -364,6 +367,7 @@ class Trainer:
             "val_loss": final_val.loss,
             "artifact_val_bpb": roundtrip.bpb,
             "artifact_val_loss": roundtrip.loss,
+            "artifact_eval_seconds": round(eval_seconds, 3),
             "val_targets": roundtrip.tokens,
             "val_bytes": roundtrip.bytes,
             "artifact": str(art_path),
