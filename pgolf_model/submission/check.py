@@ -334,13 +334,19 @@ def check_sidecars(data: Path, tok, report: Report) -> None:
         report.add("byte accounting", True, data, f"all {len(sums):,} val documents: sidecar sum = decoded bytes")
 
 
-def _data_tokenizer(data: Path, artifacts: list[Path]):
+def _data_tokenizer(data: Path, artifacts: list[Path], directory: Path):
+    """The shards' tokenizer: the shard folder's ``tokenizer.pgt``, an artifact's, or the records folder's file in
+    ``tokenizers/`` (a ``.model`` or tokenizer JSON), in that order; None without any."""
     from pgolf_data.tokenizer.artifact import from_artifact
+    from pgolf_data.tokenizer.interop import import_tokenizer
 
     if (data / TOKENIZER_NAME).is_file():
         return from_artifact((data / TOKENIZER_NAME).read_bytes(), where=str(data / TOKENIZER_NAME))
     if artifacts:
         return artifact.read(artifacts[0]).tokenizer()
+    files = sorted(p for p in (directory / "tokenizers").glob("*") if p.suffix in (".model", ".json"))
+    if files:
+        return import_tokenizer(files[0].read_bytes(), name=files[0].stem, where=str(files[0]))
     return None
 
 
@@ -382,11 +388,11 @@ def check_folder(
         for rule in ("val not in train", "byte accounting"):
             report.add(rule, None, directory, "needs the shard folder: give --data SHARDS")
     else:
-        tok = _data_tokenizer(data_dir, arts)
+        tok = _data_tokenizer(data_dir, arts, directory)
         bos = tok.bos_id if tok is not None else int(ShardSet.open(data_dir, "val").read(0, 1)[0])
         check_leak(data_dir, bos, report)
         if tok is None:
-            report.add("byte accounting", None, data_dir, "no tokenizer to decode with (no tokenizer.pgt, no artifact)")
+            report.add("byte accounting", None, data_dir, "no tokenizer to decode with (tokenizer.pgt, artifact, tokenizers/)")
         else:
             check_sidecars(data_dir, tok, report)
     if not arts:
