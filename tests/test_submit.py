@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from model_data import byte_tokenizer, encode_stream, make_dataset, one_thread  # noqa: F401
 
 from pgolf_data.shards import HEADER_BYTES, shard_filename, write_shard
 from pgolf_data.tokenizer import artifact as tok_artifact
@@ -28,8 +29,6 @@ from pgolf_model.submission.legality import Probe, probe_stream
 from pgolf_model.submit import main as submit_main
 from pgolf_model.training.trainer import run
 from pipelines.stats import compare
-
-from model_data import byte_tokenizer, encode_stream, make_dataset, one_thread  # noqa: F401
 
 RT = Runtime(torch.device("cpu"))
 SMOKE = {"train.iterations": 20, "train.val_every": 0}
@@ -135,7 +134,9 @@ def test_a_total_over_the_limit_fails_bytes(folder, tmp_path):
     log = bad / "train_seed2.log"
     text = log.read_text()
     total = logs.parse(text).total_bytes
-    log.write_text(text.replace(f"Total submission size pgolf: {total} bytes", "Total submission size pgolf: 16000001 bytes"))
+    log.write_text(
+        text.replace(f"Total submission size pgolf: {total} bytes", "Total submission size pgolf: 16000001 bytes")
+    )
     lines = failing(check_folder(bad, rt=RT))["bytes"]
     assert len(lines) == 1 and "train_seed2.log: total 16,000,001 (limit 16,000,000)" in lines[0]
 
@@ -234,7 +235,9 @@ def test_check_reads_a_foreign_folder_as_far_as_its_files_allow(tmp_path):
     report = check_folder(tmp_path, rt=RT)
     lines = {line.rule: line for line in report.lines}
     assert lines["bytes"].status == "PASS"
-    assert lines["clock train"].status == "FAIL" and "GPTQ Hessians on training data 4.7 s" in lines["clock train"].message
+    assert (
+        lines["clock train"].status == "FAIL" and "GPTQ Hessians on training data 4.7 s" in lines["clock train"].message
+    )
     assert lines["clock eval"].status == "PASS"
     assert lines["legality"].status == "CANNOT" and lines["significance"].status == "CANNOT"
 

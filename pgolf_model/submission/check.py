@@ -20,6 +20,7 @@ Each line is PASS, FAIL or CANNOT (the folder's files cannot tell) with the file
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 from dataclasses import dataclass, field
@@ -242,7 +243,9 @@ def _tokenizer_names(folder: Folder) -> list[str]:
 
 def matches_canonical(count: int, canonical: tuple[int, ...]) -> bool:
     """``count`` is a canonical count, or a whole split that a script's cut to whole windows would make one."""
-    return any(count == c or (count > c and any(c % w == 0 and count // w * w == c for w in (1024, 2048))) for c in canonical)
+    return any(
+        count == c or (count > c and any(c % w == 0 and count // w * w == c for w in (1024, 2048))) for c in canonical
+    )
 
 
 def check_val_count(folder: Folder, data: Path | None, report: Report) -> None:
@@ -281,7 +284,7 @@ def _doc_hashes(shards: ShardSet, bos_id: int) -> dict[bytes, int]:
     for _, tokens, _ in shards.chunks():
         tokens = np.concatenate([carry, tokens])
         starts = np.flatnonzero(tokens == bos_id)
-        for a, b in zip(starts[:-1], starts[1:]):
+        for a, b in itertools.pairwise(starts):
             out.setdefault(hashlib.sha256(tokens[a:b].tobytes()).digest(), index)
             index += 1
         carry = tokens[starts[-1] :] if starts.size else tokens
@@ -392,7 +395,9 @@ def check_folder(
         bos = tok.bos_id if tok is not None else int(ShardSet.open(data_dir, "val").read(0, 1)[0])
         check_leak(data_dir, bos, report)
         if tok is None:
-            report.add("byte accounting", None, data_dir, "no tokenizer to decode with (tokenizer.pgt, artifact, tokenizers/)")
+            report.add(
+                "byte accounting", None, data_dir, "no tokenizer to decode with (tokenizer.pgt, artifact, tokenizers/)"
+            )
         else:
             check_sidecars(data_dir, tok, report)
     if not arts:

@@ -93,7 +93,8 @@ def submission_json(runs: list[Run], who: Identity, code_bytes: int, ref: Refere
         "author": who.author,
         "github_id": who.github_id,
         "name": who.name,
-        "blurb": who.blurb or technique_summary(runs[0]),
+        "blurb": who.blurb
+        or f"pgolf preset {cfg.preset}, {runs[0].summary['params']:,} parameters, {runs[0].final.how}",
         "date": max(run_date(r) for r in runs),
         "track": TRACK,
         "val_loss": round(mean_loss, 8),
@@ -222,7 +223,16 @@ def readme(runs: list[Run], who: Identity, code_bytes: int, ref: Reference | Non
     ]
     if ref is not None:
         lines += ["", "## Comparison", "", *comparison_lines(runs, ref)]
-    lines += ["", "## Compliance", "", *compliance_lines(cfg), "", "## Reproducing", "", *reproduce_lines(runs, tok_file)]
+    lines += [
+        "",
+        "## Compliance",
+        "",
+        *compliance_lines(cfg),
+        "",
+        "## Reproducing",
+        "",
+        *reproduce_lines(runs, tok_file),
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -126,7 +126,9 @@ class Run:
                 if "hessians" in seconds:  # pgolf's calibration samples the model itself: no data is read
                     lines.append(f"GPTQ:collected Hessians from self-generated sequences in {seconds['hessians']:.1f}s")
         if s.get("stopped_by_clock"):
-            lines.append(f"stopping_early: wallclock_cap train_time:{1000 * s['train_seconds']:.0f}ms step:{s['steps']}")
+            lines.append(
+                f"stopping_early: wallclock_cap train_time:{1000 * s['train_seconds']:.0f}ms step:{s['steps']}"
+            )
         parts = ", ".join(f"{name} {size}" for name, size in s["artifact_parts"].items())
         lines += [
             f"Code size: {code_bytes} bytes",

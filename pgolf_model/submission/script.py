@@ -108,7 +108,9 @@ def tokenizer_artifact(path: Path, frozen: dict) -> bytes:
         )
     if data.startswith(TOKENIZER_MAGIC):
         return data
-    tok = import_tokenizer(data, name=frozen["tokenizer_name"], where=str(path), case_transform=frozen["case_transform"])
+    tok = import_tokenizer(
+        data, name=frozen["tokenizer_name"], where=str(path), case_transform=frozen["case_transform"]
+    )
     return to_artifact(tok)
 
 

@@ -146,7 +146,10 @@ def payload(frozen_run: dict, minified: bool = True) -> str:
     """The source the stub executes: the modules, the frozen run, the loader."""
     files = sources(minified)
     packages = {path[: -len("/__init__.py")].replace("/", "."): path for path in files if path.endswith("__init__.py")}
-    return f"S={files!r}\nP={packages!r}\nF={json.dumps(frozen_run, sort_keys=True)!r}\nimport json\nF=json.loads(F)\n" + LOADER
+    return (
+        f"S={files!r}\nP={packages!r}\nF={json.dumps(frozen_run, sort_keys=True)!r}\nimport json\nF=json.loads(F)\n"
+        + LOADER
+    )
 
 
 def wrap(source: str) -> bytes:
