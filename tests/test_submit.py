@@ -227,6 +227,8 @@ def test_check_reads_a_foreign_folder_as_far_as_its_files_allow(tmp_path):
     (tmp_path / "train_gpt.py").write_text("print('hi')\n")
     (tmp_path / "submission.json").write_text(json.dumps({"seeds": [42], "hardware": "8xH100 80GB SXM"}))
     (tmp_path / "train_seed42.log").write_text(
+        "val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path=./data/tokenizers/fineweb_1024_bpe.model\n"
+        "val_loader:shards pattern=./data/datasets/fineweb10B_sp1024/fineweb_val_*.bin tokens:15500000\n"
         "step:100/20000 train_loss:2.0 train_time:598500ms step_avg:100.0ms\n"
         "GPTQ:collected 67 Hessians in 4.7s\n"
         "Code size: 12 bytes\nTotal submission size int8: 15999000 bytes\n"
@@ -240,6 +242,9 @@ def test_check_reads_a_foreign_folder_as_far_as_its_files_allow(tmp_path):
     )
     assert lines["clock eval"].status == "PASS"
     assert lines["legality"].status == "CANNOT" and lines["significance"].status == "CANNOT"
+    assert lines["val tokens"].status == "FAIL" and "canonical for fineweb_1024_bpe.model: 62,021,632" in str(
+        lines["val tokens"]
+    )  # a short val shard, as in PR #1923
 
 
 def cheating_evaluate(model, tokens, counts, how, **kw):

@@ -8,7 +8,8 @@ Each line is PASS, FAIL or CANNOT (the folder's files cannot tell) with the file
 - files: the folder's files, and a log per seed;
 - bytes: code + model <= 16,000,000 in every log, in ``submission.json`` and for every given artifact;
 - clocks: training <= 600 s including GPTQ Hessians collected from training data (#677, #1950), evaluation <= 600 s,
-  certified only on 8xH100; the cap is checked after each step, so one step past it is allowed, as the baseline's;
+  certified only on 8xH100; the cap is checked after each step, so up to two steps past it are allowed (the records
+  stop 38-137 ms late);
 - statistics: >= 3 seeds for a record claim; ``submission.json`` agrees with its logs; against X, the README's
   0.005 nats/byte at p < 0.01 and PR #1902's one-sided Welch p < 0.25;
 - data: the val token count against the canonical count for the tokenizer (#1923); no validation document among the
@@ -91,6 +92,7 @@ class Folder:
     directory: Path
     meta: dict | None  # submission.json
     code_bytes: int | None
+    stub: bool  # train_gpt.py is a self-extracting exec stub (its size is what counts)
     logs: dict[str, logs.LogFacts]  # file name -> facts
 
     def seed_log(self, seed) -> str | None:
@@ -112,6 +114,8 @@ def read_folder(directory: Path, report: Report) -> Folder:
         report.add("files", False, path, "missing")
     script = directory / "train_gpt.py"
     code = script.stat().st_size if script.is_file() else None
+    head = script.read_bytes()[:4096].split(b"\n")[:3] if code is not None else []
+    stub = any(b"exec(" in line and b"decompress(" in line for line in head)
     report.add("files", code is not None, script, f"{code:,} bytes" if code is not None else "missing")
     found = {}
     for p in sorted(directory.iterdir()):
@@ -119,7 +123,7 @@ def read_folder(directory: Path, report: Report) -> Folder:
             facts = logs.parse(p.read_text(encoding="utf-8", errors="replace"))
             if facts.scores or facts.steps is not None:
                 found[p.name] = facts
-    folder = Folder(directory, meta, code, found)
+    folder = Folder(directory, meta, code, stub, found)
     seeds = (meta or {}).get("seeds") or []
     if not found:
         report.add("files", False, directory, "no training log (*.log, *.txt with the official lines)")
@@ -139,9 +143,13 @@ def check_bytes(folder: Folder, artifacts: list[Path], report: Report) -> None:
             continue
         report.add("bytes", facts.total_bytes <= limit, where, f"total {facts.total_bytes:,} (limit {limit:,})")
         if facts.code_bytes is not None and folder.code_bytes is not None and facts.code_bytes != folder.code_bytes:
-            report.add(
-                "bytes", False, where, f"code size {facts.code_bytes:,}, but train_gpt.py is {folder.code_bytes:,}"
+            as_is = facts.total_bytes - facts.code_bytes + folder.code_bytes
+            message = (
+                f"the log counts {facts.code_bytes:,} bytes of code, but train_gpt.py is {folder.code_bytes:,} "
+                f"(counting the file as it is: {as_is:,})"
             )
+            # An exec stub is what it counts; a plain script may count a compressed form of itself the folder lacks.
+            report.add("bytes", False if folder.stub else None, where, message)
     if folder.meta and "bytes_total" in folder.meta:
         total = int(folder.meta["bytes_total"])
         report.add("bytes", total <= limit, folder.directory / "submission.json", f"bytes_total {total:,}")
@@ -169,7 +177,7 @@ def check_clocks(folder: Folder, report: Report) -> None:
             seconds = f.train_ms / 1000
             hessians = f.hessian_s if f.hessian_s is not None and not f.calibration_self_generated else 0.0
             total = seconds + hessians
-            slack = (f.step_avg_ms or 0) / 1000  # the cap is checked after a step
+            slack = 2 * (f.step_avg_ms or 0) / 1000  # the cap is checked after a step: the last may end past it
             detail = f"{seconds:.3f} s" + (f" + GPTQ Hessians on training data {hessians:.1f} s" if hessians else "")
             verdict = total <= TRAIN_LIMIT_S + slack
             if not h100:
@@ -237,8 +245,11 @@ def check_statistics(folder: Folder, compare_to: str | None, report: Report) -> 
 
 
 def _tokenizer_names(folder: Folder) -> list[str]:
-    names = [p.name for p in (folder.directory / "tokenizers").glob("*")] if (folder.directory).is_dir() else []
-    return [n for n in names if n in CANONICAL_VAL_TOKENS]
+    """The folder's official tokenizer files: in ``tokenizers/`` or named by a log's ``tokenizer_path``."""
+    names = {p.name for p in (folder.directory / "tokenizers").glob("*")} | {
+        f.tokenizer_file for f in folder.logs.values() if f.tokenizer_file
+    }
+    return sorted(n for n in names if n in CANONICAL_VAL_TOKENS)
 
 
 def matches_canonical(count: int, canonical: tuple[int, ...]) -> bool:
@@ -253,23 +264,25 @@ def check_val_count(folder: Folder, data: Path | None, report: Report) -> None:
     canonical = CANONICAL_VAL_TOKENS[names[0]] if names else None
     counts = {str(folder.directory / n): f.val_tokens for n, f in folder.logs.items() if f.val_tokens is not None}
     if data is not None:
-        counts[str(data)] = ShardSet.open(data, "val").num_tokens
+        tokens = ShardSet.open(data, "val").num_tokens
+        counts[str(data)] = tokens - 1  # the logs count targets: every token but the first
         manifest = _manifest(data)
         if manifest is not None:
             claimed = manifest.splits["val"].tokens
             report.add(
-                "val tokens", counts[str(data)] == claimed, data / MANIFEST_NAME,
-                f"{counts[str(data)]:,} val tokens in the shards, {claimed:,} in the manifest "
+                "val tokens", tokens == claimed, data / MANIFEST_NAME,
+                f"{tokens:,} val tokens in the shards, {claimed:,} in the manifest "
                 f"({manifest.splits['val'].docs:,} documents of {manifest.corpus.get('source', 'the corpus')})",
             )  # fmt: skip
     if not counts:
         report.add("val tokens", None, folder.directory, "no val token count in the logs (and no --data)")
     for where, n in counts.items():
         if canonical is None:
-            report.add("val tokens", None, where, f"{n:,}; no canonical count known for this tokenizer")
+            report.add("val tokens", None, where, f"{n:,} targets; no canonical count known for this tokenizer")
         else:
             ok = matches_canonical(n, canonical)
-            report.add("val tokens", ok, where, f"{n:,}; canonical for {names[0]}: {', '.join(map(str, canonical))}")
+            canon = ", ".join(f"{c:,}" for c in canonical)
+            report.add("val tokens", ok, where, f"{n:,} targets; canonical for {names[0]}: {canon}")
 
 
 def _manifest(data: Path) -> Manifest | None:

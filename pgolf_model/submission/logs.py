@@ -40,6 +40,7 @@ _HESSIANS = re.compile(r"GPTQ:collected .*? in (?P<s>[\d.]+)s", re.IGNORECASE)
 _RESERVE = re.compile(r"^gptq:reserving (?P<s>[\d.]+)s", re.IGNORECASE)
 _SELF_GENERATED = re.compile(r"gptq.*(self-gen|autoregressive)", re.IGNORECASE)  # calibration reads no data
 _WORLD = re.compile(r"world_size:\s*(?P<n>\d+)")
+_TOKENIZER = re.compile(r"tokenizer_path[=:]\s*(?P<path>\S+)")
 _DEVICE = re.compile(r"^device_name:\s*(?P<name>.+)$")
 
 
@@ -75,6 +76,7 @@ class LogFacts:
     calibration_self_generated: bool = False
     world_size: int | None = None
     device_name: str | None = None
+    tokenizer_file: str | None = None  # the file name of the log's tokenizer_path
 
     @property
     def score(self) -> Score | None:
@@ -122,6 +124,8 @@ def parse(text: str) -> LogFacts:
             facts.reserve_s = float(m["s"])
         elif m := _DEVICE.match(line):
             facts.device_name = m["name"].strip()
+        if (m := _TOKENIZER.search(line)) and "{" not in m["path"]:  # not a source line the April logs echo
+            facts.tokenizer_file = m["path"].rstrip("\"',);").rsplit("/", 1)[-1]
         if _SELF_GENERATED.search(line):
             facts.calibration_self_generated = True
         if m := _HESSIANS.search(line):
