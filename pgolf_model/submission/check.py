@@ -77,9 +77,6 @@ class Report:
     def ok(self) -> bool:
         return all(line.status != "FAIL" for line in self.lines)
 
-    def failed(self, rule: str) -> list[Line]:
-        return [line for line in self.lines if line.rule == rule and line.status == "FAIL"]
-
     def format(self) -> str:
         counts = {s: sum(line.status == s for line in self.lines) for s in ("PASS", "FAIL", "CANNOT")}
         summary = ", ".join(f"{n} {s.lower()}" for s, n in counts.items())
@@ -96,8 +93,12 @@ class Folder:
     logs: dict[str, logs.LogFacts]  # file name -> facts
 
     def seed_log(self, seed) -> str | None:
+        """The log of ``seed``: named for it (``train_seed42.log``, ``train_seed42_rerun.log``: the first by name),
+        or a folder's only log when it has one seed (the baseline's ``train.log``)."""
         pattern = re.compile(rf"seed[_-]?{re.escape(str(seed))}(?!\d)")
         names = sorted(n for n in self.logs if pattern.search(n))
+        if not names and len(self.logs) == 1 and len((self.meta or {}).get("seeds") or []) == 1:
+            names = list(self.logs)
         return names[0] if names else None
 
 
@@ -128,8 +129,7 @@ def read_folder(directory: Path, report: Report) -> Folder:
     if not found:
         report.add("files", False, directory, "no training log (*.log, *.txt with the official lines)")
     for seed in seeds:
-        name = folder.seed_log(seed)
-        if name is None and not (len(seeds) == 1 and len(found) == 1):
+        if folder.seed_log(seed) is None:
             report.add("files", False, directory, f"seed {seed} of submission.json has no log (train_seed{seed}.log)")
     return folder
 
@@ -198,8 +198,6 @@ def seed_scores(folder: Folder) -> dict[str, float]:
     seeds = (folder.meta or {}).get("seeds") or []
     for seed in seeds:
         name = folder.seed_log(seed)
-        if name is None and len(seeds) == 1 and len(folder.logs) == 1:
-            name = next(iter(folder.logs))
         score = folder.logs[name].score if name else None
         if score is not None:
             out[str(seed)] = score.val_bpb

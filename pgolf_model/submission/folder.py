@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 from pgolf_data.manifest import write_atomic
 
 from .. import artifact
-from ..cli import flat
+from ..cli import _show, flat
 from ..presets import preset
 from . import stub
 from .runs import Run
@@ -71,7 +70,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def run_date(run: Run) -> str:
-    """The run's date: the modification time of its artifact (UTC), the newest file the run wrote."""
+    """The run's date: when it wrote ``summary.json``, its last file (UTC), so the runs fix it, not the clock."""
     stamp = os.stat(run.directory / "summary.json").st_mtime
     return datetime.fromtimestamp(stamp, tz=timezone.utc).strftime("%Y-%m-%d")
 
@@ -144,10 +143,6 @@ def technique_summary(run: Run) -> str:
     changes = config_changes(run)
     shown = ", ".join(f"{k}={_show(v)}" for k, v in changes.items())
     return f"pgolf preset {run.config.preset}" + (f"; against the baseline: {shown}" if shown else "")
-
-
-def _show(value) -> str:
-    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 def comparison_lines(runs: list[Run], ref: Reference) -> list[str]:
@@ -282,11 +277,6 @@ def requirements(runs: list[Run]) -> str:
     lines = ["# Install with: pip install -r requirements.txt", f"torch=={torch_version}" if torch_version else "torch"]
     lines += ["numpy", "sentencepiece", "zstandard", "brotli"]
     return "\n".join(lines) + "\n"
-
-
-def folder_name(name: str, date: str) -> str:
-    """The records' folder naming: ``<date>_<name with spaces as underscores>``."""
-    return f"{date}_{re.sub(r'[^A-Za-z0-9.+-]+', '_', name).strip('_')}"
 
 
 def write_folder(runs: list[Run], who: Identity, out: str | Path, ref: Reference | None = None) -> Path:
