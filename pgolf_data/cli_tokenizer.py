@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -32,7 +33,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     what = p.add_mutually_exclusive_group()
     what.add_argument("--spec", help="spec name (e.g. sp1024) or path to a .toml spec")
     what.add_argument("--kind", choices=KINDS, help="train this kind from its default spec (default: sentencepiece)")
-    p.add_argument("--vocab", type=int, help=f"vocabulary size, {MIN_VOCAB}..{VOCAB_LIMIT} (overrides the spec's)")
+    p.add_argument(
+        "--vocab",
+        type=int,
+        help=f"vocabulary size, at most {VOCAB_LIMIT} (overrides the spec's); at least {MIN_VOCAB}, and for "
+        "SentencePiece kinds its 260 reserved pieces plus the characters of the text (345 on the default corpus): a "
+        "smaller one is refused naming the least that works",
+    )
     add_corpus_args(p)
     p.add_argument(
         "--val-docs",
@@ -120,6 +127,7 @@ def cmd_train_tokenizer(args: argparse.Namespace) -> int:
     spec = spec.with_overrides(vocab_size=args.vocab, train_docs=args.train_docs, train_bytes=args.train_bytes)
     if args.val_docs < 0:
         raise ValueError(f"--val-docs must be >= 0, got {args.val_docs}")
+    artifact.check_output_dir(Path(args.out), args.force)  # now, not after the training it would throw away
     corpus = open_corpus(args.corpus, text_field=args.text_field, max_docs=args.max_docs)
     print(f"training {spec.kind} tokenizer {spec.name!r} (vocab {spec.vocab_size}) on {args.corpus}", file=sys.stderr)
     docs = itertools.islice(corpus, args.val_docs, None)

@@ -25,6 +25,7 @@ import io
 import itertools
 import json
 import os
+import re
 import struct
 import sys
 import sysconfig
@@ -77,7 +78,7 @@ class Corpus:
         return None if meta is None or "docs_val" not in meta else int(meta["docs_val"])
 
     def __iter__(self) -> Iterator[str]:
-        docs = _READERS[self._kind](self._target, self.text_field, self)
+        docs = _numbered(_READERS[self._kind](self._target, self.text_field, self))
         if self.max_docs is not None:
             docs = itertools.islice(docs, self.max_docs)
         return iter(docs)
@@ -87,6 +88,25 @@ class Corpus:
         if self._kind == "default":
             out["python"] = sys.version.split()[0]  # the embedded text changes with the Python release
         return {**out, **self.info}
+
+
+class _NotUnicode(CorpusError):
+    """A JSON text field that is not Unicode text (a lone surrogate escape); ``_numbered`` adds the document index."""
+
+    def __init__(self, where: str, detail: str) -> None:
+        super().__init__(f"{where}: {detail}")
+        self.where, self.detail = where, detail
+
+
+def _numbered(docs: Iterator[str]) -> Iterator[str]:
+    """``docs`` as they are; a ``_NotUnicode`` error from the reader is raised naming the document's corpus index."""
+    n = 0
+    try:
+        for doc in docs:
+            yield doc
+            n += 1
+    except _NotUnicode as e:
+        raise CorpusError(f"{e.where}: document {n}: {e.detail}") from None
 
 
 def open_corpus(source: str | os.PathLike, *, text_field: str = "text", max_docs: int | None = None) -> Corpus:
@@ -220,8 +240,29 @@ def jsonl_texts(
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise CorpusError(f"{path}:{lineno}: malformed JSON: {e.msg} at column {e.colno}") from None
-        yield _text_of(obj, text_field, f"{path}:{lineno}")
+            # Some of json's messages end in "at" ("Invalid control character at"): the column follows once.
+            message = e.msg.removesuffix(" at")
+            raise CorpusError(f"{path}:{lineno}: malformed JSON: {message} at column {e.colno}") from None
+        text = _text_of(obj, text_field, f"{path}:{lineno}")
+        if _SURROGATE_ESCAPE.search(raw):
+            _check_unicode(text, f"{path}:{lineno}", text_field)
+        yield text
+
+
+# JSON can spell a lone UTF-16 surrogate (``"\ud800"``), which Python keeps in the str but which is no Unicode text:
+# it has no UTF-8 encoding, so byte counts and hashes cannot exist. Only lines holding such an escape are checked.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _check_unicode(text: str, where: str, text_field: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise _NotUnicode(
+            where,
+            f"field {text_field!r} holds a lone surrogate U+{ord(text[e.start]):04X} at character {e.start}, which is "
+            "not Unicode text (it has no UTF-8 encoding)",
+        ) from None
 
 
 def _text_of(obj: object, text_field: str, where: str) -> str:

@@ -6,8 +6,9 @@ The pipeline runs one way with bounded memory:
   batches of about ``batch_bytes`` of text that never straddle the validation/train boundary;
 - encoders (worker processes): a batch becomes one uint16 array holding BOS + ids for each document, and its sidecar;
 - writer (main process): results are taken back in submission order and streamed into the current shard's temporary
-  file, cut at exactly ``shard_tokens`` tokens (a document may straddle two shards); the switch from validation to
-  train closes the open shard. These are the challenge's export rules (docs/formats.md).
+  file (and its sidecar's, in the ``bytes/`` sub-folder), cut at exactly ``shard_tokens`` tokens (a document may
+  straddle two shards); the switch from validation to train closes the open shard. These are the challenge's export
+  rules (docs/formats.md).
 
 At most ``2 * workers`` batches are in flight, so memory does not grow with the corpus or the shard size, and since
 batches are formed and written in corpus order the files are byte-identical for any number of workers.
@@ -26,6 +27,7 @@ Workers are started with "spawn" (a fork of a process holding threads can deadlo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -60,6 +62,7 @@ from .manifest import (
 from .shards import (
     MAX_SHARD_TOKENS,
     MAX_VALUE,
+    SIDECAR_DIR,
     TOKEN_DTYPE,
     VOCAB_LIMIT,
     Split,
@@ -67,9 +70,10 @@ from .shards import (
     make_header,
     parse_shard_filename,
     shard_filename,
+    sidecar_name,
 )
 from .tokenizer.artifact import from_artifact, to_artifact
-from .tokenizer.base import Tokenizer
+from .tokenizer.base import TextError, Tokenizer
 from .tokenizer.training import default_threads
 
 Mode = Literal["new", "resume", "force"]
@@ -136,11 +140,14 @@ def encode_documents(
     sidecar values must fit uint16 and sum to its UTF-8 length. ``doc_bytes`` are those lengths; ``first_doc``
     numbers the documents in error messages.
     """
-    if with_bytes:
-        pairs = tok.encode_with_bytes(texts)
-        ids_list, count_list = [ids for ids, _ in pairs], [counts for _, counts in pairs]
-    else:
-        ids_list, count_list = tok.encode_batch(texts), None
+    try:
+        if with_bytes:
+            pairs = tok.encode_with_bytes(texts)
+            ids_list, count_list = [ids for ids, _ in pairs], [counts for _, counts in pairs]
+        else:
+            ids_list, count_list = tok.encode_batch(texts), None
+    except TextError as e:  # the tokenizer numbers the batch's texts; the user knows the corpus' documents
+        raise ValueError(f"document {first_doc + e.index}: {e.detail}") from None
     if len(ids_list) != len(texts):
         raise ValueError(f"tokenizer returned {len(ids_list)} encodings for {len(texts)} documents")
     doc_tokens = np.fromiter((len(ids) + 1 for ids in ids_list), dtype=np.int64, count=len(ids_list))
@@ -353,7 +360,8 @@ class _ShardFile:
         return digest
 
     def abort(self) -> None:
-        self._file.close()
+        with contextlib.suppress(OSError):  # after a failed write (a full disk) closing flushes and fails again
+            self._file.close()
         self.tmp.unlink(missing_ok=True)
 
 
@@ -421,7 +429,8 @@ class _Writer:
         token_file, byte_file = self.files
         sidecar = {}
         if byte_file is not None:
-            sidecar = {"bytes_file": byte_file.path.name, "bytes_sha256": byte_file.commit(), "bytes": byte_file.total}
+            relative = byte_file.path.relative_to(self.out_dir).as_posix()
+            sidecar = {"bytes_file": relative, "bytes_sha256": byte_file.commit(), "bytes": byte_file.total}
         entry = ShardEntry(token_file.path.name, token_file.tokens, token_file.commit(), self.docs_in_shard, **sidecar)
         self.files = None  # only now: an interrupted commit leaves them to abort()
         self.journal.record(self.split, entry, point)
@@ -439,7 +448,8 @@ class _Writer:
         token_file = _ShardFile(self.out_dir / shard_filename(self.config.name, self.split, self.index), full)
         byte_file = None
         if self.config.sidecars(self.split):
-            path = self.out_dir / shard_filename(self.config.name, self.split, self.index, sidecar=True)
+            (self.out_dir / SIDECAR_DIR).mkdir(exist_ok=True)
+            path = self.out_dir / sidecar_name(self.config.name, self.split, self.index)
             byte_file = _ShardFile(path, full, sum_values=True)
         self.files = (token_file, byte_file)
         self.docs_in_shard = 0
@@ -462,14 +472,32 @@ def _ours(name: str) -> bool:
     return name in _OUR_NAMES or parse_shard_filename(name) is not None
 
 
-def shard_output(out_dir: Path) -> list[Path]:
-    """The files of a shard run in ``out_dir`` (shards, sidecars, tokenizer, manifest, journal), by name."""
-    return sorted(p for p in out_dir.iterdir() if _ours(p.name)) if out_dir.is_dir() else []
+def refuse_inputs_inside(out_dir: str | os.PathLike, inputs: dict[str, str | os.PathLike]) -> None:
+    """FileExistsError if an input (``{what: path}``) lies inside ``out_dir``: a run deletes and rewrites its files
+    there (``tokenizer.pgt`` among them), so the input could be gone before the run ends, or for good after a crash."""
+    root = Path(out_dir).resolve()
+    for what, path in inputs.items():
+        resolved = Path(path).resolve()
+        if resolved == root or root in resolved.parents:
+            raise FileExistsError(
+                f"the {what} {path} is inside the output directory {out_dir}, whose files this run replaces: "
+                "shard into another --out"
+            )
+
+
+def our_files(out_dir: Path) -> list[Path]:
+    """The files of a shard folder that the writer may have written: its own names at the top, token shards (and
+    sidecars beside them, the earlier layout), and the sidecars in ``bytes/``; temporary files of all of these."""
+    found = []
+    for folder in (out_dir, out_dir / SIDECAR_DIR):
+        if folder.is_dir():
+            found += [p for p in folder.iterdir() if p.is_file() and _ours(p.name.removesuffix(".tmp"))]
+    return sorted(found)
 
 
 def remove_temporaries(out_dir: Path) -> list[Path]:
     """Delete the ``.tmp`` files an interrupted run may have left; return them."""
-    leftovers = [p for p in out_dir.glob("*.tmp") if _ours(p.name[:-4])]
+    leftovers = [p for p in our_files(out_dir) if p.name.endswith(".tmp")]
     for p in leftovers:
         p.unlink()
     return leftovers
@@ -480,8 +508,8 @@ def _prepare_output(out_dir: Path, fingerprint: dict[str, Any], mode: Mode, log:
     resuming, none otherwise). Files of ours that the journal does not vouch for are deleted."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for p in remove_temporaries(out_dir):
-        log(f"removed {p.name}, left by an interrupted run")
-    ours = shard_output(out_dir)
+        log(f"removed {p.relative_to(out_dir)}, left by an interrupted run")
+    ours = our_files(out_dir)
     path = out_dir / JOURNAL_NAME
     if mode == "new" and ours:
         raise FileExistsError(
@@ -494,7 +522,7 @@ def _prepare_output(out_dir: Path, fingerprint: dict[str, Any], mode: Mode, log:
     journal = resume(path, fingerprint, log) if resuming else Journal(path, fingerprint, [])
     keep = journal.file_names()
     for p in ours:
-        if p.name not in keep and p != path:
+        if p.relative_to(out_dir).as_posix() not in keep and p != path:
             p.unlink()  # forced, or written after the last verified record: cannot be trusted
     journal.save()
     if journal.shards:
@@ -574,6 +602,7 @@ def write_encoded(
     fingerprint = {"name": config.name, "tokenizer_sha256": artifact_sha, "corpus": source, **config.output_settings()}
     fingerprint = json.loads(json.dumps(fingerprint))  # as the journal will read it back
     out_dir = Path(out_dir)
+    created = not out_dir.exists()
     journal = _prepare_output(out_dir, fingerprint, mode, log)
     start = journal.resume_point()
 
@@ -590,6 +619,10 @@ def write_encoded(
         writer.close(ResumePoint(hasher.docs, 0, hasher.hexdigest(), _copy_stats(writer.stats)))
     except BaseException:
         writer.abort()
+        if not journal.shards:  # nothing to resume: leave nothing that would refuse the corrected rerun
+            journal.path.unlink(missing_ok=True)
+            if created and not any(out_dir.iterdir()):
+                out_dir.rmdir()
         raise
     finally:
         bar.close()
@@ -600,6 +633,22 @@ def write_encoded(
     manifest.write(out_dir)
     journal.path.unlink()
     return manifest
+
+
+def encode_corpus(
+    docs: Iterable[str], artifact: bytes, config: ShardConfig, consumer: Any, *, progress: bool = False
+) -> DocsHasher:
+    """The corpus through the writer's own pipeline (the same batches, workers and ``encode_documents`` checks), each
+    batch handed to ``consumer.write(batch, encoded)`` in corpus order; returns the hash of the documents read.
+
+    ``pgolf-data sidecars`` consumes it to compare an existing folder's tokens with a fresh encoding."""
+    hasher = DocsHasher()
+    bar = _progress(progress, config, 0)
+    try:
+        _encode_and_write(_read_batches(docs, hasher, config, ResumePoint.start()), artifact, config, consumer, bar)
+    finally:
+        bar.close()
+    return hasher
 
 
 def _encode_and_write(

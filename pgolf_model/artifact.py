@@ -1,16 +1,19 @@
 """The model artifact: one file with everything needed to evaluate the model, and nothing over the budget.
 
 Layout: ``b"PGMA"``, format version (1 byte), number of parts (1 byte), then per part its name (1-byte length +
-ASCII), codec id (1 byte, 0 = stored as is, else ``pgolf_data.compress``) and stored length (uint32), then the parts'
-bytes in the same order. Parts:
+ASCII), codec id (1 byte, 0 = stored as is, else ``pgolf_data.compress``), stored length (uint32) and the part's
+sha256 (32 bytes, over the codec id and the stored bytes), then the parts' bytes in the same order. ``read`` checks
+every part's sha256 before decoding anything; version-1 files (no hashes) still read, marked unverified. Parts:
 
 - ``config``: the run's ``Config`` as canonical JSON;
 - ``tokenizer``: the tokenizer artifact (``tokenizer.pgt``), byte for byte: its length is what the budget counts;
 - ``weights``: the quantized state (``quant.QuantizedState``), compressed (zstd level 22 by default);
 - ``code``: the counted code, the source files needed to load and score the model (``COUNTED_FILES``), compressed.
 
-The model is rebuilt from the artifact's own ``config.py``, ``model.py`` and ``quant.py`` (``build_model``), so the
-counted code is the code that runs. The writer refuses to produce a file over ``LIMIT`` bytes.
+``build_model`` rebuilds the model with the counted model code (``MODEL_MODULES``). The artifact's own copy is
+someone's Python: it runs only when asked (``code="artifact"``). By default (``"auto"``) the artifact's model code must
+be byte for byte this package's, which then runs; an artifact whose code differs is refused, naming the files.
+The writer refuses to produce a file over ``LIMIT`` bytes.
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ import struct
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pgolf_data.compress import CODEC_IDS, compress, decompress
 from pgolf_data.manifest import write_atomic
 
 MAGIC = b"PGMA"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a sha256 per part; 1 (read, unverified): none
+READ_VERSIONS = (1, 2)
 LIMIT = 16_000_000  # the challenge's cap on code + model bytes (decimal); pgolf also counts the tokenizer
 PARTS = ("config", "tokenizer", "weights", "code")
 # Everything the evaluation path runs besides torch/numpy: rebuild the model, read shards, score. The package
@@ -58,6 +63,10 @@ class BudgetError(ValueError):
 
 class ArtifactError(ValueError):
     """A file that is not a well-formed model artifact."""
+
+
+class UntrustedCodeError(ArtifactError):
+    """An artifact whose model code differs from this package's, which ``build_model`` runs only when told to."""
 
 
 def codec_for(name: str) -> tuple[str, ...]:
@@ -100,7 +109,18 @@ def pack(parts: dict[str, tuple[int, bytes]]) -> bytes:
     head = MAGIC + bytes([FORMAT_VERSION, len(parts)])
     for name, (codec, data) in parts.items():
         head += bytes([len(name)]) + name.encode("ascii") + bytes([codec]) + struct.pack("<I", len(data))
+        head += part_sha256(codec, data)
     return head + b"".join(data for _, data in parts.values())
+
+
+def part_sha256(codec: int, stored: bytes) -> bytes:
+    """A part's digest: over its codec id too, so that a flipped codec byte cannot decode intact bytes wrongly."""
+    return hashlib.sha256(bytes([codec]) + stored).digest()
+
+
+def container_bytes(names: tuple[str, ...] = PARTS) -> int:
+    """The container's own bytes (magic, version, part table) for parts named ``names``: independent of content."""
+    return len(pack({name: (0, b"") for name in names}))
 
 
 def build(
@@ -137,39 +157,49 @@ def write(path: str | os.PathLike, data: bytes, limit: int = LIMIT) -> Path:
     return path
 
 
-def _parse(data: bytes, where: str) -> dict[str, tuple[int, bytes]]:
+def parse_parts(data: bytes, where: str) -> tuple[dict[str, tuple[int, bytes]], bool]:
+    """``({name: (codec, stored bytes)}, verified)``: every part's sha256 checked (version 2), or none to check (1)."""
     if data[:4] != MAGIC:
         raise ArtifactError(f"{where}: not a pgolf model artifact (magic {data[:4]!r}, expected {MAGIC!r})")
-    if len(data) < 6 or data[4] != FORMAT_VERSION:
+    if len(data) < 6 or data[4] not in READ_VERSIONS:
         version = data[4] if len(data) > 4 else "missing"
-        raise ArtifactError(f"{where}: artifact format version {version}, this pgolf reads {FORMAT_VERSION}")
+        raise ArtifactError(
+            f"{where}: artifact format version {version}, this pgolf reads {', '.join(map(str, READ_VERSIONS))}"
+        )
+    hashed = data[4] >= 2
     pos, entries = 6, []
     for _ in range(data[5]):
-        if pos >= len(data):
+        n = data[pos] if pos < len(data) else 0
+        end = pos + 6 + n + 32 * hashed
+        if end > len(data):
             raise ArtifactError(f"{where}: truncated part table at byte {pos}")
-        n = data[pos]
         name = data[pos + 1 : pos + 1 + n].decode("ascii", "replace")
         codec = data[pos + 1 + n]
         (size,) = struct.unpack_from("<I", data, pos + 2 + n)
-        entries.append((name, codec, size))
-        pos += 6 + n
+        entries.append((name, codec, size, data[pos + 6 + n : end] if hashed else None))
+        pos = end
     parts = {}
-    for name, codec, size in entries:
+    for name, codec, size, digest in entries:
         if pos + size > len(data):
             raise ArtifactError(f"{where}: part {name!r} needs bytes {pos}..{pos + size}, file has {len(data)}")
-        parts[name] = (codec, data[pos : pos + size])
+        stored = data[pos : pos + size]
+        if digest is not None and part_sha256(codec, stored) != digest:
+            raise ArtifactError(
+                f"{where}: part {name!r} (bytes {pos}..{pos + size}) does not match its sha256: the file is corrupt"
+            )
+        parts[name] = (codec, stored)
         pos += size
     if pos != len(data):
         raise ArtifactError(f"{where}: {len(data) - pos} unexpected bytes after the last part")
     missing = [p for p in PARTS if p not in parts]
     if missing:
         raise ArtifactError(f"{where}: missing part(s) {', '.join(missing)}")
-    return parts
+    return parts, hashed
 
 
 def part_sizes(data: bytes, where: str = "artifact") -> dict[str, int]:
     """Stored bytes per part, plus ``container`` (magic, version and part table); sums to ``len(data)``."""
-    parts = _parse(data, where)
+    parts, _ = parse_parts(data, where)
     sizes = {name: len(stored) for name, (_, stored) in parts.items()}
     return {**sizes, "container": len(data) - sum(sizes.values())}
 
@@ -183,15 +213,32 @@ class Artifact:
     code: dict[str, bytes]
     sizes: dict[str, int]
     weights_codec: str
+    verified: bool = True  # every part matched its sha256; False: a version-1 file, which has none
 
     @property
     def total_bytes(self) -> int:
         return sum(self.sizes.values())
 
+    @property
+    def unverified_note(self) -> str | None:
+        if self.verified:
+            return None
+        return f"{self.path}: a version-1 artifact without part hashes: its integrity is unverified"
+
     def tokenizer(self):
         from pgolf_data.tokenizer.artifact import from_artifact
 
         return from_artifact(self.tokenizer_bytes, where=f"{self.path}: tokenizer part")
+
+    def foreign_model_code(self) -> list[str]:
+        """The model code files (``MODEL_MODULES``) that differ from this package's, or are missing; [] if none."""
+        host = counted_code()
+        keys = [f"pgolf_model/{name}.py" for name in MODEL_MODULES]
+        return [key for key in keys if key not in self.code or _digest(self.code[key]) != _digest(host[key])]
+
+
+def _digest(source: bytes) -> str:
+    return hashlib.sha256(source).hexdigest()
 
 
 def read(path: str | os.PathLike) -> Artifact:
@@ -199,7 +246,7 @@ def read(path: str | os.PathLike) -> Artifact:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no model artifact at {path}")
     data = Path(path).read_bytes()
-    parts = _parse(data, path)
+    parts, verified = parse_parts(data, path)
 
     def open_part(name: str) -> bytes:
         codec, stored = parts[name]
@@ -210,15 +257,25 @@ def read(path: str | os.PathLike) -> Artifact:
         except Exception as e:  # any codec failure means the same thing: a corrupt part
             raise ArtifactError(f"{path}: part {name!r} does not decompress: {e}") from None
 
+    try:
+        config = json.loads(open_part("config"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArtifactError(f"{path}: part 'config' is not valid JSON: {e}") from None
+    try:
+        code = unpack_code(open_part("code"))
+    except (struct.error, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{path}: part 'code' is not a file list: {e}") from None
     codec_names = {cid: name for name, cid in CODEC_IDS.items()}
+    sizes = {name: len(stored) for name, (_, stored) in parts.items()}
     return Artifact(
         path=path,
-        config=json.loads(open_part("config")),
+        config=config,
         tokenizer_bytes=open_part("tokenizer"),
         weights=open_part("weights"),
-        code=unpack_code(open_part("code")),
-        sizes=part_sizes(data, path),
+        code=code,
+        sizes={**sizes, "container": len(data) - sum(sizes.values())},
         weights_codec=codec_names.get(parts["weights"][0], "stored"),
+        verified=verified,
     )
 
 
@@ -242,7 +299,11 @@ class _CodeImporter(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     def exec_module(self, module) -> None:
         name = module.__name__.rpartition(".")[2]
         if module.__name__ != self.package:
-            exec(compile(self.sources[name], f"{self.origin}:pgolf_model/{name}.py", "exec"), module.__dict__)
+            where = f"{self.origin}:pgolf_model/{name}.py"
+            try:
+                exec(compile(self.sources[name], where, "exec"), module.__dict__)
+            except Exception as e:  # the artifact's own code: whatever it raises, the artifact is at fault
+                raise ArtifactError(f"{where}: the artifact's code fails to load: {type(e).__name__}: {e}") from None
 
 
 def model_modules(art: Artifact) -> dict[str, object]:
@@ -261,14 +322,30 @@ def model_modules(art: Artifact) -> dict[str, object]:
         try:
             for name in MODEL_MODULES:
                 importlib.import_module(f"{package}.{name}")
+        except ArtifactError:
+            for name in [m for m in sys.modules if m == package or m.startswith(f"{package}.")]:
+                del sys.modules[name]  # a half-imported package must not be reused by the next call
+            raise
         finally:
             sys.meta_path.remove(importer)
     return {name: sys.modules[f"{package}.{name}"] for name in MODEL_MODULES}
 
 
-def build_model(art: Artifact, *, device="cpu", embedded_code: bool = True):
-    """``(model, config)`` with dequantized weights, from the artifact's own code (or the installed package's)."""
-    if embedded_code:
+# Which model code ``build_model`` runs: "auto" this package's when the artifact's is byte for byte the same (else
+# UntrustedCodeError), "artifact" the artifact's own (someone's Python: only when the user trusts it), "host" this
+# package's whatever the artifact holds.
+CodeSource = Literal["auto", "artifact", "host"]
+
+
+def build_model(art: Artifact, *, device="cpu", code: CodeSource = "auto"):
+    """``(model, config)`` with dequantized weights, built by the model code ``code`` chooses."""
+    if code == "auto" and (foreign := art.foreign_model_code()):
+        raise UntrustedCodeError(
+            f"{art.path}: its model code differs from this pgolf's ({', '.join(foreign)}); loading it would run "
+            "that Python: pass --trust-artifact-code if you trust its author, or --host-code to build the model with "
+            "this pgolf's code"
+        )
+    if code == "artifact":
         mods = model_modules(art)
         config_mod, model_mod, quant_mod = mods["config"], mods["model"], mods["quant"]
     else:
@@ -280,10 +357,11 @@ def build_model(art: Artifact, *, device="cpu", embedded_code: bool = True):
     state = quant_mod.QuantizedState.from_bytes(art.weights, where=f"{art.path}: weights").dequantize()
     missing, unexpected = set(model.state_dict()) - set(state), set(state) - set(model.state_dict())
     if missing or unexpected:
-        code = "its own counted code" if embedded_code else "this pgolf_model (an older artifact runs its own code)"
+        built_by = "its own code" if code == "artifact" else "this pgolf_model"
+        way_out = "" if code == "artifact" else " (an older artifact needs its own code: --trust-artifact-code)"
         raise ArtifactError(
-            f"{art.path}: the weights do not fit the model built by {code}: missing {sorted(missing)[:3]}, "
-            f"unexpected {sorted(unexpected)[:3]}"
+            f"{art.path}: the weights do not fit the model built by {built_by}: missing {sorted(missing)[:3]}, "
+            f"unexpected {sorted(unexpected)[:3]}{way_out}"
         )
     model.load_state_dict(state, strict=True)
     return model.to(device), cfg

@@ -17,6 +17,8 @@ import pytest
 import torch
 from model_data import byte_tokenizer, encode_stream, make_dataset, one_thread  # noqa: F401
 
+from pgolf_data.official_export import export_folder
+from pgolf_data.sharding import ShardConfig, write_shards
 from pgolf_data.shards import HEADER_BYTES, shard_filename, write_shard
 from pgolf_data.tokenizer import artifact as tok_artifact
 from pgolf_data.tokenizer.artifact import from_artifact
@@ -274,31 +276,14 @@ def test_legality_passes_score_first_ttt_and_catches_a_cheat(runs):
     assert ok is False and "more than 1" in message
 
 
-def official_folder(root: Path, sp_artifact: bytes, docs: list[str]) -> tuple[Path, Path]:
-    """An official-layout folder (``fineweb_{train,val}_NNNNNN.bin``, ``fineweb_1024_bpe.model``), written here with
-    the shard writer, sidecars beside the tokens."""
-    from pgolf_data.tokenizer.interop import export_tokenizer
-
-    tok = from_artifact(sp_artifact)
-    data = root / "datasets" / "fineweb10B_sp1024"
-    data.mkdir(parents=True)
-    for split, split_docs in (("val", docs[:30]), ("train", docs[30:])):
-        tokens, counts = encode_stream(tok, split_docs)
-        write_shard(data / shard_filename("fineweb", split, 0), tokens)
-        write_shard(data / shard_filename("fineweb", split, 0, sidecar=True), counts)
-    model = root / "tokenizers" / "fineweb_1024_bpe.model"
-    model.parent.mkdir()
-    model.write_bytes(export_tokenizer(tok)[1])
-    return data, model
-
-
 @pytest.mark.slow
 def test_generated_train_gpt_runs_without_pgolf_and_evaluate_agrees(tmp_path, sp1024, docs):
-    data, model_file = official_folder(tmp_path / "data", sp1024, docs[:200])
-    tok_dir = tmp_path / "tok"
-    tok_artifact.save(from_artifact(sp1024), tok_dir, report={})
+    tok = from_artifact(sp1024)
+    shards = tmp_path / "shards"
+    write_shards(docs[:200], tok, shards, ShardConfig(val_docs=30, workers=1))
+    exported = export_folder(shards, "baseline", tmp_path / "official")  # token shards and the .model only
     cfg = preset("smoke").override({"model.vocab_size": 1024, **SMOKE, "eval.stride": 32})
-    run(cfg, data=data, tokenizer=tok_dir, out_dir=tmp_path / "run", progress=False)
+    run(cfg, data=shards, tokenizer=shards, out_dir=tmp_path / "run", progress=False)
     folder = submit([tmp_path / "run"], tmp_path / "records")
     work = tmp_path / "work"
     work.mkdir()
@@ -306,7 +291,7 @@ def test_generated_train_gpt_runs_without_pgolf_and_evaluate_agrees(tmp_path, sp
     # -S: no site processing, so the editable install's .pth hook never runs; the dependencies come from PYTHONPATH.
     env = {
         "PATH": os.environ.get("PATH", ""), "PYTHONPATH": sysconfig.get_paths()["purelib"], "OMP_NUM_THREADS": "1",
-        "DATA_PATH": str(data), "TOKENIZER_PATH": str(model_file), "ITERATIONS": "20", "SEED": "5", "RUN_ID": "ci",
+        **exported.env, "ITERATIONS": "20", "SEED": "5", "RUN_ID": "ci",
     }  # fmt: skip
     probe = subprocess.run([sys.executable, "-S", "-c", "import pgolf_model"], env=env, cwd=work, capture_output=True)
     assert probe.returncode != 0 and b"No module named 'pgolf_model'" in probe.stderr
@@ -315,21 +300,16 @@ def test_generated_train_gpt_runs_without_pgolf_and_evaluate_agrees(tmp_path, sp
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     printed = logs.parse(proc.stdout)
-    by_label = {s.label: s for s in printed.scores}
-    official = by_label["final_pgolf_sliding_window_exact"]
-    exact = by_label["final_pgolf_sliding_window_bytes_exact"]
-    assert printed.score == official and official.val_bpb != exact.val_bpb  # sp1024 is lossy: the two differ
+    labels = {s.label for s in printed.scores}
+    assert labels == {"final_pgolf_sliding_window", "final_pgolf_sliding_window_exact"}  # no sidecars: official only
     art = work / "logs" / "ci" / "model.pga"
-    results = {}
-    for mode in ("exact", "official"):
-        out = subprocess.run(
-            [sys.executable, "-m", "pgolf_model.evaluate", str(art), "--data", str(data), "--json", "--bytes", mode],
-            capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-        )  # fmt: skip
-        assert out.returncode == 0, out.stderr
-        results[mode] = json.loads(out.stdout.splitlines()[-1])
-    assert results["exact"]["val_bpb"] == pytest.approx(exact.val_bpb, abs=1e-8)
-    assert results["official"]["val_bpb"] == pytest.approx(official.val_bpb, abs=1e-8)
+    out = subprocess.run(
+        [sys.executable, "-m", "pgolf_model.evaluate", str(art), "--data", exported.env["DATA_PATH"], "--json"],
+        capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.splitlines()[-1])
+    assert result["val_bpb_official"] == pytest.approx(printed.score.val_bpb, abs=1e-8)
     assert (work / "logs" / "ci.txt").read_text().endswith(proc.stdout[proc.stdout.index("Code size") :])
     bad = subprocess.run(
         [sys.executable, "-S", "train_gpt.py"], env={**env, "TOKENIZER_PATH": str(folder / "README.md")}, cwd=work,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..corpus import Corpus
 from ..manifest import MANIFEST_NAME, Manifest
-from ..sharding import Mode, ShardConfig, shard_output, shard_tokenizer
+from ..sharding import Mode, ShardConfig, our_files, shard_tokenizer
 from ..tokenizer.base import Tokenizer
 from .executors import ScaleConfig, make_executor
 from .partials import check_all, remove_partial
@@ -94,7 +94,7 @@ def prepare(
 ) -> None:
     """Make the work and output directories ready for ``mode``, as ``write_shards`` treats its output directory:
     "new" refuses earlier output, "force" deletes it, "resume" keeps what the checks below vouch for."""
-    ours = shard_output(out_dir)
+    ours = our_files(out_dir)
     if mode == "force":
         shutil.rmtree(work.root, ignore_errors=True)
         for path in ours:

@@ -23,6 +23,15 @@ class TokenizerError(ValueError):
     """Bad tokenizer input, spec or artifact; the message names the offending value."""
 
 
+class TextError(TokenizerError):
+    """One text of a batch the tokenizer cannot handle; ``index`` is its position in the batch, so that a caller
+    encoding documents can name the document instead (``sharding.encode_documents``)."""
+
+    def __init__(self, index: int, detail: str) -> None:
+        super().__init__(f"text {index}: {detail}")
+        self.index, self.detail = index, detail
+
+
 class Tokenizer(ABC):
     kind: ClassVar[str]
     # Whether ``train`` takes its texts as an iterable it reads once (so a corpus need not fit in memory).

@@ -54,7 +54,12 @@ def _prepared(
         if not doc:
             stats["docs_empty"] += 1
             continue
-        size = len(doc.encode("utf-8"))
+        try:
+            size = len(doc.encode("utf-8"))
+        except UnicodeEncodeError as e:  # a lone surrogate: corpus files are checked on reading, lists are not
+            raise TokenizerError(
+                f"document {stats['docs_read'] - 1}: not valid Unicode text (character {e.start}: {e.reason})"
+            ) from None
         stats["docs"] += 1
         stats["bytes"] += size
         if progress is not None:

@@ -19,7 +19,7 @@ import torch
 
 from pgolf_data.compress import compress
 
-from ..artifact import LIMIT, PARTS, BudgetError, codec_for, counted_code, pack_code
+from ..artifact import LIMIT, PARTS, BudgetError, codec_for, container_bytes, counted_code, pack_code
 from ..config import Config, QuantConfig
 from ..model import GPT, parameter_shapes
 from ..quant import round_to_nearest, row_scales, tensor_format
@@ -73,8 +73,7 @@ def estimate(cfg: Config, tokenizer_bytes: int) -> dict[str, int]:
         "weights": weights_estimate(cfg),
         "code": len(compress(pack_code(counted_code()))[1]),
     }
-    container = 6 + sum(1 + len(name) + 1 + 4 for name in PARTS)
-    return {**sizes, "container": container}
+    return {**sizes, "container": container_bytes(PARTS)}
 
 
 # The estimate's Gaussian rows overstate trained weights (see the module docstring), the more so the wider the clip:

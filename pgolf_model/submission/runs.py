@@ -4,7 +4,7 @@ in the official line format (``logs``).
 A run directory is what ``python -m pgolf_model.train`` writes (``log.jsonl``, ``summary.json``, ``model.pga``) or
 what a generated ``train_gpt.py`` writes (the same, plus ``eval.json``: the artifact scored as its config says, with
 the official formula's number and the exact one). Without ``eval.json`` the score is the trainer's own round trip of
-the artifact (windows of ``train.seq_len``, no TTT), exact bytes only.
+the artifact (windows of ``train.seq_len``, no TTT), with the numbers its summary holds.
 """
 
 from __future__ import annotations
@@ -160,13 +160,14 @@ def load_run(directory: str | Path) -> Run:
         host = json.loads(eval_path.read_text(encoding="utf-8"))
         final = FinalEval.from_dict(host)
     else:
+        official = summary.get("artifact_val_bpb_official")
+        exact = summary.get("artifact_val_bpb")
         final = FinalEval(
             "pgolf_roundtrip",
-            None,
-            (summary["artifact_val_loss"], summary["artifact_val_bpb"]),
+            (summary["artifact_val_loss_official"], official) if official is not None else None,
+            (summary["artifact_val_loss"], exact) if exact is not None else None,
             summary.get("artifact_eval_seconds"),
-            int(summary["val_targets"]),
-            f"artifact round trip, windows of train.seq_len = {starts[-1]['config']['train']['seq_len']}, no TTT, "
-            "exact bytes",
+            int(summary.get("val_targets") or summary["val_targets_official"]),
+            f"artifact round trip, windows of train.seq_len = {starts[-1]['config']['train']['seq_len']}, no TTT",
         )
     return Run(directory, summary, starts[-1], records, final, host)

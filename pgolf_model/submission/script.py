@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import sys
 import time
 import uuid
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from pgolf_data.folder import open_folder
 from pgolf_data.manifest import write_atomic
 from pgolf_data.shards import ShardFormatError
 from pgolf_data.tokenizer import TokenizerError
@@ -32,7 +31,7 @@ from pgolf_data.tokenizer.interop import import_tokenizer
 
 from .. import artifact, runtime
 from ..config import Config, ConfigError
-from ..evaluation.byte_counts import load_val, official_byte_counts, official_byte_tables, sentencepiece_processor
+from ..evaluation.byte_counts import val_bytes
 from ..evaluation.ttt import evaluate_ttt
 from ..training.trainer import ARTIFACT_NAME, run
 from .runs import EVAL_NAME, FinalEval, load_run
@@ -115,34 +114,25 @@ def tokenizer_artifact(path: Path, frozen: dict) -> bytes:
 
 
 def final_eval(art_path: Path, data: str, rt) -> FinalEval:
-    """The artifact scored as its config says: the exact number (sidecars) and, for a SentencePiece tokenizer, the
-    official formula's, both over the same scored targets (each scored once)."""
+    """The artifact scored as its config says: the exact number (pgolf's sidecars) and, for a SentencePiece-based
+    tokenizer, the official eval's, as ``pgolf_model.evaluate`` measures them."""
     art = artifact.read(art_path)
     model, cfg = artifact.build_model(art, device=rt.device)
     tok = art.tokenizer()
-    tokens, sidecar = load_val(data)
-    official = None
-    if hasattr(tok, "model_proto"):
-        official = official_byte_counts(tokens, official_byte_tables(sentencepiece_processor(tok)))
-    counts = sidecar if sidecar is not None else official
-    if counts is None:
-        raise ConfigError(f"{data}: no byte sidecars, and the official byte formula needs a SentencePiece tokenizer")
+    folder = open_folder(data)
+    folder.bind(art.tokenizer_bytes, f"the tokenizer of {art_path}")
+    val = val_bytes(data, tok, exact_sidecars=folder.exact_sidecars)
     how = cfg.eval
     seq_len = how.seq_len or cfg.train.seq_len
     rt.synchronize()
     start = time.perf_counter()
     result = evaluate_ttt(
-        model, tokens, counts, how, seq_len=seq_len, batch_tokens=cfg.train.device_batch_tokens,
-        bos_id=tok.bos_id, runtime=rt, keep_nll=True,
+        model, val.tokens, val.exact, how, seq_len=seq_len, batch_tokens=cfg.train.device_batch_tokens,
+        bos_id=tok.bos_id, runtime=rt, official=val.official, official_rule=val.official_rule,
     )  # fmt: skip
     rt.synchronize()
     seconds = time.perf_counter() - start
-    numbers = {}
-    for name, per_pos in (("exact", sidecar), ("official", official)):
-        if per_pos is not None:
-            scored = ~np.isnan(result.nll)  # this rank's targets; target j accounts for position j + 1's bytes
-            (n_bytes,) = runtime.all_reduce_sum([int(per_pos[1:][scored].sum())], rt)
-            numbers[name] = (result.loss, result.nll_nats / math.log(2) / n_bytes)
+    official = result.official or (result if result.measure == "official" else None)
     stride = f"stride {how.stride or seq_len}" if how.ttt in ("none", "full") else "per-document chunks"
     if how.ttt != "none":
         tag = f"pgolf_{how.ttt}_ttt"
@@ -150,11 +140,12 @@ def final_eval(art_path: Path, data: str, rt) -> FinalEval:
         tag = "pgolf_sliding_window" if how.stride and how.stride != seq_len else "pgolf_roundtrip"
     return FinalEval(
         tag,
-        numbers.get("official"),
-        numbers.get("exact"),
+        (official.loss, official.bpb) if official else None,
+        (result.loss, result.bpb) if result.measure == "exact" else None,
         round(seconds, 3),
         result.tokens,
-        f"windows of {seq_len} tokens, {stride}, TTT {how.ttt}, every target scored once",
+        f"windows of {seq_len} tokens, {stride}, TTT {how.ttt}, {folder.describe()}"
+        + (f"; official: {val.official_rule}" if official else ""),
     )
 
 
