@@ -25,7 +25,7 @@ import numpy as np
 from .folder import SIDECAR_INDEX, FolderError, SidecarIndex, open_folder
 from .journal import JOURNAL_NAME
 from .manifest import DOCS_SHA256_DEFINITION, MANIFEST_NAME, TOKENIZER_NAME, ShardEntry, SplitEntry
-from .sharding import EncodedBatch, ShardConfig, Batch, _ShardFile, encode_corpus
+from .sharding import Batch, EncodedBatch, ShardConfig, _ShardFile, encode_corpus
 from .shards import HEADER_BYTES, MAX_SHARD_TOKENS, SIDECAR_DIR, ShardSet, Split, file_sha256, parse_shard_filename
 from .tokenizer.artifact import from_artifact, to_artifact
 from .tokenizer.base import Tokenizer

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from model_data import byte_tokenizer, encode_stream, make_dataset, one_thread  # noqa: F401
+from model_data import byte_tokenizer, encode_stream, make_dataset, one_thread, write_split  # noqa: F401
 
 from pgolf_data.official_export import export_folder
 from pgolf_data.sharding import ShardConfig, write_shards
-from pgolf_data.shards import HEADER_BYTES, shard_filename, write_shard
+from pgolf_data.shards import HEADER_BYTES, shard_filename, sidecar_name
 from pgolf_data.tokenizer import artifact as tok_artifact
 from pgolf_data.tokenizer.artifact import from_artifact
 from pgolf_model.evaluation.ttt import evaluate_ttt
@@ -173,11 +173,9 @@ def test_a_validation_document_in_train_fails(dataset, folder, docs, tmp_path):
     data, _ = dataset
     leaky = Path(shutil.copytree(data, tmp_path / "leaky"))
     tok = byte_tokenizer()
-    for p in leaky.glob("*_train*"):
+    for p in leaky.rglob("*_train_*"):
         p.unlink()
-    tokens, counts = encode_stream(tok, [*docs[40:100], docs[7]])
-    write_shard(leaky / shard_filename("test", "train", 0), tokens)
-    write_shard(leaky / shard_filename("test", "train", 0, sidecar=True), counts)
+    write_split(leaky, "train", *encode_stream(tok, [*docs[40:100], docs[7]]))
     lines = failing(check_folder(folder, data=leaky, rt=RT))
     assert list(lines) == ["seeds", "val not in train"]
     assert "1 of 40 val documents occur" in lines["val not in train"][0]
@@ -187,7 +185,7 @@ def test_a_validation_document_in_train_fails(dataset, folder, docs, tmp_path):
 def test_a_sidecar_off_by_one_byte_fails(dataset, folder, tmp_path):
     data, _ = dataset
     bad = Path(shutil.copytree(data, tmp_path / "bad"))
-    sidecar = bad / shard_filename("test", "val", 0, sidecar=True)
+    sidecar = bad / sidecar_name("test", "val", 0)
     raw = bytearray(sidecar.read_bytes())
     tokens = np.frombuffer(bytes((bad / shard_filename("test", "val", 0)).read_bytes()[HEADER_BYTES:]), "<u2")
     position = int(np.flatnonzero(tokens == 1)[3]) + 5  # inside val document 3

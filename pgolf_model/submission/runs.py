@@ -113,8 +113,10 @@ class Run:
                 )
             elif r["event"] == "val":
                 ms = 1000 * r["elapsed_s"]
+                suffix = "" if "val_bpb" in r else "_official"  # an official folder has no exact number
+                loss, bpb = r[f"val_loss{suffix}"], r[f"val_bpb{suffix}"]
                 lines.append(
-                    f"step:{step}/{iterations} val_loss:{r['val_loss']:.4f} val_bpb:{r['val_bpb']:.4f} "
+                    f"step:{step}/{iterations} val_loss:{loss:.4f} val_bpb:{bpb:.4f} "
                     f"train_time:{ms:.0f}ms step_avg:{ms / max(step, 1):.2f}ms"
                 )
             elif r["event"] == "qat":

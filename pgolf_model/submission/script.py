@@ -33,11 +33,12 @@ from .. import artifact, runtime
 from ..config import Config, ConfigError
 from ..evaluation.byte_counts import val_bytes
 from ..evaluation.ttt import evaluate_ttt
+from ..training.run_dir import RunDirError
 from ..training.trainer import ARTIFACT_NAME, run
 from .runs import EVAL_NAME, FinalEval, load_run
 
 # Bad input, reported as one line (as ``pgolf_model.train`` does): config, environment, paths, shards, tokenizer.
-USER_ERRORS = (ConfigError, artifact.BudgetError, ShardFormatError, TokenizerError, FileNotFoundError)
+USER_ERRORS = (ConfigError, artifact.BudgetError, ShardFormatError, TokenizerError, FileNotFoundError, RunDirError)
 
 
 def _flag(text: str) -> bool:
@@ -163,14 +164,15 @@ def main(frozen: dict, script: str) -> int:
     out = Path("logs") / run_id
     tokenizer_bytes = tokenizer_artifact(tok_path, frozen)
     from_artifact(tokenizer_bytes, where=str(tok_path))  # a readable tokenizer before any training
+    tok_file = Path("logs") / f"{run_id}.tokenizer.pgt"  # beside the run directory, which holds one run only
     if rt.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_atomic(out / "tokenizer.pgt", tokenizer_bytes)
+        tok_file.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(tok_file, tokenizer_bytes)
     rt.barrier()
     device = torch.cuda.get_device_name(rt.device) if rt.device.type == "cuda" else "cpu"
     if rt.is_main:
         print(f"device_name:{device}\nworld_size:{rt.world_size}\nrun_dir:{out}", flush=True)
-    run(cfg, data=data, tokenizer=out / "tokenizer.pgt", out_dir=out, rt=rt, progress=True)
+    run(cfg, data=data, tokenizer=tok_file, out_dir=out, rt=rt, progress=True)
     final = final_eval(out / ARTIFACT_NAME, data, rt)
     if rt.is_main:
         host = {"device_name": device, "cuda_version": torch.version.cuda}
