@@ -41,7 +41,6 @@ FORMAT_VERSION = 2  # 2: a sha256 per part; 1 (read, unverified): none
 READ_VERSIONS = (1, 2)
 LIMIT = 16_000_000  # the challenge's cap on code + model bytes (decimal); pgolf also counts the tokenizer
 PARTS = ("config", "tokenizer", "weights", "code")
-_REPO = Path(__file__).resolve().parent.parent
 # Everything the evaluation path runs besides torch/numpy: rebuild the model, read shards, score. The package
 # docstrings (``__init__.py``) hold no code and are not counted.
 COUNTED_FILES = (
@@ -110,7 +109,13 @@ def decompress_weights(codec_id: int, data: bytes) -> bytes:
 
 
 def counted_code() -> dict[str, bytes]:
-    return {path: (_REPO / path).read_bytes() for path in COUNTED_FILES}
+    """The counted files' bytes as their modules' loader holds them: the files of the installed package, or the
+    sources a generated ``train_gpt.py`` carries (``submission.stub``)."""
+    out = {}
+    for path in COUNTED_FILES:
+        spec = importlib.util.find_spec(path.removesuffix(".py").replace("/", "."))
+        out[path] = spec.loader.get_data(spec.origin)
+    return out
 
 
 def pack_code(files: dict[str, bytes]) -> bytes:

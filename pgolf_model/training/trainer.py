@@ -20,6 +20,7 @@ import json
 import platform
 import signal
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -402,7 +403,9 @@ class Trainer:
             raise type(e)(f"{e}; the trained weights are in {checkpoint.latest(out_dir)}") from None
         art = artifact.read(art_path)
         rebuilt, _ = artifact.build_model(art, device=rt.device)
+        eval_start = time.perf_counter()
         roundtrip = self.score_val(rebuilt)
+        eval_seconds = time.perf_counter() - eval_start
         summary = {
             "preset": self.cfg.preset,
             "steps": self.clock.step,
@@ -411,6 +414,7 @@ class Trainer:
             "params": self.num_params,
             "data": self.inputs.folder,
             **summary_numbers(final_val, roundtrip),
+            "artifact_eval_seconds": round(eval_seconds, 3),
             "artifact": str(art_path),
             "artifact_bytes": art.total_bytes,
             "artifact_parts": art.sizes,

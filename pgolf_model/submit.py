@@ -1,0 +1,71 @@
+"""Turn pgolf runs into a records folder the challenge accepts, or check any records folder before submitting it.
+
+    python -m pgolf_model.submit RUN_DIR... --name NAME --author A --github-id G --out DIR [--compare-to X]
+    python -m pgolf_model.submit --check DIR [--data SHARDS] [--artifact RUN/model.pga] [--compare-to X]
+
+The first form writes, from one run per seed, ``submission.json``, ``README.md``, ``train_seed<N>.log``,
+``requirements.txt``, ``tokenizers/<the run's tokenizer>`` and ``train_gpt.py``: one file that trains the same
+config with ``torchrun --standalone --nproc_per_node=8 train_gpt.py`` and the official environment variables, with no
+pgolf installed. X is a BPB or a previous record's ``submission.json`` (or its folder).
+
+``--check`` prints one line per rule (PASS, FAIL, or CANNOT where the folder's files cannot tell), naming the file
+and the value: bytes, clocks, seeds and significance (both rules), the val token count, validation documents in the
+training shards and the byte accounting (with ``--data``), and issue #1017's C1-C4 measured on the artifact (with
+``--artifact``, or a ``*.pga`` in DIR). It exits 1 when a rule fails. The work is ``pgolf_model.submission``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from . import runtime
+from .cli import command_parser, guarded
+from .submission.runs import RunError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = command_parser("python -m pgolf_model.submit", __doc__)
+    parser.add_argument("runs", nargs="*", metavar="RUN_DIR", help="pgolf run directories, one per seed")
+    parser.add_argument("--name", help="the submission's name (also the folder's, after the date)")
+    parser.add_argument("--author", help="your name as the records print it")
+    parser.add_argument("--github-id", help="your GitHub user name")
+    parser.add_argument("--blurb", default="", help="one paragraph on what the submission does (default: generated)")
+    parser.add_argument("--out", help="the records folder to write")
+    parser.add_argument("--compare-to", help="a BPB, or a previous record's submission.json or folder")
+    parser.add_argument("--check", metavar="DIR", help="check a records folder instead of writing one")
+    parser.add_argument("--data", help="with --check: the shard folder the submission trains and scores on")
+    parser.add_argument("--artifact", action="append", default=[], help="with --check: a pgolf artifact (repeatable)")
+    parser.add_argument("--device", default="cpu", help="with --check: where the legality checks run (cpu, cuda)")
+    args = parser.parse_args(argv)
+    if args.check:
+        if args.runs:
+            parser.error("--check takes a folder, not run directories")
+        return guarded(lambda: check(args), (ValueError, FileNotFoundError))
+    missing = [f"--{k.replace('_', '-')}" for k in ("name", "author", "github_id", "out") if not getattr(args, k)]
+    if not args.runs or missing:
+        parser.error(f"writing a records folder needs RUN_DIR... and {', '.join(missing) or 'nothing else'}")
+    return guarded(lambda: submit(args), (RunError, ValueError, FileNotFoundError))
+
+
+def submit(args) -> int:
+    from .submission.folder import Identity, Reference, write_folder
+    from .submission.runs import load_run
+
+    runs = [load_run(d) for d in args.runs]
+    ref = Reference.parse(args.compare_to) if args.compare_to else None
+    out = write_folder(runs, Identity(args.name, args.author, args.github_id, args.blurb), args.out, ref)
+    print(f"wrote {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
+    return 0
+
+
+def check(args) -> int:
+    from .submission.check import check_folder
+
+    rt = runtime.setup(args.device)
+    report = check_folder(args.check, data=args.data, artifacts=args.artifact, compare_to=args.compare_to, rt=rt)
+    print(report.format())
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
