@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,8 @@ import pytest
 import torch
 from model_data import encode_stream, make_dataset, one_thread, synthetic_docs, write_split  # noqa: F401 (autouse)
 
+from pgolf_data.sidecars import write_index
+from pgolf_data.tokenizer.artifact import to_artifact
 from pgolf_model.config import ConfigError
 from pgolf_model.presets import preset
 from pgolf_model.train import main as train_main
@@ -183,12 +186,11 @@ def test_a_real_ctrl_c_exits_130_with_a_checkpoint(dataset, tmp_path):
 def test_a_validation_split_without_bytes_is_refused_before_training(dataset, tmp_path):
     data, tok = dataset
     empty = tmp_path / "data"
-    empty.mkdir()
-    for f in data.iterdir():
-        if "_val_" not in f.name:
-            (empty / f.name).write_bytes(f.read_bytes())
-    tokens, _ = encode_stream(tok_of(tok), ["a few words"])
+    shutil.copytree(data, empty, ignore=shutil.ignore_patterns("*_val_*"))
+    t = tok_of(tok)
+    tokens, _ = encode_stream(t, ["a few words"])
     write_split(empty, "val", tokens, np.zeros_like(tokens))
+    write_index(empty, t, to_artifact(t), {"source": "test"}, ("val", "train"))  # bound and finished, as before
     with pytest.raises(ConfigError, match="val sidecars count 0 bytes"):
         run(smoke(), data=empty, tokenizer=tok, out_dir=tmp_path / "r", progress=False)
     assert not (tmp_path / "r").exists()

@@ -110,6 +110,9 @@ def load_inputs(cfg: Config, data: str | Path, tokenizer: str | Path, budget_lim
     check_ids(train_shards, cfg.model.vocab_size)
     check_ids(ShardSet.open(data, "val"), cfg.model.vocab_size)
     val = val_bytes(data, tok, exact_sidecars=folder.exact_sidecars)
+    counts = val.exact if val.exact is not None else val.official
+    if counts is not None and not counts[1:].any():
+        raise ConfigError(f"{data}: the val sidecars count 0 bytes for every target, so BPB is undefined")
     return Inputs(tokenizer_bytes, sizes, train_shards, val, folder.describe())
 
 
