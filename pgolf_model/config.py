@@ -294,7 +294,10 @@ class LoRATTT(Section):
     weight_decay: float = _field(0.5, "AdamW decoupled weight decay", NON_NEGATIVE)
     chunk_tokens: int = _field(48, "targets per chunk (score it, then one step on it)", POSITIVE)
     batch_docs: int = _field(64, "documents adapted side by side, one adapter set each", POSITIVE)
-    warm_start_a: bool = _field(True, "keep A between document batches (only B is zeroed)")
+    round_docs: int = _field(
+        0, "documents sorted by length together (a round); 0 = all between two phases' global SGD", NON_NEGATIVE
+    )
+    warm_start_a: bool = _field(True, "start each round's adapters from a trained A of the round before")
 
 
 @dataclass(frozen=True)
