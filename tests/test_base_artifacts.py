@@ -42,6 +42,12 @@ RUNS = {
     "stack": {"own": [], "stride8": ["--ttt", "none", "--stride", "8"]},
 }  # fmt: skip
 CASES = [(name, run_name) for name, runs in RUNS.items() for run_name in runs]
+# Per-document TTT changed on purpose after the base (issue 16): documents sorted by length within rounds, adapters
+# per virtual layer and started from rows keyed by document; these runs score (val_bpb, val_loss) as that code does.
+TTT_CHANGED = {
+    ("plain", "phased"): (4.438179099889482, 3.0568297958675994),  # base: 4.436690693773924, 3.0558046447729748
+    ("stack", "own"): (4.355955544266892, 3.0001976931307874),  # base: 4.355269170774034, 2.9997249481385646
+}
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +95,9 @@ def part_spans(data: bytes) -> dict[str, tuple[int, int]]:
 
 @pytest.mark.parametrize(("name", "run_name"), CASES)
 def test_old_artifacts_score_as_at_base(dataset, capsys, name, run_name):
-    want = EXPECTED["artifacts"][name]["evaluate"][run_name]
+    want = dict(EXPECTED["artifacts"][name]["evaluate"][run_name])
+    if (name, run_name) in TTT_CHANGED:
+        want["val_bpb"], want["val_loss"] = TTT_CHANGED[name, run_name]
     path = FIXTURES / f"{name}.pga"
     assert evaluate.main([str(path), "--data", str(dataset[0]), "--json", *RUNS[name][run_name]]) == 0
     got = json.loads(capsys.readouterr().out)

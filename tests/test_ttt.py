@@ -170,7 +170,7 @@ def test_adapters_started_by_row_would_let_the_sort_leak(streams, on_a, monkeypa
     (a, a_counts), _ = streams
     tokens, counts = resized_doc(a, a_counts, 5, 4.0)  # as the test above: the round's longest document
     p = find_docs(a, BOS)[5][0]
-    monkeypatch.setattr(ttt, "doc_rows", lambda batch, bsz: list(range(ttt.batch_rows(bsz))))
+    monkeypatch.setattr(ttt, "doc_rows", lambda batch, bsz: [b % bsz for b in range(ttt.batch_rows(len(batch)))])
     on_a_by_row = run(tiny_model(), a, a_counts, MODES["lora"])
     other = run(tiny_model(), tokens, counts, MODES["lora"])
     assert not np.array_equal(on_a_by_row.nll[:p], other.nll[:p])
@@ -311,8 +311,7 @@ def test_cosine_lr_runs_from_base_to_zero():
 
 def fresh_lora(model, bsz, rank, alpha, targets) -> DocLoRA:
     lora = DocLoRA(model, bsz, rank, alpha, targets)
-    lora.redraw(torch.Generator().manual_seed(0))
-    lora.load(list(range(bsz)))
+    lora.load(lora.draw(bsz, torch.Generator().manual_seed(0)), list(range(bsz)))
     return lora
 
 
@@ -343,15 +342,16 @@ def test_a_looped_block_has_adapters_per_virtual_layer():
     """RECORD_SWITCHES loop blocks 1-2 twice: layers 0 1 2 1 2 3, six adapter sets; block 1's two visits differ."""
     model = tiny_model(**RECORD_SWITCHES)
     lora = fresh_lora(model, 1, 2, 2.0, ("q",))
+    starts = lora.draw(1, torch.Generator().manual_seed(0))
     assert len(lora.slots) == 6
     x = torch.randint(0, 260, (1, 12), generator=torch.Generator().manual_seed(1))
     outs = []
     with torch.no_grad():
         for slot in (1, 3):
-            lora.load([0])
+            lora.load(starts, [0])
             lora.slots[slot]["q"].B.normal_(generator=torch.Generator().manual_seed(2))
             outs.append(lora.nll(x, x))
-        lora.load([0])
+        lora.load(starts, [0])
         plain = lora.nll(x, x)
     assert not torch.allclose(outs[0], outs[1]) and not torch.allclose(outs[0], plain)
     assert model.encoder_layers + model.decoder_layers + model.lane_layers == [0, 1, 2, 1, 2, 3]  # model untouched

@@ -27,10 +27,7 @@ from ..config import LoRATarget
 
 
 class BatchedLoRA(nn.Module):
-    """``bsz`` independent rank-``rank`` adapters ``in_features -> out_features``; row b of the input uses adapter b.
-
-    ``A0`` holds the rows a batch's ``A`` starts from (``load``): drawn by ``redraw``, replaced by a trained ``A`` by
-    ``save`` (the record's warm start: A keeps the feature directions learned on earlier documents)."""
+    """``bsz`` independent rank-``rank`` adapters ``in_features -> out_features``; row b of the input uses adapter b."""
 
     def __init__(self, bsz: int, in_features: int, out_features: int, rank: int, alpha: float) -> None:
         super().__init__()
@@ -38,22 +35,18 @@ class BatchedLoRA(nn.Module):
         self.bound = 1.0 / math.sqrt(in_features)
         self.A = nn.Parameter(torch.zeros(bsz, rank, in_features))
         self.B = nn.Parameter(torch.zeros(bsz, out_features, rank))
-        self.register_buffer("A0", torch.zeros(bsz, rank, in_features), persistent=False)
+
+    def draw(self, rows: int, generator: torch.Generator) -> Tensor:
+        """``rows`` starting values of A, ``U(+-1/sqrt(in))``; ``generator`` is a CPU generator, so draws match on
+        any device."""
+        a = torch.empty(rows, *self.A.shape[1:]).uniform_(-self.bound, self.bound, generator=generator)
+        return a.to(self.A.device)
 
     @torch.no_grad()
-    def redraw(self, generator: torch.Generator) -> None:
-        """New starting rows; ``generator`` is a CPU generator, so draws match on any device."""
-        self.A0.copy_(torch.empty(self.A0.shape).uniform_(-self.bound, self.bound, generator=generator))
-
-    @torch.no_grad()
-    def load(self, rows: Tensor) -> None:
-        """Row b starts from starting row ``rows[b]``; B is zeroed."""
-        self.A.copy_(self.A0[rows])
+    def load(self, start: Tensor, rows: Tensor) -> None:
+        """Row b starts from ``start[rows[b]]``; B is zeroed (a fresh adapter's output is 0)."""
+        self.A.copy_(start[rows])
         self.B.zero_()
-
-    @torch.no_grad()
-    def save(self) -> None:
-        self.A0.copy_(self.A)
 
     def forward(self, x: Tensor) -> Tensor:  # x: (bsz, T, in) -> (bsz, T, out)
         return (x @ self.A.mT.to(x.dtype)) @ self.B.mT.to(x.dtype) * self.scale
@@ -73,7 +66,7 @@ class Parallel(nn.Module):
 class SlotValues(nn.Module):
     """The model's value embeddings keyed by virtual slot instead of physical block."""
 
-    def __init__(self, inner: nn.Module, order: list[int]) -> None:
+    def __init__(self, inner, order: list[int]) -> None:
         super().__init__()
         self.inner, self.order = inner, order
 
@@ -101,7 +94,7 @@ class DocLoRA(nn.Module):
             raise ValueError(f"unknown LoRA target(s) {', '.join(unknown)}; known: {', '.join(self.TARGETS)}")
         self.bsz, self.targets = bsz, tuple(t for t in self.TARGETS if t in targets)
         dim, vocab = model.cfg.model_dim, model.cfg.vocab_size
-        order = [*model.encoder_layers, *model.decoder_layers, *model.lane_layers]
+        order = [*model.encoder_layers, *model.decoder_layers, *getattr(model, "lane_layers", [])]
         self.slots = nn.ModuleList()
         for p in order:
             attn = model.blocks[p].attn
@@ -131,33 +124,36 @@ class DocLoRA(nn.Module):
                 attn = Parallel(attn, loras["o"])
             mlp = Parallel(block.mlp, loras["mlp"]) if "mlp" in loras else block.mlp
             blocks.append(_shallow(block, attn=attn, mlp=mlp))
-        values = SlotValues(model.value_embeds, order) if model.value_embeds is not None else None
-        view = _shallow(model, blocks=nn.ModuleList(blocks), value_embeds=values)
+        view = _shallow(model, blocks=nn.ModuleList(blocks))
+        if getattr(model, "value_embeds", None) is not None:
+            view.value_embeds = SlotValues(model.value_embeds, order)
+        elif hasattr(model, "value_embeddings"):  # the model code of older artifacts: a method
+            view.value_embeddings = SlotValues(model.value_embeddings, order)
         n_enc, n_dec = len(model.encoder_layers), len(model.decoder_layers)
         view.encoder_layers = list(range(n_enc))
         view.decoder_layers = list(range(n_enc, n_enc + n_dec))
-        view.lane_layers = list(range(n_enc + n_dec, len(order)))
+        if hasattr(model, "lane_layers"):
+            view.lane_layers = list(range(n_enc + n_dec, len(order)))
         return view
 
     def adapters(self) -> list[BatchedLoRA]:
         return [m for m in self.modules() if isinstance(m, BatchedLoRA)]
 
-    def redraw(self, generator: torch.Generator) -> None:
-        for m in self.adapters():
-            m.redraw(generator)
+    def draw(self, rows: int, generator: torch.Generator) -> list[Tensor]:
+        """Starting values of A for ``rows`` rows, one tensor per adapter (``load`` reads them)."""
+        return [m.draw(rows, generator) for m in self.adapters()]
 
-    def load(self, rows: list[int]) -> None:
-        """Start a batch: row b's adapters from starting row ``rows[b]``, B zeroed (fresh adapters' output is 0)."""
+    def load(self, starts: list[Tensor], rows: list[int]) -> None:
+        """Start a batch: row b's adapters from row ``rows[b]`` of ``starts``, B zeroed."""
         rows_t = torch.tensor(rows, device=self.head.A.device)
-        for m in self.adapters():
-            m.load(rows_t)
+        for m, start in zip(self.adapters(), starts):
+            m.load(start, rows_t)
 
-    def save(self) -> None:
-        for m in self.adapters():
-            m.save()
-
-    def starts(self) -> list[Tensor]:
-        return [m.A0 for m in self.adapters()]
+    @torch.no_grad()
+    def keep(self, starts: list[Tensor], n: int) -> None:
+        """The trained A of rows ``0..n-1`` become those rows of ``starts`` (the warm start)."""
+        for m, start in zip(self.adapters(), starts):
+            start[:n].copy_(m.A[:n])
 
     def nll(self, x: Tensor, y: Tensor) -> Tensor:
         """Per-token NLL (bsz, T) of the model with these adapters (and the head adapter on the logits)."""

@@ -143,7 +143,7 @@ def ttt_full(model, tokens: np.ndarray, cfg: EvalConfig, tally: Tally, *, seq_le
 class Round:
     """Consecutive documents of the stream scored from one state: ``batches`` (document indices, longest first),
     ``ranks[i]`` the rank that runs batch i; ``sgd``: the phases' global SGD over the stream up to the round's last
-    document follows it; ``carry``: the next round's adapters start from batch 0's trained A."""
+    document follows it; ``carry``: the next round's adapters start from its last batch's trained A."""
 
     batches: tuple[tuple[int, ...], ...]
     ranks: tuple[int, ...]
@@ -173,14 +173,15 @@ def doc_rounds(lengths: list[int], cfg: EvalConfig, seq_len: int, world: int) ->
     - the base weights, changed only by global SGD after a round, over documents before the next round;
     - its adapters' start: B = 0 and A = the round's starting row ``i % batch_docs`` for document ``i`` (its index
       in the stream, i.e. the number of BOS before it), whatever its row; the starting rows are drawn from the seed and
-      the phase, or (``warm_start_a``) are batch 0's trained A of the round before, all earlier documents;
+      the phase, or (``warm_start_a``) are the trained A of the round before's last batch, all earlier documents;
     - its own optimizer state: a fresh AdamW per batch acts on each row's slice of the adapters alone, and the step
       count at a document's chunk c is c (every earlier chunk of it trained);
     - nothing of the other rows: adapters are per row, the base weights frozen, each row's loss its own, and the
       shapes (batch_docs, width) depend on the chunk index alone.
     After a document's last chunk its row keeps decaying (AdamW's weight decay at zero gradient) while longer
     documents run; that reaches only the A carried to the next round. The starting rows are the same on every rank
-    (batch 0's owner broadcasts them), so the scores do not depend on the number of ranks either.
+    (the last batch's rank broadcasts them), so the scores do not depend on the number of ranks either. A batch has
+    one padding row (``batch_rows``), so the round's partial batch (its longest documents) runs fewer rows.
     ``tests/test_ttt.py`` changes every token after a position (which re-sorts the rounds) and checks that no score
     up to it moves.
     """
@@ -192,9 +193,14 @@ def doc_rounds(lengths: list[int], cfg: EvalConfig, seq_len: int, world: int) ->
         step = cfg.lora.round_docs or hi - lo
         for a in range(lo, hi, step):
             b = min(a + step, hi)
-            order = sorted(range(a, b), key=lambda i: (-lengths[i], i))
-            batches = [tuple(order[k : k + bsz]) for k in range(0, len(order), bsz)]
-            cost = [sum(chunk_widths(lengths[batch[0]] - 1, cfg.lora.chunk_tokens, seq_len)) for batch in batches]
+            # Cut from the shortest, so that the partial batch holds the longest documents (fewest rows), as the
+            # record's; batches run longest first.
+            order = sorted(range(a, b), key=lambda i: (lengths[i], -i))
+            batches = [tuple(order[k : k + bsz][::-1]) for k in range(0, len(order), bsz)][::-1]
+            cost = [
+                batch_rows(len(batch)) * sum(chunk_widths(lengths[batch[0]] - 1, cfg.lora.chunk_tokens, seq_len))
+                for batch in batches
+            ]
             load, ranks = [0] * world, []
             for c in cost:  # longest batches first, each to the least loaded rank
                 r = load.index(min(load))
@@ -258,17 +264,17 @@ def _global_sgd(model, tokens: np.ndarray, sgd: SGDPhase, seq_len: int, rt: Runt
         p.requires_grad_(False)
 
 
-def batch_rows(batch_docs: int) -> int:
-    """Rows of a document batch: one more than documents, and the last is always padding. CPU kernels compute the
+def batch_rows(n_docs: int) -> int:
+    """Rows of a batch of ``n_docs`` documents: one more, and the last is always padding. CPU kernels compute the
     last ``numel % vector width`` elements of a tensor with scalar code, rounded differently, so a document in the
     last row would score differently by a few ulp depending on where the sort put it."""
-    return batch_docs + 1
+    return n_docs + 1
 
 
 def doc_rows(batch: tuple[int, ...], bsz: int) -> list[int]:
     """The starting row of each document of ``batch`` (by its stream index, never by its place in the batch), then
-    the padding rows'."""
-    return [i % bsz for i in batch] + list(range(len(batch), batch_rows(bsz)))
+    the padding row's."""
+    return [i % bsz for i in batch] + [0] * (batch_rows(len(batch)) - len(batch))
 
 
 def ttt_docs(model, tokens: np.ndarray, cfg: EvalConfig, tally: Tally, *, seq_len: int, bos_id: int, rt: Runtime):
@@ -280,14 +286,22 @@ def ttt_docs(model, tokens: np.ndarray, cfg: EvalConfig, tally: Tally, *, seq_le
     model.eval()
     docs = find_docs(tokens, bos_id)
     bsz = cfg.lora.batch_docs
-    lora = DocLoRA(model, batch_rows(bsz), cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets)
+    loras: dict[int, DocLoRA] = {}  # by rows: a partial batch (the round's longest documents) runs fewer
+
+    def lora_of(rows: int) -> DocLoRA:
+        if rows not in loras:
+            loras[rows] = DocLoRA(model, rows, cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets)
+        return loras[rows]
+
     phase = 0
-    lora.redraw(torch.Generator().manual_seed(cfg.seed * 1_000_003))
+    starts = lora_of(batch_rows(bsz)).draw(bsz, torch.Generator().manual_seed(cfg.seed * 1_000_003))
     for r in doc_rounds([length for _, length in docs], cfg, seq_len, rt.world_size):
+        last = len(r.batches) - 1  # its trained A starts the next round (warm start): it runs last on its rank
         mine = [k for k, rank in enumerate(r.ranks) if rank == rt.rank]
-        for k in sorted(mine, key=lambda k: r.carry and k == 0):  # batch 0 last: its A replaces the round's start
+        for k in sorted(mine, key=lambda k: r.carry and k == last):
             batch = r.batches[k]
-            lora.load(doc_rows(batch, bsz))
+            lora = lora_of(batch_rows(len(batch)))
+            lora.load(starts, doc_rows(batch, bsz))
             opt = torch.optim.AdamW(
                 lora.parameters(),
                 lr=cfg.lora.lr,
@@ -297,16 +311,16 @@ def ttt_docs(model, tokens: np.ndarray, cfg: EvalConfig, tally: Tally, *, seq_le
             )
             batch_docs = [docs[i] for i in batch]
             _score_doc_batch(lora, opt, batch_docs, tokens, tally, chunk=cfg.lora.chunk_tokens, seq_len=seq_len, rt=rt)
-            if r.carry and k == 0:
-                lora.save()
+            if r.carry and k == last:
+                lora.keep(starts, len(batch))
         if r.carry and rt.distributed:
-            for start in lora.starts():
-                dist.broadcast(start, src=r.ranks[0])
+            for start in starts:
+                dist.broadcast(start, src=r.ranks[last])
         if r.sgd:
             doc_start, length = docs[max(max(batch) for batch in r.batches)]
             _global_sgd(model, tokens[: doc_start + length], cfg.phased, seq_len, rt)
             phase += 1
-            lora.redraw(torch.Generator().manual_seed(cfg.seed * 1_000_003 + phase))
+            starts = lora_of(batch_rows(bsz)).draw(bsz, torch.Generator().manual_seed(cfg.seed * 1_000_003 + phase))
 
 
 def evaluate_ttt(
