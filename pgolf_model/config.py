@@ -27,6 +27,7 @@ NSCoefficients = Literal["fixed", "polar_express"]
 QuantMethod = Literal["rtn", "gptq"]
 TTTMode = Literal["none", "full", "lora", "phased"]
 LoRATarget = Literal["q", "k", "v", "o", "mlp"]
+TTTCompile = Literal["off", "inductor", "aot_eager"]
 
 
 class ConfigError(ValueError):
@@ -298,6 +299,9 @@ class LoRATTT(Section):
         0, "documents sorted by length together (a round); 0 = all between two phases' global SGD", NON_NEGATIVE
     )
     warm_start_a: bool = _field(True, "start each round's adapters from a trained A of the round before")
+    compile: TTTCompile = _field(
+        "off", "torch.compile the chunk forward/backward (static shapes: windows padded to chunk * 2^k)"
+    )
 
 
 @dataclass(frozen=True)

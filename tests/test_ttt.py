@@ -451,3 +451,43 @@ def test_evaluate_rejects_bad_eval_settings(cli_artifact, capsys):
     assert "stride 33: must be in [1, seq_len = 32]" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         evaluate.main([str(path), "--data", str(data), "--ttt", "sometimes"])
+
+
+# --- the compiled chunk forward/backward ----------------------------------------------------------------------------
+
+
+def test_padded_widths_are_few_and_cover_every_window():
+    assert ttt.padded_widths(48, 2048) == [48, 96, 192, 384, 768, 1536, 2048]
+    for w in range(48, 2048 + 48, 48):
+        assert min(w, 2048) <= ttt.padded_width(min(w, 2048), 48, 2048) <= 2048
+
+
+@pytest.mark.slow
+def test_compiled_ttt_scores_as_eager_without_recompiling_after_warm_up(monkeypatch):
+    """aot_eager on CPU: the warm-up compiles every (rows, width) graph; scoring then compiles nothing. Small: two
+    widths (8, 16) and full batches only, one graph each (compiling is slow on a loaded CPU)."""
+    rng = np.random.default_rng(0)
+    tokens = np.concatenate([*(np.r_[BOS, rng.integers(4, 260, size=int(n))] for n in (30, 22, 41, 12, 35, 27)), [BOS]])
+    counts = (tokens != BOS).astype(np.int64)
+    counters = torch._dynamo.utils.counters
+    after_warm_up = {}
+    real_warm_up = ttt.warm_up
+
+    def warm_up(*args):
+        real_warm_up(*args)
+        after_warm_up["graphs"] = counters["stats"]["unique_graphs"]
+        monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
+
+    monkeypatch.setattr(ttt, "warm_up", warm_up)
+    torch._dynamo.reset()
+    cfg = EvalConfig(ttt="lora", lora=replace(LORA, round_docs=3))
+
+    def score(compile):
+        how = replace(cfg, lora=replace(cfg.lora, compile=compile))
+        return evaluate_ttt(
+            tiny_model(), tokens, counts, how, seq_len=16, batch_tokens=64, bos_id=BOS, runtime=CPU, keep_nll=True
+        )
+
+    compiled = score("aot_eager")
+    assert after_warm_up["graphs"] == 2 and counters["stats"]["unique_graphs"] == 2
+    np.testing.assert_allclose(compiled.nll, score("off").nll, rtol=1e-4, atol=1e-4)  # padding rounds differently

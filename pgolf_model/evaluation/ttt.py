@@ -212,21 +212,28 @@ def doc_rounds(lengths: list[int], cfg: EvalConfig, seq_len: int, world: int) ->
     return rounds
 
 
+def padded_width(width: int, chunk: int, seq_len: int) -> int:
+    """The compiled forward's width for a window of ``width``: ``chunk * 2^k`` up to ``seq_len``, so that a run
+    compiles a handful of static shapes (the positions after the window are padding, unseen by causal attention)."""
+    return min(seq_len, chunk * 2 ** math.ceil(math.log2(width / chunk)))
+
+
 def _score_doc_batch(
-    lora: DocLoRA, opt, docs, tokens: np.ndarray, tally: Tally, *, chunk: int, seq_len: int, rt: Runtime
+    lora: DocLoRA, opt, docs, tokens: np.ndarray, tally: Tally, *, chunk: int, seq_len: int, rt: Runtime, pad: bool
 ) -> None:
     """Score-then-step through a batch of documents, chunk by chunk, all rows side by side.
 
     Chunk ``c`` of a document is its targets ``c*chunk ..`` (fewer in its last chunk); its context window is the
     document's tokens from ``max(0, (c+1)*chunk - seq_len)``. Windows and tensor shapes depend only on ``c`` (rows of
     documents without a chunk ``c`` are padding), never on where a document ends, so no score depends on later tokens.
+    ``pad``: windows are padded on the right to ``padded_width`` (for the compiled forward).
     """
     n_pred = [length - 1 for _, length in docs]
     n_chunks = [-(-n // chunk) for n in n_pred]
     for c in range(max(n_chunks)):
         start = max(0, (c + 1) * chunk - seq_len)
         width, offset = (c + 1) * chunk - start, c * chunk - start
-        span = np.zeros((lora.bsz, width + 1), dtype=np.int64)
+        span = np.zeros((lora.bsz, (padded_width(width, chunk, seq_len) if pad else width) + 1), dtype=np.int64)
         firsts, lengths = [0] * lora.bsz, [0] * lora.bsz
         for b, (doc_start, _) in enumerate(docs):
             if c < n_chunks[b]:
@@ -277,6 +284,25 @@ def doc_rows(batch: tuple[int, ...], bsz: int) -> list[int]:
     return [i % bsz for i in batch] + [0] * (batch_rows(len(batch)) - len(batch))
 
 
+def padded_widths(chunk: int, seq_len: int) -> list[int]:
+    """Every ``padded_width`` of a run's windows."""
+    return sorted({padded_width(min(w, seq_len), chunk, seq_len) for w in range(chunk, seq_len + chunk, chunk)})
+
+
+def warm_up(loras: list[DocLoRA], widths: list[int], rt: Runtime) -> None:
+    """Compile every shape a run will use (each adapter set's rows at each padded width) on random tokens, forward
+    and backward, before any validation token is seen (the record warms up on random tokens too, PR #1530's
+    legality thread); the adapters are untouched (``load`` resets them before use)."""
+    draw = torch.Generator().manual_seed(0)
+    for lora, width in itertools.product(loras, widths):
+        x = torch.randint(0, lora.head.B.size(1), (lora.bsz, width + 1), generator=draw).to(rt.device)
+        with rt.autocast():
+            nll = lora.nll(x[:, :-1], x[:, 1:])
+        nll.float().mean(dim=1).sum().backward()
+        for p in lora.parameters():
+            p.grad = None
+
+
 def ttt_docs(model, tokens: np.ndarray, cfg: EvalConfig, tally: Tally, *, seq_len: int, bos_id: int, rt: Runtime):
     """Score-first per-document LoRA TTT, with global SGD phases when ``cfg.ttt == "phased"`` (module docstring), of
     all targets of ``tokens`` into ``tally``, in the rounds of ``doc_rounds``."""
@@ -291,11 +317,23 @@ def ttt_docs(model, tokens: np.ndarray, cfg: EvalConfig, tally: Tally, *, seq_le
     def lora_of(rows: int) -> DocLoRA:
         if rows not in loras:
             loras[rows] = DocLoRA(model, rows, cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets)
+            if cfg.lora.compile != "off":
+                loras[rows].nll = torch.compile(
+                    loras[rows].nll, backend=cfg.lora.compile, fullgraph=True, dynamic=False
+                )
         return loras[rows]
 
+    rounds = doc_rounds([length for _, length in docs], cfg, seq_len, rt.world_size)
+    if cfg.lora.compile != "off":
+        rows = {batch_rows(len(b)) for r in rounds for b, rank in zip(r.batches, r.ranks) if rank == rt.rank}
+        widths = padded_widths(cfg.lora.chunk_tokens, seq_len)
+        # One static graph per (rows, width), all of the same function: more than dynamo's default 8.
+        limit = torch._dynamo.config.recompile_limit
+        torch._dynamo.config.recompile_limit = max(limit, len(rows) * len(widths))
+        warm_up([lora_of(n) for n in sorted(rows)], widths, rt)
     phase = 0
     starts = lora_of(batch_rows(bsz)).draw(bsz, torch.Generator().manual_seed(cfg.seed * 1_000_003))
-    for r in doc_rounds([length for _, length in docs], cfg, seq_len, rt.world_size):
+    for r in rounds:
         last = len(r.batches) - 1  # its trained A starts the next round (warm start): it runs last on its rank
         mine = [k for k, rank in enumerate(r.ranks) if rank == rt.rank]
         for k in sorted(mine, key=lambda k: r.carry and k == last):
@@ -310,7 +348,10 @@ def ttt_docs(model, tokens: np.ndarray, cfg: EvalConfig, tally: Tally, *, seq_le
                 weight_decay=cfg.lora.weight_decay,
             )
             batch_docs = [docs[i] for i in batch]
-            _score_doc_batch(lora, opt, batch_docs, tokens, tally, chunk=cfg.lora.chunk_tokens, seq_len=seq_len, rt=rt)
+            _score_doc_batch(
+                lora, opt, batch_docs, tokens, tally, chunk=cfg.lora.chunk_tokens, seq_len=seq_len, rt=rt,
+                pad=cfg.lora.compile != "off",
+            )  # fmt: skip
             if r.carry and k == last:
                 lora.keep(starts, len(batch))
         if r.carry and rt.distributed:
