@@ -16,13 +16,15 @@ interpolated log-linearly (49.0M tokens against the 47.9M logged, ~18.2k chunk p
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from .config import Config, EvalConfig, ModelConfig
 from .evaluation.scoring import windows
-from .evaluation.ttt import _phase_boundaries, batch_rows, chunk_widths, doc_rounds
+from .evaluation.ttt import _phase_boundaries, batch_rows, chunk_widths, doc_rounds, evaluate_ttt, find_docs
+from .runtime import Runtime
 
 CLOCK_SECONDS = 600.0  # the evaluation's 10 minutes (docs/challenge.md)
 WORLD = 8
@@ -830,3 +832,20 @@ def plan(cfg: Config, lengths: list[int], world: int = WORLD) -> Plan:
         sgd_tokens = n_targets * ev.full.epochs if ev.ttt == "full" else 0
     sgd_seconds = pass_flops(shape, seq_len, math.ceil(sgd_tokens / seq_len), "train") / world * sgd_rate
     return Plan(ev.ttt, len(lengths), n_batches, passes, tokens, sgd_tokens, score, sgd_seconds)
+
+
+def time_ttt(model, tokens: np.ndarray, byte_counts: np.ndarray, cfg: Config, *, bos_id: int, runtime: Runtime,
+             docs: int = 1000) -> dict:  # fmt: skip
+    """Score the first ``docs`` documents of ``tokens`` under ``cfg.eval``, timed: seconds, val_bpb and the plan's
+    passes and tokens for those documents (the TTT timing of ``bench/ttt_eval.py``; ``bench/gpu.py`` may call it)."""
+    found = find_docs(tokens, bos_id)[:docs]
+    end = found[-1][0] + found[-1][1]
+    seq_len = cfg.eval.seq_len or cfg.train.seq_len
+    start = time.perf_counter()
+    got = evaluate_ttt(
+        model, tokens[:end], byte_counts[:end], cfg.eval, seq_len=seq_len, batch_tokens=cfg.train.device_batch_tokens,
+        bos_id=bos_id, runtime=runtime,
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    p = plan(cfg, [n for _, n in found], world=runtime.world_size)
+    return {"docs": len(found), "seconds": seconds, "val_bpb": got.bpb, "passes": p.passes, "tokens": p.tokens}

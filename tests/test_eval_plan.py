@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_ttt import cli_artifact, streams  # noqa: F401 (fixtures)
+from test_ttt import BOS, cli_artifact, streams  # noqa: F401 (fixtures)
 
 from pgolf_model import eval_plan, evaluate
 from pgolf_model.eval_plan import RECORD_SHAPE, Shape, plan, record_lengths, record_lengths_in_stream_order
@@ -77,3 +77,20 @@ def test_the_calibration_reproduces_the_records_logged_time():
     assert lora_rate > 0 and sgd_rate > 0
     sgd = eval_plan.pass_flops(RECORD_SHAPE, 2048, eval_plan.RECORD_SGD_TOKENS // 2048, "train") / 8 * sgd_rate
     assert sgd == pytest.approx(eval_plan.RECORD_SGD_SECONDS)
+
+
+def test_time_ttt_scores_the_first_documents_and_counts_their_plan(cli_artifact, streams):  # noqa: F811
+    import torch
+
+    from pgolf_model import artifact
+    from pgolf_model.runtime import Runtime
+
+    path, _ = cli_artifact
+    (a, a_counts), _ = streams
+    model, cfg = artifact.build_model(artifact.read(path))
+    cfg = cfg.override({"eval.ttt": "lora", "eval.lora.chunk_tokens": 8, "eval.lora.batch_docs": 3})
+    got = eval_plan.time_ttt(model, a, a_counts, cfg, bos_id=BOS, runtime=Runtime(torch.device("cpu")), docs=5)
+    assert got["docs"] == 5 and got["seconds"] > 0 and 0 < got["val_bpb"] < 20
+    assert (got["passes"], got["tokens"]) == brute_force(
+        [n for _, n in eval_plan.find_docs(a, BOS)[:5]], 3, 8, 32, True
+    )
