@@ -176,8 +176,10 @@ def doc_rounds(lengths: list[int], cfg: EvalConfig, seq_len: int, world: int) ->
       the phase, or (``warm_start_a``) are the trained A of the round before's last batch, all earlier documents;
     - its own optimizer state: a fresh AdamW per batch acts on each row's slice of the adapters alone, and the step
       count at a document's chunk c is c (every earlier chunk of it trained);
-    - nothing of the other rows: adapters are per row, the base weights frozen, each row's loss its own, and the
-      shapes (batch_docs, width) depend on the chunk index alone.
+    - nothing of the other rows: adapters are per row, the base weights frozen, each row's loss its own; the width
+      depends on the chunk index alone. The row count does depend on the sort (the round's partial batch, its
+      longest documents, has fewer): that a row's arithmetic does not change with it is kernel behaviour, true of
+      the CPU kernels the tests run (a document moved out of the partial batch keeps every score), not a theorem.
     After a document's last chunk its row keeps decaying (AdamW's weight decay at zero gradient) while longer
     documents run; that reaches only the A carried to the next round. The starting rows are the same on every rank
     (the last batch's rank broadcasts them), so the scores do not depend on the number of ranks either. A batch has
