@@ -480,6 +480,7 @@ def test_compiled_ttt_scores_as_eager_without_recompiling_after_warm_up(monkeypa
 
     monkeypatch.setattr(ttt, "warm_up", warm_up)
     torch._dynamo.reset()
+    counters.clear()  # earlier tests' compilations count too
     cfg = EvalConfig(ttt="lora", lora=replace(LORA, round_docs=3))
 
     def score(compile):
