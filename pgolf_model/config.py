@@ -29,6 +29,7 @@ TTTMode = Literal["none", "full", "lora", "phased"]
 LoRATarget = Literal["q", "k", "v", "o", "mlp"]
 Rotation = Literal["vo", "input", "residual"]
 LowBitKind = Literal["none", "ternary", "binary"]
+TTTCompile = Literal["off", "inductor", "aot_eager"]
 
 
 class ConfigError(ValueError):
@@ -315,7 +316,13 @@ class LoRATTT(Section):
     weight_decay: float = _field(0.5, "AdamW decoupled weight decay", NON_NEGATIVE)
     chunk_tokens: int = _field(48, "targets per chunk (score it, then one step on it)", POSITIVE)
     batch_docs: int = _field(64, "documents adapted side by side, one adapter set each", POSITIVE)
-    warm_start_a: bool = _field(True, "keep A between document batches (only B is zeroed)")
+    round_docs: int = _field(
+        0, "documents sorted by length together (a round); 0 = all between two phases' global SGD", NON_NEGATIVE
+    )
+    warm_start_a: bool = _field(True, "start each round's adapters from a trained A of the round before")
+    compile: TTTCompile = _field(
+        "off", "torch.compile the chunk forward/backward (static shapes: windows padded to chunk * 2^k)"
+    )
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,12 @@ RUNS = {
     "stack": {"own": [], "stride8": ["--ttt", "none", "--stride", "8"]},
 }  # fmt: skip
 CASES = [(name, run_name) for name, runs in RUNS.items() for run_name in runs]
+# Per-document TTT changed on purpose after the base (issue 16): documents sorted by length within rounds, adapters
+# per virtual layer and started from rows keyed by document; these runs score (val_bpb, val_loss) as that code does.
+TTT_CHANGED = {
+    ("plain", "phased"): (4.438179099889482, 3.0568297958675994),  # base: 4.436690693773924, 3.0558046447729748
+    ("stack", "own"): (4.355955544266892, 3.0001976931307874),  # base: 4.355269170774034, 2.9997249481385646
+}
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +83,9 @@ def part_sha256(path: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize(("name", "run_name"), CASES)
 def test_old_artifacts_score_as_at_base(dataset, capsys, name, run_name):
-    want = EXPECTED["artifacts"][name]["evaluate"][run_name]
+    want = dict(EXPECTED["artifacts"][name]["evaluate"][run_name])
+    if (name, run_name) in TTT_CHANGED:
+        want["val_bpb"], want["val_loss"] = TTT_CHANGED[name, run_name]
     path = FIXTURES / f"{name}.pga"
     flags = RUNS[name][run_name]
     trust = [] if "--host-code" in flags else ["--trust-artifact-code"]  # their code is the base's, not this pgolf's

@@ -20,9 +20,10 @@ from pgolf_data.sidecars import write_index
 from pgolf_data.tokenizer.artifact import to_artifact
 from pgolf_model import artifact, evaluate
 from pgolf_model.config import Config, ConfigError, EvalConfig, LoRATTT, ModelConfig, PhasedTTT, SGDPhase
+from pgolf_model.evaluation import ttt
 from pgolf_model.evaluation.lora import DocLoRA
 from pgolf_model.evaluation.scoring import score
-from pgolf_model.evaluation.ttt import cosine_lr, evaluate_ttt, find_docs
+from pgolf_model.evaluation.ttt import cosine_lr, doc_rounds, evaluate_ttt, find_docs
 from pgolf_model.model import GPT
 from pgolf_model.presets import preset
 from pgolf_model.quant import QuantizedState
@@ -33,10 +34,11 @@ BOS = byte_tokenizer().bos_id
 SEQ_LEN = 32
 
 # Small settings that make every mode train hard enough to move scores within a ~1,000-token stream.
+# lora: rounds of two batches, so that adapters start from the round before's (warm A); phased: a round per phase.
 LORA = LoRATTT(chunk_tokens=8, batch_docs=3, rank=4, lr=0.003)
 MODES = {
     "full": EvalConfig(ttt="full", stride=8, full=SGDPhase(chunk_tokens=96, batch_seqs=2, epochs=2, lr=0.05)),
-    "lora": EvalConfig(ttt="lora", lora=LORA),
+    "lora": EvalConfig(ttt="lora", lora=replace(LORA, round_docs=6)),
     "phased": EvalConfig(
         ttt="phased", lora=LORA, phased=PhasedTTT(prefix_docs=6, phases=2, chunk_tokens=96, batch_seqs=2, lr=0.05)
     ),
@@ -129,6 +131,52 @@ def test_legality_holds_with_the_record_switches_on(streams, mode):
     assert not np.array_equal(on_a.nll[p:], on_b.nll[p:])
 
 
+def placements(tokens, cfg) -> dict[int, tuple[int, int]]:
+    """Document index -> (batch, row) in the order ``ttt_docs`` runs them."""
+    lengths = [n for _, n in find_docs(tokens, BOS)]
+    batches = [batch for r in doc_rounds(lengths, cfg, SEQ_LEN, 1) for batch in r.batches]
+    return {d: (k, row) for k, batch in enumerate(batches) for row, d in enumerate(batch)}
+
+
+def resized_doc(tokens, counts, doc: int, factor: float):
+    """``tokens`` with document ``doc`` cut or repeated to ``factor`` times its length (its BOS kept)."""
+    start, length = find_docs(tokens, BOS)[doc]
+    body = np.resize(tokens[start + 1 : start + length - 1], max(1, int(factor * (length - 2))))
+    cut = start + length - 1  # the next document's BOS
+    return (
+        np.concatenate([tokens[: start + 1], body, tokens[cut:]]),
+        np.concatenate([counts[: start + 1], np.resize(counts[start + 1 : cut], len(body)), counts[cut:]]),
+    )
+
+
+@pytest.mark.parametrize("mode", ["lora", "phased"])
+@pytest.mark.parametrize("factor", [0.1, 4.0], ids=["short", "long"])
+def test_sorting_that_moves_earlier_documents_does_not_move_their_scores(streams, on_a, mode, factor):
+    """A later document made short or long re-sorts its round: earlier documents change batch or row, but keep
+    every score, because they start from rows keyed by their own stream index."""
+    (a, a_counts), _ = streams
+    # Lengths 62 85 114 131 154 62 | 85 108 131 154 64 85 108 130: lora's first round is documents 0-5, phased's
+    # last 6-13; the document resized is the round's longest made short, or a short one made longest.
+    doc = {"lora": {0.1: 4, 4.0: 5}, "phased": {0.1: 9, 4.0: 10}}[mode][factor]
+    p = find_docs(a, BOS)[doc][0]  # the document's BOS: positions up to it are unchanged
+    tokens, counts = resized_doc(a, a_counts, doc, factor)
+    before, after = placements(a, MODES[mode]), placements(tokens, MODES[mode])
+    assert any(before[d] != after[d] for d in range(doc)), "the resized document moved no earlier one"
+    other = run(tiny_model(), tokens, counts, MODES[mode])
+    np.testing.assert_array_equal(on_a[mode][0].nll[:p], other.nll[:p])
+
+
+def test_adapters_started_by_row_would_let_the_sort_leak(streams, on_a, monkeypatch):
+    """The check has teeth: starting rows taken by place in the batch make earlier scores move."""
+    (a, a_counts), _ = streams
+    tokens, counts = resized_doc(a, a_counts, 5, 4.0)  # as the test above: the round's longest document
+    p = find_docs(a, BOS)[5][0]
+    monkeypatch.setattr(ttt, "doc_rows", lambda batch, bsz: [b % bsz for b in range(ttt.batch_rows(len(batch)))])
+    on_a_by_row = run(tiny_model(), a, a_counts, MODES["lora"])
+    other = run(tiny_model(), tokens, counts, MODES["lora"])
+    assert not np.array_equal(on_a_by_row.nll[:p], other.nll[:p])
+
+
 def test_a_scoring_order_that_peeks_ahead_would_fail_the_legality_check(streams):
     """The check has teeth: a model trained on the whole stream before scoring changes scores before p."""
     (a, a_counts), (b, b_counts) = streams
@@ -212,23 +260,13 @@ def test_ttt_learns_a_repeated_document(repetitive, mode):
 
 # --- ranks ---------------------------------------------------------------------------------------------------------
 
-# Settings under which the number of ranks must not matter: no warm-started adapters (each batch draws A from its own
-# seed) and a phase boundary that falls after a whole round of batches either way.
-RANK_FREE = {
-    "full": MODES["full"],
-    "lora": replace(MODES["lora"], lora=replace(LORA, warm_start_a=False)),
-    "phased": replace(
-        MODES["phased"], lora=replace(LORA, warm_start_a=False), phased=replace(MODES["phased"].phased, phases=1)
-    ),
-}
-
 
 def _rank_worker(rank: int, world: int, init_file: str, tokens, counts, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         rt = Runtime(torch.device("cpu"), rank, world)
-        for mode, cfg in RANK_FREE.items():
+        for mode, cfg in MODES.items():
             got = evaluate_ttt(
                 tiny_model(), tokens, counts, cfg, seq_len=SEQ_LEN, batch_tokens=4 * SEQ_LEN, bos_id=BOS,
                 runtime=rt, keep_nll=True,
@@ -242,7 +280,7 @@ def _rank_worker(rank: int, world: int, init_file: str, tokens, counts, out: str
 def test_two_ranks_score_like_one(streams, tmp_path):
     (a, a_counts), _ = streams
     mp.spawn(_rank_worker, args=(2, str(tmp_path / "init"), a, a_counts, str(tmp_path)), nprocs=2)
-    for mode, cfg in RANK_FREE.items():
+    for mode, cfg in MODES.items():
         single = run(tiny_model(), a, a_counts, cfg)
         parts = [np.load(tmp_path / f"{mode}-{r}.npy") for r in range(2)]
         nll = [p[:-3] for p in parts]
@@ -272,10 +310,16 @@ def test_cosine_lr_runs_from_base_to_zero():
     assert cosine_lr(0.3, 0, 1) == 0.3
 
 
+def fresh_lora(model, bsz, rank, alpha, targets) -> DocLoRA:
+    lora = DocLoRA(model, bsz, rank, alpha, targets)
+    lora.load(lora.draw(bsz, torch.Generator().manual_seed(0)), list(range(bsz)))
+    return lora
+
+
 @pytest.mark.parametrize("switches", [{}, RECORD_SWITCHES], ids=["baseline", "record switches"])
 def test_fresh_adapters_leave_the_model_unchanged_and_rows_are_independent(switches):
     model = tiny_model(**switches)
-    lora = DocLoRA(model, 3, 4, 8.0, DocLoRA.TARGETS, torch.Generator().manual_seed(0))
+    lora = fresh_lora(model, 3, 4, 8.0, DocLoRA.TARGETS)
     x = torch.randint(0, 260, (3, 20), generator=torch.Generator().manual_seed(1))
     y = torch.randint(0, 260, (3, 20), generator=torch.Generator().manual_seed(2))
 
@@ -285,14 +329,33 @@ def test_fresh_adapters_leave_the_model_unchanged_and_rows_are_independent(switc
     with torch.no_grad():
         plain = plain_nll()
         torch.testing.assert_close(model(x, y, reduction="none"), plain)
-        assert torch.equal(lora.nll(model, x, y), plain)
+        assert torch.equal(lora.nll(x, y), plain)
         for m in lora.modules():
             if hasattr(m, "B"):
                 m.B[1].normal_()  # adapt row 1 only
-        adapted = lora.nll(model, x, y)
+        adapted = lora.nll(x, y)
         assert torch.equal(adapted[[0, 2]], plain[[0, 2]]) and not torch.allclose(adapted[1], plain[1])
         assert torch.equal(plain_nll(), plain)  # detached again after each use
     assert all(type(b.attn).__name__ == "CausalSelfAttention" for b in model.blocks)
+
+
+def test_a_looped_block_has_adapters_per_virtual_layer():
+    """RECORD_SWITCHES loop blocks 1-2 twice: layers 0 1 2 1 2 3, six adapter sets; block 1's two visits differ."""
+    model = tiny_model(**RECORD_SWITCHES)
+    lora = fresh_lora(model, 1, 2, 2.0, ("q",))
+    starts = lora.draw(1, torch.Generator().manual_seed(0))
+    assert len(lora.slots) == 6
+    x = torch.randint(0, 260, (1, 12), generator=torch.Generator().manual_seed(1))
+    outs = []
+    with torch.no_grad():
+        for slot in (1, 3):
+            lora.load(starts, [0])
+            lora.slots[slot]["q"].B.normal_(generator=torch.Generator().manual_seed(2))
+            outs.append(lora.nll(x, x))
+        lora.load(starts, [0])
+        plain = lora.nll(x, x)
+    assert not torch.allclose(outs[0], outs[1]) and not torch.allclose(outs[0], plain)
+    assert model.encoder_layers + model.decoder_layers + model.lane_layers == [0, 1, 2, 1, 2, 3]  # model untouched
 
 
 def test_each_lora_target_adapts_its_module():
@@ -301,13 +364,13 @@ def test_each_lora_target_adapts_its_module():
     with torch.no_grad():
         plain = model(x, x, reduction="none")
         for target in (*DocLoRA.TARGETS, None):
-            lora = DocLoRA(model, 1, 2, 2.0, (target,) if target else (), torch.Generator().manual_seed(0))
+            lora = fresh_lora(model, 1, 2, 2.0, (target,) if target else ())
             for m in lora.modules():
                 if hasattr(m, "B"):
                     m.B.normal_()
-            assert not torch.allclose(lora.nll(model, x, x), plain), target  # None: the head adapter alone
+            assert not torch.allclose(lora.nll(x, x), plain), target  # None: the head adapter alone
     with pytest.raises(ValueError, match="unknown LoRA target"):
-        DocLoRA(model, 1, 2, 2.0, ("w",), torch.Generator())
+        DocLoRA(model, 1, 2, 2.0, ("w",))
 
 
 @pytest.mark.parametrize(
@@ -390,3 +453,44 @@ def test_evaluate_rejects_bad_eval_settings(cli_artifact, capsys):
     assert "stride 33: must be in [1, seq_len = 32]" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         evaluate.main([str(path), "--data", str(data), "--ttt", "sometimes"])
+
+
+# --- the compiled chunk forward/backward ----------------------------------------------------------------------------
+
+
+def test_padded_widths_are_few_and_cover_every_window():
+    assert ttt.padded_widths(48, 2048) == [48, 96, 192, 384, 768, 1536, 2048]
+    for w in range(48, 2048 + 48, 48):
+        assert min(w, 2048) <= ttt.padded_width(min(w, 2048), 48, 2048) <= 2048
+
+
+@pytest.mark.slow
+def test_compiled_ttt_scores_as_eager_without_recompiling_after_warm_up(monkeypatch):
+    """aot_eager on CPU: the warm-up compiles every (rows, width) graph; scoring then compiles nothing. Small: two
+    widths (8, 16) and full batches only, one graph each (compiling is slow on a loaded CPU)."""
+    rng = np.random.default_rng(0)
+    tokens = np.concatenate([*(np.r_[BOS, rng.integers(4, 260, size=int(n))] for n in (30, 22, 41, 12, 35, 27)), [BOS]])
+    counts = (tokens != BOS).astype(np.int64)
+    counters = torch._dynamo.utils.counters
+    after_warm_up = {}
+    real_warm_up = ttt.warm_up
+
+    def warm_up(*args):
+        real_warm_up(*args)
+        after_warm_up["graphs"] = counters["stats"]["unique_graphs"]
+        monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
+
+    monkeypatch.setattr(ttt, "warm_up", warm_up)
+    torch._dynamo.reset()
+    counters.clear()  # earlier tests' compilations count too
+    cfg = EvalConfig(ttt="lora", lora=replace(LORA, round_docs=3))
+
+    def score(compile):
+        how = replace(cfg, lora=replace(cfg.lora, compile=compile))
+        return evaluate_ttt(
+            tiny_model(), tokens, counts, how, seq_len=16, batch_tokens=64, bos_id=BOS, runtime=CPU, keep_nll=True
+        )
+
+    compiled = score("aot_eager")
+    assert after_warm_up["graphs"] == 2 and counters["stats"]["unique_graphs"] == 2
+    np.testing.assert_allclose(compiled.nll, score("off").nll, rtol=1e-4, atol=1e-4)  # padding rounds differently

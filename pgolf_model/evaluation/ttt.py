@@ -3,9 +3,10 @@
 The challenge allows it under four conditions (issue #1017; docs/challenge.md, legality): the score of a
 token depends only on the tokens before it, over a full softmax, is taken before any update that has seen it, and
 each token is scored exactly once. Here this holds in stream order: a target's score never depends on tokens after
-it (tests/test_ttt.py changes every token after a position and checks that no score up to it moves). Documents and
-chunks are processed in stream order for that reason; the 2026-04 records sort documents by length instead (a GPU
-load-balancing choice that lets a document's score depend on later documents through warm adapters and phases).
+it (tests/test_ttt.py changes every token after a position and checks that no score up to it moves). ``full`` runs the
+stream in order; ``lora`` and ``phased`` sort documents by length within rounds of consecutive documents, as the
+2026-04 records sort them (a GPU load-balancing choice), but so that no score depends on which batch, row or rank a
+document lands in (``doc_rounds`` has the argument).
 
 Modes (``EvalConfig.ttt``), each on a private copy of the model; the caller's weights never change:
 
@@ -13,19 +14,21 @@ Modes (``EvalConfig.ttt``), each on a private copy of the model; the caller's we
   chunks of 32,768 targets; score a chunk by sliding windows, then SGD on all weights over it (lr 0.002 cosine over
   chunks, momentum 0.9, 3 epochs, batches of 32 sequences, gradient clip 1.0); the last chunk is only scored.
 - ``lora`` (2026-04-10_VarLenAttn, PR #1530, as tuned in 2026-04-27_..._9HpStack_1.0611): documents (split at BOS,
-  each ending with the next document's BOS as its last target) in batches of 64, one set of LoRA adapters per
-  document (``lora.DocLoRA``: rank 80, alpha 144), reset per batch (B zeroed, A kept warm) with a fresh AdamW (lr 1e-4,
-  betas (0, 0.99), eps 1e-10, weight decay 0.5). Each document goes in chunks of 48 targets, each scored with the
-  document's last <= seq_len tokens as context, then (unless it is the document's last chunk) one step on the chunk's
-  mean NLL.
+  each ending with the next document's BOS as its last target) sorted by length in batches of 64, one set of
+  LoRA adapters per document and virtual layer (``lora.DocLoRA``: rank 80, alpha 144), B zeroed per batch and A
+  started from the round's starting rows, with a fresh AdamW (lr 1e-4, betas (0, 0.99), eps 1e-10, weight decay
+  0.5). Each document goes in chunks of 48 targets, each scored with the document's last <= seq_len tokens as
+  context, then (unless it is the document's last chunk) one step on the chunk's mean NLL.
 - ``phased`` (2026-04-14_MultiPhaseGlobalSGD_PhasedTTT, PR #1626, 3 phases over 2,500 documents in the 1.0611
   record): ``lora``, and whenever the number of scored documents reaches a phase boundary (833, 1666, 2500), SGD on
-  all weights over the documents scored so far (32,768-target chunks of seq_len sequences, lr 1e-3 cosine over
-  chunks, momentum 0.9, 1 epoch, clip 1.0), then fresh adapters. Chunks whose cosine rate is 0 are skipped, which for
-  two or more chunks is the record's "last chunk skipped" and for a single chunk still trains.
+  all weights over the documents before it (32,768-target chunks of seq_len sequences, lr 1e-3 cosine over
+  chunks, momentum 0.9, 1 epoch, clip 1.0), then freshly drawn adapters. Phase boundaries end rounds, so a phase
+  trains on the documents before the boundary in the stream (the record: the first documents of its sorted order).
+  Chunks whose cosine rate is 0 are skipped, which for two or more chunks is the record's "last chunk skipped" and
+  for a single chunk still trains.
 
 Distributed: sliding windows and SGD sequences are split over ranks (gradients summed, so a step equals the
-single-process step); document batches are dealt round-robin, and phase boundaries fall after whole rounds.
+single-process step); a round's batches go longest first to the least loaded rank.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -132,24 +136,106 @@ def ttt_full(model, tokens: np.ndarray, cfg: EvalConfig, tally: Tally, *, seq_le
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# lora and phased: per-document adapters, chunk by chunk
+# lora and phased: per-document adapters, chunk by chunk, in length-sorted rounds
+
+
+@dataclass(frozen=True)
+class Round:
+    """Consecutive documents of the stream scored from one state: ``batches`` (document indices, longest first),
+    ``ranks[i]`` the rank that runs batch i; ``sgd``: the phases' global SGD over the stream up to the round's last
+    document follows it; ``carry``: the next round's adapters start from its last batch's trained A."""
+
+    batches: tuple[tuple[int, ...], ...]
+    ranks: tuple[int, ...]
+    sgd: bool
+    carry: bool
+
+
+def chunk_widths(n_pred: int, chunk: int, seq_len: int) -> list[int]:
+    """The window width of each chunk of a document with ``n_pred`` targets (``_score_doc_batch``)."""
+    return [min((c + 1) * chunk, seq_len) for c in range(-(-n_pred // chunk))]
+
+
+def doc_rounds(lengths: list[int], cfg: EvalConfig, seq_len: int, world: int) -> list[Round]:
+    """The documents (``lengths`` in stream order, as ``find_docs``) in rounds of batches, sorted by length.
+
+    Sorting is what keeps the chunk passes down: a batch runs as many passes as its longest document has chunks, so
+    batches of documents of similar length waste few rows (the 1.0611 record sorts all 50,000 documents: ~18k passes
+    where stream order takes ~160k; the bench ``bench/ttt_eval.py`` measures the ratio). The record sorts across its
+    phase boundaries, so its phases train on the longest documents wherever they sit in the stream; here rounds are
+    consecutive documents, never crossing a phase boundary (``eval.phased``), ``eval.lora.round_docs`` each (0: all
+    between two boundaries).
+
+    Legality (docs/challenge.md, C1: a score depends only on the tokens before it). A round is sorted using every
+    document's length, i.e. the positions of later BOS tokens, so a document's batch, row and rank depend on later
+    tokens; nothing it is scored with does. Its scores are a function of
+    - its own tokens up to each target (each chunk's window ends at the chunk; causal attention);
+    - the base weights, changed only by global SGD after a round, over documents before the next round;
+    - its adapters' start: B = 0 and A = the round's starting row ``i % batch_docs`` for document ``i`` (its index
+      in the stream, i.e. the number of BOS before it), whatever its row; the starting rows are drawn from the seed and
+      the phase, or (``warm_start_a``) are the trained A of the round before's last batch, all earlier documents;
+    - its own optimizer state: a fresh AdamW per batch acts on each row's slice of the adapters alone, and the step
+      count at a document's chunk c is c (every earlier chunk of it trained);
+    - nothing of the other rows: adapters are per row, the base weights frozen, each row's loss its own; the width
+      depends on the chunk index alone. The row count does depend on the sort (the round's partial batch, its
+      longest documents, has fewer): that a row's arithmetic does not change with it is kernel behaviour, true of
+      the CPU kernels the tests run (a document moved out of the partial batch keeps every score), not a theorem.
+    After a document's last chunk its row keeps decaying (AdamW's weight decay at zero gradient) while longer
+    documents run; that reaches only the A carried to the next round. The starting rows are the same on every rank
+    (the last batch's rank broadcasts them), so the scores do not depend on the number of ranks either. A batch has
+    one padding row (``batch_rows``), so the round's partial batch (its longest documents) runs fewer rows.
+    ``tests/test_ttt.py`` changes every token after a position (which re-sorts the rounds) and checks that no score
+    up to it moves.
+    """
+    bsz = cfg.lora.batch_docs
+    bounds = _phase_boundaries(cfg, len(lengths)) if cfg.ttt == "phased" else []
+    edges = sorted({0, *bounds, len(lengths)})
+    rounds = []
+    for lo, hi in itertools.pairwise(edges):
+        step = cfg.lora.round_docs or hi - lo
+        for a in range(lo, hi, step):
+            b = min(a + step, hi)
+            # Cut from the shortest, so that the partial batch holds the longest documents (fewest rows), as the
+            # record's; batches run longest first.
+            order = sorted(range(a, b), key=lambda i: (lengths[i], -i))
+            batches = [tuple(order[k : k + bsz][::-1]) for k in range(0, len(order), bsz)][::-1]
+            cost = [
+                batch_rows(len(batch)) * sum(chunk_widths(lengths[batch[0]] - 1, cfg.lora.chunk_tokens, seq_len))
+                for batch in batches
+            ]
+            load, ranks = [0] * world, []
+            for c in cost:  # longest batches first, each to the least loaded rank
+                r = load.index(min(load))
+                ranks.append(r)
+                load[r] += c
+            last = b == hi
+            sgd = last and hi in bounds
+            rounds.append(Round(tuple(batches), tuple(ranks), sgd, cfg.lora.warm_start_a and not last))
+    return rounds
+
+
+def padded_width(width: int, chunk: int, seq_len: int) -> int:
+    """The compiled forward's width for a window of ``width``: ``chunk * 2^k`` up to ``seq_len``, so that a run
+    compiles a handful of static shapes (the positions after the window are padding, unseen by causal attention)."""
+    return min(seq_len, chunk * 2 ** math.ceil(math.log2(width / chunk)))
 
 
 def _score_doc_batch(
-    model, lora: DocLoRA, opt, docs, tokens: np.ndarray, tally: Tally, *, chunk: int, seq_len: int, rt: Runtime
+    lora: DocLoRA, opt, docs, tokens: np.ndarray, tally: Tally, *, chunk: int, seq_len: int, rt: Runtime, pad: bool
 ) -> None:
     """Score-then-step through a batch of documents, chunk by chunk, all rows side by side.
 
     Chunk ``c`` of a document is its targets ``c*chunk ..`` (fewer in its last chunk); its context window is the
     document's tokens from ``max(0, (c+1)*chunk - seq_len)``. Windows and tensor shapes depend only on ``c`` (rows of
     documents without a chunk ``c`` are padding), never on where a document ends, so no score depends on later tokens.
+    ``pad``: windows are padded on the right to ``padded_width`` (for the compiled forward).
     """
     n_pred = [length - 1 for _, length in docs]
     n_chunks = [-(-n // chunk) for n in n_pred]
     for c in range(max(n_chunks)):
         start = max(0, (c + 1) * chunk - seq_len)
         width, offset = (c + 1) * chunk - start, c * chunk - start
-        span = np.zeros((lora.bsz, width + 1), dtype=np.int64)
+        span = np.zeros((lora.bsz, (padded_width(width, chunk, seq_len) if pad else width) + 1), dtype=np.int64)
         firsts, lengths = [0] * lora.bsz, [0] * lora.bsz
         for b, (doc_start, _) in enumerate(docs):
             if c < n_chunks[b]:
@@ -158,7 +244,7 @@ def _score_doc_batch(
                 firsts[b], lengths[b] = doc_start + c * chunk, end - c * chunk
         span_t = torch.from_numpy(span).to(rt.device)
         with rt.autocast():
-            nll = lora.nll(model, span_t[:, :-1], span_t[:, 1:])
+            nll = lora.nll(span_t[:, :-1], span_t[:, 1:])
         tally.add_runs(nll, [offset] * lora.bsz, firsts, lengths)
         train = [c < n - 1 for n in n_chunks] + [False] * (lora.bsz - len(docs))
         if any(train):
@@ -187,28 +273,75 @@ def _global_sgd(model, tokens: np.ndarray, sgd: SGDPhase, seq_len: int, rt: Runt
         p.requires_grad_(False)
 
 
+def batch_rows(n_docs: int) -> int:
+    """Rows of a batch of ``n_docs`` documents: one more, and the last is always padding. CPU kernels compute the
+    last ``numel % vector width`` elements of a tensor with scalar code, rounded differently, so a document in the
+    last row would score differently by a few ulp depending on where the sort put it."""
+    return n_docs + 1
+
+
+def doc_rows(batch: tuple[int, ...], bsz: int) -> list[int]:
+    """The starting row of each document of ``batch`` (by its stream index, never by its place in the batch), then
+    the padding row's."""
+    return [i % bsz for i in batch] + [0] * (batch_rows(len(batch)) - len(batch))
+
+
+def padded_widths(chunk: int, seq_len: int) -> list[int]:
+    """Every ``padded_width`` of a run's windows."""
+    return sorted({padded_width(min(w, seq_len), chunk, seq_len) for w in range(chunk, seq_len + chunk, chunk)})
+
+
+def warm_up(loras: list[DocLoRA], widths: list[int], rt: Runtime) -> None:
+    """Compile every shape a run will use (each adapter set's rows at each padded width) on random tokens, forward
+    and backward, before any validation token is seen (the record warms up on random tokens too, PR #1530's
+    legality thread); the adapters are untouched (``load`` resets them before use)."""
+    draw = torch.Generator().manual_seed(0)
+    for lora, width in itertools.product(loras, widths):
+        x = torch.randint(0, lora.head.B.size(1), (lora.bsz, width + 1), generator=draw).to(rt.device)
+        with rt.autocast():
+            nll = lora.nll(x[:, :-1], x[:, 1:])
+        nll.float().mean(dim=1).sum().backward()
+        for p in lora.parameters():
+            p.grad = None
+
+
 def ttt_docs(model, tokens: np.ndarray, cfg: EvalConfig, tally: Tally, *, seq_len: int, bos_id: int, rt: Runtime):
     """Score-first per-document LoRA TTT, with global SGD phases when ``cfg.ttt == "phased"`` (module docstring), of
-    all targets of ``tokens`` into ``tally``."""
+    all targets of ``tokens`` into ``tally``, in the rounds of ``doc_rounds``."""
     if cfg.lora.chunk_tokens > seq_len:
         raise ValueError(f"eval.lora.chunk_tokens {cfg.lora.chunk_tokens} is longer than the window ({seq_len})")
     model = _private_copy(model, trainable=False)
     model.eval()
     docs = find_docs(tokens, bos_id)
-    bsz, world = cfg.lora.batch_docs, rt.world_size
-    batches = [docs[i : i + bsz] for i in range(0, len(docs), bsz)]
-    boundaries = _phase_boundaries(cfg, len(docs)) if cfg.ttt == "phased" else []
-    lora = None  # built at a rank's first batch and after each phase; B is zeroed (A kept or redrawn) per batch
-    for first in range(0, len(batches), world):
-        k = first + rt.rank
-        if k < len(batches):
-            # A is drawn from a generator seeded by the batch index: without warm starts, scores do not depend on
-            # the number of ranks.
-            draw = torch.Generator().manual_seed(cfg.seed * 1_000_003 + k)
-            if lora is None:
-                lora = DocLoRA(model, bsz, cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets, draw)
-            else:
-                lora.reset(keep_a=cfg.lora.warm_start_a, generator=draw)
+    bsz = cfg.lora.batch_docs
+    loras: dict[int, DocLoRA] = {}  # by rows: a partial batch (the round's longest documents) runs fewer
+
+    def lora_of(rows: int) -> DocLoRA:
+        if rows not in loras:
+            loras[rows] = DocLoRA(model, rows, cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets)
+            if cfg.lora.compile != "off":
+                loras[rows].nll = torch.compile(
+                    loras[rows].nll, backend=cfg.lora.compile, fullgraph=True, dynamic=False
+                )
+        return loras[rows]
+
+    rounds = doc_rounds([length for _, length in docs], cfg, seq_len, rt.world_size)
+    if cfg.lora.compile != "off":
+        rows = {batch_rows(len(b)) for r in rounds for b, rank in zip(r.batches, r.ranks) if rank == rt.rank}
+        widths = padded_widths(cfg.lora.chunk_tokens, seq_len)
+        # One static graph per (rows, width), all of the same function: more than dynamo's default 8.
+        limit = torch._dynamo.config.recompile_limit
+        torch._dynamo.config.recompile_limit = max(limit, len(rows) * len(widths))
+        warm_up([lora_of(n) for n in sorted(rows)], widths, rt)
+    phase = 0
+    starts = lora_of(batch_rows(bsz)).draw(bsz, torch.Generator().manual_seed(cfg.seed * 1_000_003))
+    for r in rounds:
+        last = len(r.batches) - 1  # its trained A starts the next round (warm start): it runs last on its rank
+        mine = [k for k, rank in enumerate(r.ranks) if rank == rt.rank]
+        for k in sorted(mine, key=lambda k: r.carry and k == last):
+            batch = r.batches[k]
+            lora = lora_of(batch_rows(len(batch)))
+            lora.load(starts, doc_rows(batch, bsz))
             opt = torch.optim.AdamW(
                 lora.parameters(),
                 lr=cfg.lora.lr,
@@ -216,14 +349,21 @@ def ttt_docs(model, tokens: np.ndarray, cfg: EvalConfig, tally: Tally, *, seq_le
                 eps=cfg.lora.eps,
                 weight_decay=cfg.lora.weight_decay,
             )
+            batch_docs = [docs[i] for i in batch]
             _score_doc_batch(
-                model, lora, opt, batches[k], tokens, tally, chunk=cfg.lora.chunk_tokens, seq_len=seq_len, rt=rt
-            )
-        scored = min(len(docs), (first + world) * bsz)  # every rank knows what the round scored
-        while boundaries and scored >= boundaries[0]:
-            doc_start, length = docs[boundaries.pop(0) - 1]
+                lora, opt, batch_docs, tokens, tally, chunk=cfg.lora.chunk_tokens, seq_len=seq_len, rt=rt,
+                pad=cfg.lora.compile != "off",
+            )  # fmt: skip
+            if r.carry and k == last:
+                lora.keep(starts, len(batch))
+        if r.carry and rt.distributed:
+            for start in starts:
+                dist.broadcast(start, src=r.ranks[last])
+        if r.sgd:
+            doc_start, length = docs[max(max(batch) for batch in r.batches)]
             _global_sgd(model, tokens[: doc_start + length], cfg.phased, seq_len, rt)
-            lora = None
+            phase += 1
+            starts = lora_of(batch_rows(bsz)).draw(bsz, torch.Generator().manual_seed(cfg.seed * 1_000_003 + phase))
 
 
 def evaluate_ttt(
