@@ -46,7 +46,8 @@ def corpus_file(tmp_path, docs) -> Path:
 
 
 def files(directory: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+    """Every file of a shard folder by its path inside it (the sidecars are in ``bytes/``)."""
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 def reference(corpus: Path, tokenizer: bytes, out: Path, config: ShardConfig = CONFIG) -> dict[str, bytes]:
