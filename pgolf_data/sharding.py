@@ -621,6 +621,9 @@ def write_encoded(
         writer.abort()
         if not journal.shards:  # nothing to resume: leave nothing that would refuse the corrected rerun
             journal.path.unlink(missing_ok=True)
+            sidecars = out_dir / SIDECAR_DIR
+            if sidecars.is_dir() and not any(sidecars.iterdir()):
+                sidecars.rmdir()
             if created and not any(out_dir.iterdir()):
                 out_dir.rmdir()
         raise
