@@ -63,7 +63,7 @@ def test_shard_on_a_full_disk_leaves_only_what_resume_continues(tmp_path, dev_do
     assert proc.returncode == 1, proc.stderr
     assert "File too large; kept 1 complete shard(s)" in proc.stderr and "Traceback" not in proc.stderr
     left = sorted(tree(out))
-    assert left == ["fineweb_val_000000.bin", "fineweb_val_bytes_000000.bin", "resume.json"], left
+    assert left == ["bytes/fineweb_val_000000.bin", "fineweb_val_000000.bin", "resume.json"], left
     assert not verify(out).ok, "no manifest: not a complete shard set"
     assert data_main([*args, "--out", str(out)]) == 2, "a new run refuses the unfinished one"
     assert data_main([*args, "--out", str(out), "--resume"]) == 0
