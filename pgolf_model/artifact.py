@@ -7,16 +7,19 @@ bytes in the same order. Parts:
 - ``config``: the run's ``Config`` as canonical JSON;
 - ``tokenizer``: the tokenizer artifact (``tokenizer.pgt``), byte for byte: its length is what the budget counts;
 - ``weights``: the quantized state (``quant.QuantizedState``), compressed (zstd level 22 by default);
-- ``code``: the counted code, the source files needed to load and score the model (``COUNTED_FILES``), compressed.
+- ``code``: the counted code, the source files needed to load and score the model (``CORE_FILES`` and the model
+  family's own modules, ``counted_code``), compressed.
 
-The model is rebuilt from the artifact's own ``config.py``, ``model.py`` and ``quant.py`` (``build_model``), so the
-counted code is the code that runs. The writer refuses to produce a file over ``LIMIT`` bytes.
+A built-in model family is rebuilt from the artifact's own ``config.py``, ``quant.py`` and model modules
+(``build_model``), so the counted code is the code that runs; a plugin's family from the installed plugin, or from
+the code the artifact carries when the caller trusts it. The writer refuses to produce a file over ``LIMIT`` bytes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.abc
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -33,12 +36,11 @@ FORMAT_VERSION = 1
 LIMIT = 16_000_000  # the challenge's cap on code + model bytes (decimal); pgolf also counts the tokenizer
 PARTS = ("config", "tokenizer", "weights", "code")
 _REPO = Path(__file__).resolve().parent.parent
-# Everything the evaluation path runs besides torch/numpy: rebuild the model, read shards, score. The package
+# What every artifact's code part holds besides its model family's own modules (the family's ``counted_modules``):
+# the settings, the weights format, this loader, the runtime, the scorer, shards and compressors. The package
 # docstrings (``__init__.py``) hold no code and are not counted.
-COUNTED_FILES = (
+CORE_FILES = (
     "pgolf_model/config.py",
-    "pgolf_model/softcap_ce.py",
-    "pgolf_model/model.py",
     "pgolf_model/quant.py",
     "pgolf_model/artifact.py",
     "pgolf_model/runtime.py",
@@ -49,8 +51,20 @@ COUNTED_FILES = (
     "pgolf_data/shards.py",
     "pgolf_data/compress.py",
 )
-# The counted modules that define the model; build_model imports these from the artifact itself.
-MODEL_MODULES = ("config", "softcap_ce", "model", "quant")
+# The built-in model families, ``arch -> "module:class"``; a plugin registers its own under the entry-point group
+# ``MODEL_GROUP`` (pgolf_model.registry). COUNTED_FILES: all counted pgolf code, the built-in families' included.
+BUILTIN_MODELS = {"gpt": "pgolf_model.model:GPT", "ssd": "pgolf_model.ssd:SSD"}
+MODEL_GROUP = "pgolf.models"
+COUNTED_FILES = (
+    *CORE_FILES,
+    "pgolf_model/model.py",
+    "pgolf_model/ssd.py",
+    "pgolf_model/layers.py",
+    "pgolf_model/softcap_ce.py",
+)
+# The code part of a plugin model's artifact also holds this member: ``[pgolf.models]`` then ``NAME = module:class``,
+# the entry point the plugin registered, so that trusted code can be rebuilt where the plugin is not installed.
+ENTRY_FILE = "entry_points.txt"
 
 
 class BudgetError(ValueError):
@@ -65,8 +79,46 @@ def codec_for(name: str) -> tuple[str, ...]:
     return ("zstd", "lzma", "brotli") if name == "best" else (name,)
 
 
-def counted_code() -> dict[str, bytes]:
-    return {path: (_REPO / path).read_bytes() for path in COUNTED_FILES}
+def model_entry(arch: str) -> str | None:
+    """``"module:class"`` of the installed model family ``arch`` (built-in or a plugin's entry point), or None."""
+    if arch in BUILTIN_MODELS:
+        return BUILTIN_MODELS[arch]
+    values = sorted({ep.value for ep in importlib.metadata.entry_points(group=MODEL_GROUP, name=arch)})
+    if len(values) > 1:
+        raise ArtifactError(f"model.arch {arch!r} is registered by several packages: {', '.join(values)}")
+    return values[0] if values else None
+
+
+def installed_archs() -> list[str]:
+    """The built-in families, then the plugins' (sorted)."""
+    plugins = sorted({ep.name for ep in importlib.metadata.entry_points(group=MODEL_GROUP)} - set(BUILTIN_MODELS))
+    return [*BUILTIN_MODELS, *plugins]
+
+
+def load_entry(target: str):
+    """The object ``"module:attr"`` names."""
+    module, _, attr = target.partition(":")
+    obj = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def counted_code(model_class: type | None = None) -> dict[str, bytes]:
+    """The code part of an artifact of ``model_class`` (default: the GPT): ``CORE_FILES``, then the modules the
+    family lists in its ``counted_modules``, and for a plugin's family ``ENTRY_FILE``."""
+    model_class = model_class or load_entry(BUILTIN_MODELS["gpt"])
+    files = {path: (_REPO / path).read_bytes() for path in CORE_FILES}
+    for name in model_class.counted_modules:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+            raise ArtifactError(f"counted module {name!r} of {model_class.__name__} is not a Python source file")
+        package = spec.submodule_search_locations is not None
+        files[name.replace(".", "/") + ("/__init__.py" if package else ".py")] = Path(spec.origin).read_bytes()
+    arch, target = model_class.Config.arch, f"{model_class.__module__}:{model_class.__qualname__}"
+    if BUILTIN_MODELS.get(arch) != target:
+        files[ENTRY_FILE] = f"[{MODEL_GROUP}]\n{arch} = {target}\n".encode()
+    return files
 
 
 def pack_code(files: dict[str, bytes]) -> bytes:
@@ -218,60 +270,119 @@ def read(path: str | os.PathLike) -> Artifact:
 
 
 class _CodeImporter(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Serves ``<package>.<module>`` from source held in memory."""
+    """Serves modules from source held in memory: ``{module name: (source, is a package)}``."""
 
-    def __init__(self, package: str, sources: dict[str, bytes], origin: str) -> None:
-        self.package, self.sources, self.origin = package, sources, origin
+    def __init__(self, modules: dict[str, tuple[bytes, bool]], origin: str) -> None:
+        self.modules, self.origin = modules, origin
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname == self.package:
-            return importlib.util.spec_from_loader(fullname, self, is_package=True)
-        prefix, _, name = fullname.rpartition(".")
-        if prefix == self.package and name in self.sources:
-            return importlib.util.spec_from_loader(fullname, self, origin=f"{self.origin}:{name}.py")
-        return None
+        if fullname not in self.modules:
+            return None
+        is_package = self.modules[fullname][1]
+        return importlib.util.spec_from_loader(
+            fullname, self, origin=f"{self.origin}:{fullname}", is_package=is_package
+        )
 
     def create_module(self, spec):
         return None
 
     def exec_module(self, module) -> None:
-        name = module.__name__.rpartition(".")[2]
-        if module.__name__ != self.package:
-            exec(compile(self.sources[name], f"{self.origin}:pgolf_model/{name}.py", "exec"), module.__dict__)
+        source = self.modules[module.__name__][0]
+        module.__pgolf_source__ = source
+        exec(compile(source, f"{self.origin}:{module.__name__}", "exec"), module.__dict__)
 
 
-def model_modules(art: Artifact) -> dict[str, object]:
-    """The artifact's own ``MODEL_MODULES``, imported from its counted code."""
-    sources = {}
-    for name in MODEL_MODULES:
-        key = f"pgolf_model/{name}.py"
-        if key not in art.code:
-            raise ArtifactError(f"{art.path}: the counted code has no {key}")
-        sources[name] = art.code[key]
-    digest = hashlib.sha256(b"".join(sources[n] for n in MODEL_MODULES)).hexdigest()[:16]
+def _import_from(modules: dict[str, tuple[bytes, bool]], names: list[str], origin: str) -> list[object]:
+    """Import ``names`` with ``modules`` served from memory (modules already imported from the same source are
+    reused; another source under the same name is refused)."""
+    for name, (source, _) in modules.items():
+        loaded = sys.modules.get(name)
+        if loaded is not None and getattr(loaded, "__pgolf_source__", source) != source:
+            raise ArtifactError(f"{origin}: another version of module {name} is already loaded in this process")
+    importer = _CodeImporter(modules, origin)
+    sys.meta_path.insert(0, importer)
+    try:
+        return [importlib.import_module(name) for name in names]
+    finally:
+        sys.meta_path.remove(importer)
+
+
+def _embedded_builtin(art: Artifact, target: str) -> tuple[type, object, object]:
+    """The class ``target`` names, and the config and quant modules, from the artifact's own counted code: its
+    ``pgolf_model/*.py`` files served as one private package, so their relative imports stay inside the artifact."""
+    sources = {
+        path.removeprefix("pgolf_model/").removesuffix(".py"): data
+        for path, data in art.code.items()
+        if path.startswith("pgolf_model/") and path.count("/") == 1 and path.endswith(".py")
+    }
+    module, _, attr = target.partition(":")
+    needed = ("config", "quant", module.rpartition(".")[2])
+    missing = [f"pgolf_model/{name}.py" for name in needed if name not in sources]
+    if missing:
+        raise ArtifactError(f"{art.path}: the counted code has no {', '.join(missing)}")
+    digest = hashlib.sha256(b"".join(name.encode() + sources[name] for name in sorted(sources))).hexdigest()[:16]
     package = f"_pgolf_artifact_{digest}"
-    if package not in sys.modules:
-        importer = _CodeImporter(package, sources, art.path)
-        sys.meta_path.insert(0, importer)
-        try:
-            for name in MODEL_MODULES:
-                importlib.import_module(f"{package}.{name}")
-        finally:
-            sys.meta_path.remove(importer)
-    return {name: sys.modules[f"{package}.{name}"] for name in MODEL_MODULES}
+    modules = {package: (b"", True), **{f"{package}.{name}": (data, False) for name, data in sources.items()}}
+    config_mod, quant_mod, model_mod = _import_from(modules, [f"{package}.{name}" for name in needed], art.path)
+    return getattr(model_mod, attr), config_mod, quant_mod
 
 
-def build_model(art: Artifact, *, device="cpu", embedded_code: bool = True):
-    """``(model, config)`` with dequantized weights, from the artifact's own code (or the installed package's)."""
-    if embedded_code:
-        mods = model_modules(art)
-        config_mod, model_mod, quant_mod = mods["config"], mods["model"], mods["quant"]
+def _carried_plugin(art: Artifact, arch: str) -> str:
+    """Serve the plugin modules the artifact carries under their own names; the ``"module:class"`` it names."""
+    lines = art.code.get(ENTRY_FILE, b"").decode().splitlines()
+    target = next((v.strip() for k, _, v in (line.partition("=") for line in lines[1:]) if k.strip() == arch), None)
+    if target is None:
+        raise ArtifactError(f"{art.path}: model.arch {arch!r}, but its code part has no {ENTRY_FILE} naming the class")
+    modules: dict[str, tuple[bytes, bool]] = {}
+    for path, data in art.code.items():
+        if path.endswith(".py") and not path.startswith(("pgolf_model/", "pgolf_data/")):
+            name = path.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+            modules[name] = (data, path.endswith("/__init__.py"))
+            parts = name.split(".")
+            for i in range(1, len(parts)):  # namespace parents the artifact does not carry
+                modules.setdefault(".".join(parts[:i]), (b"", True))
+    _import_from(modules, [target.partition(":")[0]], art.path)
+    return target
+
+
+def _with_gpt_hooks(model_class: type) -> type:
+    """A GPT from an artifact written before the model interface, with the LoRA TTT hooks it lacks: its layout is
+    the one the host GPT's ``lora_sites`` and ``head`` read (the head computes the same logits, and takes the
+    adapter's ``delta``)."""
+    from .model import GPT
+
+    return type(model_class.__name__, (model_class,), {"lora_sites": GPT.lora_sites, "head": GPT.head})
+
+
+def build_model(art: Artifact, *, device="cpu", embedded_code: bool = True, trust_code: bool = False):
+    """``(model, config)`` with dequantized weights.
+
+    A built-in family (``BUILTIN_MODELS``) is rebuilt from the artifact's own code, or with ``embedded_code=False``
+    from the installed package's. A plugin's family runs the installed plugin; where it is not installed, the code
+    the artifact carries runs only with ``trust_code`` (it is arbitrary Python), else ArtifactError says so.
+    """
+    from . import config as host_config
+    from . import quant as host_quant
+
+    arch = host_config.arch_of(art.config)
+    if arch in BUILTIN_MODELS and embedded_code:
+        model_class, config_mod, quant_mod = _embedded_builtin(art, BUILTIN_MODELS[arch])
+        if arch == host_config.DEFAULT_ARCH and not hasattr(model_class, "lora_sites"):
+            model_class = _with_gpt_hooks(model_class)
     else:
-        from . import config as config_mod
-        from . import model as model_mod
-        from . import quant as quant_mod
-    cfg = config_mod.Config.from_dict(art.config, where=f"{art.path}: config")
-    model = model_mod.GPT(cfg.model)
+        target = model_entry(arch)
+        if target is None and not trust_code:
+            raise ArtifactError(
+                f"{art.path}: model.arch {arch!r} is not installed here (installed: {', '.join(installed_archs())}); "
+                f"install the package that registers it under the entry-point group {MODEL_GROUP!r}, or pass "
+                "--trust-artifact-code to run the code the artifact carries (arbitrary Python: only for artifacts you "
+                "trust)"
+            )
+        model_class = load_entry(target or _carried_plugin(art, arch))
+        config_mod, quant_mod = host_config, host_quant
+    family = {} if arch == host_config.DEFAULT_ARCH else {"model_class": model_class.Config}
+    cfg = config_mod.Config.from_dict(art.config, where=f"{art.path}: config", **family)
+    model = model_class(cfg.model)
     state = quant_mod.QuantizedState.from_bytes(art.weights, where=f"{art.path}: weights").dequantize()
     missing, unexpected = set(model.state_dict()) - set(state), set(state) - set(model.state_dict())
     if missing or unexpected:

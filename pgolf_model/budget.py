@@ -2,6 +2,7 @@
 
     python -m pgolf_model.budget RUN/model.pga                 # each part's bytes and the total against 16,000,000
     python -m pgolf_model.budget --preset baseline --tokenizer DIR [--model.num_layers 11 ...]   # the estimate
+    python -m pgolf_model.budget --preset tiny --model.arch ssd --tokenizer DIR     # any model family's estimate
 
 The estimate is ``pgolf_model.export.estimate``: exact but for the compressed weights, estimated from a Gaussian
 sample of each matrix width; an estimate over the limit exits 1.
@@ -14,7 +15,7 @@ import sys
 from pgolf_data.tokenizer.artifact import artifact_path, from_artifact
 
 from .artifact import LIMIT, part_sizes
-from .cli import add_config_arguments, command_parser, config_from_args
+from .cli import add_config_arguments, arch_from_argv, command_parser, config_from_args
 from .export.estimate import estimate, format_table
 from .presets import bind_tokenizer
 
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("artifact", nargs="?", help="a model artifact; without it, estimate for the config flags")
     parser.add_argument("--tokenizer", help="tokenizer directory or .pgt file (for the estimate)")
     parser.add_argument("--limit", type=int, default=LIMIT, help="byte limit (default: the challenge's)")
-    add_config_arguments(parser)
+    add_config_arguments(parser, arch_from_argv(argv))
     args = parser.parse_args(argv)
     if args.artifact:
         with open(args.artifact, "rb") as f:

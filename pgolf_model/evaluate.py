@@ -3,7 +3,11 @@
     python -m pgolf_model.evaluate RUN/model.pga --data DIR [--val-tokens N] [--bytes official] [--stride 64]
         [--ttt lora --eval.lora_batch_docs 16]
 
-also under ``torchrun``. The model is rebuilt from the artifact's own counted code, config and weights. How the
+also under ``torchrun``. The model is rebuilt from the artifact's config and weights by the code of its model family
+(the config's ``model.arch``): a built-in family's (gpt, ssd) is the artifact's own counted code (``--host-code``:
+the installed pgolf_model's); a plugin's is the installed plugin (the package that registered it under the
+entry-point group ``pgolf.models``), and where it is not installed, the plugin code the artifact carries runs only
+with ``--trust-artifact-code``. How the
 stream is scored is the ``eval`` section of the config (the artifact's own unless flags say otherwise): windows every
 ``--stride`` tokens and score-first test-time training with ``--ttt full|lora|phased`` (on a copy of the model),
 every ``eval.*`` field a flag. The scoring is ``pgolf_model.evaluation``; this module is its command line.
@@ -39,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="build the model from the installed pgolf_model instead of the artifact's own counted code",
     )
+    parser.add_argument(
+        "--trust-artifact-code",
+        action="store_true",
+        help="a plugin's model whose package is not installed here: run the code the artifact carries (arbitrary "
+        "Python, only for artifacts you trust)",
+    )
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     add_section_arguments(parser, "eval")
     args = parser.parse_args(argv)
@@ -50,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
 def evaluate(args: argparse.Namespace) -> int:
     rt = runtime.setup(args.device)
     art = artifact.read(args.artifact)
-    model, cfg = artifact.build_model(art, device=rt.device, embedded_code=not args.host_code)
+    model, cfg = artifact.build_model(
+        art, device=rt.device, embedded_code=not args.host_code, trust_code=args.trust_artifact_code
+    )
     tok = art.tokenizer()
     tokens, sidecar = load_val(args.data)
     counts = byte_counts(args.bytes, tokens, sidecar, tok, args.data)

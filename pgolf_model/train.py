@@ -1,6 +1,7 @@
-"""Train a GPT on token shards and write its budgeted artifact.
+"""Train a model (``--model.arch``) on token shards and write its budgeted artifact.
 
     python -m pgolf_model.train --data DIR --tokenizer DIR --preset tiny [--model.num_layers 6 ...]
+    python -m pgolf_model.train --data DIR --tokenizer DIR --preset tiny --model.arch ssd [--model.state_dim 16 ...]
     torchrun --nproc_per_node=8 -m pgolf_model.train --data DIR --tokenizer DIR --preset baseline
 
 Runs on CPU, one GPU, or under torchrun (NCCL on GPUs, gloo on CPUs). Before training, a config whose artifact
@@ -9,6 +10,12 @@ of training time (validation excluded) have passed, then validates on the whole 
 ``RUN/model.pga`` and scores the model rebuilt from that file alone. ``RUN/log.jsonl`` gets one JSON record per
 logged step, validation and result; ``RUN/checkpoints/`` the resumable checkpoints (``--resume auto``).
 The work is ``pgolf_model.training.trainer``; this module is its command line.
+
+``--model.arch`` picks the model family: ``gpt`` (default), ``ssd``, or a plugin's: a package that registers its
+model class under the entry-point group ``pgolf.models`` (``[project.entry-points."pgolf.models"] NAME =
+"package.module:Class"``) trains with ``--model.arch NAME``, and its config dataclass's fields become the
+``--model.*`` flags (``--model.arch NAME --help`` lists them). The artifact records the family and carries the
+plugin's counted source files.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from pgolf_data.tokenizer.artifact import load as load_tokenizer
 
 from . import runtime
 from .artifact import BudgetError
-from .cli import add_config_arguments, command_parser, config_from_args, guarded
+from .cli import add_config_arguments, arch_from_argv, command_parser, config_from_args, guarded
 from .config import ConfigError
 from .presets import bind_tokenizer
 from .training.trainer import run
@@ -39,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", help="checkpoint to continue from, or 'auto' for the newest in --out")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar or console lines")
-    add_config_arguments(parser)
+    add_config_arguments(parser, arch_from_argv(argv))
     args = parser.parse_args(argv)
     if args.resume == "auto" and not args.out:
         parser.error("--resume auto needs --out (the run directory to resume)")

@@ -1,4 +1,5 @@
-"""Per-document LoRA adapters for test-time training, attached to a GPT by wrapping its modules.
+"""Per-document LoRA adapters for test-time training, attached to a model by wrapping the modules its ``lora_sites``
+hook names (the model interface, pgolf_model.registry).
 
 As records/track_10min_16mb/2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611 (``BatchedTTTLoRA``; doc
 LoRA TTT from 2026-04-10_VarLenAttn, PR #1530): one adapter per batch row (each row is a different document), on each
@@ -6,7 +7,7 @@ block's query, key and value projections, on the attention output and on the MLP
 same normed input (``module(n) + lora(n)``), and on the pre-soft-cap logits. An adapter adds ``(alpha / rank) B A x``
 with ``A ~ U(+-1/sqrt(in))`` and ``B = 0``, so a fresh adapter leaves the model unchanged. Adapters are per physical
 block: a block that appears twice in the layer sequence (depth recurrence) shares its adapters, where the record has
-one per virtual layer.
+one per virtual layer. ``GPT.lora_sites`` says which module each target wraps; another family names its own.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ class Parallel(nn.Module):
 
 
 class DocLoRA(nn.Module):
-    """All adapters of one batch of documents for a GPT; ``targets`` picks among q, k, v, o, mlp (head always)."""
+    """All adapters of one batch of documents for a model with the ``lora_sites`` hook; ``targets`` picks among q, k,
+    v, o, mlp (head always)."""
 
     TARGETS = get_args(LoRATarget)
 
@@ -72,21 +74,18 @@ class DocLoRA(nn.Module):
         unknown = sorted(set(targets) - set(self.TARGETS))
         if unknown:
             raise ValueError(f"unknown LoRA target(s) {', '.join(unknown)}; known: {', '.join(self.TARGETS)}")
+        if not hasattr(model, "lora_sites"):
+            raise ValueError(f"{type(model).__name__} has no LoRA TTT hooks (lora_sites): use eval.ttt none or full")
         self.bsz, self.targets = bsz, tuple(t for t in self.TARGETS if t in targets)
-        dim, vocab = model.cfg.model_dim, model.cfg.vocab_size
+        sites, head = model.lora_sites()
         self.blocks = nn.ModuleList()
-        for block in model.blocks:
-            attn = block.attn
-            shapes = {
-                "q": (dim, attn.c_q.out_features),
-                "k": (dim, attn.c_k.out_features),
-                "v": (dim, attn.c_v.out_features),
-                "o": (dim, dim),
-                "mlp": (dim, dim),
-            }
-            loras = {t: BatchedLoRA(bsz, *shapes[t], rank, alpha, generator) for t in self.targets}
+        for i, layer in enumerate(sites):
+            missing = [t for t in self.targets if t not in layer]
+            if missing:
+                raise ValueError(f"{type(model).__name__} layer {i} has no LoRA site for {', '.join(missing)}")
+            loras = {t: BatchedLoRA(bsz, *layer[t][2:], rank, alpha, generator) for t in self.targets}
             self.blocks.append(nn.ModuleDict(loras))
-        self.head = BatchedLoRA(bsz, dim, vocab, rank, alpha, generator)
+        self.head = BatchedLoRA(bsz, *head, rank, alpha, generator)
         self.to(next(model.parameters()).device)
 
     def reset(self, keep_a: bool, generator: torch.Generator) -> None:
@@ -98,28 +97,20 @@ class DocLoRA(nn.Module):
     def attached(self, model) -> Iterator[None]:
         """Wrap ``model``'s modules with these adapters for the duration; the model is restored afterwards."""
         saved = []
-        for block, loras in zip(model.blocks, self.blocks):
-            attn = block.attn
-            saved.append((attn, block.mlp, attn.c_q, attn.c_k, attn.c_v))
-            for name, linear in (("q", "c_q"), ("k", "c_k"), ("v", "c_v")):
-                if name in loras:
-                    setattr(attn, linear, Parallel(getattr(attn, linear), loras[name]))
-            if "o" in loras:
-                block.attn = Parallel(attn, loras["o"])
-            if "mlp" in loras:
-                block.mlp = Parallel(block.mlp, loras["mlp"])
+        for layer, loras in zip(model.lora_sites()[0], self.blocks):
+            for target in self.targets:
+                parent, name = layer[target][:2]
+                saved.append((parent, name, getattr(parent, name)))
+                setattr(parent, name, Parallel(getattr(parent, name), loras[target]))
         try:
             yield
         finally:
-            for block, (attn, mlp, c_q, c_k, c_v) in zip(model.blocks, saved):
-                block.attn, block.mlp = attn, mlp
-                attn.c_q, attn.c_k, attn.c_v = c_q, c_k, c_v
+            for parent, name, inner in reversed(saved):
+                setattr(parent, name, inner)
 
     def nll(self, model, x: Tensor, y: Tensor) -> Tensor:
-        """Per-token NLL (bsz, T) of the model with these adapters attached (and the head adapter on the logits)."""
+        """Per-token NLL (bsz, T) of the model with these adapters attached (and the head adapter before the cap)."""
         with self.attached(model):
             h = model.hidden(x)
-        z = (F.linear(h, model.head_weight.to(h.dtype)) + self.head(h)).float()
-        cap = model.cfg.logit_softcap
-        logits = cap * torch.tanh(z / cap) if cap > 0 else z  # as GPT.logits, with the head adapter before the cap
+        logits = model.head(h, self.head(h))
         return F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view_as(y)

@@ -19,9 +19,9 @@ import torch
 
 from pgolf_data.compress import compress
 
+from .. import registry
 from ..artifact import LIMIT, PARTS, BudgetError, codec_for, counted_code, pack_code
 from ..config import Config, QuantConfig
-from ..model import GPT, parameter_shapes
 from ..quant import round_to_nearest, row_scales, tensor_format
 from .allocation import MIN_BITS
 from .ptq import tensor_groups
@@ -41,7 +41,7 @@ def compressed_bytes_per_value(bits: int, cols: int, clip_quantile: float, sdcli
 def weights_estimate(cfg: Config) -> int:
     """With ``quant.allocate`` every group is estimated at ``allocation.MIN_BITS``: the least the plan can spend."""
     with torch.device("meta"):
-        model = GPT(cfg.model)
+        model = registry.build(cfg)
     shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     return _weights_estimate(shapes, tensor_groups(model), cfg.quant)
 
@@ -71,7 +71,7 @@ def estimate(cfg: Config, tokenizer_bytes: int) -> dict[str, int]:
         "config": len(compress(config_json)[1]),
         "tokenizer": tokenizer_bytes,
         "weights": weights_estimate(cfg),
-        "code": len(compress(pack_code(counted_code()))[1]),
+        "code": len(compress(pack_code(counted_code(registry.model_class(cfg.arch))))[1]),
     }
     container = 6 + sum(1 + len(name) + 1 + 4 for name in PARTS)
     return {**sizes, "container": container}
@@ -90,7 +90,7 @@ def check(cfg: Config, tokenizer_bytes: int, limit: int = LIMIT) -> dict[str, in
     total = sum(sizes.values())
     if total > limit + ESTIMATE_SLACK * sizes["weights"]:
         parts = ", ".join(f"{k} {v:,}" for k, v in sizes.items())
-        params = sum(int(np.prod(s)) for s in parameter_shapes(cfg.model).values())
+        params = sum(int(np.prod(s)) for s in registry.parameter_shapes(cfg).values())
         raise BudgetError(
             f"the estimated artifact is {total:,} bytes, over the {limit:,}-byte limit by {total - limit:,} "
             f"({parts}; {params:,} parameters at {cfg.quant.bits} bits), more than trained weights save over the "

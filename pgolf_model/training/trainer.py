@@ -1,4 +1,4 @@
-"""Train a GPT on token shards and write its budgeted artifact (``python -m pgolf_model.train`` is its command line).
+"""Train a model on token shards and write its budgeted artifact (``python -m pgolf_model.train`` is its command line).
 
 Runs on CPU, one GPU, or under torchrun (NCCL on GPUs, gloo on CPUs). ``run`` goes through named steps: check the
 inputs (tokenizer, shards, the budget estimate: a config whose artifact cannot fit 16,000,000 bytes is refused),
@@ -26,14 +26,13 @@ from torch.nn.parallel import DistributedDataParallel
 from pgolf_data.shards import ShardSet
 from pgolf_data.tokenizer.artifact import artifact_path, from_artifact
 
-from .. import artifact, runtime
+from .. import artifact, registry, runtime
 from ..config import Config, ConfigError
 from ..evaluation.byte_counts import load_val
 from ..evaluation.scoring import BPBResult, score
 from ..export import estimate
 from ..export.allocation import AllocationError
 from ..export.weights import export_weights
-from ..model import GPT
 from ..runtime import Runtime
 from . import checkpoint, qat
 from .clock import Clock
@@ -84,8 +83,9 @@ def load_inputs(cfg: Config, data: str | Path, tokenizer: str | Path, budget_lim
     tok = from_artifact(tokenizer_bytes, where=str(path))
     if cfg.model.vocab_size != tok.vocab_size:
         raise ConfigError(f"model.vocab_size = {cfg.model.vocab_size}, but the tokenizer has {tok.vocab_size} ids")
-    if cfg.model.smear_gate and cfg.model.bos_id != tok.bos_id:
-        # SmearGate's document boundary is the BOS id: a wrong one would let documents read their predecessor.
+    if getattr(cfg.model, "uses_bos", False) and cfg.model.bos_id != tok.bos_id:
+        # A model's document boundary (SmearGate's, a recurrence's reset) is the BOS id: a wrong one would let
+        # documents read their predecessor.
         raise ConfigError(f"model.bos_id = {cfg.model.bos_id}, but the tokenizer's BOS id is {tok.bos_id}")
     sizes = estimate.check(cfg, len(tokenizer_bytes), budget_limit)
     train_shards = ShardSet.open(data, "train")
@@ -98,13 +98,13 @@ def load_inputs(cfg: Config, data: str | Path, tokenizer: str | Path, budget_lim
 
 
 def write_artifact(
-    path: Path, cfg: Config, model: GPT, tokenizer_bytes: bytes, limit: int, rt: Runtime, log: RunLog
+    path: Path, cfg: Config, model: torch.nn.Module, tokenizer_bytes: bytes, limit: int, rt: Runtime, log: RunLog
 ) -> None:
     """Rank 0 quantizes (``export``: prints the plan) and writes; every rank raises BudgetError if the file would be
     over ``limit``."""
     error = None
     if rt.is_main:
-        code = artifact.counted_code()
+        code = artifact.counted_code(type(model))
         # Everything but the weights is known before quantizing; the rest of the limit is the weights' budget.
         weights_budget = limit - len(artifact.build_compressed(cfg.to_dict(), tokenizer_bytes, (0, b""), code))
         try:
@@ -129,7 +129,9 @@ class Trainer:
         self.cfg, self.inputs, self.rt, self.out_dir, self.log = cfg, inputs, rt, out_dir, log
         self.grad_accum = cfg.train.grad_accum(rt.world_size)
         torch.manual_seed(cfg.train.seed)
-        self.model = GPT(cfg.model).to(rt.device)
+        self.model = registry.build(cfg).to(rt.device)
+        if cfg.train.loop_after and not hasattr(self.model, "set_looping"):
+            raise ConfigError(f"train.loop_after = {cfg.train.loop_after}: model.arch {cfg.arch} has no looping")
         self.optimizers = build_optimizers(self.model, cfg.optim)
         self.schedule = Schedule(cfg.optim)
         self.ema = WeightEMA(self.model, cfg.train.ema_decay) if cfg.train.ema_decay else None
@@ -162,7 +164,7 @@ class Trainer:
         if path is None:
             raise FileNotFoundError(f"--resume auto: no checkpoints in {checkpoint.checkpoint_dir(self.out_dir)}")
         state = checkpoint.load(path)
-        if Config.from_dict(state["config"], where=str(path)).model != self.cfg.model:
+        if registry.config_from_dict(state["config"], where=str(path)).model != self.cfg.model:
             raise ConfigError(f"{path}: checkpoint model config {state['config']['model']} differs from this run's")
         self.model.load_state_dict(state["model"])
         for opt, opt_state in zip(self.optimizers, state["optimizers"]):
@@ -311,7 +313,8 @@ class Trainer:
                     self.stopped_by_clock = self.out_of_time()
                 if self.rt.is_main and t.checkpoint_every and self.clock.step % t.checkpoint_every == 0:
                     self.save_checkpoint()
-            self.model.set_looping(True)
+            if hasattr(self.model, "set_looping"):
+                self.model.set_looping(True)
             if self.ema is not None:
                 self.ema.copy_to(self.model)
             final = self.validate(0)

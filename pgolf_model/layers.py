@@ -1,0 +1,78 @@
+"""The pieces the built-in model families share: RMSNorm, the baseline's matrix init, the QAT-able block matrix, the
+ReLU^2 MLP and the soft-capped output head with its loss.
+
+Counted code (``artifact``): a model that uses these carries this file, not the other family's.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .softcap_ce import softcap_cross_entropy
+
+
+def rms_norm(x: Tensor) -> Tensor:
+    return F.rms_norm(x, (x.size(-1),))
+
+
+def uniform_fan_in_(weight: Tensor) -> None:
+    """U(-1/sqrt(fan_in), 1/sqrt(fan_in)), the baseline's init of every matrix that reads the stream."""
+    bound = 1.0 / math.sqrt(weight.size(1))
+    nn.init.uniform_(weight, -bound, bound)
+
+
+class Linear(nn.Linear):
+    """A bias-free block matrix; ``fake_quant`` (set by ``qat.enable``) maps the weight on the training forward pass."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__(in_features, out_features, bias=False)
+        self.fake_quant = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.fake_quant(self.weight) if self.fake_quant is not None and self.training else self.weight
+        return F.linear(x, w)
+
+
+class MLP(nn.Module):
+    """``proj(act(fc(x))^2)`` with ``act`` ReLU, or LeakyReLU(slope) when ``leaky_slope > 0``."""
+
+    def __init__(self, dim: int, hidden: int, leaky_slope: float = 0.0) -> None:
+        super().__init__()
+        self.fc = Linear(dim, hidden)
+        self.proj = Linear(hidden, dim)
+        self.leaky_slope = leaky_slope
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        uniform_fan_in_(self.fc.weight)
+        nn.init.zeros_(self.proj.weight)  # the block starts as the identity
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.fc(x)
+        # LeakyReLU(0.5)^2 (records from 2026-03-23) keeps a gradient for negative pre-activations.
+        h = F.leaky_relu(h, self.leaky_slope) if self.leaky_slope else F.relu(h)
+        return self.proj(h.square())
+
+
+def softcap_logits(x: Tensor, weight: Tensor, cap: float, delta: Tensor | None = None) -> Tensor:
+    """``cap * tanh(z / cap)`` in fp32 with ``z = x W^T (+ delta)`` (no cap when ``cap`` is 0): a tanh logit
+    soft-cap (Gemma 2). ``delta`` is an addition before the cap (the head's LoRA adapter at test time)."""
+    z = F.linear(x, weight.to(x.dtype))
+    if delta is not None:
+        z = z + delta
+    z = z.float()
+    return cap * torch.tanh(z / cap) if cap > 0 else z
+
+
+def lm_loss(x: Tensor, weight: Tensor, targets: Tensor, cap: float, reduction: str = "mean") -> Tensor:
+    """Cross-entropy in nats of the soft-capped logits of hidden states ``x`` (B, T, C): a scalar for
+    ``reduction="mean"``, (B, T) for ``"none"``."""
+    if x.device.type == "cpu":  # chunked (softcap_ce.py); on GPU torch.compile fuses the plain form below
+        loss = softcap_cross_entropy(x.flatten(0, 1), weight.to(x.dtype), targets.flatten(), cap, reduction)
+    else:
+        loss = F.cross_entropy(softcap_logits(x, weight, cap).flatten(0, 1), targets.flatten(), reduction=reduction)
+    return loss if reduction != "none" else loss.view_as(targets)
