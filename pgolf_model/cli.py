@@ -99,8 +99,7 @@ def parse_setting(key: str, text: str, sections: dict[str, type] | None = None) 
 
 ARCH_HELP = (
     "model family: gpt (the record stack's transformer), ssd (a Mamba-2-style state-space LM), or one a package "
-    "registers under the entry-point group pgolf.models (README: Bring your own model); the model settings listed "
-    "are this family's (add --model.arch NAME to --help for another's)"
+    "registers under the entry-point group pgolf.models (README: Model families: bring your own model)"
 )
 
 
@@ -113,7 +112,8 @@ def arch_from_argv(argv: list[str] | None) -> str:
 
 
 def add_arch_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model.arch", dest="model.arch", default=DEFAULT_ARCH, metavar="NAME", help=ARCH_HELP)
+    help = ARCH_HELP + "; the model settings listed are this family's (add --model.arch NAME to --help for another's)"
+    parser.add_argument("--model.arch", dest="model.arch", default=DEFAULT_ARCH, metavar="NAME", help=help)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, arch: str = DEFAULT_ARCH) -> None:

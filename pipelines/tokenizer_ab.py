@@ -14,8 +14,9 @@ verdict in the challenge's terms (``pipelines.stats``). ``--screen`` skips the m
 BPB for many specs in minutes (``pipelines.screening``).
 
 ``--model.arch NAME`` runs the comparison with another model family: ``ssd`` (built in) or a plugin's, a class a
-package registers under the entry-point group ``pgolf.models`` (README: Bring your own model). Its sizing varies
-the field its ``size_step`` hook names.
+package registers under the entry-point group ``pgolf.models`` (``[project.entry-points."pgolf.models"] NAME =
+"package.module:Class"``; README: Model families: bring your own model). Its sizing varies the field its
+``size_step`` hook names.
 
 Every stage is cached under ``--cache`` (default ``DIR/cache``) by a hash of its inputs, so an interrupted run or one
 with more seeds redoes only what is missing.
