@@ -18,6 +18,8 @@ Typical flow:
   pgolf-data verify runs/shards --corpus default
   pgolf-data export-tokenizer runs/tok --out runs/fineweb_1024_bpe.model     # TOKENIZER_PATH for train_gpt.py
   pgolf-data import-tokenizer fineweb_8192_bpe.model --out runs/tok_official
+  pgolf-data export runs/shards --for baseline --out runs/official           # a folder train_gpt.py reads as is
+  pgolf-data sidecars --tokenizer fineweb_1024_bpe.model --corpus docs_selected.jsonl data/datasets/fineweb10B_sp1024
 """
 
 
@@ -42,8 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"pgolf-data {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"pgolf-data {args.command}: interrupted; no partial output was kept", file=sys.stderr)
+    except OSError as e:  # the machine, not the input: a full disk, a file size limit, permissions
+        print(f"pgolf-data {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as e:
+        # Every command writes its output atomically; one that keeps partial work (shard) says what it kept.
+        print(f"pgolf-data {args.command}: interrupted; {e or 'no partial output was kept'}", file=sys.stderr)
         return 130
 
 

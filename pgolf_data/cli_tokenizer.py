@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -24,13 +25,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Train a tokenizer and write DIR/tokenizer.pgt (the compact artifact whose bytes the model budget counts) "
             "and DIR/report.json (what it was trained on). Specs are TOML files; by name they are looked up in the "
-            f"repository's tokenizers/ folder (available: {', '.join(available_specs()) or 'none'})."
+            f"repository's tokenizers/ folder (available: {', '.join(available_specs()) or 'none'}). A corpus larger "
+            "than memory: the HF kinds train from the documents as they stream; for SentencePiece, which holds its "
+            "input in memory, take --train-sample hash with a --train-bytes budget."
         ),
     )
     what = p.add_mutually_exclusive_group()
     what.add_argument("--spec", help="spec name (e.g. sp1024) or path to a .toml spec")
     what.add_argument("--kind", choices=KINDS, help="train this kind from its default spec (default: sentencepiece)")
-    p.add_argument("--vocab", type=int, help=f"vocabulary size, {MIN_VOCAB}..{VOCAB_LIMIT} (overrides the spec's)")
+    p.add_argument(
+        "--vocab",
+        type=int,
+        help=f"vocabulary size, at most {VOCAB_LIMIT} (overrides the spec's); at least {MIN_VOCAB}, and for "
+        "SentencePiece kinds its 260 reserved pieces plus the characters of the text (345 on the default corpus): a "
+        "smaller one is refused naming the least that works",
+    )
     add_corpus_args(p)
     p.add_argument(
         "--val-docs",
@@ -41,6 +50,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--train-docs", type=int, help="train on at most this many documents (overrides the spec)")
     p.add_argument("--train-bytes", type=int, help="train on whole documents until this many UTF-8 bytes")
+    p.add_argument(
+        "--train-sample",
+        choices=("first", "hash"),
+        default="first",
+        help="which documents: first = the corpus' first ones up to --train-docs/--train-bytes (default, as the "
+        "challenge); hash = a deterministic sample of the whole corpus within those budgets, drawn in one pass with "
+        "memory for the sample only (the documents of lowest keyed hash; for a corpus larger than memory)",
+    )
+    p.add_argument("--train-seed", type=int, default=0, help="key of the hash sample (default 0)")
     p.add_argument("--threads", type=int, help="trainer threads (default: all cores)")
     p.add_argument(
         "--sample-docs", type=int, default=200, help="documents for the tokens-per-byte report (default 200)"
@@ -109,11 +127,14 @@ def cmd_train_tokenizer(args: argparse.Namespace) -> int:
     spec = spec.with_overrides(vocab_size=args.vocab, train_docs=args.train_docs, train_bytes=args.train_bytes)
     if args.val_docs < 0:
         raise ValueError(f"--val-docs must be >= 0, got {args.val_docs}")
+    artifact.check_output_dir(Path(args.out), args.force)  # now, not after the training it would throw away
     corpus = open_corpus(args.corpus, text_field=args.text_field, max_docs=args.max_docs)
     print(f"training {spec.kind} tokenizer {spec.name!r} (vocab {spec.vocab_size}) on {args.corpus}", file=sys.stderr)
     docs = itertools.islice(corpus, args.val_docs, None)
     with tqdm(desc="reading corpus", unit="B", unit_scale=True, file=sys.stderr, leave=False) as bar:
-        tok, report = training.train(spec, docs, num_threads=args.threads, progress=bar.update)
+        tok, report = training.train(
+            spec, docs, num_threads=args.threads, progress=bar.update, sample=args.train_sample, seed=args.train_seed
+        )
     report["corpus"] = corpus.describe()
     report["skipped_val_docs"] = args.val_docs
     # Tokens per byte on held-out text when there is a validation split, else on the first training documents.

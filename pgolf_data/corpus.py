@@ -25,10 +25,11 @@ import io
 import itertools
 import json
 import os
+import re
 import struct
 import sys
 import sysconfig
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,6 +65,11 @@ class Corpus:
         return self._kind
 
     @property
+    def target(self) -> str:
+        """What the kind reads: a file or directory path, a dataset name (``""`` for the embedded corpus)."""
+        return self._target
+
+    @property
     def default_val_docs(self) -> int | None:
         """The validation size a challenge source manifest declares, if any."""
         if self._kind != "challenge":
@@ -72,7 +78,7 @@ class Corpus:
         return None if meta is None or "docs_val" not in meta else int(meta["docs_val"])
 
     def __iter__(self) -> Iterator[str]:
-        docs = _READERS[self._kind](self._target, self.text_field, self)
+        docs = _numbered(_READERS[self._kind](self._target, self.text_field, self))
         if self.max_docs is not None:
             docs = itertools.islice(docs, self.max_docs)
         return iter(docs)
@@ -82,6 +88,25 @@ class Corpus:
         if self._kind == "default":
             out["python"] = sys.version.split()[0]  # the embedded text changes with the Python release
         return {**out, **self.info}
+
+
+class _NotUnicode(CorpusError):
+    """A JSON text field that is not Unicode text (a lone surrogate escape); ``_numbered`` adds the document index."""
+
+    def __init__(self, where: str, detail: str) -> None:
+        super().__init__(f"{where}: {detail}")
+        self.where, self.detail = where, detail
+
+
+def _numbered(docs: Iterator[str]) -> Iterator[str]:
+    """``docs`` as they are; a ``_NotUnicode`` error from the reader is raised naming the document's corpus index."""
+    n = 0
+    try:
+        for doc in docs:
+            yield doc
+            n += 1
+    except _NotUnicode as e:
+        raise CorpusError(f"{e.where}: document {n}: {e.detail}") from None
 
 
 def open_corpus(source: str | os.PathLike, *, text_field: str = "text", max_docs: int | None = None) -> Corpus:
@@ -113,6 +138,19 @@ class DocsHasher:
         self.docs += 1
         self.bytes += len(data)
         return len(data)
+
+    @staticmethod
+    def record(data: bytes) -> bytes:
+        """One document's UTF-8 bytes as the hash reads them: the length, then the bytes."""
+        return struct.pack("<Q", len(data)) + data
+
+    def update_records(self, records: bytes | memoryview, docs: int, text_bytes: int) -> None:
+        """Add ``docs`` documents of ``text_bytes`` UTF-8 bytes in all, given as their concatenated ``record``s."""
+        if len(records) != 8 * docs + text_bytes:
+            raise ValueError(f"{len(records)} bytes of records cannot hold {docs} documents of {text_bytes} bytes")
+        self._h.update(records)
+        self.docs += docs
+        self.bytes += text_bytes
 
     def hexdigest(self) -> str:
         return self._h.hexdigest()
@@ -162,7 +200,8 @@ def _resolve(source: str) -> tuple[str, str]:
     )
 
 
-def _open_binary(path: Path) -> io.BufferedIOBase:
+def open_binary(path: Path) -> io.BufferedIOBase:
+    """``path`` opened for reading bytes, decompressed when its name ends in ``.gz`` or ``.zst``."""
     name = path.name.lower()
     if name.endswith(".gz"):
         return gzip.open(path, "rb")  # type: ignore[return-value]
@@ -178,21 +217,52 @@ def _open_binary(path: Path) -> io.BufferedIOBase:
 
 def _read_jsonl(target: str, text_field: str, corpus: Corpus, *, hasher: hashlib._Hash | None = None) -> Iterator[str]:
     path = Path(target)
-    with _open_binary(path) as f:
-        for lineno, raw in enumerate(f, start=1):
-            if hasher is not None:
-                hasher.update(raw)
-            if not raw.strip():
-                continue
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise CorpusError(f"{path}:{lineno}: invalid UTF-8 at byte {e.start} of the line") from None
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise CorpusError(f"{path}:{lineno}: malformed JSON: {e.msg} at column {e.colno}") from None
-            yield _text_of(obj, text_field, f"{path}:{lineno}")
+    with open_binary(path) as f:
+        yield from jsonl_texts(f, path, text_field, hasher=hasher)
+
+
+def jsonl_texts(
+    lines: Iterable[bytes], path: Path, text_field: str, *, first_line: int = 1, hasher: hashlib._Hash | None = None
+) -> Iterator[str]:
+    """The texts of JSON Lines ``lines`` (raw, newline included) of ``path``, the first being line ``first_line``.
+
+    Blank lines are skipped; ``hasher`` sees every raw line. Errors name ``path:line``.
+    """
+    for lineno, raw in enumerate(lines, start=first_line):
+        if hasher is not None:
+            hasher.update(raw)
+        if not raw.strip():
+            continue
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise CorpusError(f"{path}:{lineno}: invalid UTF-8 at byte {e.start} of the line") from None
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            # Some of json's messages end in "at" ("Invalid control character at"): the column follows once.
+            message = e.msg.removesuffix(" at")
+            raise CorpusError(f"{path}:{lineno}: malformed JSON: {message} at column {e.colno}") from None
+        text = _text_of(obj, text_field, f"{path}:{lineno}")
+        if _SURROGATE_ESCAPE.search(raw):
+            _check_unicode(text, f"{path}:{lineno}", text_field)
+        yield text
+
+
+# JSON can spell a lone UTF-16 surrogate (``"\ud800"``), which Python keeps in the str but which is no Unicode text:
+# it has no UTF-8 encoding, so byte counts and hashes cannot exist. Only lines holding such an escape are checked.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _check_unicode(text: str, where: str, text_field: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise _NotUnicode(
+            where,
+            f"field {text_field!r} holds a lone surrogate U+{ord(text[e.start]):04X} at character {e.start}, which is "
+            "not Unicode text (it has no UTF-8 encoding)",
+        ) from None
 
 
 def _text_of(obj: object, text_field: str, where: str) -> str:
@@ -209,23 +279,48 @@ def _text_of(obj: object, text_field: str, where: str) -> str:
 
 def _read_challenge(target: str, text_field: str, corpus: Corpus) -> Iterator[str]:
     """``docs_selected.jsonl``, verified against the ``docs_sha256`` of its source manifest when present."""
-    meta = _challenge_sidecar(target)
-    expected = None if meta is None else meta.get("docs_sha256")
-    corpus.info["source_manifest"] = None if meta is None else str(Path(target).with_name(CHALLENGE_SIDECAR))
+    expected = _start_challenge(target, corpus)
     if not expected:
-        corpus.info["docs_sha256_verified"] = None
         yield from _read_jsonl(target, text_field, corpus)
         return
     hasher = hashlib.sha256()
-    corpus.info["docs_sha256_verified"] = False  # stays False unless the whole file was read and matched
     yield from _read_jsonl(target, text_field, corpus, hasher=hasher)
-    actual = hasher.hexdigest()
+    _finish_challenge(target, corpus, hasher.hexdigest(), expected)
+
+
+def _start_challenge(target: str, corpus: Corpus) -> str | None:
+    """Record the source manifest in ``corpus.info``; return the ``docs_sha256`` it declares, if any."""
+    meta = _challenge_sidecar(target)
+    expected = None if meta is None else meta.get("docs_sha256")
+    corpus.info["source_manifest"] = None if meta is None else str(Path(target).with_name(CHALLENGE_SIDECAR))
+    # False until the whole file was read and matched; None when there is nothing to check against.
+    corpus.info["docs_sha256_verified"] = False if expected else None
+    return expected or None
+
+
+def _finish_challenge(target: str, corpus: Corpus, actual: str, expected: str) -> None:
     if actual != expected:
         raise CorpusError(
             f"{target}: sha256 {actual} differs from docs_sha256 {expected} in {CHALLENGE_SIDECAR}: "
             "this is not the challenge's document list"
         )
     corpus.info["docs_sha256_verified"] = True
+
+
+def describe_after_read(corpus: Corpus, *, exhausted: bool) -> dict:
+    """``corpus.describe()`` as it reads after one pass of the corpus' own iterator, for a caller that read the
+    documents another way (the datatrove engine reads slices of the files in separate tasks).
+
+    ``exhausted``: whether that pass reached the end of the corpus, rather than stopping at ``max_docs``. A challenge
+    file is then hashed here, as its reader would have hashed it while streaming.
+    """
+    if corpus.kind == "challenge":
+        expected = _start_challenge(corpus.target, corpus)
+        if expected and exhausted:
+            from .shards import file_sha256
+
+            _finish_challenge(corpus.target, corpus, file_sha256(corpus.target), expected)
+    return corpus.describe()
 
 
 def _challenge_sidecar(target: str) -> dict | None:
@@ -240,7 +335,7 @@ def _challenge_sidecar(target: str) -> dict | None:
 
 def _read_text(target: str, text_field: str, corpus: Corpus) -> Iterator[str]:
     path = Path(target)
-    with _open_binary(path) as f:
+    with open_binary(path) as f:
         raw = f.read()
     try:
         yield raw.decode("utf-8")
@@ -250,9 +345,13 @@ def _read_text(target: str, text_field: str, corpus: Corpus) -> Iterator[str]:
 
 
 def _read_parquet(target: str, text_field: str, corpus: Corpus) -> Iterator[str]:
+    yield from parquet_texts(Path(target), text_field)
+
+
+def open_parquet(path: Path, text_field: str):
+    """``pyarrow.parquet.ParquetFile`` of ``path``, checked to be readable and to have the column ``text_field``."""
     import pyarrow.parquet as pq
 
-    path = Path(target)
     try:
         pf = pq.ParquetFile(path)
     except Exception as e:  # pyarrow raises several types for a file that is not parquet
@@ -260,8 +359,17 @@ def _read_parquet(target: str, text_field: str, corpus: Corpus) -> Iterator[str]
     names = pf.schema_arrow.names
     if text_field not in names:
         raise CorpusError(f"{path}: no column {text_field!r} (columns: {', '.join(names)}); use --text-field")
-    row = 0
-    for batch in pf.iter_batches(batch_size=4096, columns=[text_field]):
+    return pf
+
+
+def parquet_texts(path: Path, text_field: str, row_groups: Sequence[int] | None = None) -> Iterator[str]:
+    """The texts of a parquet file's column ``text_field``: all rows, or those of ``row_groups`` (consecutive).
+
+    Errors name the row, counted from the start of the file.
+    """
+    pf = open_parquet(path, text_field)
+    row = sum(pf.metadata.row_group(g).num_rows for g in range(row_groups[0])) if row_groups else 0
+    for batch in pf.iter_batches(batch_size=4096, row_groups=row_groups, columns=[text_field]):
         for text in batch.column(0).to_pylist():
             if not isinstance(text, str):
                 raise CorpusError(f"{path}: row {row}: column {text_field!r} is {type(text).__name__}, not a string")
@@ -270,12 +378,16 @@ def _read_parquet(target: str, text_field: str, corpus: Corpus) -> Iterator[str]
 
 
 def _read_directory(target: str, text_field: str, corpus: Corpus) -> Iterator[str]:
-    root = Path(target)
+    for kind, path in directory_files(Path(target)):
+        yield from _READERS[kind](str(path), text_field, corpus)
+
+
+def directory_files(root: Path) -> list[tuple[str, Path]]:
+    """``(kind, path)`` of the corpus files in a directory, in reading order (by name)."""
     files = sorted(p for p in root.iterdir() if p.is_file() and _resolve_file_kind(p) is not None)
     if not files:
         raise CorpusError(f"{root}: no corpus files (jsonl, parquet, txt) in this directory")
-    for path in files:
-        yield from _READERS[_resolve_file_kind(path)](str(path), text_field, corpus)  # type: ignore[index]
+    return [(_resolve_file_kind(p), p) for p in files]  # type: ignore[misc]
 
 
 def _resolve_file_kind(path: Path) -> str | None:
@@ -297,10 +409,15 @@ def _read_hf(target: str, text_field: str, corpus: Corpus) -> Iterator[str]:
         ds = datasets.load_dataset(name, split=split, streaming=True)
     except Exception as e:  # the datasets library raises many types (network, missing split, bad files)
         raise CorpusError(f"hf:{target}: cannot open dataset {name!r} split {split!r}: {e}") from None
-    yield from _iter_rows(ds, text_field, f"hf:{target}")
+    yield from rows_texts(ds, text_field, f"hf:{target}")
 
 
 def _read_hf_disk(target: str, text_field: str, corpus: Corpus) -> Iterator[str]:
+    yield from rows_texts(hf_disk_dataset(target), text_field, target)
+
+
+def hf_disk_dataset(target: str):
+    """The ``datasets.Dataset`` saved at ``target`` (of a dataset dict, its ``train`` split)."""
     import datasets
 
     ds = datasets.load_from_disk(target)
@@ -308,20 +425,21 @@ def _read_hf_disk(target: str, text_field: str, corpus: Corpus) -> Iterator[str]
         if "train" not in ds:
             raise CorpusError(f"{target}: dataset dict without a 'train' split (splits: {', '.join(ds)})")
         ds = ds["train"]
-    yield from _iter_rows(ds, text_field, target)
+    return ds
 
 
-def _iter_rows(ds, text_field: str, where: str) -> Iterator[str]:
-    for i, row in enumerate(ds):
+def rows_texts(rows: Iterable[dict], text_field: str, where: str, *, first_row: int = 0) -> Iterator[str]:
+    """The ``text_field`` of each row; errors name ``where`` and the row, the first being ``first_row``."""
+    for i, row in enumerate(rows, start=first_row):
         yield _text_of(row, text_field, f"{where}: row {i}")
 
 
 def _read_default(target: str, text_field: str, corpus: Corpus) -> Iterator[str]:
-    yield from _embedded_cached()
+    yield from embedded_cached()
 
 
 @functools.cache
-def _embedded_cached() -> tuple[str, ...]:
+def embedded_cached() -> tuple[str, ...]:
     """Parsing the standard library takes seconds; the ~2 MB result is kept for the process."""
     return tuple(embedded_documents())
 

@@ -1,4 +1,4 @@
-"""``pgolf-data inspect``: what one shard, sidecar or shard directory holds, in a few readable lines."""
+"""``pgolf-data inspect``: what one shard, sidecar or shard directory (pgolf's or official) holds, in a few lines."""
 
 from __future__ import annotations
 
@@ -7,14 +7,31 @@ from pathlib import Path
 import numpy as np
 
 from .manifest import MANIFEST_NAME, TOKENIZER_NAME, Manifest
-from .shards import HEADER_WORDS, ShardFormatError, load_shard, parse_shard_filename, read_header
+from .shards import (
+    HEADER_WORDS,
+    SIDECAR_DIR,
+    ShardFormatError,
+    ShardSet,
+    load_shard,
+    parse_shard_filename,
+    read_header,
+)
 from .tokenizer.artifact import from_artifact
 from .tokenizer.base import Tokenizer
 
 
+def is_sidecar(path: Path) -> bool:
+    """Whether a shard file is a byte sidecar: in a ``bytes/`` folder, or named ``*_bytes_*`` beside the tokens."""
+    parsed = parse_shard_filename(path.name)
+    return parsed is not None and (parsed[2] or path.parent.name == SIDECAR_DIR)
+
+
 def find_tokenizer(path: Path) -> Tokenizer | None:
     """The ``tokenizer.pgt`` the shard writer copies beside the shards, if there is one."""
-    artifact = (path if path.is_dir() else path.parent) / TOKENIZER_NAME
+    folder = path if path.is_dir() else path.parent
+    if folder.name == SIDECAR_DIR:
+        folder = folder.parent
+    artifact = folder / TOKENIZER_NAME
     return from_artifact(artifact.read_bytes(), where=str(artifact)) if artifact.is_file() else None
 
 
@@ -23,6 +40,8 @@ def describe(path: str | Path, *, tokenizer: Tokenizer | None = None, count: int
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
+    if path.is_dir() and not (path / MANIFEST_NAME).exists():
+        return describe_official(path)
     if path.is_dir() or path.name == MANIFEST_NAME:
         return describe_manifest(Manifest.load(path if path.is_dir() else path.parent))
     return describe_shard(path, tokenizer=tokenizer or find_tokenizer(path), count=count)
@@ -47,9 +66,26 @@ def describe_manifest(m: Manifest) -> list[str]:
     return lines
 
 
+def describe_official(directory: Path) -> list[str]:
+    """A folder without a manifest: what each split holds, and where its sidecars are."""
+    lines = [f"folder     {directory}: no {MANIFEST_NAME} (an official folder, or an unfinished pgolf one)"]
+    for split in ("val", "train"):
+        try:
+            shards = ShardSet.open(directory, split)  # type: ignore[arg-type]
+        except ShardFormatError as e:
+            lines.append(f"{split:<10} {e}")
+            continue
+        where = {"bytes/": f"sidecars in {SIDECAR_DIR}/", "beside": "sidecars beside the tokens (the records' layout)"}
+        lines.append(
+            f"{split:<10} {shards.num_tokens:,} tokens in {len(shards.counts)} shards "
+            f"({shards.name}_{split}_NNNNNN.bin), {where.get(shards.sidecar_layout or '', 'no sidecars')}"
+        )
+    return lines
+
+
 def describe_shard(path: Path, *, tokenizer: Tokenizer | None, count: int) -> list[str]:
     parsed = parse_shard_filename(path.name)
-    kind = "file" if parsed is None else f"{'byte sidecar' if parsed[2] else 'token shard'}, split {parsed[1]}"
+    kind = "file" if parsed is None else f"{'byte sidecar' if is_sidecar(path) else 'token shard'}, split {parsed[1]}"
     lines = [f"file       {path} ({kind}, {path.stat().st_size:,} bytes)"]
     try:
         n = read_header(path)
@@ -61,7 +97,7 @@ def describe_shard(path: Path, *, tokenizer: Tokenizer | None, count: int) -> li
     lines.append(f"header     magic 20240520, version 1, {n:,} tokens, {HEADER_WORDS - 3} reserved words zero: valid")
     values = np.asarray(load_shard(path))
     head = values[:count].tolist()
-    if parsed is not None and parsed[2]:
+    if is_sidecar(path):
         lines.append(
             f"bytes      {int(values.sum(dtype=np.int64)):,} bytes over {n:,} tokens "
             f"({values.sum(dtype=np.int64) / max(n, 1):.3f} bytes/token), max {int(values.max(initial=0))}, "

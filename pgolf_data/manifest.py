@@ -118,13 +118,18 @@ class Manifest:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``path`` under a temporary name, fsync, rename: readers see the old file or the whole new one."""
+    """Write ``path`` under a temporary name, fsync, rename: readers see the old file or the whole new one, and a
+    failed write (a full disk) leaves neither a new file nor the temporary."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _split_from(data: Any, where: str, field: str) -> SplitEntry:

@@ -6,8 +6,9 @@ The pipeline runs one way with bounded memory:
   batches of about ``batch_bytes`` of text that never straddle the validation/train boundary;
 - encoders (worker processes): a batch becomes one uint16 array holding BOS + ids for each document, and its sidecar;
 - writer (main process): results are taken back in submission order and streamed into the current shard's temporary
-  file, cut at exactly ``shard_tokens`` tokens (a document may straddle two shards); the switch from validation to
-  train closes the open shard. These are the challenge's export rules (docs/formats.md).
+  file (and its sidecar's, in the ``bytes/`` sub-folder), cut at exactly ``shard_tokens`` tokens (a document may
+  straddle two shards); the switch from validation to train closes the open shard. These are the challenge's export
+  rules (docs/formats.md).
 
 At most ``2 * workers`` batches are in flight, so memory does not grow with the corpus or the shard size, and since
 batches are formed and written in corpus order the files are byte-identical for any number of workers.
@@ -17,12 +18,16 @@ Crash safety: a shard is written as ``<file>.tmp`` and renamed when complete; af
 directory without it is an unfinished run. ``mode="resume"`` re-checks every recorded shard and continues after the
 last good one; any run first removes temporary files left by a killed one.
 
+``write_encoded`` is that writer around any feed of encoded batches: ``write_shards`` feeds it from the worker
+processes, the datatrove engine's merge (``scale/merge.py``) from the partials its tasks wrote.
+
 Workers are started with "spawn" (a fork of a process holding threads can deadlock), so a script that calls
 ``write_shards`` needs the usual ``if __name__ == "__main__":`` guard.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -57,6 +62,7 @@ from .manifest import (
 from .shards import (
     MAX_SHARD_TOKENS,
     MAX_VALUE,
+    SIDECAR_DIR,
     TOKEN_DTYPE,
     VOCAB_LIMIT,
     Split,
@@ -64,9 +70,10 @@ from .shards import (
     make_header,
     parse_shard_filename,
     shard_filename,
+    sidecar_name,
 )
 from .tokenizer.artifact import from_artifact, to_artifact
-from .tokenizer.base import Tokenizer
+from .tokenizer.base import TextError, Tokenizer
 from .tokenizer.training import default_threads
 
 Mode = Literal["new", "resume", "force"]
@@ -133,11 +140,14 @@ def encode_documents(
     sidecar values must fit uint16 and sum to its UTF-8 length. ``doc_bytes`` are those lengths; ``first_doc``
     numbers the documents in error messages.
     """
-    if with_bytes:
-        pairs = tok.encode_with_bytes(texts)
-        ids_list, count_list = [ids for ids, _ in pairs], [counts for _, counts in pairs]
-    else:
-        ids_list, count_list = tok.encode_batch(texts), None
+    try:
+        if with_bytes:
+            pairs = tok.encode_with_bytes(texts)
+            ids_list, count_list = [ids for ids, _ in pairs], [counts for _, counts in pairs]
+        else:
+            ids_list, count_list = tok.encode_batch(texts), None
+    except TextError as e:  # the tokenizer numbers the batch's texts; the user knows the corpus' documents
+        raise ValueError(f"document {first_doc + e.index}: {e.detail}") from None
     if len(ids_list) != len(texts):
         raise ValueError(f"tokenizer returned {len(ids_list)} encodings for {len(texts)} documents")
     doc_tokens = np.fromiter((len(ids) + 1 for ids in ids_list), dtype=np.int64, count=len(ids_list))
@@ -233,15 +243,17 @@ def _encode_in_worker(texts: list[str], doc_bytes: np.ndarray, first_doc: int, w
 
 
 @dataclass
-class _Batch:
+class Batch:
+    """Consecutive documents of one split, as the writer takes them (with their ``EncodedBatch``)."""
+
     first_doc: int
     split: Split
-    texts: list[str]
+    texts: Sequence[str]
     doc_bytes: np.ndarray  # int64 UTF-8 length per document
     hash_before: DocsHasher  # corpus hash of the documents before this batch
 
 
-def _read_batches(docs: Iterable[str], hasher: DocsHasher, config: ShardConfig, start: ResumePoint) -> Iterator[_Batch]:
+def _read_batches(docs: Iterable[str], hasher: DocsHasher, config: ShardConfig, start: ResumePoint) -> Iterator[Batch]:
     """The batches to encode: the corpus' documents from ``start.next_doc`` on, every document hashed into ``hasher``.
 
     Steps: number and type-check the documents (``_numbered``), hash the ones the interrupted run already wrote and
@@ -285,14 +297,14 @@ def _skip_written(stream: Iterator[tuple[int, str]], hasher: DocsHasher, start: 
         )
 
 
-def _batches(stream: Iterator[tuple[int, str]], hasher: DocsHasher, config: ShardConfig) -> Iterator[_Batch]:
+def _batches(stream: Iterator[tuple[int, str]], hasher: DocsHasher, config: ShardConfig) -> Iterator[Batch]:
     """Consecutive documents in batches of about ``config.batch_bytes`` of text; no batch straddles the split."""
     texts: list[str] = []
     sizes: list[int] = []
     first, hash_before, pending = 0, hasher, 0
     for i, doc in stream:
         if texts and (i == config.val_docs or pending >= config.batch_bytes):
-            yield _Batch(first, config.split_of(first), texts, np.array(sizes), hash_before)
+            yield Batch(first, config.split_of(first), texts, np.array(sizes), hash_before)
             texts, sizes, pending = [], [], 0
         if not texts:
             first, hash_before = i, hasher.copy()
@@ -300,7 +312,7 @@ def _batches(stream: Iterator[tuple[int, str]], hasher: DocsHasher, config: Shar
         sizes.append(_hash(hasher, i, doc))
         pending += sizes[-1]
     if texts:
-        yield _Batch(first, config.split_of(first), texts, np.array(sizes), hash_before)
+        yield Batch(first, config.split_of(first), texts, np.array(sizes), hash_before)
 
 
 # --- writing ---------------------------------------------------------------------------------------------------
@@ -348,7 +360,8 @@ class _ShardFile:
         return digest
 
     def abort(self) -> None:
-        self._file.close()
+        with contextlib.suppress(OSError):  # after a failed write (a full disk) closing flushes and fails again
+            self._file.close()
         self.tmp.unlink(missing_ok=True)
 
 
@@ -365,7 +378,7 @@ class _Writer:
         self.files: tuple[_ShardFile, _ShardFile | None] | None = None
         self.docs_in_shard = 0
 
-    def write(self, batch: _Batch, encoded: EncodedBatch) -> None:
+    def write(self, batch: Batch, encoded: EncodedBatch) -> None:
         if batch.split != self.split:
             self.close(ResumePoint(batch.first_doc, 0, batch.hash_before.hexdigest(), _copy_stats(self.stats)))
             self.split, self.index = batch.split, 0
@@ -397,7 +410,7 @@ class _Writer:
         self.stats[self.split] = _stats_plus(before, len(batch.texts), int(end), int(byte_starts[-1]))
 
     def _point_at(
-        self, batch: _Batch, before: dict[str, int], starts: np.ndarray, byte_starts: np.ndarray, position: int
+        self, batch: Batch, before: dict[str, int], starts: np.ndarray, byte_starts: np.ndarray, position: int
     ) -> ResumePoint:
         """Where the stream continues after a shard that ends at batch ``position``; ``before`` holds the split's
         statistics before the batch, ``starts`` and ``byte_starts`` the batch offsets of each document."""
@@ -416,7 +429,8 @@ class _Writer:
         token_file, byte_file = self.files
         sidecar = {}
         if byte_file is not None:
-            sidecar = {"bytes_file": byte_file.path.name, "bytes_sha256": byte_file.commit(), "bytes": byte_file.total}
+            relative = byte_file.path.relative_to(self.out_dir).as_posix()
+            sidecar = {"bytes_file": relative, "bytes_sha256": byte_file.commit(), "bytes": byte_file.total}
         entry = ShardEntry(token_file.path.name, token_file.tokens, token_file.commit(), self.docs_in_shard, **sidecar)
         self.files = None  # only now: an interrupted commit leaves them to abort()
         self.journal.record(self.split, entry, point)
@@ -434,7 +448,8 @@ class _Writer:
         token_file = _ShardFile(self.out_dir / shard_filename(self.config.name, self.split, self.index), full)
         byte_file = None
         if self.config.sidecars(self.split):
-            path = self.out_dir / shard_filename(self.config.name, self.split, self.index, sidecar=True)
+            (self.out_dir / SIDECAR_DIR).mkdir(exist_ok=True)
+            path = self.out_dir / sidecar_name(self.config.name, self.split, self.index)
             byte_file = _ShardFile(path, full, sum_values=True)
         self.files = (token_file, byte_file)
         self.docs_in_shard = 0
@@ -457,9 +472,32 @@ def _ours(name: str) -> bool:
     return name in _OUR_NAMES or parse_shard_filename(name) is not None
 
 
+def refuse_inputs_inside(out_dir: str | os.PathLike, inputs: dict[str, str | os.PathLike]) -> None:
+    """FileExistsError if an input (``{what: path}``) lies inside ``out_dir``: a run deletes and rewrites its files
+    there (``tokenizer.pgt`` among them), so the input could be gone before the run ends, or for good after a crash."""
+    root = Path(out_dir).resolve()
+    for what, path in inputs.items():
+        resolved = Path(path).resolve()
+        if resolved == root or root in resolved.parents:
+            raise FileExistsError(
+                f"the {what} {path} is inside the output directory {out_dir}, whose files this run replaces: "
+                "shard into another --out"
+            )
+
+
+def our_files(out_dir: Path) -> list[Path]:
+    """The files of a shard folder that the writer may have written: its own names at the top, token shards (and
+    sidecars beside them, the earlier layout), and the sidecars in ``bytes/``; temporary files of all of these."""
+    found = []
+    for folder in (out_dir, out_dir / SIDECAR_DIR):
+        if folder.is_dir():
+            found += [p for p in folder.iterdir() if p.is_file() and _ours(p.name.removesuffix(".tmp"))]
+    return sorted(found)
+
+
 def remove_temporaries(out_dir: Path) -> list[Path]:
     """Delete the ``.tmp`` files an interrupted run may have left; return them."""
-    leftovers = [p for p in out_dir.glob("*.tmp") if _ours(p.name[:-4])]
+    leftovers = [p for p in our_files(out_dir) if p.name.endswith(".tmp")]
     for p in leftovers:
         p.unlink()
     return leftovers
@@ -470,8 +508,8 @@ def _prepare_output(out_dir: Path, fingerprint: dict[str, Any], mode: Mode, log:
     resuming, none otherwise). Files of ours that the journal does not vouch for are deleted."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for p in remove_temporaries(out_dir):
-        log(f"removed {p.name}, left by an interrupted run")
-    ours = sorted(p for p in out_dir.iterdir() if _ours(p.name))
+        log(f"removed {p.relative_to(out_dir)}, left by an interrupted run")
+    ours = our_files(out_dir)
     path = out_dir / JOURNAL_NAME
     if mode == "new" and ours:
         raise FileExistsError(
@@ -484,7 +522,7 @@ def _prepare_output(out_dir: Path, fingerprint: dict[str, Any], mode: Mode, log:
     journal = resume(path, fingerprint, log) if resuming else Journal(path, fingerprint, [])
     keep = journal.file_names()
     for p in ours:
-        if p.name not in keep and p != path:
+        if p.relative_to(out_dir).as_posix() not in keep and p != path:
             p.unlink()  # forced, or written after the last verified record: cannot be trusted
     journal.save()
     if journal.shards:
@@ -512,19 +550,59 @@ def write_shards(
     an interrupted run. ``docs`` may have a ``describe()`` method (``corpus.Corpus``), recorded in the manifest.
     """
     config = config or ShardConfig()
-    log = log or (lambda message: None)
+    tok, artifact = shard_tokenizer(tokenizer)
+    describe = getattr(docs, "describe", None)
+    source = describe() if callable(describe) else {"source": type(docs).__name__}
+
+    def feed(writer: _Writer, hasher: DocsHasher, start: ResumePoint, bar: _Progress) -> None:
+        _encode_and_write(_read_batches(docs, hasher, config, start), artifact, config, writer, bar)
+
+    final = describe if callable(describe) else None
+    return write_encoded(
+        feed, tok, artifact, source, out_dir, config, final_source=final, mode=mode, progress=progress, log=log
+    )
+
+
+def shard_tokenizer(tokenizer: Tokenizer | bytes) -> tuple[Tokenizer, bytes]:
+    """The tokenizer and its artifact bytes, refused when its ids do not fit uint16 shards."""
     tok = from_artifact(tokenizer) if isinstance(tokenizer, bytes) else tokenizer
     if tok.vocab_size > VOCAB_LIMIT:
         raise ValueError(
             f"tokenizer has {tok.vocab_size} ids, more than the {VOCAB_LIMIT} a uint16 shard can hold; nothing written"
         )
-    artifact = tokenizer if isinstance(tokenizer, bytes) else to_artifact(tokenizer)
-    describe = getattr(docs, "describe", None)
-    source = describe() if callable(describe) else {"source": type(docs).__name__}
+    return tok, tokenizer if isinstance(tokenizer, bytes) else to_artifact(tokenizer)
+
+
+Feed = Callable[["_Writer", DocsHasher, ResumePoint, "_Progress"], None]
+
+
+def write_encoded(
+    feed: Feed,
+    tok: Tokenizer,
+    artifact: bytes,
+    source: dict[str, Any],
+    out_dir: str | os.PathLike,
+    config: ShardConfig,
+    *,
+    final_source: Callable[[], dict[str, Any]] | None = None,
+    mode: Mode = "new",
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> Manifest:
+    """The shard writer around ``feed``, which delivers the encoded documents.
+
+    ``feed(writer, hasher, start, bar)`` adds every document of the corpus to ``hasher`` in order, checks that the
+    first ``start.next_doc`` of them are the ones the interrupted run wrote, and passes the rest in batches to
+    ``writer.write`` (and ``bar.advance``). ``write_shards`` encodes in worker processes; the datatrove engine
+    (``scale/merge.py``) reads what its tasks encoded. ``source`` describes the corpus in the resume journal,
+    ``final_source()`` (default: ``source``) in the manifest, after the corpus was read.
+    """
+    log = log or (lambda message: None)
     artifact_sha = hashlib.sha256(artifact).hexdigest()
     fingerprint = {"name": config.name, "tokenizer_sha256": artifact_sha, "corpus": source, **config.output_settings()}
     fingerprint = json.loads(json.dumps(fingerprint))  # as the journal will read it back
     out_dir = Path(out_dir)
+    created = not out_dir.exists()
     journal = _prepare_output(out_dir, fingerprint, mode, log)
     start = journal.resume_point()
 
@@ -532,7 +610,7 @@ def write_shards(
     writer = _Writer(out_dir, config, journal)
     bar = _progress(progress, config, start.next_doc)
     try:
-        _encode_and_write(_read_batches(docs, hasher, config, start), artifact, config, writer, bar)
+        feed(writer, hasher, start, bar)
         if hasher.docs <= config.val_docs:
             raise ValueError(
                 f"the corpus has {hasher.docs} documents, all in the validation split (val_docs {config.val_docs}): "
@@ -541,11 +619,15 @@ def write_shards(
         writer.close(ResumePoint(hasher.docs, 0, hasher.hexdigest(), _copy_stats(writer.stats)))
     except BaseException:
         writer.abort()
+        if not journal.shards:  # nothing to resume: leave nothing that would refuse the corrected rerun
+            journal.path.unlink(missing_ok=True)
+            if created and not any(out_dir.iterdir()):
+                out_dir.rmdir()
         raise
     finally:
         bar.close()
 
-    final = describe() if callable(describe) else source
+    final = final_source() if final_source is not None else source
     manifest = _build_manifest(config, tok, artifact, final, hasher, writer.stats, journal)
     write_atomic(out_dir / TOKENIZER_NAME, artifact)
     manifest.write(out_dir)
@@ -553,15 +635,31 @@ def write_shards(
     return manifest
 
 
+def encode_corpus(
+    docs: Iterable[str], artifact: bytes, config: ShardConfig, consumer: Any, *, progress: bool = False
+) -> DocsHasher:
+    """The corpus through the writer's own pipeline (the same batches, workers and ``encode_documents`` checks), each
+    batch handed to ``consumer.write(batch, encoded)`` in corpus order; returns the hash of the documents read.
+
+    ``pgolf-data sidecars`` consumes it to compare an existing folder's tokens with a fresh encoding."""
+    hasher = DocsHasher()
+    bar = _progress(progress, config, 0)
+    try:
+        _encode_and_write(_read_batches(docs, hasher, config, ResumePoint.start()), artifact, config, consumer, bar)
+    finally:
+        bar.close()
+    return hasher
+
+
 def _encode_and_write(
-    batches: Iterable[_Batch], artifact: bytes, config: ShardConfig, writer: _Writer, bar: _Progress
+    batches: Iterable[Batch], artifact: bytes, config: ShardConfig, writer: _Writer, bar: _Progress
 ) -> None:
     """Encode the batches in worker processes and write the results in batch order, at most ``2 * workers``
     batches in flight; on any error (Ctrl-C included) the queued batches are cancelled and the workers stopped."""
     pool = ProcessPoolExecutor(
         config.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker, initargs=(artifact,)
     )
-    pending: deque[tuple[_Batch, Future[EncodedBatch]]] = deque()
+    pending: deque[tuple[Batch, Future[EncodedBatch]]] = deque()
 
     def write_next() -> None:
         batch, future = pending.popleft()

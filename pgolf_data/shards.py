@@ -3,7 +3,10 @@
 A shard is 256 little-endian int32 header words -- ``[0]`` magic 20240520, ``[1]`` version 1, ``[2]`` token count,
 the rest zero -- followed by that many little-endian uint16 values. Token shards hold token ids (every document
 starts with BOS, no EOS); byte sidecars hold, per token, the number of UTF-8 bytes of the original document text that
-token accounts for. File names: ``<name>_{val,train}_NNNNNN.bin`` and ``<name>_{val,train}_bytes_NNNNNN.bin``.
+token accounts for. Token shards are ``<name>_{val,train}_NNNNNN.bin``; each sidecar is ``bytes/<its shard's name>``,
+in a sub-folder so that no official loader's glob (``fineweb_val_*.bin``, ``fineweb_train_*.bin``) can read a sidecar
+as tokens. Readers also accept sidecars beside the tokens as ``<name>_{val,train}_bytes_NNNNNN.bin``: pgolf's earlier
+layout and the CaseOps records' (docs/formats.md, byte sidecar).
 
 This module is the format and the memory-mapped reader; the parallel writer pipeline lives in ``sharding.py``.
 """
@@ -30,6 +33,8 @@ MAX_VALUE = int(np.iinfo(TOKEN_DTYPE).max)  # the largest id or byte count a sha
 VOCAB_LIMIT = MAX_VALUE + 1  # ids 0..MAX_VALUE: the most a tokenizer may have for these shards (65,536)
 
 Split = Literal["val", "train"]
+SIDECAR_DIR = "bytes"  # the sub-folder of a shard folder that holds its sidecars
+SidecarLayout = Literal["bytes/", "beside"]
 _NAME_RE = re.compile(r"^(?P<name>.+)_(?P<split>val|train)(?P<bytes>_bytes)?_(?P<index>\d{6})\.bin$")
 
 
@@ -38,7 +43,13 @@ class ShardFormatError(ValueError):
 
 
 def shard_filename(name: str, split: Split, index: int, *, sidecar: bool = False) -> str:
+    """A token shard's file name; ``sidecar``: the name of a sidecar *beside* the tokens (the records' layout)."""
     return f"{name}_{split}{'_bytes' if sidecar else ''}_{index:06d}.bin"
+
+
+def sidecar_name(name: str, split: Split, index: int) -> str:
+    """A sidecar's path relative to its shard folder: ``bytes/`` and the token shard's own name."""
+    return f"{SIDECAR_DIR}/{shard_filename(name, split, index)}"
 
 
 def parse_shard_filename(filename: str) -> tuple[str, Split, bool, int] | None:
@@ -128,20 +139,15 @@ class ShardSet:
     token_files: tuple[Path, ...]
     byte_files: tuple[Path, ...] | None
     counts: tuple[int, ...]  # tokens per shard, as validated at open
+    sidecar_layout: SidecarLayout | None = None  # where the sidecars were found
 
     @classmethod
     def open(cls, directory: str | os.PathLike, split: Split, *, name: str | None = None) -> ShardSet:
         directory = Path(directory)
         if not directory.is_dir():
             raise FileNotFoundError(f"shard directory {directory} does not exist")
-        tokens: dict[str, dict[int, Path]] = {}
-        sidecars: dict[str, dict[int, Path]] = {}
-        for entry in sorted(directory.iterdir()):
-            parsed = parse_shard_filename(entry.name)
-            if parsed is None or parsed[1] != split:
-                continue
-            shard_name, _, is_sidecar, index = parsed
-            (sidecars if is_sidecar else tokens).setdefault(shard_name, {})[index] = entry
+        tokens, beside = _scan(directory, split)
+        in_folder, _ = _scan(directory / SIDECAR_DIR, split)
         if name is None:
             if len(tokens) != 1:
                 found = ", ".join(sorted(tokens)) or "none"
@@ -153,9 +159,11 @@ class ShardSet:
         _check_contiguous(directory, token_map, f"{name}_{split}")
         token_files = tuple(token_map[i] for i in sorted(token_map))
         counts = tuple(read_header(p) for p in token_files)
+        # pgolf's bytes/ first: a records' folder may keep its own sidecars beside the tokens for the records' script.
+        layout: SidecarLayout | None = "bytes/" if name in in_folder else "beside" if name in beside else None
         byte_files = None
-        if name in sidecars:
-            side_map = sidecars[name]
+        if layout is not None:
+            side_map = (in_folder if layout == "bytes/" else beside)[name]
             if sorted(side_map) != sorted(token_map):
                 raise ShardFormatError(
                     f"{directory}: sidecar indices {sorted(side_map)} differ from shard indices {sorted(token_map)}"
@@ -167,7 +175,7 @@ class ShardSet:
                     raise ShardFormatError(
                         f"{sidecar}: {n_bytes} entries, but its shard {shard.name} has {n_tok} tokens"
                     )
-        return cls(directory, name, split, token_files, byte_files, counts)
+        return cls(directory, name, split, token_files, byte_files, counts, layout)
 
     @property
     def has_bytes(self) -> bool:
@@ -258,6 +266,21 @@ class ShardSet:
         if open_doc is not None:
             sums.append(np.array([open_doc], dtype=np.int64))
         return np.concatenate(sums) if sums else np.zeros(0, dtype=np.int64)
+
+
+def _scan(directory: Path, split: Split) -> tuple[dict[str, dict[int, Path]], dict[str, dict[int, Path]]]:
+    """The ``split``'s token shards and sidecars named ``*_bytes_*`` in ``directory``, by shard name and index."""
+    tokens: dict[str, dict[int, Path]] = {}
+    beside: dict[str, dict[int, Path]] = {}
+    if not directory.is_dir():
+        return tokens, beside
+    for entry in sorted(directory.iterdir()):
+        parsed = parse_shard_filename(entry.name)
+        if parsed is None or parsed[1] != split:
+            continue
+        shard_name, _, is_sidecar, index = parsed
+        (beside if is_sidecar else tokens).setdefault(shard_name, {})[index] = entry
+    return tokens, beside
 
 
 def doc_starts(tokens: np.ndarray, bos_id: int) -> np.ndarray:

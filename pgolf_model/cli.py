@@ -167,12 +167,19 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, dict[str, Any]]:
 
 
 def guarded(body: Callable[[], int], errors: tuple[type[BaseException], ...]) -> int:
-    """``body()``'s exit status; an error of ``errors`` (bad input) is printed as one line and exits 2. The process
-    group (under torchrun) is left either way."""
+    """``body()``'s exit status; an error of ``errors`` (bad input) is printed as one line and exits 2, an OSError (a
+    full disk) as one line with exit 1, Ctrl-C exits 130 (or the status the interrupt carries, with its message). The
+    process group (under torchrun) is left either way."""
     try:
         return body()
     except errors as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as e:
+        print(f"interrupted: {e}" if str(e) else "interrupted", file=sys.stderr)
+        return getattr(e, "exit_status", 130)
     finally:
         runtime.teardown()

@@ -19,10 +19,10 @@ def rms_norm(x: Tensor) -> Tensor:
     return F.rms_norm(x, (x.size(-1),))
 
 
-def uniform_fan_in_(weight: Tensor) -> None:
-    """U(-1/sqrt(fan_in), 1/sqrt(fan_in)), the baseline's init of every matrix that reads the stream."""
-    bound = 1.0 / math.sqrt(weight.size(1))
-    nn.init.uniform_(weight, -bound, bound)
+def linear_init_(weight: Tensor) -> None:
+    """U(-1/sqrt(fan_in), 1/sqrt(fan_in)) as ``nn.Linear`` draws it (kaiming_uniform_ with a = sqrt(5), bit for bit):
+    the baseline's init of every matrix, which its constructors leave in place."""
+    nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
 
 
 class Linear(nn.Linear):
@@ -48,8 +48,9 @@ class MLP(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        uniform_fan_in_(self.fc.weight)
-        nn.init.zeros_(self.proj.weight)  # the block starts as the identity
+        linear_init_(self.fc.weight)
+        linear_init_(self.proj.weight)
+        self.proj.weight.zero_()  # the block starts as the identity (drawn first, as the baseline's RNG stream is)
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.fc(x)

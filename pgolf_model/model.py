@@ -16,8 +16,9 @@ residual lanes, depth recurrence. An optional part is a small module (``SmearGat
 The blocks' matrices are ``Linear`` layers that late QAT (``training/qat.py``) can switch to fake-quantized weights.
 
 The layer sequence is lists of physical block indices (``encoder_layers``, ``decoder_layers``, ``lane_layers``),
-rebuilt by ``set_looping``, so depth recurrence is a different list, not a rewrite. Parameters live in fp32; on CUDA
-the training loop runs the forward pass under bf16 autocast.
+rebuilt by ``set_looping``, so depth recurrence is a different list, not a rewrite. Parameters live in fp32 (with
+``embed_bf16`` the token embedding in bf16, as the baseline keeps it); on CUDA the training loop runs the forward
+pass under bf16 autocast.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import ModelConfig
-from .layers import MLP, Linear, lm_loss, rms_norm, softcap_logits, uniform_fan_in_
+from .layers import MLP, Linear, linear_init_, lm_loss, rms_norm, softcap_logits
 from .quant import TensorRole
 
 # Initial values, each from the record that introduced the tensor (docs/records.md).
@@ -80,9 +81,9 @@ class CausalSelfAttention(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        for lin in (self.c_q, self.c_k, self.c_v):
-            uniform_fan_in_(lin.weight)
-        nn.init.zeros_(self.proj.weight)  # the block starts as the identity
+        for lin in (self.c_q, self.c_k, self.c_v, self.proj):
+            linear_init_(lin.weight)
+        self.proj.weight.zero_()  # the block starts as the identity (drawn first, as the baseline's RNG stream is)
         self.q_gain.fill_(self.qk_gain_init)
         if self.gate is not None:
             self.gate.zero_()
@@ -204,7 +205,7 @@ class BigramHash(nn.Module):
     @torch.no_grad()
     def reset_parameters(self) -> None:
         nn.init.zeros_(self.emb.weight)
-        uniform_fan_in_(self.proj.weight)
+        linear_init_(self.proj.weight)
         self.scale.fill_(BIGRAM_SCALE)
 
     def forward(self, idx: Tensor) -> Tensor:
@@ -255,19 +256,38 @@ class GPT(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.model_dim)
-        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))
-        self.smear = SmearGate(cfg.bos_id) if cfg.smear_gate else None
-        self.bigram = BigramHash(cfg.bigram_buckets, cfg.bigram_dim, cfg.model_dim) if cfg.bigram_buckets else None
-        self.value_embeds = ValueEmbeddings(cfg) if cfg.ve_layers else None
-        self.set_looping(True)
-        self.skip_weights = nn.Parameter(torch.empty(len(self.encoder_layers), cfg.model_dim))
-        self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.model_dim, cfg.vocab_size, bias=False)
+        with torch.random.fork_rng(devices=[]):  # the modules' own default inits: init_weights draws everything
+            self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.model_dim)
+            self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.num_layers))
+            self.smear = SmearGate(cfg.bos_id) if cfg.smear_gate else None
+            self.bigram = BigramHash(cfg.bigram_buckets, cfg.bigram_dim, cfg.model_dim) if cfg.bigram_buckets else None
+            self.value_embeds = ValueEmbeddings(cfg) if cfg.ve_layers else None
+            self.set_looping(True)
+            self.skip_weights = nn.Parameter(torch.empty(len(self.encoder_layers), cfg.model_dim))
+            self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.model_dim, cfg.vocab_size, bias=False)
         self.init_weights()
+        if cfg.embed_bf16:
+            self._cast_as_baseline()
+
+    @torch.no_grad()
+    def _cast_as_baseline(self) -> None:
+        """The baseline's ``model.bfloat16()`` followed by its matrices' ``.float()``: the token embedding stays bf16
+        (and trains so), every matrix starts from its bf16-rounded value in fp32; the small tensors are exact in bf16
+        (ones, zeros, the query gain)."""
+        self.tok_emb.to(torch.bfloat16)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                m.weight.copy_(m.weight.bfloat16())
 
     @torch.no_grad()
     def init_weights(self) -> None:
-        """Initialization, as the baseline, each optional part by its own ``reset_parameters``:
+        """Initialization, as the baseline, each optional part by its own ``reset_parameters``.
+
+        The draws follow the baseline's own order (its modules' constructors, then its ``_init_weights``;
+        records/track_10min_16mb/2026-03-17_NaiveBaseline), so a seeded ``baseline`` starts from the official run's
+        weights: N(0, 1) for ``tok_emb`` (nn.Embedding's), then per block c_q, c_k, c_v, attn.proj, mlp.fc, mlp.proj
+        (nn.Linear's U(+-1/sqrt(fan_in)), the projections drawn before they are zeroed), then an untied ``lm_head``'s,
+        then, when tied, ``tok_emb`` again with N(0, tied_embed_init_std^2). The record stack's parts draw after.
 
         | tensor                                  | init                                                 |
         |-----------------------------------------|------------------------------------------------------|
@@ -279,16 +299,18 @@ class GPT(nn.Module):
         | bigram.scale, lanes.decay / lanes.mix   | BIGRAM_SCALE / LANE_DECAY / 1                        |
         | value_embeds.emb / .proj / .scale       | N(0, VE_STD^2) / orthogonal / VE_SCALE (2026-03-25)  |
         """
-        std = self.cfg.tied_embed_init_std if self.cfg.tie_embeddings else 1.0
-        nn.init.normal_(self.tok_emb.weight, mean=0.0, std=std)
+        nn.init.normal_(self.tok_emb.weight)
         for block in self.blocks:
             block.reset_parameters()
+        if self.lm_head is not None:
+            linear_init_(self.lm_head.weight)
+            self.lm_head.weight.zero_()
+        else:
+            nn.init.normal_(self.tok_emb.weight, mean=0.0, std=self.cfg.tied_embed_init_std)
         self.skip_weights.fill_(1.0)
         for part in (self.smear, self.bigram, self.value_embeds):
             if part is not None:
                 part.reset_parameters()
-        if self.lm_head is not None:
-            nn.init.zeros_(self.lm_head.weight)
 
     def param_groups(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
         """Parameters by optimizer group: ``matrix`` (Muon), ``embed``, ``head``, ``scalar`` (Adam). The BigramHash
@@ -334,6 +356,8 @@ class GPT(nn.Module):
     def embed(self, idx: Tensor) -> Tensor:
         """x0: the normed token embedding, after the optional BigramHash and SmearGate."""
         e = self.tok_emb(idx)
+        if not torch.is_autocast_enabled(e.device.type):
+            e = e.float()  # a bf16 embedding (embed_bf16) without autocast: the blocks' weights are fp32
         if self.bigram is not None:
             e = e + self.bigram(idx).to(e.dtype)
         if self.smear is not None:

@@ -29,8 +29,11 @@ def baseline() -> Config:
     """The challenge's naive baseline (records/track_10min_16mb/2026-03-17_NaiveBaseline, 1.2244 BPB): 9 x 512,
     8 heads / 4 KV heads, MLP x2 relu^2, vocab 1024 tied, seq 1024, 524,288 tokens per step, Muon 0.04 with momentum
     0.85 -> 0.95 over 500 steps, linear warm-down over the last 1200 steps' worth of wall clock, int8 per-row + zlib
-    (we use zstd-22), 20 compile warm-up steps. These are the dataclasses' defaults but for compiling."""
-    return _preset("baseline", {"train.compile": True, "train.compile_warmup_steps": 20})
+    (we use zstd-22), 20 compile warm-up steps. Its ``model.bfloat16()`` keeps the tied embedding in bf16 while
+    training (its other matrices go back to fp32 from bf16-rounded initial values): ``model.embed_bf16``. These are
+    the dataclasses' defaults but for compiling and that cast; a seeded run starts from the official run's weights
+    (GPT.init_weights)."""
+    return _preset("baseline", {"model.embed_bf16": True, "train.compile": True, "train.compile_warmup_steps": 20})
 
 
 def tiny() -> Config:

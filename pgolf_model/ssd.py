@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import NON_NEGATIVE, POSITIVE, POSITIVE_INT, VOCAB_LIMIT, Section, _field, _require
-from .layers import MLP, Linear, lm_loss, rms_norm, softcap_logits, uniform_fan_in_
+from .layers import MLP, Linear, linear_init_, lm_loss, rms_norm, softcap_logits
 from .quant import TensorRole
 
 # Initial values of Mamba-2's reference implementation: dt log-uniform in [DT_MIN, DT_MAX], A uniform in A_RANGE.
@@ -152,11 +152,11 @@ class Mixer(nn.Module):
     def reset_parameters(self) -> None:
         for lin in (self.c_q, self.c_k, self.c_v, self.gate):
             if lin is not None:
-                uniform_fan_in_(lin.weight)
+                linear_init_(lin.weight)
         nn.init.zeros_(self.proj.weight)  # the block starts as the identity
         if self.conv is not None:
-            uniform_fan_in_(self.conv)
-        uniform_fan_in_(self.dt_proj)
+            linear_init_(self.conv)
+        linear_init_(self.dt_proj)
         dt = torch.exp(torch.empty(self.heads).uniform_(math.log(DT_MIN), math.log(DT_MAX)))
         self.dt_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus(dt_bias) = dt
         self.A_log.copy_(torch.empty(self.heads).uniform_(*A_RANGE).log())

@@ -198,6 +198,8 @@ def run_result(stage_dir: Path) -> dict:
     return {
         "val_bpb": result["artifact_val_bpb"],  # scored from the artifact alone
         "val_bpb_before_quant": result["val_bpb"],
+        # The official eval's byte rule over the targets it scores (SentencePiece-based tokenizers only, else None).
+        "val_bpb_official": result.get("artifact_val_bpb_official"),
         "val_loss": result["artifact_val_loss"],
         "val_targets": result["val_targets"],
         "val_bytes": result["val_bytes"],

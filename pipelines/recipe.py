@@ -1,9 +1,11 @@
 """What the model-training recipes (``tokenizer_ab``, ``ablate``) share: their settings (documents, compute budget,
-seeds, cache, parallelism) and the flags that set them."""
+seeds, cache, parallelism) and the flags that set them; and how every recipe's command line ends (``guarded``)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -74,3 +76,21 @@ def add_training_args(parser: argparse.ArgumentParser, *, seeds: int, per: str) 
     parser.add_argument("--cache", type=Path, help="stage cache directory (default OUT/cache)")
     parser.add_argument("--threads", type=int, default=default_threads(), help="threads and worker processes")
     parser.add_argument("--jobs", type=int, default=1, help="trainings at once, THREADS // JOBS threads each")
+
+
+def guarded(body: Callable[[], object], kept: Path) -> int:
+    """Exit status of a recipe's command line running ``body``: 0, or 2 with a one-line error for bad input, or 130 on
+    Ctrl-C, saying that the finished stages under ``kept`` stay and are reused by the same command."""
+    try:
+        body()
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            f"interrupted: the finished stages under {kept} are kept; the same command reuses them and redoes only "
+            "the rest",
+            file=sys.stderr,
+        )
+        return 130
+    return 0

@@ -48,6 +48,11 @@ def spec_summary(spec: dict) -> Summary:
     return Summary(tuple(run["val_bpb"] for run in spec["runs"]))
 
 
+def _official_mean(spec: dict) -> str:
+    values = [run.get("val_bpb_official") for run in spec["runs"]]
+    return "n/a" if None in values else f"{sum(values) / len(values):.4f}"
+
+
 def mean_split(spec: dict) -> dict[str, float]:
     runs = spec["runs"]
     return {part: sum(run["budget_split"][part] for run in runs) / len(runs) for part in SPLIT_PARTS}
@@ -70,14 +75,16 @@ def ab_markdown(results: dict) -> str:
         f"**{s['artifact_budget']:,} bytes** ({s['budget_source']}; shrink mode `{s['shrink']}`)",
         f"- compute: {s['compute']} (budget mode `{s['budget_mode']}`)",
         f"- seeds: {', '.join(str(x) for x in s['seeds'])}",
-        "- BPB: exact (byte sidecars: original UTF-8 bytes), every validation target, scored from the quantized "
-        "artifact alone",
+        "- BPB: `val_bpb`, exact (byte sidecars: original UTF-8 bytes), every validation target, scored from the "
+        "quantized artifact alone; the comparison and the test use it. Official BPB: `val_bpb_official`, the "
+        "leaderboard's rule (the official eval's byte count over its whole windows), for SentencePiece-based "
+        "tokenizers only: it is not comparable across tokenizers (docs/bpb.md)",
         "",
         "## Results",
         "",
         "| tokenizer | vocab | tokenizer bytes | tokens/byte | model | params | estimated bytes | artifact bytes | "
-        "BPB mean ± std | per seed |",
-        "|---|---:|---:|---:|---|---:|---:|---:|---:|---|",
+        "BPB mean ± std | per seed | official BPB mean |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|---|---:|",
     ]
     budget = s["artifact_budget"]
     for spec in specs:
@@ -95,6 +102,7 @@ def ab_markdown(results: dict) -> str:
             f"{sizes[0]:,}" + (f"–{sizes[-1]:,}" if sizes[-1] > sizes[0] else ""),
             f"{_pm(summary)} (n={summary.n})",
             ", ".join(f"{v:.4f}" for v in summary.values),
+            _official_mean(spec),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     over = [

@@ -35,7 +35,7 @@ from pgolf_data.tokenizer.spec import SpecError, resolve_spec
 from pgolf_model.cli import command_parser
 
 from .cache import StageCache, write_json
-from .recipe import RecipeSettings, add_training_args
+from .recipe import RecipeSettings, add_training_args, guarded
 from .screening import DEFAULT_SAMPLE_BYTES
 from .stages import shard_stage, stage_tokenizer, tokenizer_stage
 
@@ -245,16 +245,15 @@ def main(argv: list[str] | None = None) -> int:
         help=f"screening: training text for the n-gram counts, 0 = all (default {DEFAULT_SAMPLE_BYTES:,})",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    try:
+
+    def body() -> None:
         settings = ABSettings.from_args(args, specs=tuple(args.specs), artifact_budget=args.budget)
         if args.screen:
             run_screen(settings, args.sample_bytes or None)
         else:
             run_ab(settings)
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return guarded(body, args.cache or args.out / "cache")
 
 
 if __name__ == "__main__":

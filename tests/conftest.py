@@ -34,3 +34,23 @@ def dev_docs() -> list[str]:
 def dev_sample(dev_docs) -> list[str]:
     """A 2,000-document slice (a few MB) for tests that train tokenizers."""
     return dev_docs[:2000]
+
+
+@pytest.fixture(scope="session")
+def sp1024(dev_sample) -> bytes:
+    """The challenge's official sp1024 spec (nmt_nfkc: lossy), trained on the development sample: its artifact."""
+    from pgolf_data.tokenizer import artifact, training
+    from pgolf_data.tokenizer.spec import resolve_spec
+
+    tok, _ = training.train(resolve_spec("sp1024"), dev_sample, num_threads=1)
+    return artifact.to_artifact(tok)
+
+
+@pytest.fixture(scope="session")
+def bytes260() -> bytes:
+    """The byte260 tokenizer's artifact."""
+    from pgolf_data.tokenizer import artifact
+    from pgolf_data.tokenizer.pure_bytes import ByteTokenizer
+    from pgolf_data.tokenizer.spec import TokenizerSpec
+
+    return artifact.to_artifact(ByteTokenizer(TokenizerSpec(name="bytes260", kind="bytes", vocab_size=260)))

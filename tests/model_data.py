@@ -1,7 +1,8 @@
 """Shard directories for the pgolf_model tests, written here so they do not depend on the sharding pipeline.
 
 Documents are encoded with the byte-level tokenizer (``pgolf_data.tokenizer.pure_bytes``): BOS, then one token per
-UTF-8 byte, each accounting for one byte; BOS accounts for none.
+UTF-8 byte, each accounting for one byte; BOS accounts for none. The folder is an official-format one with exact
+sidecars in ``bytes/`` and their index (what ``pgolf-data sidecars`` leaves), bound to that tokenizer.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from pgolf_data.shards import shard_filename, write_shard
+from pgolf_data.shards import shard_filename, sidecar_name, write_shard
+from pgolf_data.sidecars import write_index
 from pgolf_data.tokenizer import artifact as tok_artifact
 from pgolf_data.tokenizer.pure_bytes import ByteTokenizer
 from pgolf_data.tokenizer.spec import TokenizerSpec
@@ -35,9 +37,10 @@ def encode_stream(tok, docs: list[str]) -> tuple[np.ndarray, np.ndarray]:
 def write_split(
     directory: Path, split: str, tokens: np.ndarray, counts: np.ndarray, shards: int = 1, name: str = "test"
 ) -> None:
+    (directory / "bytes").mkdir(parents=True, exist_ok=True)
     for i, (t, c) in enumerate(zip(np.array_split(tokens, shards), np.array_split(counts, shards))):
         write_shard(directory / shard_filename(name, split, i), t)
-        write_shard(directory / shard_filename(name, split, i, sidecar=True), c)
+        write_shard(directory / sidecar_name(name, split, i), c)
 
 
 def make_dataset(root: Path, train_docs: list[str], val_docs: list[str], train_shards: int = 2) -> tuple[Path, Path]:
@@ -50,6 +53,7 @@ def make_dataset(root: Path, train_docs: list[str], val_docs: list[str], train_s
     data.mkdir(parents=True, exist_ok=True)
     write_split(data, "train", *encode_stream(tok, train_docs), shards=train_shards)
     write_split(data, "val", *encode_stream(tok, val_docs))
+    write_index(data, tok, tok_artifact.to_artifact(tok), {"source": "tests/model_data.py"}, ("val", "train"))
     return data, tok_dir
 
 

@@ -89,12 +89,14 @@ def test_table_row_with_several_seeds():
     bpb = [1.5, 1.52, 1.49]
     row = {
         "switch": "xsa", "val_bpb": statistics.mean(bpb), "val_bpb_std": statistics.stdev(bpb), "delta_bpb": 0.01234,
-        "val_bpb_before_quant": 1.4, "artifact_bytes": 1234.0, "delta_bytes": -56.0, "tokens_per_s": 9876.4,
-        "params": 654321,
+        "val_bpb_before_quant": 1.4, "val_bpb_official": 1.48, "artifact_bytes": 1234.0, "delta_bytes": -56.0,
+        "tokens_per_s": 9876.4, "params": 654321,
     }  # fmt: skip
     std = f"{statistics.stdev(bpb):.4f}"
-    assert ablate.table_row(row) == f"| xsa | 1.5033 ± {std} | +0.0123 | 1.4000 | 1,234 | -56 | 9,876 | 654,321 |"
+    want = f"| xsa | 1.5033 ± {std} | +0.0123 | 1.4000 | 1.4800 | 1,234 | -56 | 9,876 | 654,321 |"
+    assert ablate.table_row(row) == want
     assert " ± " not in ablate.table_row({**row, "val_bpb_std": math.nan})  # one seed
+    assert "| 1.4000 | n/a | 1,234 |" in ablate.table_row({**row, "val_bpb_official": None})  # not SentencePiece
 
 
 # --- the whole ablation ---------------------------------------------------------------------------------------------
@@ -155,9 +157,11 @@ def test_whole_ablation_at_smoke(tmp_path, dev_docs):
         assert cells[0] == f"{result['artifact_val_bpb']:.4f}"
         assert cells[1] == f"{result['artifact_val_bpb'] - ref[0]:+.4f}"
         assert cells[2] == f"{result['val_bpb']:.4f}"
-        assert cells[3] == f"{artifact_bytes:,}" and cells[4] == f"{artifact_bytes - ref[1]:+,}"
-        assert float(cells[5].replace(",", "")) == pytest.approx(tokens_per_s, rel=1e-3)  # the log rounds times
-        assert cells[6] == f"{start['params']:,}"
+        official = result.get("artifact_val_bpb_official")
+        assert cells[3] == ("n/a" if official is None else f"{official:.4f}")
+        assert cells[4] == f"{artifact_bytes:,}" and cells[5] == f"{artifact_bytes - ref[1]:+,}"
+        assert float(cells[6].replace(",", "")) == pytest.approx(tokens_per_s, rel=1e-3)  # the log rounds times
+        assert cells[7] == f"{start['params']:,}"
         # Each run trained the configuration its row names: all on, or exactly that switch at the baseline's values.
         trained = fields_of(Config.from_dict(start["config"]))
         if row["switch"] == ALL_ON:

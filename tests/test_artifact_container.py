@@ -80,3 +80,11 @@ def test_load_accepts_directory_or_file_and_names_missing(tmp_path):
     assert artifact.load_report(path)["note"] == 1
     with pytest.raises(FileNotFoundError, match="no tokenizer artifact"):
         artifact.load(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("size", [0, 4, 5, 6])
+def test_a_truncated_artifact_is_refused_in_one_line(tmp_path, size):
+    data = artifact.to_artifact(_tokenizer())
+    (tmp_path / "tokenizer.pgt").write_bytes(data[:size])
+    with pytest.raises(TokenizerError, match=r"not a pgolf tokenizer artifact|truncated tokenizer artifact"):
+        artifact.load(tmp_path)

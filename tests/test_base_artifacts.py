@@ -1,7 +1,8 @@
 """Artifacts written by commit 8575f8a (``tests/fixtures/base-8575f8a``) still load and score as they did then, and
-the same config still trains to the same weights: the restructuring of issue 12 changed no behaviour. And against
-commit e1b4316 (``tests/fixtures/base-e1b4316``): with the GPT behind the model interface of issue 18, the same config
-writes the same config, tokenizer and weights parts."""
+the same config still trains to the same weights: the restructuring of issue 12 changed no behaviour. (Since the
+initial weights are drawn in the baseline's order, issue 13, training starts from other weights: expected.json's
+``since_init_order``.) And against commit fb3b636 (``tests/fixtures/base-fb3b636``): with the GPT behind the model
+interface of issue 18, the same config writes the same config, tokenizer and weights parts."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from pgolf_model.training.trainer import run
 
 FIXTURES = Path(__file__).parent / "fixtures" / "base-8575f8a"
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text())
-BEFORE_INTERFACE = json.loads((FIXTURES.parent / "base-e1b4316" / "expected.json").read_text())
+BEFORE_INTERFACE = json.loads((FIXTURES.parent / "base-fb3b636" / "expected.json").read_text())
 
 # The base's evaluate runs (expected.json's ``base_flags``) with this code's flag names.
 RUNS = {
@@ -83,30 +84,20 @@ def config(name: str) -> Config:
 
 
 def part_sha256(path: Path) -> dict[str, str]:
-    data = path.read_bytes()
-    return {name: hashlib.sha256(data[start:end]).hexdigest() for name, (start, end) in part_spans(data).items()}
-
-
-def part_spans(data: bytes) -> dict[str, tuple[int, int]]:
-    """Byte ranges of the parts, read from the container's table (``artifact`` module docstring)."""
-    pos, table = 6, []
-    for _ in range(data[5]):
-        n = data[pos]
-        table.append((data[pos + 1 : pos + 1 + n].decode(), int.from_bytes(data[pos + 2 + n : pos + 6 + n], "little")))
-        pos += 6 + n
-    spans = {}
-    for name, size in table:
-        spans[name] = (pos, pos + size)
-        pos += size
-    return spans
+    parts, _ = artifact.parse_parts(path.read_bytes(), str(path))
+    return {name: hashlib.sha256(stored).hexdigest() for name, (_, stored) in parts.items()}
 
 
 @pytest.mark.parametrize(("name", "run_name"), CASES)
 def test_old_artifacts_score_as_at_base(dataset, capsys, name, run_name):
     want = EXPECTED["artifacts"][name]["evaluate"][run_name]
     path = FIXTURES / f"{name}.pga"
-    assert evaluate.main([str(path), "--data", str(dataset[0]), "--json", *RUNS[name][run_name]]) == 0
-    got = json.loads(capsys.readouterr().out)
+    flags = RUNS[name][run_name]
+    trust = [] if "--host-code" in flags else ["--trust-artifact-code"]  # their code is the base's, not this pgolf's
+    assert evaluate.main([str(path), "--data", str(dataset[0]), "--json", *flags, *trust]) == 0
+    captured = capsys.readouterr()
+    assert "a version-1 artifact without part hashes: its integrity is unverified" in captured.err
+    got = json.loads(captured.out)
     assert (got["val_tokens"], got["val_bytes"], got["ttt"], got["stride"]) == tuple(
         want[k] for k in ("val_tokens", "val_bytes", "ttt", "stride")
     )
@@ -122,11 +113,12 @@ def test_old_configs_read_as_this_codes_config():
 
 
 def test_the_same_config_trains_to_the_same_weights(trained):
+    """As the base trained, but from the initial weights drawn in the baseline's order (``since_init_order``)."""
     run_dir, summary = trained["plain"]
-    want = EXPECTED["artifacts"]["plain"]
+    want = EXPECTED["since_init_order"]["plain"]
     got = part_sha256(run_dir / "model.pga")
-    assert got["tokenizer"] == want["part_sha256"]["tokenizer"]
-    assert got["weights"] == want["part_sha256"]["weights"]
+    assert got["tokenizer"] == EXPECTED["artifacts"]["plain"]["part_sha256"]["tokenizer"]
+    assert got["weights"] == want["weights_sha256"]
     assert {k: summary[k] for k in want["summary"]} == want["summary"]
 
 
@@ -135,7 +127,7 @@ def test_a_seeded_model_exports_the_same_weights():
     torch.manual_seed(cfg.train.seed)
     out = export.export_weights(GPT(cfg.model), cfg, runtime=Runtime(torch.device("cpu")))
     assert out.compressed[0] == EXPECTED["init_export"]["codec_id"]
-    assert hashlib.sha256(out.compressed[1]).hexdigest() == EXPECTED["init_export"]["weights_sha256"]
+    assert hashlib.sha256(out.compressed[1]).hexdigest() == EXPECTED["since_init_order"]["init_export_weights_sha256"]
 
 
 def test_an_old_config_file_reads_as_the_same_config():
@@ -150,10 +142,10 @@ def test_host_code_refuses_an_old_artifacts_renamed_weights_in_one_line(dataset,
     """SmearGate, BigramHash, value embeddings and lanes are modules now, with renamed tensors: with host code an old
     artifact's config still reads, and its weights are refused with the way out (its own code)."""
     art = artifact.read(FIXTURES / "stack.pga")
-    with pytest.raises(artifact.ArtifactError, match=r"do not fit the model built by this pgolf_model .*'bigram\.emb"):
-        artifact.build_model(art, embedded_code=False)
+    with pytest.raises(artifact.ArtifactError, match=r"do not fit the model built by this pgolf_model: .*'bigram\.emb"):
+        artifact.build_model(art, code="host")
     assert evaluate.main([str(FIXTURES / "stack.pga"), "--data", str(dataset[0]), "--host-code"]) == 2
-    assert "an older artifact runs its own code" in capsys.readouterr().err
+    assert "an older artifact needs its own code: --trust-artifact-code" in capsys.readouterr().err
 
 
 # The state-dict renames of the composition refactor (old name -> new name); the old packed SmearGate tensor held
@@ -172,14 +164,17 @@ RENAMED = {
 
 
 def test_the_renamed_parts_train_to_the_same_values(trained):
+    """The old artifact's parts, renamed, are the tensors this code trains (names and shapes); the values are the
+    ones recorded since the initial weights are drawn in the baseline's order (``since_init_order``)."""
     run_dir, summary = trained["stack"]
     new = QuantizedState.from_bytes(artifact.read(run_dir / "model.pga").weights).dequantize()
     old = QuantizedState.from_bytes(artifact.read(FIXTURES / "stack.pga").weights).dequantize()
     smear = old.pop("smear")
     old = {RENAMED.get(name, name): t for name, t in old.items()} | {"smear.weight": smear[:12], "smear.lam": smear[12]}
-    assert set(old) == set(new)
-    assert [name for name in new if not torch.equal(old[name], new[name])] == []
-    assert summary["artifact_val_bpb"] == EXPECTED["artifacts"]["stack"]["summary"]["artifact_val_bpb"]
+    assert {name: t.shape for name, t in old.items()} == {name: t.shape for name, t in new.items()}
+    want = EXPECTED["since_init_order"]["stack"]
+    assert part_sha256(run_dir / "model.pga")["weights"] == want["weights_sha256"]
+    assert {k: summary[k] for k in want["summary"]} == want["summary"]
 
 
 @pytest.mark.parametrize("name", ["plain", "stack"])

@@ -161,6 +161,32 @@ def test_shard_tokens_equal_the_record_export(record_small, dev_docs, tmp_path):
     assert np.add.reduceat(sidecar.astype(np.int64), starts).tolist() == [len(d.encode("utf-8")) for d in docs]
 
 
+def test_export_for_the_records_writes_their_export_byte_for_byte(record_small, dev_docs, tmp_path):
+    """``pgolf-data shard`` then ``pgolf-data export --for caseops-record``: the records' globs find the tokens and the
+    sidecar their own export writes for these documents, and the tokenizer under the name their defaults use."""
+    import glob
+
+    from pgolf_data.official_export import export_folder
+
+    tok, sp = record_small
+    docs = ["  Leading and trailing  ", *dev_docs[:300]]
+    write_shards(docs, tok, tmp_path / "shards", ShardConfig(val_docs=120, shard_tokens=20_000, workers=1))
+    result = export_folder(tmp_path / "shards", "caseops-record", tmp_path / "out", corpus=docs)
+    out = tmp_path / "out"
+
+    def stream(pattern: str, keep=lambda name: True) -> np.ndarray:
+        files = [p for p in sorted(glob.glob(str(out / pattern))) if keep(Path(p).name)]
+        return np.concatenate([np.fromfile(p, dtype="<u2", offset=1024) for p in files])
+
+    want_tokens, want_sidecar = reference.export(sp, docs[:120])
+    assert np.array_equal(stream("fineweb_val_*.bin", lambda name: "_bytes_" not in name), want_tokens)
+    assert np.array_equal(stream("fineweb_val_bytes_*.bin"), want_sidecar)
+    assert (
+        out / "fineweb_1024_bpe_lossless_caps_caseops_v1_reserved.model"
+    ).read_bytes() == sp.serialized_model_proto()
+    assert result.env["CASEOPS_ENABLED"] == "1" and result.sidecar_diff["bytes"] >= 4  # the first document's spaces
+
+
 # -- the record's sidecar ---------------------------------------------------------------------------------------------
 
 

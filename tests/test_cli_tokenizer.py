@@ -96,6 +96,23 @@ def test_existing_output_is_refused_unless_forced(tmp_path, small_corpus, capsys
         assert sorted(p.name for p in out_dir.iterdir()) == ["report.json", "tokenizer.pgt"]
 
 
+def test_an_existing_output_is_refused_before_training(tmp_path, small_corpus, capsys, monkeypatch):
+    from pgolf_data.tokenizer import training
+
+    out_dir = tmp_path / "tok"
+    out_dir.mkdir()
+    (out_dir / "keep.txt").write_text("mine")
+
+    def never(*args, **kwargs):
+        raise AssertionError("trained although --out cannot be written")
+
+    monkeypatch.setattr(training, "train", never)
+    for force in ([], ["--force"]):
+        args = ["--kind", "sentencepiece", "--corpus", str(small_corpus), "--out", str(out_dir), *force]
+        code, _, err = run(capsys, "train-tokenizer", *args)
+        assert code == 2 and ("exists; pass --force" in err or "not a pgolf tokenizer directory" in err), err
+
+
 def test_crash_while_saving_leaves_nothing_half_written(tmp_path, small_corpus, capsys, monkeypatch):
     out_dir = tmp_path / "tok"
     out_dir.mkdir()
@@ -130,6 +147,22 @@ def test_crash_while_saving_leaves_nothing_half_written(tmp_path, small_corpus, 
         ('{"text": "tiny corpus"}\n', ["--kind", "sentencepiece", "--vocab", "4096"], "supports only"),
         ('{"text": "x"}\n', ["--kind", "sentencepiece", "--vocab", "70000"], r"outside \[256, 65536\]"),
         ('{"text": "x"}\n', ["--kind", "sentencepiece", "--vocab", "100"], r"outside \[256, 65536\]"),
+        (
+            '{"text": "x"}\n',
+            ["--kind", "sentencepiece", "--vocab", "256"],
+            r"vocab_size 256 leaves no room for characters: SentencePiece reserves 260 pieces \(4 special ids",
+        ),
+        (
+            json.dumps({"text": "".join(chr(0x4E00 + i) for i in range(100))}) + "\n",
+            ["--kind", "sentencepiece", "--vocab", "300"],
+            r"vocab_size 300 is too small for this text: SentencePiece needs at least 360 pieces here .* use a "
+            r"vocab_size in 360\.\.65536",
+        ),
+        (
+            '{"text": "a"}\n\n{"text": "b \\udc80"}\n',
+            ["--kind", "bytes"],
+            r"docs\.jsonl:3: document 1: field 'text' holds a lone surrogate U\+DC80 at character 2",
+        ),
         ('{"text": "x"}\n', ["--spec", "no_such_spec"], "no spec 'no_such_spec'"),
     ],
 )

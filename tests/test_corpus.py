@@ -116,12 +116,32 @@ def test_embedded_default_corpus_is_real_and_deterministic():
         (b'{"text": 3}\n', r"b\.jsonl:1: field 'text' is int"),
         (b'["text"]\n', r"b\.jsonl:1: expected a JSON object"),
         (b'{"text": "ok"}\n{"text": "caf\xe9"}\n', r"b\.jsonl:2: invalid UTF-8 at byte 13 of the line"),
+        (b'{"text": "tab\there"}\n', r"b\.jsonl:1: malformed JSON: Invalid control character at column 14$"),
+        (b'{"text": "open', r"b\.jsonl:1: malformed JSON: Unterminated string starting at column 10$"),
     ],
 )
 def test_bad_jsonl_names_file_and_line(tmp_path, content, pattern):
     (tmp_path / "b.jsonl").write_bytes(content)
     with pytest.raises(CorpusError, match=pattern):
         list(open_corpus(tmp_path / "b.jsonl"))
+
+
+def test_a_lone_surrogate_names_file_line_and_document(tmp_path):
+    lines = [json.dumps({"text": f"doc {i}"}) for i in range(6)]
+    lines.insert(2, "")  # a blank line: line numbers and document numbers part
+    lines[5] = '{"text": "a lone \\ud800 here"}'
+    lines.append('{"text": "a pair \\ud83d\\ude00 is fine"}')
+    (tmp_path / "s.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(CorpusError, match=r"s\.jsonl:6: document 4: field 'text' holds a lone surrogate U\+D800 at "):
+        list(open_corpus(tmp_path / "s.jsonl"))
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "a.jsonl").write_text(lines[0] + "\n" + lines[1] + "\n")
+    (tmp_path / "dir" / "b.jsonl").write_text(lines[5] + "\n")
+    with pytest.raises(CorpusError, match=r"b\.jsonl:1: document 2: "):  # the corpus' index, not the file's
+        list(open_corpus(tmp_path / "dir"))
+    assert list(open_corpus(tmp_path / "s.jsonl", max_docs=4))[-1] == "doc 3"  # stops before the bad document
+    (tmp_path / "p.jsonl").write_text(lines[-1] + "\n")
+    assert list(open_corpus(tmp_path / "p.jsonl")) == ["a pair \U0001f600 is fine"]
 
 
 def test_blank_lines_are_skipped(tmp_path):

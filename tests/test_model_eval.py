@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 
@@ -11,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from model_data import byte_tokenizer, encode_stream, one_thread, write_split  # noqa: F401 (autouse fixture)
 
+from pgolf_data.sidecars import write_index
 from pgolf_data.tokenizer.artifact import to_artifact
 from pgolf_model import artifact, evaluate
 from pgolf_model.evaluation.byte_counts import official_byte_counts, official_byte_tables, sentencepiece_processor
@@ -156,17 +158,102 @@ def test_official_formula_needs_sentencepiece():
         sentencepiece_processor(byte_tokenizer())
 
 
-def test_evaluate_cli_scores_an_artifact_in_both_byte_modes(lossless_sp, dev_sample, tmp_path, capsys):
+def official_eval_bpb(model: Bigram, tokens: np.ndarray, sp, seq_len: int) -> tuple[float, int]:
+    """The official eval, written from its description (docs/bpb.md): the stream cut to whole windows of
+    ``seq_len`` targets, each target counting its piece's UTF-8 bytes with a leading "▁" as one space unless it
+    follows a control piece, a byte piece as 1 and a control piece as 0. Returns BPB and the number of targets."""
+    logp = torch.log_softmax(model.table.detach().double(), dim=-1).numpy()
+    n_targets = (len(tokens) - 1) // seq_len * seq_len
+    nll = n_bytes = 0.0
+    for prev, target in zip(tokens[:n_targets].tolist(), tokens[1 : n_targets + 1].tolist()):
+        nll -= logp[prev, target]
+        if sp.is_control(target) or sp.is_unknown(target) or sp.is_unused(target):
+            continue
+        if sp.is_byte(target):
+            n_bytes += 1
+            continue
+        piece = sp.id_to_piece(target)
+        if piece.startswith("\u2581"):
+            n_bytes += len(piece[1:].encode()) + (0 if sp.is_control(prev) else 1)
+        else:
+            n_bytes += len(piece.encode())
+    return nll / math.log(2) / n_bytes, n_targets
+
+
+@pytest.fixture(scope="module")
+def official_sp(dev_sample):
+    """The challenge's options (nmt_nfkc, whitespace collapsing, dummy prefix): lossy, so the two numbers differ."""
+    from pgolf_data.tokenizer import training
+    from pgolf_data.tokenizer.spec import resolve_spec
+
+    tok, _ = training.train(resolve_spec("sp1024").with_overrides(vocab_size=400), dev_sample[:300], num_threads=1)
+    return tok
+
+
+@pytest.mark.parametrize("seq_len, stride", [(64, 0), (100, 25), (37, 0)])
+def test_both_numbers_equal_brute_force(official_sp, dev_sample, seq_len, stride):
+    docs = dev_sample[300:340]
+    tokens, sidecar = encode_stream(official_sp, docs)
+    model = Bigram(official_sp.vocab_size)
+    counts = official_byte_counts(tokens, official_byte_tables(sentencepiece_processor(official_sp)))
+    result = score(
+        model, tokens, sidecar, seq_len=seq_len, stride=stride, batch_tokens=512, runtime=CPU,
+        official=counts, official_rule="SentencePiece piece formula",
+    )  # fmt: skip
+    assert result.key == "val_bpb" and result.bpb == pytest.approx(brute_force_bpb(model, docs, official_sp), rel=1e-6)
+    want, n_targets = official_eval_bpb(model, tokens, sentencepiece_processor(official_sp), seq_len)
+    assert result.official.key == "val_bpb_official" and result.official.tokens == n_targets < result.tokens
+    assert result.official.bpb == pytest.approx(want, rel=1e-6) and result.official.bpb != result.bpb
+    assert {"val_bpb", "val_bpb_official", "val_tokens_official", "val_bytes_official"} <= set(result.to_dict())
+    assert "(exact: original bytes, every target" in result.line() and "(official: SentencePiece" in result.line()
+
+
+def test_official_number_alone_without_exact_byte_counts(official_sp, dev_sample):
+    docs = dev_sample[300:320]
+    tokens, _ = encode_stream(official_sp, docs)
+    counts = official_byte_counts(tokens, official_byte_tables(sentencepiece_processor(official_sp)))
+    model = Bigram(official_sp.vocab_size)
+    result = score(model, tokens, None, seq_len=64, batch_tokens=512, runtime=CPU, official=counts, official_rule="r")
+    want, n_targets = official_eval_bpb(model, tokens, sentencepiece_processor(official_sp), 64)
+    assert result.measure == "official" and result.official is None and result.tokens == n_targets
+    assert result.bpb == pytest.approx(want, rel=1e-6)
+    assert set(result.to_dict()) == {
+        "val_loss_official",
+        "val_bpb_official",
+        "val_tokens_official",
+        "val_bytes_official",
+    }
+    assert result.line().startswith("val_bpb_official ")
+    with pytest.raises(ValueError, match="fewer than one official window"):
+        score(model, tokens[:50], None, seq_len=64, batch_tokens=512, runtime=CPU, official=counts[:50])
+
+
+def test_evaluate_cli_prints_both_numbers(lossless_sp, dev_sample, tmp_path, capsys):
     docs = [d.lstrip() for d in dev_sample[300:330] if "\u2581" not in d]
-    write_split(tmp_path, "val", *encode_stream(lossless_sp, docs))
+    tokens, sidecar = encode_stream(lossless_sp, docs)
+    write_split(tmp_path, "val", tokens, sidecar)
+    write_index(tmp_path, lossless_sp, to_artifact(lossless_sp), {"source": "test"}, ("val",))
     cfg = preset("smoke").override({"model.vocab_size": lossless_sp.vocab_size})
     torch.manual_seed(0)
     weights = QuantizedState.quantize(GPT(cfg.model).state_dict(), cfg.quant).to_bytes()
     data = artifact.build(cfg.to_dict(), to_artifact(lossless_sp), weights, artifact.counted_code())
     path = artifact.write(tmp_path / "m.pga", data)
-    results = {}
-    for mode in ("exact", "official"):
-        assert evaluate.main([str(path), "--data", str(tmp_path), "--bytes", mode, "--json"]) == 0
-        results[mode] = json.loads(capsys.readouterr().out)
-    assert results["exact"]["val_bytes"] == sum(len(d.encode()) for d in docs)
-    assert results["official"]["val_bpb"] == pytest.approx(results["exact"]["val_bpb"], rel=1e-12)
+    assert evaluate.main([str(path), "--data", str(tmp_path), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["val_bytes"] == sum(len(d.encode()) for d in docs) and result["val_tokens"] == len(tokens) - 1
+    assert result["val_tokens_official"] == (len(tokens) - 1) // cfg.train.seq_len * cfg.train.seq_len
+    assert (
+        result["val_bytes_official"]
+        == official_byte_counts(tokens, official_byte_tables(sentencepiece_processor(lossless_sp)))[
+            1 : result["val_tokens_official"] + 1
+        ].sum()
+    )
+    assert evaluate.main([str(path), "--data", str(tmp_path)]) == 0
+    line = capsys.readouterr().out
+    assert line.startswith("val_bpb ") and "val_bpb_official" in line
+    other = to_artifact(byte_tokenizer())
+    write_index(tmp_path, byte_tokenizer(), other, {"source": "test"}, ("val",))  # the shards bound to another one
+    assert evaluate.main([str(path), "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "tokenizer mismatch" in err and hashlib.sha256(other).hexdigest() in err
+    assert hashlib.sha256(to_artifact(lossless_sp)).hexdigest() in err

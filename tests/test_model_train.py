@@ -15,6 +15,7 @@ import pytest
 import torch
 from model_data import make_dataset, one_thread  # noqa: F401 (autouse fixture)
 
+from pgolf_data.shards import ShardFormatError
 from pgolf_model import artifact, evaluate
 from pgolf_model.config import ConfigError
 from pgolf_model.evaluation.byte_counts import load_val
@@ -129,10 +130,9 @@ def test_bad_inputs_are_refused(dataset, tmp_path):
         run(smoke(**{"model.vocab_size": 300}), data=data, tokenizer=tok, out_dir=tmp_path, progress=False)
     no_sidecars = tmp_path / "nosc"
     no_sidecars.mkdir()
-    for f in data.iterdir():
-        if "_bytes_" not in f.name:
-            (no_sidecars / f.name).write_bytes(f.read_bytes())
-    with pytest.raises(ConfigError, match="no byte sidecars"):
+    for f in data.glob("*.bin"):
+        (no_sidecars / f.name).write_bytes(f.read_bytes())
+    with pytest.raises(ShardFormatError, match="no exact byte sidecars and no official byte count exists for a bytes"):
         run(smoke(), data=no_sidecars, tokenizer=tok, out_dir=tmp_path / "x", progress=False)
 
 

@@ -248,6 +248,20 @@ def test_a_plugin_scores_from_its_artifact_installed_or_trusted(trained, plugin,
     assert no_lora.returncode == 2 and "TinyLM has no LoRA TTT hooks (lora_sites)" in no_lora.stderr
 
 
+def test_a_plugin_artifact_with_other_code_than_the_installed_plugin_is_refused(trained, plugin, dataset, tmp_path):
+    out, summary = trained
+    art = artifact.read(out / "model.pga")
+    code = {**art.code, "tinyplug/model.py": art.code["tinyplug/model.py"] + b"\nraise SystemExit('it ran')\n"}
+    other = artifact.write(tmp_path / "other.pga", artifact.build(art.config, art.tokenizer_bytes, art.weights, code))
+    score = ["pgolf_model.evaluate", str(other), "--data", str(dataset[0]), "--json"]
+    refused = command(*score, path=[plugin])
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert "its model code differs from this pgolf's (tinyplug/model.py)" in refused.stderr
+    host = command(*score, "--host-code", path=[plugin])  # the installed plugin, whatever the artifact carries
+    assert host.returncode == 0, host.stderr
+    assert json.loads(host.stdout)["val_bpb"] == summary["artifact_val_bpb"]
+
+
 def test_a_plugins_budget_estimate_and_help(plugin, dataset):
     estimate = command("pgolf_model.budget", "--preset", "smoke", "--model.arch", "tinylm", "--model.window", "2",
                        "--tokenizer", str(dataset[1]), path=[plugin])  # fmt: skip

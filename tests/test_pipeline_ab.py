@@ -266,3 +266,17 @@ def test_whole_pipeline_at_smoke(tmp_path, dev_docs):
     more = run_ab(ABSettings(**{**settings.__dict__, "seeds": 3, "jobs": 2, "threads": 2}), log=lambda line: None)
     assert more["settings"]["stages_built"] == {"train": 2}
     assert [r["val_bpb"] for r in more["specs"][0]["runs"][:2]] == [r["val_bpb"] for r in results["specs"][0]["runs"]]
+
+
+def test_ctrl_c_exits_130_keeping_the_finished_stages(tmp_path, monkeypatch, capsys):
+    from pipelines import tokenizer_ab
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tokenizer_ab, "run_ab", interrupted)
+    argv = ["--specs", "bytes260", "--corpus", "default", "--out", str(tmp_path / "ab")]
+    assert tokenizer_ab.main(argv) == 130
+    err = capsys.readouterr().err
+    assert f"interrupted: the finished stages under {tmp_path / 'ab' / 'cache'} are kept" in err
+    assert "Traceback" not in err

@@ -53,7 +53,8 @@ def bytes260() -> bytes:
 
 
 def files(directory: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+    """Every file under ``directory`` by its relative path (sidecars are in ``bytes/``)."""
+    return {p.relative_to(directory).as_posix(): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 # --- the challenge's export procedure, written here from its description -----------------------------------------
@@ -96,12 +97,12 @@ def test_sp1024_shards_equal_the_challenge_export_byte_for_byte(tmp_path, docs, 
     manifest = write_shards(docs, sp1024, tmp_path / "pgolf", ShardConfig(val_docs=40, shard_tokens=5_000, workers=2))
 
     reference = files(tmp_path / "reference")
-    ours = {k: v for k, v in files(tmp_path / "pgolf").items() if "_bytes_" not in k and k.endswith(".bin")}
+    ours = {k: v for k, v in files(tmp_path / "pgolf").items() if "/" not in k and k.endswith(".bin")}
     assert len(reference) >= 6, "the test should cover several shards per split"
     assert ours == reference
-    assert sorted(p.name for p in (tmp_path / "pgolf").glob("*_bytes_*")) == [
-        n.replace("_val_", "_val_bytes_") for n in sorted(reference) if "_val_" in n
-    ], "validation sidecars always, train sidecars only on request"
+    assert sorted(p.name for p in (tmp_path / "pgolf" / "bytes").iterdir()) == [
+        n for n in sorted(reference) if "_val_" in n
+    ], "validation sidecars always (in bytes/, named like their shards), train sidecars only on request"
     assert manifest.splits["val"].docs == 40 and manifest.splits["train"].docs == len(docs) - 40
 
 
@@ -186,6 +187,11 @@ def test_resume_after_an_interrupt_equals_an_uninterrupted_run(tmp_path, monkeyp
         interrupt_at_commit(m, crash_at)
         with pytest.raises(KeyboardInterrupt):
             write_shards(docs, bytes260, tmp_path / "run", config)
+    if crash_at == 1:  # no shard was complete: nothing to resume is kept, and a new run starts cleanly
+        assert not (tmp_path / "run").exists()
+        write_shards(docs, bytes260, tmp_path / "run", config)
+        assert files(tmp_path / "run") == expected
+        return
     left = files(tmp_path / "run")
     assert "manifest.json" not in left and JOURNAL_NAME in left
     assert not [n for n in left if n.endswith(".tmp")], "an interrupted run removes its temporary files"
@@ -366,3 +372,70 @@ def test_a_corpus_without_train_documents_is_an_error(tmp_path, docs, bytes260):
 def test_invalid_text_is_refused_naming_the_document(tmp_path, bytes260):
     with pytest.raises(ValueError, match="document 2: not valid Unicode text"):
         write_shards(["a", "b", "lone \ud800 surrogate", "c"], bytes260, tmp_path, ShardConfig(val_docs=1, workers=1))
+
+
+def test_a_lossy_tokenizers_refusal_names_the_corpus_document(tmp_path, docs, sp1024):
+    """The tokenizer numbers the texts of its batch; the error must name the document of the corpus. An error before
+    any shard was written leaves nothing that would refuse the corrected rerun."""
+    bad = [*docs[:30], "   \n  ", *docs[30:]]  # whitespace only: the lossy sp1024 gives it no token to carry its bytes
+    config = ShardConfig(val_docs=40, shard_tokens=10**6, workers=1, batch_bytes=2_000)
+    with pytest.raises(ValueError, match=r"^document 30: 6 bytes, starting b'   \\n  ', encode to no tokens"):
+        write_shards(bad, sp1024, tmp_path / "out", config)
+    assert not (tmp_path / "out").exists(), "no shard written: no journal, no directory"
+    write_shards(docs, sp1024, tmp_path / "out", config)
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="document 30: "):
+        write_shards(bad, sp1024, tmp_path / "kept", config)
+    assert [p.name for p in (tmp_path / "kept").iterdir()] == ["notes.txt"]
+
+
+def test_shard_refuses_an_input_inside_its_output_before_removing_anything(tmp_path, bytes260, capsys):
+    from pgolf_data.cli import main
+
+    tok_dir = tmp_path / "tok"
+    tok_dir.mkdir()
+    (tok_dir / "tokenizer.pgt").write_bytes(bytes260)
+    (tok_dir / "report.json").write_text("{}")
+    before = files(tok_dir)
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("".join(json.dumps({"text": f"document {i}"}) + "\n" for i in range(30)))
+    args = ["shard", "--tokenizer", str(tok_dir), "--corpus", str(corpus), "--val-docs", "5", "--quiet"]
+    assert main([*args, "--out", str(tok_dir), "--force"]) == 2
+    err = capsys.readouterr().err
+    assert f"the tokenizer {tok_dir / 'tokenizer.pgt'} is inside the output directory {tok_dir}" in err
+    assert files(tok_dir) == before
+    assert main([*args, "--out", str(tmp_path), "--force"]) == 2
+    assert "is inside the output directory" in capsys.readouterr().err
+    assert main([*args, "--out", str(tmp_path / "shards")]) == 0
+
+
+def test_ctrl_c_says_what_shard_kept_for_resume(tmp_path, monkeypatch, docs, bytes260, capsys):
+    from pgolf_data.cli import main
+
+    tok_dir = tmp_path / "tok"
+    tok_dir.mkdir()
+    (tok_dir / "tokenizer.pgt").write_bytes(bytes260)
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    out = tmp_path / "out"
+    args = ["shard", "--tokenizer", str(tok_dir), "--corpus", str(corpus), "--out", str(out), "--quiet"]
+    args += ["--val-docs", "40", "--shard-tokens", "15000", "--workers", "1"]
+    with monkeypatch.context() as m:
+        interrupt_at_commit(m, 7)  # the 4th shard: 3 shards and their 3 sidecars are complete
+        assert main(args) == 130
+    err = capsys.readouterr().err
+    assert f"interrupted; kept 3 complete shard(s) in {out} and resume.json" in err and "--resume" in err
+    assert main([*args, "--resume"]) == 0
+
+
+def test_a_truncated_tokenizer_is_refused_naming_its_file(tmp_path, capsys):
+    from pgolf_data.cli import main
+
+    (tmp_path / "tok").mkdir()
+    (tmp_path / "tok" / "tokenizer.pgt").write_bytes(b"PGTK")
+    args = ["shard", "--tokenizer", str(tmp_path / "tok"), "--corpus", "default", "--out", str(tmp_path / "out")]
+    assert main([*args, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'tok' / 'tokenizer.pgt'}: truncated tokenizer artifact (4 bytes" in err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()

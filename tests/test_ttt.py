@@ -16,6 +16,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from model_data import byte_tokenizer, encode_stream, write_split
 
+from pgolf_data.sidecars import write_index
 from pgolf_data.tokenizer.artifact import to_artifact
 from pgolf_model import artifact, evaluate
 from pgolf_model.config import Config, ConfigError, EvalConfig, LoRATTT, ModelConfig, PhasedTTT, SGDPhase
@@ -346,6 +347,7 @@ def cli_artifact(streams, tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     (a, a_counts), _ = streams
     write_split(root, "val", a, a_counts)
+    write_index(root, byte_tokenizer(), to_artifact(byte_tokenizer()), {"source": "test"}, ("val",))
     cfg = preset("smoke").override({"model.vocab_size": 260, "train.seq_len": 32, "eval.stride": 16})
     torch.manual_seed(0)
     model = GPT(cfg.model)

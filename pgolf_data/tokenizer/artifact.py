@@ -40,17 +40,18 @@ def from_artifact(data: bytes, *, where: str = "tokenizer artifact") -> Tokenize
 
     if data[:4] != MAGIC:
         raise TokenizerError(f"{where}: not a pgolf tokenizer artifact (magic {data[:4]!r}, expected {MAGIC!r})")
+    if len(data) < 7:
+        raise TokenizerError(f"{where}: truncated tokenizer artifact ({len(data)} bytes, no body after the header)")
     if data[4] != FORMAT_VERSION:
         raise TokenizerError(f"{where}: artifact format version {data[4]}, this pgolf reads {FORMAT_VERSION}")
     try:
         body = decompress(data[5], data[6:])
         (head_len,) = struct.unpack_from("<I", body)
         header = json.loads(body[4 : 4 + head_len])
+        spec, kind = header.pop("spec"), header.pop("kind")
     except Exception as e:  # any codec or JSON failure means the same thing to the user
         raise TokenizerError(f"{where}: corrupt artifact body: {e}") from None
-    spec = TokenizerSpec.from_dict(header.pop("spec"), where=where)
-    kind = header.pop("kind")
-    return kind_class(kind).from_payload(spec, header, body[4 + head_len :])
+    return kind_class(kind).from_payload(TokenizerSpec.from_dict(spec, where=where), header, body[4 + head_len :])
 
 
 def artifact_info(data: bytes) -> dict:

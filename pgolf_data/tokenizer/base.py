@@ -11,7 +11,7 @@ kind's ``_decode`` / ``_piece``, which only ever see valid ids.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
 import numpy as np
@@ -23,8 +23,19 @@ class TokenizerError(ValueError):
     """Bad tokenizer input, spec or artifact; the message names the offending value."""
 
 
+class TextError(TokenizerError):
+    """One text of a batch the tokenizer cannot handle; ``index`` is its position in the batch, so that a caller
+    encoding documents can name the document instead (``sharding.encode_documents``)."""
+
+    def __init__(self, index: int, detail: str) -> None:
+        super().__init__(f"text {index}: {detail}")
+        self.index, self.detail = index, detail
+
+
 class Tokenizer(ABC):
     kind: ClassVar[str]
+    # Whether ``train`` takes its texts as an iterable it reads once (so a corpus need not fit in memory).
+    streams_training: ClassVar[bool] = False
 
     def __init__(self, spec: TokenizerSpec) -> None:
         self.spec = spec
@@ -102,10 +113,11 @@ class Tokenizer(ABC):
     @classmethod
     @abstractmethod
     def train(
-        cls, spec: TokenizerSpec, texts: list[str], *, num_threads: int, sizes: Sequence[int] | None = None
+        cls, spec: TokenizerSpec, texts: Iterable[str], *, num_threads: int, sizes: Sequence[int] | None = None
     ) -> tuple[Tokenizer, dict]:
         """Train on ``texts``; return the tokenizer and trainer statistics (what it was actually trained on).
 
+        ``texts`` is a list, or for a kind with ``streams_training`` any iterable, which it reads once.
         ``sizes``: each text's UTF-8 length when the caller has measured them already (``collect_sample`` has): a
         kind that needs them takes these instead of encoding the whole corpus a second time.
         """

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from typing import ClassVar
 
@@ -73,7 +73,7 @@ class _CaseOpsTokenizer(Tokenizer):
         """The spec of the inner tokenizer, derived from the CaseOps spec."""
 
     @staticmethod
-    def _training_texts(transformed: list[str]) -> list[str]:
+    def _training_texts(transformed: Iterable[str]) -> Iterable[str]:
         """What the inner trainer sees of the transformed documents."""
         return transformed
 
@@ -133,22 +133,29 @@ class _CaseOpsTokenizer(Tokenizer):
 
     @classmethod
     def train(
-        cls, spec: TokenizerSpec, texts: list[str], *, num_threads: int, sizes: Sequence[int] | None = None
+        cls, spec: TokenizerSpec, texts: Iterable[str], *, num_threads: int, sizes: Sequence[int] | None = None
     ) -> tuple[_CaseOpsTokenizer, dict]:
         cls.check_spec(spec)
         case = case_transform_of(spec)
-        transformed = [case.encode(t) for t in texts]
-        inner, stats = cls.inner_class.train(
-            cls.inner_spec(spec), cls._training_texts(transformed), num_threads=num_threads
-        )
-        chars = sum(map(len, transformed))
-        operators = sum(t.count(op) for t in transformed for op in OPERATORS.values())
+        counted = {"chars": 0, "operators": 0}
+
+        def transformed() -> Iterator[str]:
+            for text in texts:
+                text = case.encode(text)
+                counted["chars"] += len(text)
+                counted["operators"] += sum(text.count(op) for op in OPERATORS.values())
+                yield text
+
+        inner_texts = cls._training_texts(transformed())
+        if not cls.inner_class.streams_training:
+            inner_texts = list(inner_texts)
+        inner, stats = cls.inner_class.train(cls.inner_spec(spec), inner_texts, num_threads=num_threads)
         stats = {
             **stats,
             "caseops": {
                 "case_transform": case.name,
                 "case_table": case.fingerprint,
-                "operator_char_share": operators / max(chars, 1),
+                "operator_char_share": counted["operators"] / max(counted["chars"], 1),
             },
         }
         return cls(spec, inner), stats
@@ -221,6 +228,7 @@ class CaseOpsSentencePieceTokenizer(_CaseOpsTokenizer):
 class CaseOpsHFBPETokenizer(_CaseOpsTokenizer):
     kind = "caseops-hf-bpe"
     inner_class = HFByteLevelBPETokenizer
+    streams_training = True
 
     def __init__(self, spec: TokenizerSpec, inner: HFByteLevelBPETokenizer) -> None:
         n = inner.vocab_size
@@ -237,8 +245,8 @@ class CaseOpsHFBPETokenizer(_CaseOpsTokenizer):
         return replace(spec, kind="hf-bpe", vocab_size=spec.vocab_size - len(OPERATORS), options=_inner_options(spec))
 
     @staticmethod
-    def _training_texts(transformed: list[str]) -> list[str]:
-        return [s for t in transformed for s in OPERATOR_SPLIT.split(t)[0::2] if s]
+    def _training_texts(transformed: Iterable[str]) -> Iterator[str]:
+        return (s for t in transformed for s in OPERATOR_SPLIT.split(t)[0::2] if s)
 
     def _encode_transformed(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
         split = [OPERATOR_SPLIT.split(t) for t in texts]  # [segment, operator, segment, ..., segment]

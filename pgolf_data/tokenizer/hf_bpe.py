@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from contextlib import contextmanager
 from typing import ClassVar
 
@@ -130,6 +130,7 @@ def _rayon_threads() -> int:
 
 class HFByteLevelBPETokenizer(Tokenizer):
     kind = "hf-bpe"
+    streams_training = True  # the HF trainer counts words as the texts arrive
     SPECIALS: ClassVar[dict[str, str]] = {"pad": "<pad>", "bos": "<s>", "eos": "</s>", "unk": "<unk>"}
 
     def __init__(self, spec: TokenizerSpec, merges: np.ndarray) -> None:
@@ -265,7 +266,7 @@ class HFByteLevelBPETokenizer(Tokenizer):
 
     @classmethod
     def train(
-        cls, spec: TokenizerSpec, texts: list[str], *, num_threads: int, sizes: Sequence[int] | None = None
+        cls, spec: TokenizerSpec, texts: Iterable[str], *, num_threads: int, sizes: Sequence[int] | None = None
     ) -> tuple[HFByteLevelBPETokenizer, dict]:
         """``num_threads`` 1 trains serially; any other value uses the rayon pool (see the module docstring)."""
         offset = len(cls.SPECIALS)
@@ -279,7 +280,7 @@ class HFByteLevelBPETokenizer(Tokenizer):
             **options,
         )
         with _parallelism(num_threads):
-            hf.train_from_iterator(texts, trainer, length=len(texts))
+            hf.train_from_iterator(texts, trainer, length=len(texts) if isinstance(texts, Sized) else None)
         model = json.loads(hf.to_str())["model"]
         vocab = model["vocab"]
         if sorted(vocab, key=vocab.get)[:256] != _alphabet():

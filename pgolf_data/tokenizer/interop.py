@@ -241,3 +241,18 @@ def write_import(
     if tok.caseops:
         report["caseops"] = {"case_transform": tok.case.name, "operator_ids": tok.operator_ids}
     return tok, artifact.save(tok, out_dir, report, force=force)
+
+
+def artifact_bytes(path: str | os.PathLike) -> bytes:
+    """The artifact of the tokenizer at ``path``: a pgolf tokenizer directory or ``tokenizer.pgt`` as it is, or a
+    file other tools write (``.model``, ``tokenizer.json``, pure-byte JSON) imported as ``import_tokenizer`` does, so
+    that ``--tokenizer`` takes the challenge's ``.model`` directly."""
+    path = Path(path)
+    if path.is_dir():
+        return artifact.artifact_path(path).read_bytes()
+    if not path.is_file():
+        raise FileNotFoundError(f"no tokenizer artifact at {path}")
+    data = path.read_bytes()
+    if data[: len(artifact.MAGIC)] == artifact.MAGIC:
+        return data
+    return artifact.to_artifact(import_tokenizer(data, name=path.stem, where=str(path)))

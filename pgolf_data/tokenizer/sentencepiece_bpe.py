@@ -19,6 +19,7 @@ the trainer statistics count what was skipped.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Sequence
 from functools import cached_property
 from typing import Any
@@ -26,8 +27,9 @@ from typing import Any
 import numpy as np
 import sentencepiece as spm
 
+from ..shards import VOCAB_LIMIT
 from . import sp_model
-from .base import Tokenizer, TokenizerError
+from .base import TextError, Tokenizer, TokenizerError
 from .spec import SpecError, TokenizerSpec
 from .training import default_threads
 
@@ -49,6 +51,8 @@ DEFAULT_MAX_SENTENCE_LENGTH = 4192  # SentencePiece's own default, in UTF-8 byte
 # Set by pgolf itself: where the text comes from and goes, and the vocabulary (the spec's vocab_size).
 RESERVED_OPTIONS = ("input", "model_prefix", "sentence_iterator", "model_writer", "num_threads", "vocab_size")
 META = "\u2581"  # SentencePiece's whitespace symbol
+# SentencePiece's refusal of a vocabulary smaller than its reserved pieces plus the text's characters.
+_TOO_SMALL = re.compile(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)")
 # Sentence sampling (input_sentence_size > 0) draws from SentencePiece's process-wide generator: pin its seed.
 RANDOM_SEED = 20240520
 
@@ -66,7 +70,42 @@ def trainer_kwargs(spec: TokenizerSpec) -> dict[str, Any]:
         raise SpecError(f"spec {spec.name!r}: max_sentence_length {limit!r} must be an integer >= 4 (one character)")
     if kwargs.get("bos_id", 1) < 0:
         raise SpecError(f"spec {spec.name!r}: bos_id must be >= 0: every document in a shard starts with BOS")
+    reserved = reserved_pieces(kwargs)
+    if spec.vocab_size <= reserved:
+        raise SpecError(
+            f"spec {spec.name!r}: vocab_size {spec.vocab_size} leaves no room for characters: SentencePiece reserves "
+            f"{reserved} pieces ({_reserved_parts(kwargs)}) and adds every character that covers character_coverage "
+            f"{kwargs.get('character_coverage', 0.9995)} of the text (dozens for English): use a vocab_size of at "
+            f"least {reserved} + those characters"
+        )
     return kwargs
+
+
+def _listed(value: Any) -> list[str]:
+    """A SentencePiece list option, given as a list or as comma-separated text."""
+    if isinstance(value, str):
+        return [v for v in value.split(",") if v]
+    return list(value or ())
+
+
+def _reserved_counts(kwargs: dict[str, Any]) -> dict[str, int]:
+    defaults = {"unk_id": 0, "bos_id": 1, "eos_id": 2, "pad_id": -1}  # SentencePiece's own
+    return {
+        "special ids": sum(kwargs.get(key, default) >= 0 for key, default in defaults.items()),
+        "control symbols": len(_listed(kwargs.get("control_symbols"))),
+        "user-defined symbols": len(_listed(kwargs.get("user_defined_symbols"))),
+        "byte pieces": 256 if kwargs.get("byte_fallback") else 0,
+    }
+
+
+def reserved_pieces(kwargs: dict[str, Any]) -> int:
+    """The pieces SentencePiece places before any character: special ids, control and user-defined symbols, and the
+    256 byte pieces of byte fallback. A vocabulary needs these plus the characters of the text."""
+    return sum(_reserved_counts(kwargs).values())
+
+
+def _reserved_parts(kwargs: dict[str, Any]) -> str:
+    return ", ".join(f"{n} {what}" for what, n in _reserved_counts(kwargs).items() if n)
 
 
 def split_long(text: str, limit: int) -> list[str]:
@@ -299,9 +338,10 @@ class SentencePieceTokenizer(Tokenizer):
     def _lossy_counts(self, index: int, raw: bytes, ids: np.ndarray, norm: bytes, offsets: list[int]) -> np.ndarray:
         if len(ids) == 0:
             if raw:
-                raise TokenizerError(
-                    f"text {index} ({len(raw)} bytes, starting {raw[:40]!r}) encodes to no tokens under the lossy "
-                    f"tokenizer {self.spec.name!r}, so its bytes cannot be attributed to any token"
+                raise TextError(
+                    index,
+                    f"{len(raw)} bytes, starting {raw[:40]!r}, encode to no tokens under the lossy tokenizer "
+                    f"{self.spec.name!r}, so they cannot be attributed to any token",
                 )
             return np.zeros(0, dtype=np.int32)
         lengths = self._tables[0][ids]
@@ -315,7 +355,7 @@ class SentencePieceTokenizer(Tokenizer):
         counts = np.diff(ends, prepend=0)
         counts[-1] += len(raw) - ends[-1]
         if (counts < 0).any():
-            raise TokenizerError(f"text {index}: SentencePiece reported non-monotonic offsets {ends.tolist()[:20]}")
+            raise TextError(index, f"SentencePiece reported non-monotonic offsets {ends.tolist()[:20]}")
         return counts.astype(np.int32)
 
     def _decode(self, ids: np.ndarray) -> str:
@@ -350,6 +390,15 @@ class SentencePieceTokenizer(Tokenizer):
                 **{"minloglevel": 2, **kwargs},
             )
         except RuntimeError as e:
+            if m := _TOO_SMALL.search(str(e)):
+                required = int(m[2])
+                raise TokenizerError(
+                    f"spec {spec.name!r}: vocab_size {spec.vocab_size} is too small for this text: SentencePiece needs "
+                    f"at least {required} pieces here ({_reserved_parts(kwargs)}, and "
+                    f"{required - reserved_pieces(kwargs)} characters covering character_coverage "
+                    f"{kwargs.get('character_coverage', 0.9995)} of the text); use a vocab_size in "
+                    f"{required}..{VOCAB_LIMIT}"
+                ) from None
             raise TokenizerError(f"spec {spec.name!r}: SentencePiece training failed: {e}") from None
         return cls(spec, sp_model.canonical_model(out.getvalue())), stats
 

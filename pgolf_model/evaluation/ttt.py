@@ -41,7 +41,7 @@ import torch.distributed as dist
 from ..config import EvalConfig, SGDPhase
 from ..runtime import Runtime
 from .lora import DocLoRA
-from .scoring import BPBResult, Tally, prepare, rank_slice, score, score_windows, windows
+from .scoring import BPBResult, Tally, make_tally, prepare, rank_slice, score, score_windows, windows
 
 
 def cosine_lr(base: float, i: int, n: int) -> float:
@@ -229,7 +229,7 @@ def ttt_docs(model, tokens: np.ndarray, cfg: EvalConfig, tally: Tally, *, seq_le
 def evaluate_ttt(
     model,
     tokens: np.ndarray,
-    byte_counts: np.ndarray,
+    byte_counts: np.ndarray | None,
     cfg: EvalConfig,
     *,
     seq_len: int,
@@ -238,15 +238,18 @@ def evaluate_ttt(
     runtime: Runtime,
     val_tokens: int = 0,
     keep_nll: bool = False,
+    official: np.ndarray | None = None,
+    official_rule: str = "",
 ) -> BPBResult:
-    """Exact BPB of targets 1..N-1 of ``tokens`` (or the first ``val_tokens``) under ``cfg``: sliding windows, then
-    the TTT mode, if any."""
-    tokens, byte_counts = prepare(tokens, byte_counts, val_tokens)
+    """BPB of targets 1..N-1 of ``tokens`` (or the first ``val_tokens``) under ``cfg``: sliding windows, then the
+    TTT mode, if any; exact from ``byte_counts`` and official from ``official`` (``scoring.score``)."""
+    tokens, byte_counts, official = prepare(tokens, byte_counts, official, val_tokens=val_tokens)
     seq_len = cfg.seq_len or seq_len
     if cfg.ttt == "none":
         windowing = dict(seq_len=seq_len, stride=cfg.stride, batch_tokens=batch_tokens)
-        return score(model, tokens, byte_counts, runtime=runtime, keep_nll=keep_nll, **windowing)
-    tally = Tally(byte_counts, len(tokens) - 1, runtime.device, keep_nll)
+        counts = dict(official=official, official_rule=official_rule)
+        return score(model, tokens, byte_counts, runtime=runtime, keep_nll=keep_nll, **windowing, **counts)
+    tally = make_tally(tokens, byte_counts, official, official_rule, seq_len, runtime.device, keep_nll)
     if cfg.ttt == "full":
         ttt_full(model, tokens, cfg, tally, seq_len=seq_len, rows=max(1, batch_tokens // seq_len), rt=runtime)
     elif bos_id is None:

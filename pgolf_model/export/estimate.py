@@ -20,7 +20,7 @@ import torch
 from pgolf_data.compress import compress
 
 from .. import registry
-from ..artifact import LIMIT, PARTS, BudgetError, codec_for, counted_code, pack_code
+from ..artifact import LIMIT, PARTS, BudgetError, codec_for, container_bytes, counted_code, pack_code
 from ..config import Config, QuantConfig
 from ..quant import round_to_nearest, row_scales, tensor_format
 from .allocation import MIN_BITS
@@ -73,8 +73,7 @@ def estimate(cfg: Config, tokenizer_bytes: int) -> dict[str, int]:
         "weights": weights_estimate(cfg),
         "code": len(compress(pack_code(counted_code(registry.model_class(cfg.arch))))[1]),
     }
-    container = 6 + sum(1 + len(name) + 1 + 4 for name in PARTS)
-    return {**sizes, "container": container}
+    return {**sizes, "container": container_bytes(PARTS)}
 
 
 # The estimate's Gaussian rows overstate trained weights (see the module docstring), the more so the wider the clip:

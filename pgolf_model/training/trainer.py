@@ -6,40 +6,60 @@ build the ``Trainer`` (model, optimizers, EMA, loader, clock; a checkpoint resto
 compiled kernels off the clock, train until ``train.iterations`` or until ``--max-minutes`` of training time
 (validation excluded) have passed, validate the final model on the whole val split, then export: quantize, write
 ``RUN/model.pga`` and score the model rebuilt from that file alone. ``RUN/log.jsonl`` gets one JSON record per
-logged step, validation and result; ``RUN/checkpoints/`` the resumable checkpoints.
+logged step, validation and result; ``RUN/checkpoints/`` the resumable checkpoints. ``RUN`` holds one run
+(``run_dir``): a resumed run must have the checkpoint's settings. SIGINT or SIGTERM during training stops after the
+step in flight with a checkpoint (``stop``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
 import platform
+import signal
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from pgolf_data.folder import check_ids, open_folder
+from pgolf_data.manifest import write_atomic
 from pgolf_data.shards import ShardSet
-from pgolf_data.tokenizer.artifact import artifact_path, from_artifact
+from pgolf_data.tokenizer.artifact import from_artifact
+from pgolf_data.tokenizer.interop import artifact_bytes
 
 from .. import artifact, registry, runtime
+from ..cli import flat
 from ..config import Config, ConfigError
-from ..evaluation.byte_counts import load_val
+from ..evaluation.byte_counts import ValBytes, val_bytes
 from ..evaluation.scoring import BPBResult, score
 from ..export import estimate
 from ..export.allocation import AllocationError
 from ..export.weights import export_weights
 from ..runtime import Runtime
-from . import checkpoint, qat
+from . import checkpoint, qat, run_dir
 from .clock import Clock
 from .data import TrainLoader
 from .optim import Schedule, WeightEMA, build_optimizers
+from .run_dir import ARTIFACT_NAME, LOG_NAME, SUMMARY_NAME
+from .stop import Interrupted, PeerLost, StopRequest
 
-ARTIFACT_NAME = "model.pga"
+# Settings a resumed run may change: they decide what is logged, checked or compiled, not what is trained.
+RESUMABLE_CHANGES = frozenset(
+    {
+        "train.log_every",
+        "train.val_every",
+        "train.val_tokens",
+        "train.checkpoint_every",
+        "train.keep_checkpoints",
+        "train.compile",
+        "train.compile_warmup_steps",
+    }
+)
 
 
 class RunLog:
@@ -60,11 +80,6 @@ class RunLog:
             tqdm.write(line)
 
 
-def _check_tokens(name: str, tokens: np.ndarray, vocab_size: int) -> None:
-    if tokens.size and int(tokens.max()) >= vocab_size:
-        raise ConfigError(f"{name} holds token id {int(tokens.max())}, but model.vocab_size is {vocab_size}")
-
-
 @dataclass(frozen=True)
 class Inputs:
     """What a run reads before it builds anything: the tokenizer artifact's bytes, the shards, the budget estimate."""
@@ -72,15 +87,16 @@ class Inputs:
     tokenizer_bytes: bytes
     estimate: dict[str, int]
     train_shards: ShardSet
-    val_tokens: np.ndarray
-    val_bytes: np.ndarray
+    val: ValBytes
+    folder: str  # what the shard folder is (pgolf's, official), for the log
 
 
 def load_inputs(cfg: Config, data: str | Path, tokenizer: str | Path, budget_limit: int) -> Inputs:
-    """Check the config against the tokenizer, the budget and the shards before any training."""
-    path = artifact_path(tokenizer)
-    tokenizer_bytes = path.read_bytes()
-    tok = from_artifact(tokenizer_bytes, where=str(path))
+    """Check the config against the tokenizer, the budget and the shards before any training: the folder must be
+    finished and bound to this tokenizer (or official), every token id of both splits inside the vocabulary, and the
+    val targets counting some bytes (else BPB is undefined)."""
+    tokenizer_bytes = artifact_bytes(tokenizer)
+    tok = from_artifact(tokenizer_bytes, where=str(tokenizer))
     if cfg.model.vocab_size != tok.vocab_size:
         raise ConfigError(f"model.vocab_size = {cfg.model.vocab_size}, but the tokenizer has {tok.vocab_size} ids")
     if getattr(cfg.model, "uses_bos", False) and cfg.model.bos_id != tok.bos_id:
@@ -88,20 +104,23 @@ def load_inputs(cfg: Config, data: str | Path, tokenizer: str | Path, budget_lim
         # documents read their predecessor.
         raise ConfigError(f"model.bos_id = {cfg.model.bos_id}, but the tokenizer's BOS id is {tok.bos_id}")
     sizes = estimate.check(cfg, len(tokenizer_bytes), budget_limit)
+    folder = open_folder(data)
+    folder.bind(tokenizer_bytes, str(tokenizer))
     train_shards = ShardSet.open(data, "train")
-    val_tokens, val_bytes = load_val(data)
-    if val_bytes is None:
-        raise ConfigError(f"{data}: the val shards have no byte sidecars, so exact BPB cannot be computed")
-    _check_tokens(f"{data}: val split", val_tokens, cfg.model.vocab_size)
-    _check_tokens(str(train_shards.token_files[0]), np.asarray(train_shards.tokens(0)), cfg.model.vocab_size)
-    return Inputs(tokenizer_bytes, sizes, train_shards, val_tokens, val_bytes)
+    check_ids(train_shards, cfg.model.vocab_size)
+    check_ids(ShardSet.open(data, "val"), cfg.model.vocab_size)
+    val = val_bytes(data, tok, exact_sidecars=folder.exact_sidecars)
+    for what, counts in (("sidecars", val.exact), ("official byte counts", val.official)):
+        if counts is not None and not counts[1:].any():
+            raise ConfigError(f"{data}: the val {what} count 0 bytes for every target, so BPB is undefined")
+    return Inputs(tokenizer_bytes, sizes, train_shards, val, folder.describe())
 
 
 def write_artifact(
     path: Path, cfg: Config, model: torch.nn.Module, tokenizer_bytes: bytes, limit: int, rt: Runtime, log: RunLog
 ) -> None:
     """Rank 0 quantizes (``export``: prints the plan) and writes; every rank raises BudgetError if the file would be
-    over ``limit``."""
+    over ``limit``, OSError if it could not be written (no file is left: ``artifact.write`` is atomic)."""
     error = None
     if rt.is_main:
         code = artifact.counted_code(type(model))
@@ -114,17 +133,19 @@ def write_artifact(
             data = artifact.build_compressed(cfg.to_dict(), tokenizer_bytes, result.compressed, code)
             artifact.write(path, data, limit)
         except (artifact.BudgetError, AllocationError) as e:
-            error = str(e)
+            error = (artifact.BudgetError, str(e))
+        except OSError as e:
+            error = (OSError, f"could not write {path}: {e.strerror or e}")
     error = rt.broadcast(error)
     if error is not None:
-        raise artifact.BudgetError(error)
+        raise error[0](error[1])
 
 
 class Trainer:
     """One run's model, optimizers, schedule, EMA, loader and clock, and the steps ``run`` takes with them."""
 
     def __init__(
-        self, cfg: Config, inputs: Inputs, rt: Runtime, out_dir: Path, log: RunLog, resume: str | None = None
+        self, cfg: Config, inputs: Inputs, rt: Runtime, out_dir: Path, log: RunLog, resume: Path | None = None
     ) -> None:
         self.cfg, self.inputs, self.rt, self.out_dir, self.log = cfg, inputs, rt, out_dir, log
         self.grad_accum = cfg.train.grad_accum(rt.world_size)
@@ -137,6 +158,7 @@ class Trainer:
         self.ema = WeightEMA(self.model, cfg.train.ema_decay) if cfg.train.ema_decay else None
         self.clock = Clock()
         self.stopped_by_clock = False
+        self.stop = StopRequest()
         if resume is not None:
             self.resume(resume)
         self.net = torch.compile(self.model) if cfg.train.compile else self.model
@@ -158,14 +180,26 @@ class Trainer:
 
     # -- checkpoints ------------------------------------------------------------------------------------------------
 
-    def resume(self, which: str) -> None:
-        """Continue from a checkpoint (``auto``: the run directory's newest): weights, optimizers, EMA, clock."""
-        path = checkpoint.latest(self.out_dir) if which == "auto" else Path(which)
-        if path is None:
-            raise FileNotFoundError(f"--resume auto: no checkpoints in {checkpoint.checkpoint_dir(self.out_dir)}")
+    def resume(self, path: Path) -> None:
+        """Continue from the checkpoint at ``path``: weights, optimizers, EMA, clock. Its run must have had this run's
+        settings (but for ``RESUMABLE_CHANGES``) and tokenizer."""
         state = checkpoint.load(path)
-        if registry.config_from_dict(state["config"], where=str(path)).model != self.cfg.model:
-            raise ConfigError(f"{path}: checkpoint model config {state['config']['model']} differs from this run's")
+        saved = registry.config_from_dict(state["config"], where=str(path))
+        was, now = flat(saved), flat(self.cfg)  # another model family: its own settings are missing on one side
+        keys = [*was, *(key for key in now if key not in was)]
+        changed = [key for key in keys if was.get(key) != now.get(key) and key not in RESUMABLE_CHANGES]
+        if changed:
+            diffs = ", ".join(f"{key} {was.get(key)!r} (now {now.get(key)!r})" for key in changed[:6])
+            raise run_dir.RunDirError(
+                f"--resume {path}: the checkpoint's run had other settings: {diffs}; resume with its settings, or "
+                "start a new run (--force, or another --out)"
+            )
+        tokenizer = state.get("tokenizer_sha256")
+        if tokenizer is not None and tokenizer != self.tokenizer_sha256:
+            raise run_dir.RunDirError(
+                f"--resume {path}: the checkpoint's run used tokenizer sha256 {tokenizer}, this one "
+                f"{self.tokenizer_sha256}"
+            )
         self.model.load_state_dict(state["model"])
         for opt, opt_state in zip(self.optimizers, state["optimizers"]):
             opt.load_state_dict(opt_state)
@@ -174,17 +208,22 @@ class Trainer:
         self.clock = Clock(state["step"], state["train_seconds"])
         self.log.say(f"resumed from {path} at step {self.clock.step} ({self.clock.seconds:.1f}s of training)")
 
-    def save_checkpoint(self) -> None:
+    @property
+    def tokenizer_sha256(self) -> str:
+        return hashlib.sha256(self.inputs.tokenizer_bytes).hexdigest()
+
+    def save_checkpoint(self) -> Path:
         """The final checkpoint holds the weights that were exported (the EMA's, when kept)."""
         state = {
             "config": self.cfg.to_dict(),
+            "tokenizer_sha256": self.tokenizer_sha256,
             "step": self.clock.step,
             "train_seconds": self.clock.seconds,
             "model": self.model.state_dict(),
             "optimizers": [opt.state_dict() for opt in self.optimizers],
             "ema": self.ema.state_dict() if self.ema is not None else None,
         }
-        checkpoint.save(self.out_dir, self.clock.step, state, self.cfg.train.keep_checkpoints)
+        return checkpoint.save(self.out_dir, self.clock.step, state, self.cfg.train.keep_checkpoints)
 
     # -- one step and one validation --------------------------------------------------------------------------------
 
@@ -227,25 +266,26 @@ class Trainer:
         return loss, lr_scale
 
     def score_val(self, model, prefix: int = 0) -> BPBResult:
-        """Exact BPB of the first ``prefix`` validation targets (0: all), in windows of the training length."""
+        """BPB of the first ``prefix`` validation targets (0: all), in windows of the training length: exact, and
+        official for a SentencePiece-based tokenizer (only official on an official folder without sidecars)."""
+        val = self.inputs.val
         return score(
             model,
-            self.inputs.val_tokens,
-            self.inputs.val_bytes,
+            val.tokens,
+            val.exact,
             seq_len=self.cfg.train.seq_len,
             batch_tokens=self.cfg.train.device_batch_tokens,
             runtime=self.rt,
             val_tokens=prefix,
+            official=val.official,
+            official_rule=val.official_rule,
         )
 
     def validate(self, prefix: int) -> BPBResult:
         result = self.score_val(self.net, prefix)
         at, seconds = self.clock.step, self.clock.seconds
         self.log.record("val", step=at, **result.to_dict(), full=prefix == 0, elapsed_s=round(seconds, 3))
-        self.log.say(
-            f"step {at:>6}  val_loss {result.loss:.4f}  val_bpb {result.bpb:.4f}  "
-            f"({result.tokens:,} targets)  train_time {seconds:.1f}s"
-        )
+        self.log.say(f"step {at:>6}  val_loss {result.loss:.4f}  {result.line()}  train_time {seconds:.1f}s")
         return result
 
     # -- the run's phases -------------------------------------------------------------------------------------------
@@ -279,11 +319,17 @@ class Trainer:
             python=platform.python_version(),
             budget_estimate=sizes,
             resumed_at=self.clock.step,
+            data=self.inputs.folder,
+            official_rule=self.inputs.val.official_rule or None,
         )
         self.log.say(
             f"{cfg.preset}: {self.num_params:,} parameters, {rt.world_size} rank(s) on {rt.device}, grad_accum "
             f"{self.grad_accum}, estimated artifact {sum(sizes.values()):,} bytes"
         )
+        val = self.inputs.val
+        numbers = ["val_bpb (exact: byte sidecars)"] if val.exact is not None else []
+        numbers += [f"val_bpb_official ({val.official_rule})"] if val.official is not None else []
+        self.log.say(f"data: {self.inputs.folder}; scored as {' and '.join(numbers)}")
         if (over := estimate.warning(sizes, budget_limit)) is not None:
             self.log.say(over)
 
@@ -301,24 +347,28 @@ class Trainer:
         show_bar = self.rt.is_main and progress and sys.stderr.isatty()
         bar = tqdm(total=t.iterations, initial=self.clock.step, disable=not show_bar, unit="step", dynamic_ncols=True)
         with bar:
-            while self.clock.step < t.iterations and not self.stopped_by_clock:
-                step = self.clock.step
-                if t.val_every and step % t.val_every == 0 and (step > self.clock.start.step or step == 0):
-                    bar.set_postfix(val_bpb=f"{self.validate(t.val_tokens).bpb:.4f}")
-                loss, lr_scale = self.step()
-                bar.update(1)
-                if t.log_every and (self.clock.step % t.log_every == 0 or self.clock.step == t.iterations):
-                    bar.set_postfix(loss=f"{self.log_step(loss, lr_scale):.3f}")
-                if t.max_minutes:
-                    self.stopped_by_clock = self.out_of_time()
-                if self.rt.is_main and t.checkpoint_every and self.clock.step % t.checkpoint_every == 0:
-                    self.save_checkpoint()
+            with self.stop:
+                while self.clock.step < t.iterations and not self.stopped_by_clock:
+                    step = self.clock.step
+                    if t.val_every and step % t.val_every == 0 and (step > self.clock.start.step or step == 0):
+                        result = self.validate(t.val_tokens)
+                        bar.set_postfix({result.key: f"{result.bpb:.4f}"})
+                    loss, lr_scale = self.step()
+                    bar.update(1)
+                    if t.log_every and (self.clock.step % t.log_every == 0 or self.clock.step == t.iterations):
+                        bar.set_postfix(loss=f"{self.log_step(loss, lr_scale):.3f}")
+                    self.stopped_by_clock, signalled = self.should_stop()
+                    due = t.checkpoint_every and self.clock.step % t.checkpoint_every == 0
+                    saved = self.save_checkpoint() if self.rt.is_main and (due or signalled) else None
+                    if signalled:
+                        self.log.record("interrupted", step=self.clock.step, checkpoint=str(saved))
+                        raise Interrupted(self.stop.signum or signal.SIGTERM, self.clock.step, saved)
             if hasattr(self.model, "set_looping"):
                 self.model.set_looping(True)
             if self.ema is not None:
                 self.ema.copy_to(self.model)
             final = self.validate(0)
-            bar.set_postfix(val_bpb=f"{final.bpb:.4f}")
+            bar.set_postfix({final.key: f"{final.bpb:.4f}"})
         return final
 
     def log_step(self, loss: torch.Tensor, lr_scale: float) -> float:
@@ -332,16 +382,20 @@ class Trainer:
         self.log.say(f"step {step:>6}  loss {mean_loss:.4f}  lr {lr_scale:.3f}  {tok_s:>10,.0f} tok/s  time {elapsed}s")
         return mean_loss
 
-    def out_of_time(self) -> bool:
-        """Whether training stops here for the clock: every rank stops at the same step, the first one out decides."""
-        (over,) = runtime.all_reduce_sum([float(self.clock.out_of_time(self.cfg.train))], self.rt)
-        stop = over > 0 and self.clock.step < self.cfg.train.iterations
-        if stop:
+    def should_stop(self) -> tuple[bool, bool]:
+        """``(out of time, signalled)``, the same on every rank: the first rank out of time or signalled decides, so
+        every rank stops at the same step."""
+        out_of_time = self.cfg.train.max_minutes > 0 and self.clock.out_of_time(self.cfg.train)
+        flags = [float(out_of_time), float(self.stop.requested)]
+        if self.rt.distributed:
+            flags = runtime.all_reduce_sum(flags, self.rt)
+        over, signalled = flags[0] > 0 and self.clock.step < self.cfg.train.iterations, flags[1] > 0
+        if over:
             self.log.say(
                 f"stopping at step {self.clock.step}: {self.clock.seconds:.1f}s reached --max-minutes "
                 f"{self.cfg.train.max_minutes}"
             )
-        return stop
+        return over, signalled
 
     def export_and_score(self, final_val: BPBResult, budget_limit: int) -> dict:
         """Checkpoint the final weights, write the artifact, score the model rebuilt from it alone; the summary."""
@@ -351,9 +405,9 @@ class Trainer:
         art_path = out_dir / ARTIFACT_NAME
         try:
             write_artifact(art_path, self.cfg, self.model, self.inputs.tokenizer_bytes, budget_limit, rt, self.log)
-        except artifact.BudgetError as e:
+        except (artifact.BudgetError, OSError) as e:
             self.log.record("error", message=str(e))
-            raise artifact.BudgetError(f"{e}; the trained weights are in {checkpoint.latest(out_dir)}") from None
+            raise type(e)(f"{e}; the trained weights are in {checkpoint.latest(out_dir)}") from None
         art = artifact.read(art_path)
         rebuilt, _ = artifact.build_model(art, device=rt.device)
         roundtrip = self.score_val(rebuilt)
@@ -363,22 +417,28 @@ class Trainer:
             "train_seconds": round(self.clock.seconds, 3),
             "stopped_by_clock": self.stopped_by_clock,
             "params": self.num_params,
-            "val_bpb": final_val.bpb,
-            "val_loss": final_val.loss,
-            "artifact_val_bpb": roundtrip.bpb,
-            "artifact_val_loss": roundtrip.loss,
-            "val_targets": roundtrip.tokens,
-            "val_bytes": roundtrip.bytes,
+            "data": self.inputs.folder,
+            **summary_numbers(final_val, roundtrip),
             "artifact": str(art_path),
             "artifact_bytes": art.total_bytes,
             "artifact_parts": art.sizes,
         }
         self.log.record("result", **summary)
         if rt.is_main:
-            (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-            self.log.say(f"val_bpb {final_val.bpb:.4f} before quantization, {roundtrip.bpb:.4f} from {art_path}")
+            write_atomic(out_dir / SUMMARY_NAME, (json.dumps(summary, indent=2) + "\n").encode())
+            self.log.say(f"before quantization: {final_val.line()}")
+            self.log.say(f"from {art_path}: {roundtrip.line()}")
             self.log.say(estimate.format_table(art.sizes, budget_limit, title=str(art_path)))
         return summary
+
+
+def summary_numbers(before: BPBResult, after: BPBResult) -> dict:
+    """``val_bpb``/``val_loss`` before quantization, ``artifact_val_bpb``/``_loss`` from the artifact and the targets
+    and bytes scored, each also with ``_official`` where that number was measured."""
+    numbers = {k: v for k, v in before.to_dict().items() if k.startswith(("val_bpb", "val_loss"))}
+    for k, v in after.to_dict().items():
+        numbers[f"artifact_{k}" if k.startswith(("val_bpb", "val_loss")) else k.replace("tokens", "targets")] = v
+    return numbers
 
 
 def run(
@@ -388,20 +448,53 @@ def run(
     tokenizer: str | Path,
     out_dir: str | Path,
     resume: str | None = None,
+    force: bool = False,
     rt: Runtime | None = None,
     budget_limit: int = artifact.LIMIT,
     progress: bool = True,
 ) -> dict:
-    """Train ``cfg`` and write the artifact; returns the run summary (also saved as ``RUN/summary.json``)."""
+    """Train ``cfg`` and write the artifact; returns the run summary (also saved as ``RUN/summary.json``).
+
+    ``out_dir`` must be empty unless ``resume`` (a checkpoint, or "auto": its newest) continues the run in it or
+    ``force`` replaces that run (``run_dir``: only its own files are deleted, once the inputs have been checked).
+    """
     rt = rt or Runtime(torch.device("cpu"))
-    out_dir = Path(out_dir)
+    plan = _plan_out_dir(Path(out_dir), resume, force, rt)
     inputs = load_inputs(cfg, data, tokenizer, budget_limit)
-    log = RunLog(out_dir / "log.jsonl" if rt.is_main else None, console=rt.is_main and progress)
-    trainer = Trainer(cfg, inputs, rt, out_dir, log, resume)  # refuses what cannot run before anything is written
+    log = RunLog(plan.out_dir / LOG_NAME if rt.is_main else None, console=rt.is_main and progress)
+    trainer = Trainer(cfg, inputs, rt, plan.out_dir, log, plan.resume_from)  # refuses what cannot run
     if rt.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    rt.barrier()
-    trainer.warm_up()
-    trainer.log_start(budget_limit)
-    final_val = trainer.train(progress)
-    return trainer.export_and_score(final_val, budget_limit)
+        if plan.clear:
+            for path in run_dir.clear(plan.out_dir):
+                log.say(f"--force: removed {path}")
+        plan.out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        rt.barrier()
+        trainer.warm_up()
+        trainer.log_start(budget_limit)
+        final_val = trainer.train(progress)
+        return trainer.export_and_score(final_val, budget_limit)
+    except RuntimeError as e:
+        if not rt.distributed:
+            raise
+        # gloo and NCCL report a dead peer as a RuntimeError from whichever collective this rank was in.
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PeerLost(
+            f"rank {rt.rank}: a collective failed at step {trainer.clock.step} ({first}); another rank has probably "
+            f"died, see its output. The last checkpoint is {checkpoint.latest(plan.out_dir)}: relaunch with "
+            "--resume auto to continue"
+        ) from e
+
+
+def _plan_out_dir(out_dir: Path, resume: str | None, force: bool, rt: Runtime) -> run_dir.Plan:
+    """Rank 0's ``run_dir.plan`` (it owns the directory), on every rank; its refusal is raised on every rank."""
+    plan, error = None, None
+    if rt.is_main:
+        try:
+            plan = run_dir.plan(out_dir, resume=resume, force=force)
+        except run_dir.RunDirError as e:
+            error = str(e)
+    plan, error = rt.broadcast((plan, error))
+    if error is not None:
+        raise run_dir.RunDirError(error)
+    return plan
