@@ -9,7 +9,10 @@ and the same training compute, on the development corpus, scored from each artif
   model's ``flops_per_token(seq_len)`` (the matrix products of forward and backward, causal work at its average
   length).
 
-    python bench/model_families.py [--corpus PATH] [--seeds 2] [--jobs 2] [--out runs/families]
+    python bench/model_families.py [--corpus PATH] [--seeds 2] [--jobs 2] [--steps N] [--out runs/families]
+
+``--steps`` sets the GPT's steps (default: the preset's 400) and so, by the rule above, the SSD's: a smaller equal
+compute budget for a slow machine.
 
 Prints each run and a table of the means with the SSD / GPT ratios; every stage is cached under OUT/cache.
 """
@@ -44,6 +47,7 @@ def main() -> None:
     parser.add_argument("--val-docs", type=int, default=1000, help="first N documents = validation (default 1000)")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--jobs", type=int, default=2, help="trainings at once, one torch thread each")
+    parser.add_argument("--steps", type=int, default=None, help="the GPT's training steps (default: the preset's)")
     parser.add_argument("--out", type=Path, default=Path("runs/families"))
     args = parser.parse_args()
 
@@ -54,7 +58,7 @@ def main() -> None:
     shard_dir = shard_stage(cache, tok_dir, split, workers=args.jobs, label=spec.name)
     tok, tok_bytes = stage_tokenizer(tok_dir)
 
-    gpt, _ = apply_compute_budget(bind_tokenizer(preset("tiny"), tok), "steps", None)
+    gpt, _ = apply_compute_budget(bind_tokenizer(preset("tiny"), tok), "steps", args.steps)
     budget = sizing.reference_budget(gpt, tok_bytes)
     ssd = sizing.fit(bind_tokenizer(registry.with_arch(preset("tiny"), "ssd"), tok), tok_bytes, budget).config
     flops = {"gpt": flops_per_token(gpt), "ssd": flops_per_token(ssd)}
