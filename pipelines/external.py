@@ -23,7 +23,7 @@ import re
 import shutil
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +33,7 @@ from pgolf_model.submission import logs
 
 from .cache import StageCache, read_json, source_hash, write_json
 from .documents import CorpusSplit
+from .model_stages import results_in_order
 from .stages import SHARD_DIR
 
 PREFIX = "external:"
@@ -260,15 +261,7 @@ def run_stages(
     if jobs == 1 or len(requests) <= 1:
         return [run_stage(cache, trainer, r, threads=per_job) for r in requests]
     with ThreadPoolExecutor(min(jobs, len(requests))) as pool:
-        futures = [pool.submit(run_stage, cache, trainer, r, threads=per_job) for r in requests]
-        try:
-            for future in as_completed(futures):
-                future.result()  # the first failure surfaces now, not after every queued run
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
-        return [f.result() for f in futures]
+        return results_in_order([pool.submit(run_stage, cache, trainer, r, threads=per_job) for r in requests])
 
 
 def run_result(stage_dir: Path) -> dict:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -196,10 +197,24 @@ def test_a_script_without_a_final_score_is_an_error_not_a_nan(inputs, tmp_path, 
 
 
 @pytest.mark.slow
-def test_two_tokenizers_two_seeds_with_an_official_style_script(inputs, tmp_path):
+def test_two_tokenizers_two_seeds_with_an_official_style_script(inputs, tmp_path, monkeypatch):
     s = settings(inputs, tmp_path / "out", specs=("sp1024", inputs["sp512"]), seeds=2, env=("MODEL_DIM=8",))
+    # Ctrl-C during the last run: the three finished runs are kept, and the same command runs only the last.
+    real_run, calls = subprocess.run, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(external.subprocess, "run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_ab(s, log=lambda line: None)
+    monkeypatch.undo()
+    assert not (s.out / "report.md").exists()
     results = run_ab(s, log=lambda line: None)
-    assert results["settings"]["stages_built"]["external"] == 4
+    assert results["settings"]["stages_built"] == {"external": 1}
     md = (s.out / "report.md").read_text()
     values = []
     for spec in results["specs"]:
