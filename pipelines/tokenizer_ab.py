@@ -2,6 +2,7 @@
 
     python -m pipelines.tokenizer_ab --specs tokenizers/sp1024.toml tokenizers/caseops_sp8192.toml \\
         --corpus SRC --seeds 3 --preset tiny --out DIR [--budget-mode steps|tokens|wall-clock]
+    python -m pipelines.tokenizer_ab --specs sp1024 sp4096 --corpus SRC --preset tiny --model.arch ssd --out DIR
     python -m pipelines.tokenizer_ab --screen --specs sp1024 sp4096 sp8192 ... --corpus SRC --out DIR
 
 For each spec: train the tokenizer on the corpus' training documents, shard the same documents (the first
@@ -12,6 +13,11 @@ plots) gives mean ± std per spec, the difference to the first spec in BPB and n
 verdict in the challenge's terms (``pipelines.stats``). ``--screen`` skips the model: tokens per byte and n-gram
 BPB for many specs in minutes (``pipelines.screening``).
 
+``--model.arch NAME`` runs the comparison with another model family: ``ssd`` (built in) or a plugin's, a class a
+package registers under the entry-point group ``pgolf.models`` (``[project.entry-points."pgolf.models"] NAME =
+"package.module:Class"``; README: Model families: bring your own model). Its sizing varies the field its
+``size_step`` hook names.
+
 ``--trainer external:PATH/train_gpt.py`` trains with an official-style script instead (the baseline's, a record's,
 your own): each spec's shards are exported as the folder it reads (``pgolf-data export --for``, ``--export-for``),
 and it runs once per seed in its own directory with ``DATA_PATH``, ``TOKENIZER_PATH``, ``VOCAB_SIZE``, ``SEED``,
@@ -20,8 +26,8 @@ and it runs once per seed in its own directory with ``DATA_PATH``, ``TOKENIZER_P
 and every ``--env K=V``, under ``torchrun --nproc_per_node N`` with ``--nproc``. The report gives the score it
 printed last (``final_..._exact`` preferred, TTT lines included), its ``Total submission size`` and how it counted
 bytes (the official per-piece formula or a byte sidecar, from the lines it printed or else its source), with the same
-statistics. The script sizes its own model: ``--preset``, ``--budget`` and ``--shrink`` do not apply. A run that
-fails or prints no final ``val_loss``/``val_bpb`` line stops the A/B with the tail of its stderr.
+statistics. The script sizes its own model: ``--preset``, ``--model.arch``, ``--budget`` and ``--shrink`` do not
+apply. A run that fails or prints no final ``val_loss``/``val_bpb`` line stops the A/B with the tail of its stderr.
 
     python -m pipelines.tokenizer_ab --trainer external:../parameter-golf/train_gpt.py --specs sp1024 sp4096 \\
         --corpus SRC --seeds 3 --budget-value 2000 --nproc 8 --env TRAIN_BATCH_TOKENS=524288 --out DIR
@@ -42,6 +48,7 @@ from pgolf_data.official_export import TARGETS
 from pgolf_data.tokenizer import TokenizerSpec
 from pgolf_data.tokenizer.spec import SpecError, resolve_spec
 from pgolf_model.cli import command_parser
+from pgolf_model.config import DEFAULT_ARCH
 
 from .cache import StageCache, write_json
 from .recipe import RecipeSettings, add_training_args, guarded
@@ -74,6 +81,8 @@ class ABSettings(RecipeSettings):
         if self.trainer != "pgolf":
             if self.artifact_budget is not None:
                 raise ValueError("--budget sizes pgolf's model; an external script sizes its own (drop --budget)")
+            if self.arch != DEFAULT_ARCH:
+                raise ValueError(f"--model.arch {self.arch} picks pgolf's model; an external script brings its own")
             self.external()  # the script exists and the flags make sense, before any stage runs
 
     def external(self):
@@ -97,7 +106,7 @@ def load_specs(names: tuple[str, ...]) -> list[TokenizerSpec]:
 
 def run_ab(settings: ABSettings, log: Log = print) -> dict:
     """The whole comparison; writes ``results.json`` and ``report.md`` (+ plots) into ``settings.out``."""
-    from pgolf_model.presets import bind_tokenizer, preset
+    from pgolf_model.presets import bind_tokenizer
 
     from . import sizing
     from .model_stages import TrainRequest, apply_compute_budget, train_stages
@@ -110,7 +119,7 @@ def run_ab(settings: ABSettings, log: Log = print) -> dict:
     specs = load_specs(settings.specs)
     split = settings.split()
     cache = StageCache(settings.cache_dir, log)
-    base, compute = apply_compute_budget(preset(settings.preset), settings.budget_mode, settings.budget_value)
+    base, compute = apply_compute_budget(settings.base_config(), settings.budget_mode, settings.budget_value)
 
     # 1. Tokenizer and shards per spec, all from the same documents.
     prepared = _prepare(settings, specs, split, cache)
@@ -126,8 +135,7 @@ def run_ab(settings: ABSettings, log: Log = print) -> dict:
     sized = []
     for spec, cfg, (_, tok_bytes) in zip(specs, bound, tokenizers):
         fitted = sizing.fit(cfg, tok_bytes, artifact_budget, shrink=settings.shrink, max_scale=settings.max_scale)
-        m = fitted.config.model
-        log(f"{spec.name}: {m.num_layers} layers x {m.model_dim} wide, estimated artifact {fitted.total:,} bytes")
+        log(f"{spec.name}: model {sizing.shape(fitted.config)}, estimated artifact {fitted.total:,} bytes")
         sized.append(fitted)
 
     # 3. Every (spec, seed) trained under the same compute budget and scored from its artifact.
@@ -150,6 +158,7 @@ def run_ab(settings: ABSettings, log: Log = print) -> dict:
             "specs": list(settings.specs),
             "corpus": split.fingerprint(),
             "preset": settings.preset,
+            "arch": base.arch,
             "budget_mode": settings.budget_mode,
             "compute": compute,
             "artifact_budget": artifact_budget,
@@ -268,6 +277,7 @@ def _tokenizer_facts(prepared: tuple) -> dict:
 
 def _spec_row(prepared: tuple, fitted, seeds: list[int], stages: list[Path], val_bytes: int) -> dict:
     """One spec's entry of ``results.json``: tokenizer facts, sizing, and each seed's numbers from its run files."""
+    from . import sizing
     from .model_stages import run_result
 
     runs = []
@@ -281,7 +291,12 @@ def _spec_row(prepared: tuple, fitted, seeds: list[int], stages: list[Path], val
         runs.append({"seed": seed, "stage": str(stage), **result})
     return {
         **_tokenizer_facts(prepared),
-        "sizing": {"estimate": fitted.estimate, "estimated_total": fitted.total, "tried": fitted.tried},
+        "sizing": {
+            "estimate": fitted.estimate,
+            "estimated_total": fitted.total,
+            "tried": fitted.tried,
+            "shape": sizing.shape(fitted.config),
+        },
         "runs": runs,
     }
 

@@ -125,6 +125,8 @@ def test_settings_refuse_what_an_external_script_cannot_use(tmp_path):
         ABSettings(**common, trainer="torchrun")
     with pytest.raises(ValueError, match="--budget sizes pgolf's model"):
         ABSettings(**common, trainer=f"external:{SCRIPT}", artifact_budget=10**6)
+    with pytest.raises(ValueError, match="an external script brings its own"):
+        ABSettings(**common, trainer=f"external:{SCRIPT}", arch="ssd")
     with pytest.raises(ValueError, match="--nproc must be >= 1"):
         ABSettings(**common, trainer=f"external:{SCRIPT}", nproc=0)
 
