@@ -13,7 +13,7 @@ import json
 import math
 import multiprocessing
 import shutil
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -165,17 +165,23 @@ def train_stages(cache: StageCache, requests: list[TrainRequest], *, jobs: int, 
             )
             for r in requests
         ]
-        try:
-            for future in as_completed(futures):
-                future.result()  # the first failure surfaces now, not after every queued run
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
-        done = [f.result() for f in futures]
+        done = results_in_order(futures)
     for _, built in done:
         cache.executions["train"] += built
     return [stage for stage, _ in done]
+
+
+def results_in_order(futures: list[Future]) -> list:
+    """Every future's result, in order; the first failure surfaces as soon as it happens, not after every queued
+    run, and cancels the runs not yet started."""
+    try:
+        for future in as_completed(futures):
+            future.result()
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        raise
+    return [f.result() for f in futures]
 
 
 def _train_in_worker(

@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 
 from pgolf_data.manifest import write_atomic
+from pgolf_model.artifact import LIMIT
+from pgolf_model.submission.logs import BYTE_FORMULAS
 
 from .stats import LN2, Summary
 
@@ -139,7 +141,12 @@ def ab_markdown(results: dict) -> str:
             + " | ".join(f"{split[p]:,.0f}" for p in SPLIT_PARTS)
             + f" | {sum(split.values()):,.0f} |"
         )
-    lines += [
+    return "\n".join([*lines, *_comparison_lines(results), ""])
+
+
+def _comparison_lines(results: dict) -> list[str]:
+    """The comparisons table, the verdicts and the plots: the part every A/B report shares."""
+    lines = [
         "",
         "## Comparisons",
         "",
@@ -159,17 +166,81 @@ def ab_markdown(results: dict) -> str:
         )
     lines += ["", "## Verdict", ""]
     lines += [f"- **{c['candidate']} vs {c['reference']}**: {c['verdict']}" for c in results["comparisons"]]
-    lines += [
+    plots = [f"![BPB per tokenizer]({PLOTS['bpb']})", f"![tokens per byte]({PLOTS['tokens_per_byte']})"]
+    if "trainer" not in results["settings"]:
+        plots.append(f"![budget split]({PLOTS['budget']})")
+    return [*lines, "", *plots]
+
+
+def external_markdown(results: dict) -> str:
+    """The report of an A/B whose runs are an external script's (``pipelines.external``): its numbers as it printed
+    them, marked with how it counted the bytes."""
+    s = results["settings"]
+    specs = results["specs"]
+    corpus = s["corpus"]
+    env = " ".join(f"`{k}={v}`" for k, v in {**s["env"], **s["budget_env"]}.items()) or "none"
+    lines = [
+        "# Tokenizer A/B (external script)",
         "",
-        f"![BPB per tokenizer]({PLOTS['bpb']})",
-        f"![tokens per byte]({PLOTS['tokens_per_byte']})",
-        f"![budget split]({PLOTS['budget']})",
+        f"- corpus: `{corpus['description']['source']}`: {corpus['val']['docs']:,} validation documents "
+        f"({corpus['val']['bytes']:,} bytes, sha256 `{corpus['val']['sha256'][:16]}…`), "
+        f"{corpus['train']['docs']:,} training documents ({corpus['train']['bytes']:,} bytes)",
+        f"- trainer: `{s['trainer']}` (sha256 `{s['script_sha256'][:16]}…`), run as `{' '.join(s['command'])}` on "
+        f"each tokenizer's folder exported `--for {s['export_for']}`; the script sizes its own model",
+        f"- compute: {s['compute']} (budget mode `{s['budget_mode']}`); variables for every run besides DATA_PATH, "
+        f"TOKENIZER_PATH, VOCAB_SIZE, SEED and RUN_ID: {env}",
+        f"- seeds: {', '.join(str(x) for x in s['seeds'])}",
+        "- BPB: the script's own final score (its last counting `val_loss`/`val_bpb` line, the `_exact` twin "
+        "preferred), computed with the byte count it chose (below). The official per-piece formula counts the bytes "
+        "of the normalized text the pieces spell, not of the documents (docs/bpb.md): it is the leaderboard's rule, "
+        "not an exact BPB",
         "",
+        "## Results",
+        "",
+        "| tokenizer | vocab | tokens/byte | score line | bytes counted by | submission bytes | steps | "
+        "BPB mean ± std | per seed |",
+        "|---|---:|---:|---|---|---:|---:|---:|---|",
     ]
-    return "\n".join(lines)
+    for spec in specs:
+        runs = spec["runs"]
+        summary = spec_summary(spec)
+        sizes = [run["artifact_bytes"] for run in runs]
+        known = sorted(size for size in sizes if size is not None)
+        size = "not printed" if not known else f"{known[0]:,}" + (f"–{known[-1]:,}" if known[-1] > known[0] else "")
+        cells = [
+            spec["spec"],
+            f"{spec['vocab_size']:,}",
+            f"{spec['tokens_per_byte']:.4f}",
+            ", ".join(sorted({f"`{run['score_label']}`" for run in runs})),
+            ", ".join(sorted({run["byte_formula"] for run in runs})),
+            size + (" (some not printed)" if known and len(known) < len(sizes) else ""),
+            ", ".join(sorted({str(run["steps"]) for run in runs})),
+            f"{_pm(summary)} (n={summary.n})",
+            ", ".join(f"{v:.4f}" for v in summary.values),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    formulas = {run["byte_formula"] for spec in specs for run in spec["runs"]}
+    lines += ["", "Bytes counted by (what says so, per run):", ""]
+    for name in sorted(formulas):
+        runs = [run for spec in specs for run in spec["runs"] if run["byte_formula"] == name]
+        sources = sorted({run["byte_formula_from"] for run in runs})
+        lines.append(f"- `{name}`: {BYTE_FORMULAS.get(name, 'not known')}; known from: {'; '.join(sources)}")
+    if len(formulas) > 1:
+        lines += ["", f"**Warning**: the runs counted bytes in {len(formulas)} different ways, so their BPB are not "
+                  "comparable."]  # fmt: skip
+    over = [
+        f"{spec['spec']} seed {run['seed']} ({run['artifact_bytes']:,} bytes)"
+        for spec in specs
+        for run in spec["runs"]
+        if run["artifact_bytes"] is not None and run["artifact_bytes"] > LIMIT
+    ]
+    if over:
+        lines += ["", f"Over the challenge's {LIMIT:,}-byte cap (as the script counted it): {', '.join(over)}."]
+    return "\n".join([*lines, *_comparison_lines(results), ""])
 
 
 def ab_plots(results: dict, out_dir: Path) -> None:
+    """The BPB and tokens-per-byte plots, and for pgolf's runs the budget split."""
     plt = _pyplot()
     specs = results["specs"]
     names = [spec["spec"] for spec in specs]
@@ -182,7 +253,8 @@ def ab_plots(results: dict, out_dir: Path) -> None:
         std = 0.0 if math.isnan(summary.std) else summary.std
         ax.errorbar(i + 0.15, summary.mean, yerr=std, fmt="o", color="black", capsize=4, zorder=4)
     ax.set_xticks(list(x), names)
-    ax.set_ylabel("validation BPB (exact, from the artifact)")
+    external = "trainer" in results["settings"]
+    ax.set_ylabel("validation BPB (the script's score)" if external else "validation BPB (exact, from the artifact)")
     ax.set_title("BPB per seed (dots) and mean ± std")
     ax.grid(axis="y", alpha=0.3)
     _save(fig, out_dir / PLOTS["bpb"])
@@ -196,6 +268,8 @@ def ab_plots(results: dict, out_dir: Path) -> None:
     _save(fig, out_dir / PLOTS["tokens_per_byte"])
     plt.close(fig)
 
+    if "trainer" in results["settings"]:  # an external script's artifact has no split pgolf can read
+        return
     fig, ax = plt.subplots(figsize=(2.8 + 1.4 * len(specs), 3.6))
     bottom = [0.0] * len(specs)
     for part in SPLIT_PARTS:
@@ -214,7 +288,8 @@ def write_ab_report(results: dict, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     ab_plots(results, out_dir)
     path = out_dir / "report.md"
-    write_atomic(path, ab_markdown(results).encode("utf-8"))
+    markdown = external_markdown if "trainer" in results["settings"] else ab_markdown
+    write_atomic(path, markdown(results).encode("utf-8"))
     return path
 
 

@@ -18,8 +18,22 @@ package registers under the entry-point group ``pgolf.models`` (``[project.entry
 "package.module:Class"``; README: Model families: bring your own model). Its sizing varies the field its
 ``size_step`` hook names.
 
+``--trainer external:PATH/train_gpt.py`` trains with an official-style script instead (the baseline's, a record's,
+your own): each spec's shards are exported as the folder it reads (``pgolf-data export --for``, ``--export-for``),
+and it runs once per seed in its own directory with ``DATA_PATH``, ``TOKENIZER_PATH``, ``VOCAB_SIZE``, ``SEED``,
+``RUN_ID``, the compute budget (steps: ``ITERATIONS`` with ``MAX_WALLCLOCK_SECONDS=0``; wall-clock:
+``MAX_WALLCLOCK_SECONDS``; tokens: steps of ``--env TRAIN_BATCH_TOKENS``; no ``--budget-value``: the script's own)
+and every ``--env K=V``, under ``torchrun --nproc_per_node N`` with ``--nproc``. The report gives the score it
+printed last (``final_..._exact`` preferred, TTT lines included), its ``Total submission size`` and how it counted
+bytes (the official per-piece formula or a byte sidecar, from the lines it printed or else its source), with the same
+statistics. The script sizes its own model: ``--preset``, ``--model.arch``, ``--budget`` and ``--shrink`` do not
+apply. A run that fails or prints no final ``val_loss``/``val_bpb`` line stops the A/B with the tail of its stderr.
+
+    python -m pipelines.tokenizer_ab --trainer external:../parameter-golf/train_gpt.py --specs sp1024 sp4096 \\
+        --corpus SRC --seeds 3 --budget-value 2000 --nproc 8 --env TRAIN_BATCH_TOKENS=524288 --out DIR
+
 Every stage is cached under ``--cache`` (default ``DIR/cache``) by a hash of its inputs, so an interrupted run or one
-with more seeds redoes only what is missing.
+with more seeds redoes only what is missing (an external run's key holds its script's sha256 and its environment).
 """
 
 from __future__ import annotations
@@ -30,9 +44,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from pgolf_data.official_export import TARGETS
 from pgolf_data.tokenizer import TokenizerSpec
 from pgolf_data.tokenizer.spec import SpecError, resolve_spec
 from pgolf_model.cli import command_parser
+from pgolf_model.config import DEFAULT_ARCH
 
 from .cache import StageCache, write_json
 from .recipe import RecipeSettings, add_training_args, guarded
@@ -51,6 +67,10 @@ class ABSettings(RecipeSettings):
     artifact_budget: int | None = None  # bytes; None = the preset's model with the first spec's tokenizer
     shrink: str = "width"  # width | layers (pipelines.sizing)
     max_scale: float = 2.0
+    trainer: str = "pgolf"  # pgolf | external:PATH/train_gpt.py (pipelines.external)
+    env: tuple[str, ...] = ()  # external: K=V for every run
+    nproc: int | None = None  # external: torchrun --nproc_per_node N (None: plain python)
+    export_for: str = "baseline"  # external: the folder layout the script reads (pgolf-data export --for)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -58,6 +78,20 @@ class ABSettings(RecipeSettings):
             raise ValueError("give at least one spec (--specs)")
         if self.artifact_budget is not None and self.artifact_budget <= 0:
             raise ValueError(f"the artifact budget must be a positive number of bytes, got {self.artifact_budget}")
+        if self.trainer != "pgolf":
+            if self.artifact_budget is not None:
+                raise ValueError("--budget sizes pgolf's model; an external script sizes its own (drop --budget)")
+            if self.arch != DEFAULT_ARCH:
+                raise ValueError(f"--model.arch {self.arch} picks pgolf's model; an external script brings its own")
+            self.external()  # the script exists and the flags make sense, before any stage runs
+
+    def external(self):
+        """The external trainer of ``--trainer external:PATH``."""
+        from .external import ExternalTrainer, parse_env
+
+        return ExternalTrainer.from_flag(
+            self.trainer, env=parse_env(self.env), nproc=self.nproc, export_for=self.export_for
+        )
 
 
 def load_specs(names: tuple[str, ...]) -> list[TokenizerSpec]:
@@ -75,9 +109,10 @@ def run_ab(settings: ABSettings, log: Log = print) -> dict:
     from pgolf_model.presets import bind_tokenizer
 
     from . import sizing
-    from .model_stages import TrainRequest, apply_compute_budget, read_manifest, train_stages
-    from .report import write_ab_report
+    from .model_stages import TrainRequest, apply_compute_budget, train_stages
 
+    if settings.trainer != "pgolf":
+        return run_external_ab(settings, log)
     start = time.perf_counter()
     if settings.shrink not in sizing.SHRINK_MODES:
         raise ValueError(f"shrink must be one of {', '.join(sizing.SHRINK_MODES)}, got {settings.shrink!r}")
@@ -87,11 +122,7 @@ def run_ab(settings: ABSettings, log: Log = print) -> dict:
     base, compute = apply_compute_budget(settings.base_config(), settings.budget_mode, settings.budget_value)
 
     # 1. Tokenizer and shards per spec, all from the same documents.
-    prepared = []
-    for spec in specs:
-        tok_dir = tokenizer_stage(cache, spec, split, threads=settings.threads)
-        shard_dir = shard_stage(cache, tok_dir, split, workers=settings.threads, label=spec.name)
-        prepared.append((spec, tok_dir, shard_dir, read_manifest(shard_dir)))
+    prepared = _prepare(settings, specs, split, cache)
 
     # 2. One artifact budget; each spec's model, with its tokenizer's ids, sized to fit it.
     tokenizers = [stage_tokenizer(tok_dir) for _, tok_dir, _, _ in prepared]
@@ -141,6 +172,24 @@ def run_ab(settings: ABSettings, log: Log = print) -> dict:
         "specs": rows,
         "comparisons": _comparisons(rows),
     }
+    return _write_results(settings, results, log)
+
+
+def _prepare(settings: ABSettings, specs: list[TokenizerSpec], split, cache: StageCache) -> list[tuple]:
+    """``(spec, tokenizer stage, shard stage, manifest)`` per spec: tokenizer and shards from the same documents."""
+    from .model_stages import read_manifest
+
+    prepared = []
+    for spec in specs:
+        tok_dir = tokenizer_stage(cache, spec, split, threads=settings.threads)
+        shard_dir = shard_stage(cache, tok_dir, split, workers=settings.threads, label=spec.name)
+        prepared.append((spec, tok_dir, shard_dir, read_manifest(shard_dir)))
+    return prepared
+
+
+def _write_results(settings: ABSettings, results: dict, log: Log) -> dict:
+    from .report import write_ab_report
+
     settings.out.mkdir(parents=True, exist_ok=True)
     write_json(settings.out / "results.json", results)
     report = write_ab_report(results, settings.out)
@@ -150,22 +199,68 @@ def run_ab(settings: ABSettings, log: Log = print) -> dict:
     return results
 
 
-def _spec_row(prepared: tuple, fitted, seeds: list[int], stages: list[Path], val_bytes: int) -> dict:
-    """One spec's entry of ``results.json``: tokenizer facts, sizing, and each seed's numbers from its run files."""
-    from . import sizing
-    from .model_stages import run_result
+def run_external_ab(settings: ABSettings, log: Log = print) -> dict:
+    """The comparison with an external official-style script as the trainer (``pipelines.external``): each spec's
+    shards exported as the script's folder, one run per seed, the numbers read from what each run printed."""
+    from . import external
 
+    start = time.perf_counter()
+    trainer = settings.external()
+    budget, compute = external.budget_env(settings.budget_mode, settings.budget_value, dict(trainer.env))
+    split = settings.split()
+    cache = StageCache(settings.cache_dir, log)
+    prepared = _prepare(settings, load_specs(settings.specs), split, cache)
+    exports = [
+        external.export_stage(cache, shard_dir, split, trainer.export_for, label=spec.name)
+        for spec, _, shard_dir, _ in prepared
+    ]
+    seeds = settings.seed_list()
+    requests = [
+        external.ExternalRequest(
+            export_dir,
+            external.run_env(trainer, manifest["tokenizer"]["vocab_size"], seed, budget),
+            f"{spec.name} seed {seed}",
+        )
+        for (spec, _, _, manifest), export_dir in zip(prepared, exports)
+        for seed in seeds
+    ]
+    stages = external.run_stages(cache, trainer, requests, jobs=settings.jobs, threads=settings.threads)
+    rows = []
+    for i, (item, export_dir) in enumerate(zip(prepared, exports)):
+        runs = [
+            {"seed": seed, "stage": str(stage), **external.run_result(stage)}
+            for seed, stage in zip(seeds, stages[i * len(seeds) : (i + 1) * len(seeds)])
+        ]
+        row = _tokenizer_facts(item)
+        row["stages"]["export"] = str(export_dir)
+        rows.append({**row, "runs": runs})
+    results = {
+        "settings": {
+            "trainer": settings.trainer,
+            "script_sha256": trainer.sources()[trainer.script.name],
+            "command": [Path(trainer.command()[0]).name, *trainer.command()[1:]],
+            "env": dict(trainer.env),
+            "budget_env": budget,
+            "export_for": trainer.export_for,
+            "specs": list(settings.specs),
+            "corpus": split.fingerprint(),
+            "budget_mode": settings.budget_mode,
+            "compute": compute,
+            "seeds": seeds,
+            "cache": str(settings.cache_dir),
+            "stages_built": dict(cache.executions),
+            "seconds": round(time.perf_counter() - start, 1),
+        },
+        "specs": rows,
+        "comparisons": _comparisons(rows),
+    }
+    return _write_results(settings, results, log)
+
+
+def _tokenizer_facts(prepared: tuple) -> dict:
+    """A spec's tokenizer and validation facts, from its shards' manifest."""
     spec, tok_dir, shard_dir, manifest = prepared
     tok, val = manifest["tokenizer"], manifest["splits"]["val"]
-    runs = []
-    for seed, stage in zip(seeds, stages):
-        result = run_result(stage)
-        if result["val_bytes"] != val_bytes:
-            raise AssertionError(
-                f"{stage}: scored {result['val_bytes']:,} bytes, but the validation documents have {val_bytes:,}: "
-                "the runs would not be comparable"
-            )
-        runs.append({"seed": seed, "stage": str(stage), **result})
     return {
         "spec": spec.name,
         "spec_definition": spec.to_dict(),
@@ -177,6 +272,25 @@ def _spec_row(prepared: tuple, fitted, seeds: list[int], stages: list[Path], val
         "val_tokens": val["tokens"],
         "val_bytes": val["bytes"],
         "stages": {"tokenizer": str(tok_dir), "shards": str(shard_dir)},
+    }
+
+
+def _spec_row(prepared: tuple, fitted, seeds: list[int], stages: list[Path], val_bytes: int) -> dict:
+    """One spec's entry of ``results.json``: tokenizer facts, sizing, and each seed's numbers from its run files."""
+    from . import sizing
+    from .model_stages import run_result
+
+    runs = []
+    for seed, stage in zip(seeds, stages):
+        result = run_result(stage)
+        if result["val_bytes"] != val_bytes:
+            raise AssertionError(
+                f"{stage}: scored {result['val_bytes']:,} bytes, but the validation documents have {val_bytes:,}: "
+                "the runs would not be comparable"
+            )
+        runs.append({"seed": seed, "stage": str(stage), **result})
+    return {
+        **_tokenizer_facts(prepared),
         "sizing": {
             "estimate": fitted.estimate,
             "estimated_total": fitted.total,
@@ -237,6 +351,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=int, help="artifact budget in bytes (default: preset model, first spec)")
     parser.add_argument("--shrink", default="width", choices=SHRINK_MODES, help="what sizing varies (default width)")
     parser.add_argument("--max-scale", type=float, default=2.0, help="largest model, x the preset's (default 2)")
+    parser.add_argument(
+        "--trainer", default="pgolf", metavar="pgolf|external:PATH",
+        help="pgolf's trainer (default), or an official-style train_gpt.py run per tokenizer and seed on its exported "
+        "folder (see above)",
+    )  # fmt: skip
+    parser.add_argument("--env", action="append", default=[], metavar="K=V", help="external: a variable for every run")
+    parser.add_argument("--nproc", type=int, help="external: run under torchrun --standalone --nproc_per_node N")
+    parser.add_argument(
+        "--export-for", default="baseline", choices=list(TARGETS),
+        help="external: the folder layout the script reads, as pgolf-data export --for (default baseline)",
+    )  # fmt: skip
     parser.add_argument("--val-docs", type=int, default=1000, help="first N documents = validation (default 1000)")
     parser.add_argument("--max-docs", type=int, help="read at most this many documents")
     parser.add_argument("--text-field", default="text", help="JSON field or parquet column holding the text")
@@ -247,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> None:
-        settings = ABSettings.from_args(args, specs=tuple(args.specs), artifact_budget=args.budget)
+        settings = ABSettings.from_args(args, specs=tuple(args.specs), artifact_budget=args.budget, env=tuple(args.env))
         if args.screen:
             run_screen(settings, args.sample_bytes or None)
         else:

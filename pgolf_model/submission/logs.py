@@ -11,6 +11,9 @@ reviewers read the numbers from them. The lines this module knows, as the record
   ``quantized_ttt_phased``; ``diagnostic ...`` lines are scores that do not count;
 - ``Code size: 47642 bytes``, ``Total submission size int8+zlib: 15863489 bytes``;
 - the val token count, ``val_loader:shards pattern=... tokens:62021632`` or ``val_tokens: 47851520``;
+- how the script counts bytes: ``val_bpb:enabled tokenizer_kind=sentencepiece`` (the per-piece SentencePiece formula;
+  ``tokenizer_kind=byte``: one byte a token), ``val_bpb:byte_sidecar:enabled`` or the April records' hyperparameter
+  ``caseops_enabled: True`` (a byte sidecar, ``fineweb_val_bytes_*.bin``; ``False``: the per-piece formula);
 - ``total_eval_time:508.8s``; GPTQ's Hessian collection, ``GPTQ:collected 67 Hessians in 4.7s``, and its reserve
   taken from the training clock, ``gptq:reserving 8s, effective=592000ms``.
 
@@ -34,7 +37,8 @@ _STEP_AVG = re.compile(r"step_avg:\s*(?P<ms>[\d.]+)ms")
 _EVAL_MS = re.compile(r"eval_time:\s*(?P<ms>[\d.]+)ms")
 _TOTAL_EVAL = re.compile(r"^total_eval_time:\s*(?P<s>[\d.]+)s")
 _CODE_SIZE = re.compile(r"^Code size(?P<what>[^:]*):\s*(?P<n>\d+) bytes")
-_TOTAL_SIZE = re.compile(r"^Total submission size(?P<what>[^:]*):\s*(?P<n>\d+) bytes")
+# Also mid-line, as in 2026-03-31_LegendreGPT: ``INT7+zlib model: 15370972 bytes | Total submission: 15441941 bytes``.
+_TOTAL_SIZE = re.compile(r"(?:^|\| )Total submission(?: size(?P<what>[^:]*))?:\s*(?P<n>\d+) bytes")
 _VAL_TOKENS = re.compile(r"^(?:val_loader:.*\stokens:|val_tokens:\s*)(?P<n>\d+)")
 _HESSIANS = re.compile(r"GPTQ:collected .*? in (?P<s>[\d.]+)s", re.IGNORECASE)
 _RESERVE = re.compile(r"^gptq:reserving (?P<s>[\d.]+)s", re.IGNORECASE)
@@ -42,6 +46,16 @@ _SELF_GENERATED = re.compile(r"gptq.*(self-gen|autoregressive)", re.IGNORECASE) 
 _WORLD = re.compile(r"world_size:\s*(?P<n>\d+)")
 _TOKENIZER = re.compile(r"tokenizer_path[=:]\s*(?P<path>\S+)")
 _DEVICE = re.compile(r"^device_name:\s*(?P<name>.+)$")
+_BYTE_KIND = re.compile(r"^val_bpb:enabled tokenizer_kind=(?P<kind>\w+)")
+_BYTE_SIDECAR = re.compile(r"^val_bpb:byte_sidecar:enabled")
+_CASEOPS = re.compile(r"^caseops_enabled:\s*(?P<on>True|False)\b")
+
+# How a script counts the bytes under its BPB (``LogFacts.byte_formula``).
+BYTE_FORMULAS = {
+    "pieces": "the official per-piece formula (SentencePiece tables)",
+    "sidecar": "a byte sidecar (fineweb_val_bytes_*.bin)",
+    "bytes": "one byte a token (a byte-level tokenizer)",
+}
 
 
 @dataclass(frozen=True)
@@ -77,6 +91,7 @@ class LogFacts:
     world_size: int | None = None
     device_name: str | None = None
     tokenizer_file: str | None = None  # the file name of the log's tokenizer_path
+    byte_formula: str | None = None  # a key of BYTE_FORMULAS, when the log says
 
     @property
     def score(self) -> Score | None:
@@ -116,7 +131,7 @@ def parse(text: str) -> LogFacts:
         elif m := _CODE_SIZE.match(line):
             if "uncompressed" not in m["what"]:  # the April records print both; the compressed one counts
                 facts.code_bytes = int(m["n"])
-        elif m := _TOTAL_SIZE.match(line):
+        elif m := _TOTAL_SIZE.search(line):
             facts.total_bytes = int(m["n"])
         elif m := _VAL_TOKENS.match(line):
             facts.val_tokens = int(m["n"])
@@ -124,6 +139,12 @@ def parse(text: str) -> LogFacts:
             facts.reserve_s = float(m["s"])
         elif m := _DEVICE.match(line):
             facts.device_name = m["name"].strip()
+        elif m := _BYTE_KIND.match(line):
+            facts.byte_formula = "bytes" if m["kind"] == "byte" else "pieces"
+        elif _BYTE_SIDECAR.match(line):
+            facts.byte_formula = "sidecar"
+        elif m := _CASEOPS.match(line):
+            facts.byte_formula = "sidecar" if m["on"] == "True" else "pieces"
         if (m := _TOKENIZER.search(line)) and "{" not in m["path"]:  # not a source line the April logs echo
             facts.tokenizer_file = m["path"].rstrip("\"',);").rsplit("/", 1)[-1]
         if _SELF_GENERATED.search(line):
