@@ -88,7 +88,8 @@ def test_submitted_smoke_runs_pass_the_check_but_for_the_seed_count(folder, data
     assert set(failing(report)) == {"seeds"}, report.format()
     assert "2 seed(s); a record claim needs at least 3" in failing(report)["seeds"][0]
     passed = {line.rule for line in report.lines if line.status == "PASS"}
-    expected = {"files", "bytes", "logs agree", "val not in train", "byte accounting", "significance PR #1902"}
+    expected = {"files", "bytes", "logs agree", "val not in train", "val near-duplicates in train", "byte accounting"}
+    expected.add("significance PR #1902")
     assert expected | {"C1 causal", "C2 normalized", "C3 score before update", "C4 single pass"} <= passed
     clocks = [line for line in report.lines if line.rule.startswith("clock")]
     assert clocks and all(line.status == "CANNOT" and "cannot certify" in line.message for line in clocks)
@@ -177,7 +178,7 @@ def test_a_validation_document_in_train_fails(dataset, folder, docs, tmp_path):
         p.unlink()
     write_split(leaky, "train", *encode_stream(tok, [*docs[40:100], docs[7]]))
     lines = failing(check_folder(folder, data=leaky, rt=RT))
-    assert list(lines) == ["seeds", "val not in train"]
+    assert list(lines) == ["seeds", "val not in train", "val near-duplicates in train"]
     assert "1 of 40 val documents occur" in lines["val not in train"][0]
     assert "val document 7 is train document 60" in lines["val not in train"][0]
 

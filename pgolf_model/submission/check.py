@@ -13,7 +13,8 @@ Each line is PASS, FAIL or CANNOT (the folder's files cannot tell) with the file
 - statistics: >= 3 seeds for a record claim; ``submission.json`` agrees with its logs; against X, the README's
   0.005 nats/byte at p < 0.01 and PR #1902's one-sided Welch p < 0.25;
 - data: the val token count against the canonical count for the tokenizer (#1923); no validation document among the
-  training documents (#2127), by hashing every document of both splits; sidecar sums against the bytes of each
+  training documents (#2127), by hashing every document of both splits, nor with small edits (sampled token
+  n-grams shared with the train shards: ``overlap``); sidecar sums against the bytes of each
   decoded val document, for a lossless tokenizer (#897, #1604);
 - legality: C1-C4 measured on each artifact (``legality``).
 """
@@ -34,7 +35,7 @@ from pgolf_data.shards import HEADER_BYTES, ShardSet
 
 from .. import artifact
 from ..runtime import Runtime
-from . import logs
+from . import logs, overlap
 from .legality import Probe, probe_stream
 
 TRAIN_LIMIT_S = 600.0
@@ -320,6 +321,41 @@ def check_leak(data: Path, bos_id: int, report: Report) -> None:
         report.add("val not in train", True, data, f"none of {len(val):,} val documents occurs in the {files}")
 
 
+def _bytes_per_token(val: ShardSet, bos_id: int, tok) -> float | None:
+    """The val split's bytes per document token (BOS aside): from its sidecars, else by decoding its first 65,536."""
+    if val.has_bytes:
+        chunks = list(val.chunks())
+        tokens = sum(len(t) - int((t == bos_id).sum()) for _, t, _ in chunks)
+        return sum(int(c.sum()) for _, _, c in chunks) / max(tokens, 1)
+    if tok is None:
+        return None
+    ids = [i for i in val.read(0, min(val.num_tokens, 1 << 16)).tolist() if i != bos_id]
+    return len(tok.decode(ids).encode("utf-8")) / max(len(ids), 1)
+
+
+def check_near_duplicates(data: Path, bos_id: int, tok, report: Report) -> None:
+    """Val documents in the train shards with small edits (#2127): shared sampled token n-grams (``overlap``)."""
+    val, train = ShardSet.open(data, "val"), ShardSet.open(data, "train")
+    n = overlap.ngram_length(_bytes_per_token(val, bos_id, tok))
+    found = overlap.overlap(val, train, bos_id, n=n)
+    near = found.near_duplicates()
+    measured = int(np.isfinite(found.share).sum())
+    share = len(near) / max(measured, 1)
+    examples = "; ".join(
+        f"val document {d} ({found.share[d]:.0%} of its n-grams) near token {found.offset[d]} of "
+        f"{train.token_files[found.shard[d]].name}"
+        for d in near[:3]
+    )
+    short = len(found.share) - measured
+    report.add(
+        "val near-duplicates in train", share <= overlap.DOCS_LIMIT, data,
+        f"{len(near):,} of {measured:,} val documents ({share:.2%}; limit {overlap.DOCS_LIMIT:.0%}) share at least "
+        f"{overlap.DOC_SHARE:.0%} of their {overlap.SAMPLES} sampled {n}-token n-grams with the "
+        f"{len(train.token_files)} train shard(s)" + (f" ({short} shorter than {n} tokens unmeasured)" if short else "")
+        + (f"; e.g. {examples}" if examples else ""),
+    )  # fmt: skip
+
+
 def check_sidecars(data: Path, tok, report: Report) -> None:
     val = ShardSet.open(data, "val")
     if not val.has_bytes:
@@ -399,12 +435,13 @@ def check_folder(
     data_dir = Path(data) if data is not None else None
     check_val_count(folder, data_dir, report)
     if data_dir is None:
-        for rule in ("val not in train", "byte accounting"):
+        for rule in ("val not in train", "val near-duplicates in train", "byte accounting"):
             report.add(rule, None, directory, "needs the shard folder: give --data SHARDS")
     else:
         tok = _data_tokenizer(data_dir, arts, directory)
         bos = tok.bos_id if tok is not None else int(ShardSet.open(data_dir, "val").read(0, 1)[0])
         check_leak(data_dir, bos, report)
+        check_near_duplicates(data_dir, bos, tok, report)
         if tok is None:
             report.add(
                 "byte accounting", None, data_dir, "no tokenizer to decode with (tokenizer.pgt, artifact, tokenizers/)"
