@@ -272,7 +272,29 @@ def test_legality_passes_score_first_ttt_and_catches_a_cheat(runs):
     cheat = Probe(art, RT, evaluate=cheating_evaluate, changes={"eval.ttt": "full"})
     assert not cheat.c1_causal(stream)[0]
     ok, message = cheat.c3_score_first(stream)
+    assert ok is False and "an update saw it before its score" in message
+    ok, message = cheat.c3_exhaustive(stream)
     assert ok is False and "more than 1" in message
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["full", "lora", "phased"])
+def test_c3_is_measured_above_the_exhaustive_vocabulary_limit(runs, mode, monkeypatch):
+    """Past ``MAX_C3_RUNS`` ids (a record's 8,192) only the traced update order decides: it passes every score-first
+    mode, with steps before the sampled targets to compare, and fails the cheat."""
+    from pgolf_model.submission import legality
+
+    monkeypatch.setattr(legality, "MAX_C3_RUNS", 16)
+    art = runs[0] / "model.pga"
+    legal = Probe(art, RT, changes={"eval.ttt": mode})
+    stream = probe_stream(legal.vocab, legal.bos_id)
+    ok, message = legal.c3_score_first(stream)
+    assert ok is True and "traced over" in message and "possible non-BOS values" not in message, message
+    steps = [int(s) for s in message.split("leaves the ")[1].split(" step(s)")[0].split(", ")]
+    assert max(steps) > 0, message  # some sampled target was scored after updates that had to be unchanged
+    cheat = Probe(art, RT, evaluate=cheating_evaluate, changes={"eval.ttt": mode})
+    ok, message = cheat.c3_score_first(stream)
+    assert ok is False and "an update saw it before its score" in message
 
 
 @pytest.mark.slow
