@@ -15,7 +15,9 @@ Each line is PASS, FAIL or CANNOT (the folder's files cannot tell) with the file
 - data: the val token count against the canonical count for the tokenizer (#1923); no validation document among the
   training documents (#2127), by hashing every document of both splits, nor with small edits (sampled token
   n-grams shared with the train shards: ``overlap``); sidecar sums against the bytes of each
-  decoded val document, for a lossless tokenizer (#897, #1604);
+  val document: its original (``--val-text``), or for a lossless tokenizer its decoding (#897, #1604); and with the
+  originals, decode-and-compare: each val document is the tokenizer's encoding of its original, id for id, and
+  decodes to the original as the tokenizer normalizes it (``Tokenizer.normalize``: NFKC and whitespace for sp1024);
 - legality: C1-C4 measured on each artifact (``legality``).
 """
 
@@ -356,32 +358,97 @@ def check_near_duplicates(data: Path, bos_id: int, tok, report: Report) -> None:
     )  # fmt: skip
 
 
-def check_sidecars(data: Path, tok, report: Report) -> None:
+def val_texts(source: str, n_docs: int) -> list[str]:
+    """The first ``n_docs`` documents of the corpus ``source``: the val split's originals (pgolf's shards and the
+    challenge's both take the first documents of their corpus for val)."""
+    from pgolf_data.corpus import open_corpus
+
+    return list(open_corpus(source, max_docs=n_docs))
+
+
+def _first_difference(a, b) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+def check_sidecars(data: Path, tok, texts: list[str] | None, report: Report) -> None:
+    """The byte accounting (sidecar sums against each val document's original bytes: from ``texts`` where given,
+    else from decoding, which only a lossless tokenizer allows) and the decode-and-compare of every val document
+    against its original, as the tokenizer normalizes it (#897, #1604)."""
     val = ShardSet.open(data, "val")
+    starts = np.append(val.doc_starts(tok.bos_id), val.num_tokens)
+    n_docs = len(starts) - 1
+    docs = [val.read(int(starts[i]) + 1, int(starts[i + 1])).astype(np.int64) for i in range(n_docs)]
+    if texts is not None and len(texts) != n_docs:
+        for rule in ("byte accounting", "decode and compare"):
+            report.add(rule, False, data, f"{n_docs:,} val documents in the shards, {len(texts):,} in --val-text")
+        return
+    check_byte_sums(data, val, tok, docs, texts, report)
+    check_decode(data, tok, docs, texts, report)
+
+
+def check_byte_sums(data: Path, val: ShardSet, tok, docs: list[np.ndarray], texts: list[str] | None, report) -> None:
     if not val.has_bytes:
         report.add("byte accounting", None, data, "no byte sidecars: BPB rests on the official formula alone")
         return
-    if not tok.lossless:
-        report.add("byte accounting", None, data, f"tokenizer {tok.spec.name} is lossy: decoding cannot give the bytes")
+    if texts is None and not tok.lossless:
+        report.add(
+            "byte accounting", None, data,
+            f"tokenizer {tok.spec.name} is lossy: decoding cannot give the original bytes; give --val-text CORPUS",
+        )  # fmt: skip
         return
     sums = val.doc_byte_sums(tok.bos_id)
-    starts = np.append(val.doc_starts(tok.bos_id), val.num_tokens)
-    bad = []
-    for i in range(len(sums)):
-        ids = val.read(int(starts[i]) + 1, int(starts[i + 1]))
-        length = len(tok.decode(ids.astype(np.int64).tolist()).encode("utf-8"))
-        if length != sums[i]:
-            bad.append((i, int(sums[i]), length))
+    source = "original" if texts is not None else "decoded"
+    lengths = [len(t.encode("utf-8")) for t in texts] if texts is not None else [
+        len(tok.decode(ids).encode("utf-8")) for ids in docs
+    ]  # fmt: skip
+    bad = [(i, int(sums[i]), n) for i, n in enumerate(lengths) if n != sums[i]]
     if bad:
         i, side, length = bad[0]
-        offset = HEADER_BYTES + 2 * int(starts[i])
+        offset = HEADER_BYTES + 2 * int(val.doc_starts(tok.bos_id)[i])
         report.add(
             "byte accounting", False, data,
-            f"{len(bad)} val document(s) whose sidecar sum differs from their decoded UTF-8 length; first: document "
-            f"{i} (stream offset {offset} of the split) sums to {side}, decodes to {length} bytes",
+            f"{len(bad)} val document(s) whose sidecar sum differs from their {source} UTF-8 length; first: document "
+            f"{i} (stream offset {offset} of the split) sums to {side}, its {source} text has {length} bytes",
         )  # fmt: skip
     else:
-        report.add("byte accounting", True, data, f"all {len(sums):,} val documents: sidecar sum = decoded bytes")
+        report.add("byte accounting", True, data, f"all {len(sums):,} val documents: sidecar sum = {source} bytes")
+
+
+def check_decode(data: Path, tok, docs: list[np.ndarray], texts: list[str] | None, report: Report) -> None:
+    """Each val document is the tokenizer's encoding of its original, id for id, and decodes to the original as the
+    tokenizer normalizes it (the original itself for a lossless tokenizer)."""
+    if texts is None:
+        report.add("decode and compare", None, data, "needs the val documents' originals: give --val-text CORPUS")
+        return
+    normalized = [tok.normalize(t) for t in texts]
+    if any(n is None for n in normalized):
+        report.add("decode and compare", None, data, f"tokenizer {tok.spec.name} cannot say how it normalizes text")
+        return
+    what = "the original text" if tok.lossless else f"the original as {tok.spec.name} normalizes it"
+    encoded = tok.encode_batch(texts)
+    for i, (ids, norm, enc) in enumerate(zip(docs, normalized, encoded)):
+        if not np.array_equal(ids, enc):
+            at = _first_difference(ids.tolist(), enc.tolist())
+            report.add(
+                "decode and compare", False, data,
+                f"val document {i} is not the tokenizer's encoding of its original: first difference at token {at} "
+                f"of {len(ids)} (the shards hold {ids[at:at + 1].tolist()}, encoding gives {enc[at:at + 1].tolist()})",
+            )  # fmt: skip
+            return
+        decoded = tok.decode(ids)
+        if decoded != norm:
+            at = _first_difference(decoded, norm)
+            report.add(
+                "decode and compare", False, data,
+                f"val document {i} decodes to text that differs from {what} at character {at}: "
+                f"{decoded[at:at + 20]!r} vs {norm[at:at + 20]!r}",
+            )  # fmt: skip
+            return
+    report.add(
+        "decode and compare", True, data,
+        f"all {len(docs):,} val documents are the tokenizer's encoding of their originals, id for id, and decode to "
+        f"{what}" + ("" if tok.lossless else "; the sidecars, not decoding, give the original bytes"),
+    )  # fmt: skip
 
 
 def _data_tokenizer(data: Path, artifacts: list[Path], directory: Path):
@@ -420,6 +487,7 @@ def check_folder(
     data: str | Path | None = None,
     artifacts: list[str | Path] = (),
     compare_to: str | None = None,
+    val_text: str | None = None,
     rt: Runtime,
 ) -> Report:
     directory = Path(directory)
@@ -435,7 +503,7 @@ def check_folder(
     data_dir = Path(data) if data is not None else None
     check_val_count(folder, data_dir, report)
     if data_dir is None:
-        for rule in ("val not in train", "val near-duplicates in train", "byte accounting"):
+        for rule in ("val not in train", "val near-duplicates in train", "byte accounting", "decode and compare"):
             report.add(rule, None, directory, "needs the shard folder: give --data SHARDS")
     else:
         tok = _data_tokenizer(data_dir, arts, directory)
@@ -443,11 +511,11 @@ def check_folder(
         check_leak(data_dir, bos, report)
         check_near_duplicates(data_dir, bos, tok, report)
         if tok is None:
-            report.add(
-                "byte accounting", None, data_dir, "no tokenizer to decode with (tokenizer.pgt, artifact, tokenizers/)"
-            )
+            for rule in ("byte accounting", "decode and compare"):
+                report.add(rule, None, data_dir, "no tokenizer to decode with (tokenizer.pgt, artifact, tokenizers/)")
         else:
-            check_sidecars(data_dir, tok, report)
+            n_docs = len(ShardSet.open(data_dir, "val").doc_starts(tok.bos_id))
+            check_sidecars(data_dir, tok, val_texts(val_text, n_docs) if val_text else None, report)
     if not arts:
         report.add("legality", None, directory, "no pgolf artifact (give --artifact RUN/model.pga): C1-C4 unmeasured")
     for path in arts:
