@@ -22,6 +22,7 @@ from pgolf_data.sharding import ShardConfig, write_shards
 from pgolf_data.shards import HEADER_BYTES, shard_filename, sidecar_name
 from pgolf_data.tokenizer import artifact as tok_artifact
 from pgolf_data.tokenizer.artifact import from_artifact
+from pgolf_model import artifact
 from pgolf_model.evaluation.ttt import evaluate_ttt
 from pgolf_model.presets import preset
 from pgolf_model.runtime import Runtime
@@ -93,6 +94,9 @@ def test_submitted_smoke_runs_pass_the_check_but_for_the_seed_count(folder, data
     assert expected | {"C1 causal", "C2 normalized", "C3 score before update", "C4 single pass"} <= passed
     clocks = [line for line in report.lines if line.rule.startswith("clock")]
     assert clocks and all(line.status == "CANNOT" and "cannot certify" in line.message for line in clocks)
+    (art_bytes,) = [line for line in report.lines if line.rule == "bytes" and line.where == str(runs[0] / "model.pga")]
+    code = artifact.read(runs[0] / "model.pga").sizes["code"]
+    assert f"the artifact's {code:,}-byte copy of the evaluation code" in art_bytes.message  # counted twice, said so
 
 
 def test_folder_contents_follow_the_records(folder, runs):
@@ -115,6 +119,8 @@ def test_folder_contents_follow_the_records(folder, runs):
     readme = (folder / "README.md").read_text()
     assert "`model.num_layers` = `2`" in readme and "Score-first TTT" not in readme
     assert "PR #1902" in readme and "nats/byte" in readme
+    code = max(s["artifact_parts"]["code"] for s in summaries)
+    assert f"the {code:,} bytes of the `code` part count twice" in readme
     tok_file = folder / "tokenizers" / "bytes260.json"
     assert from_artifact(tok_artifact.to_artifact(byte_tokenizer())).vocab_size == 260 and tok_file.is_file()
     script = (folder / "train_gpt.py").read_bytes()
@@ -305,7 +311,7 @@ def test_generated_train_gpt_runs_without_pgolf_and_evaluate_agrees(tmp_path, sp
     exported = export_folder(shards, "baseline", tmp_path / "official")  # token shards and the .model only
     cfg = preset("smoke").override({"model.vocab_size": 1024, **SMOKE, "eval.stride": 32})
     run(cfg, data=shards, tokenizer=shards, out_dir=tmp_path / "run", progress=False)
-    folder = submit([tmp_path / "run"], tmp_path / "records")
+    folder = submit([tmp_path / "run"], tmp_path / "records", "--data", str(shards))
     work = tmp_path / "work"
     work.mkdir()
     shutil.copy(folder / "train_gpt.py", work / "train_gpt.py")
