@@ -377,23 +377,24 @@ def _first_difference(a, b) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
-def check_sidecars(data: Path, tok, texts: list[str] | None, report: Report) -> None:
-    """The byte accounting (sidecar sums against each val document's original bytes: from ``texts`` where given,
-    else from decoding, which only a lossless tokenizer allows) and the decode-and-compare of every val document
-    against its original, as the tokenizer normalizes it (#897, #1604)."""
+def check_sidecars(data: Path, tok, val_text: str | None, report: Report) -> None:
+    """The byte accounting (sidecar sums against each val document's original bytes: from the corpus ``val_text``
+    where given, else from decoding, which only a lossless tokenizer allows) and the decode-and-compare of every val
+    document against its original, as the tokenizer normalizes it (#897, #1604)."""
     val = ShardSet.open(data, "val")
     starts = np.append(val.doc_starts(tok.bos_id), val.num_tokens)
     n_docs = len(starts) - 1
-    docs = [val.read(int(starts[i]) + 1, int(starts[i + 1])).astype(np.int64) for i in range(n_docs)]
+    texts = val_texts(val_text, n_docs) if val_text else None
     if texts is not None and len(texts) != n_docs:
         for rule in ("byte accounting", "decode and compare"):
-            report.add(rule, False, data, f"{n_docs:,} val documents in the shards, {len(texts):,} in --val-text")
+            report.add(rule, False, data, f"{n_docs:,} val documents in the shards, {len(texts):,} in {val_text}")
         return
-    check_byte_sums(data, val, tok, docs, texts, report)
+    docs = [val.read(int(starts[i]) + 1, int(starts[i + 1])) for i in range(n_docs)]
+    check_byte_sums(data, val, tok, starts, docs, texts, report)
     check_decode(data, tok, docs, texts, report)
 
 
-def check_byte_sums(data: Path, val: ShardSet, tok, docs: list[np.ndarray], texts: list[str] | None, report) -> None:
+def check_byte_sums(data: Path, val: ShardSet, tok, starts, docs: list[np.ndarray], texts, report: Report) -> None:
     if not val.has_bytes:
         report.add("byte accounting", None, data, "no byte sidecars: BPB rests on the official formula alone")
         return
@@ -411,7 +412,7 @@ def check_byte_sums(data: Path, val: ShardSet, tok, docs: list[np.ndarray], text
     bad = [(i, int(sums[i]), n) for i, n in enumerate(lengths) if n != sums[i]]
     if bad:
         i, side, length = bad[0]
-        offset = HEADER_BYTES + 2 * int(val.doc_starts(tok.bos_id)[i])
+        offset = HEADER_BYTES + 2 * int(starts[i])
         report.add(
             "byte accounting", False, data,
             f"{len(bad)} val document(s) whose sidecar sum differs from their {source} UTF-8 length; first: document "
@@ -432,7 +433,7 @@ def check_decode(data: Path, tok, docs: list[np.ndarray], texts: list[str] | Non
         report.add("decode and compare", None, data, f"tokenizer {tok.spec.name} cannot say how it normalizes text")
         return
     what = "the original text" if tok.lossless else f"the original as {tok.spec.name} normalizes it"
-    encoded = tok.encode_batch(texts)
+    encoded = itertools.chain.from_iterable(tok.encode_batch(texts[i : i + 1024]) for i in range(0, len(texts), 1024))
     for i, (ids, norm, enc) in enumerate(zip(docs, normalized, encoded)):
         if not np.array_equal(ids, enc):
             at = _first_difference(ids.tolist(), enc.tolist())
@@ -521,8 +522,7 @@ def check_folder(
             for rule in ("byte accounting", "decode and compare"):
                 report.add(rule, None, data_dir, "no tokenizer to decode with (tokenizer.pgt, artifact, tokenizers/)")
         else:
-            n_docs = len(ShardSet.open(data_dir, "val").doc_starts(tok.bos_id))
-            check_sidecars(data_dir, tok, val_texts(val_text, n_docs) if val_text else None, report)
+            check_sidecars(data_dir, tok, val_text, report)
     if not arts:
         report.add("legality", None, directory, "no pgolf artifact (give --artifact RUN/model.pga): C1-C4 unmeasured")
     for path in arts:

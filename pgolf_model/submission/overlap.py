@@ -126,7 +126,6 @@ class Overlap:
     share: np.ndarray
     shard: np.ndarray
     offset: np.ndarray
-    train_tokens: int
 
     def near_duplicates(self, threshold: float = DOC_SHARE) -> np.ndarray:
         return np.flatnonzero(np.nan_to_num(self.share, nan=0.0) >= threshold)
@@ -145,8 +144,8 @@ def overlap(val: ShardSet, train: ShardSet, bos_id: int, samples: int = SAMPLES,
             h = ngram_hashes(window, n)
             maybe = np.flatnonzero(table[h >> _SHIFT])  # most train n-grams stop at the table
             at = np.searchsorted(sk.hashes, h[maybe]).clip(max=len(sk.hashes) - 1)
-            hit = maybe[sk.hashes[at] == h[maybe]]
-            at = at[sk.hashes[at] == h[maybe]]
+            equal = sk.hashes[at] == h[maybe]
+            hit, at = maybe[equal], at[equal]
             fresh = first[at] < 0
             idx, pos = np.unique(at[fresh], return_index=True)  # the first position of each newly found hash
             first[idx] = hit[fresh][pos] + start - len(carry)
@@ -162,4 +161,4 @@ def overlap(val: ShardSet, train: ShardSet, bos_id: int, samples: int = SAMPLES,
     offsets = train.offsets
     shard = np.where(where >= 0, np.searchsorted(offsets, where, side="right") - 1, -1)
     offset = np.where(where >= 0, where - offsets[shard.clip(min=0)], -1)
-    return Overlap(share, shard, offset, train.num_tokens)
+    return Overlap(share, shard, offset)
