@@ -22,6 +22,7 @@ from pgolf_data.sharding import ShardConfig, write_shards
 from pgolf_data.shards import HEADER_BYTES, shard_filename, sidecar_name
 from pgolf_data.tokenizer import artifact as tok_artifact
 from pgolf_data.tokenizer.artifact import from_artifact
+from pgolf_model import artifact
 from pgolf_model.evaluation.ttt import evaluate_ttt
 from pgolf_model.presets import preset
 from pgolf_model.runtime import Runtime
@@ -36,9 +37,18 @@ RT = Runtime(torch.device("cpu"))
 SMOKE = {"train.iterations": 20, "train.val_every": 0}
 
 
-def unique_docs(dev_docs, n: int) -> list[str]:
-    """``n`` distinct non-empty documents (the corpora repeat some, which the leak check rightly reports)."""
-    return list(dict.fromkeys(d for d in dev_docs if d.strip()))[:n]
+def unique_docs(dev_docs, n: int, k: int = 32) -> list[str]:
+    """``n`` distinct non-empty documents, none sharing a fifth of its ``k``-byte substrings with an earlier one (the
+    corpora repeat some, and hold templated near-copies, which the leak checks rightly report)."""
+    seen: set[bytes] = set()
+    out = []
+    for doc in dict.fromkeys(d for d in dev_docs if d.strip()):
+        raw = doc.encode()
+        grams = {raw[i : i + k] for i in range(len(raw) - k + 1)}
+        if len(grams & seen) <= 0.2 * len(grams):
+            seen |= grams
+            out.append(doc)
+    return out[:n]
 
 
 @pytest.fixture(scope="module")
@@ -88,10 +98,14 @@ def test_submitted_smoke_runs_pass_the_check_but_for_the_seed_count(folder, data
     assert set(failing(report)) == {"seeds"}, report.format()
     assert "2 seed(s); a record claim needs at least 3" in failing(report)["seeds"][0]
     passed = {line.rule for line in report.lines if line.status == "PASS"}
-    expected = {"files", "bytes", "logs agree", "val not in train", "byte accounting", "significance PR #1902"}
+    expected = {"files", "bytes", "logs agree", "val not in train", "val near-duplicates in train", "byte accounting"}
+    expected.add("significance PR #1902")
     assert expected | {"C1 causal", "C2 normalized", "C3 score before update", "C4 single pass"} <= passed
     clocks = [line for line in report.lines if line.rule.startswith("clock")]
     assert clocks and all(line.status == "CANNOT" and "cannot certify" in line.message for line in clocks)
+    (art_bytes,) = [line for line in report.lines if line.rule == "bytes" and line.where == str(runs[0] / "model.pga")]
+    code = artifact.read(runs[0] / "model.pga").sizes["code"]
+    assert f"the artifact's {code:,}-byte copy of the evaluation code" in art_bytes.message  # counted twice, said so
 
 
 def test_folder_contents_follow_the_records(folder, runs):
@@ -114,6 +128,8 @@ def test_folder_contents_follow_the_records(folder, runs):
     readme = (folder / "README.md").read_text()
     assert "`model.num_layers` = `2`" in readme and "Score-first TTT" not in readme
     assert "PR #1902" in readme and "nats/byte" in readme
+    code = max(s["artifact_parts"]["code"] for s in summaries)
+    assert f"the {code:,} bytes of the `code` part count twice" in readme
     tok_file = folder / "tokenizers" / "bytes260.json"
     assert from_artifact(tok_artifact.to_artifact(byte_tokenizer())).vocab_size == 260 and tok_file.is_file()
     script = (folder / "train_gpt.py").read_bytes()
@@ -177,7 +193,7 @@ def test_a_validation_document_in_train_fails(dataset, folder, docs, tmp_path):
         p.unlink()
     write_split(leaky, "train", *encode_stream(tok, [*docs[40:100], docs[7]]))
     lines = failing(check_folder(folder, data=leaky, rt=RT))
-    assert list(lines) == ["seeds", "val not in train"]
+    assert list(lines) == ["seeds", "val not in train", "val near-duplicates in train"]
     assert "1 of 40 val documents occur" in lines["val not in train"][0]
     assert "val document 7 is train document 60" in lines["val not in train"][0]
 
@@ -271,7 +287,29 @@ def test_legality_passes_score_first_ttt_and_catches_a_cheat(runs):
     cheat = Probe(art, RT, evaluate=cheating_evaluate, changes={"eval.ttt": "full"})
     assert not cheat.c1_causal(stream)[0]
     ok, message = cheat.c3_score_first(stream)
+    assert ok is False and "an update saw it before its score" in message
+    ok, message = cheat.c3_exhaustive(stream)
     assert ok is False and "more than 1" in message
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["full", "lora", "phased"])
+def test_c3_is_measured_above_the_exhaustive_vocabulary_limit(runs, mode, monkeypatch):
+    """Past ``MAX_C3_RUNS`` ids (a record's 8,192) only the traced update order decides: it passes every score-first
+    mode, with steps before the sampled targets to compare, and fails the cheat."""
+    from pgolf_model.submission import legality
+
+    monkeypatch.setattr(legality, "MAX_C3_RUNS", 16)
+    art = runs[0] / "model.pga"
+    legal = Probe(art, RT, changes={"eval.ttt": mode})
+    stream = probe_stream(legal.vocab, legal.bos_id)
+    ok, message = legal.c3_score_first(stream)
+    assert ok is True and "traced over" in message and "possible non-BOS values" not in message, message
+    steps = [int(s) for s in message.split("leaves the ")[1].split(" step(s)")[0].split(", ")]
+    assert max(steps) > 0, message  # some sampled target was scored after updates that had to be unchanged
+    cheat = Probe(art, RT, evaluate=cheating_evaluate, changes={"eval.ttt": mode})
+    ok, message = cheat.c3_score_first(stream)
+    assert ok is False and "an update saw it before its score" in message
 
 
 @pytest.mark.slow
@@ -282,7 +320,7 @@ def test_generated_train_gpt_runs_without_pgolf_and_evaluate_agrees(tmp_path, sp
     exported = export_folder(shards, "baseline", tmp_path / "official")  # token shards and the .model only
     cfg = preset("smoke").override({"model.vocab_size": 1024, **SMOKE, "eval.stride": 32})
     run(cfg, data=shards, tokenizer=shards, out_dir=tmp_path / "run", progress=False)
-    folder = submit([tmp_path / "run"], tmp_path / "records")
+    folder = submit([tmp_path / "run"], tmp_path / "records", "--data", str(shards))
     work = tmp_path / "work"
     work.mkdir()
     shutil.copy(folder / "train_gpt.py", work / "train_gpt.py")

@@ -58,6 +58,12 @@ class Tokenizer(ABC):
     def lossless(self) -> bool:
         """True when ``decode(encode(text)) == text`` for every string."""
 
+    def normalize(self, text: str) -> str | None:
+        """``text`` as the tokenizer normalizes it before encoding: what ``decode(encode(text))`` gives back unless a
+        piece is unknown (``submit --check``'s decode-and-compare). The text itself for a lossless tokenizer; None
+        where the kind cannot say."""
+        return text if self.lossless else None
+
     @property
     def caseops(self) -> bool:
         return False

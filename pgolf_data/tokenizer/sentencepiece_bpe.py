@@ -279,6 +279,11 @@ class SentencePieceTokenizer(Tokenizer):
     def set_threads(self, num_threads: int) -> None:
         self._threads = max(1, num_threads)
 
+    def normalize(self, text: str) -> str:
+        """SentencePiece's own normalizer (NFKC, whitespace, dummy prefix for the official models), its ``▁`` as the
+        space that decoding gives back."""
+        return text if self._lossless else self._sp.normalize(text).replace(META, " ")
+
     def model_proto(self) -> bytes:
         """The model as a SentencePiece ``.model`` file (trained here: without the trainer's thread count)."""
         return self._model

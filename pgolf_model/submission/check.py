@@ -13,8 +13,11 @@ Each line is PASS, FAIL or CANNOT (the folder's files cannot tell) with the file
 - statistics: >= 3 seeds for a record claim; ``submission.json`` agrees with its logs; against X, the README's
   0.005 nats/byte at p < 0.01 and PR #1902's one-sided Welch p < 0.25;
 - data: the val token count against the canonical count for the tokenizer (#1923); no validation document among the
-  training documents (#2127), by hashing every document of both splits; sidecar sums against the bytes of each
-  decoded val document, for a lossless tokenizer (#897, #1604);
+  training documents (#2127), by hashing every document of both splits, nor with small edits (sampled token
+  n-grams shared with the train shards: ``overlap``); sidecar sums against the bytes of each
+  val document: its original (``--val-text``), or for a lossless tokenizer its decoding (#897, #1604); and with the
+  originals, decode-and-compare: each val document is the tokenizer's encoding of its original, id for id, and
+  decodes to the original as the tokenizer normalizes it (``Tokenizer.normalize``: NFKC and whitespace for sp1024);
 - legality: C1-C4 measured on each artifact (``legality``).
 """
 
@@ -34,7 +37,7 @@ from pgolf_data.shards import HEADER_BYTES, ShardSet
 
 from .. import artifact
 from ..runtime import Runtime
-from . import logs
+from . import logs, overlap
 from .legality import Probe, probe_stream
 
 TRAIN_LIMIT_S = 600.0
@@ -155,7 +158,14 @@ def check_bytes(folder: Folder, artifacts: list[Path], report: Report) -> None:
         report.add("bytes", total <= limit, folder.directory / "submission.json", f"bytes_total {total:,}")
     for path in artifacts:
         total = path.stat().st_size + (folder.code_bytes or 0)
-        report.add("bytes", total <= limit, path, f"{path.stat().st_size:,} + train_gpt.py = {total:,}")
+        twice = artifact.read(path).sizes.get("code", 0) if folder.stub else 0
+        note = (
+            f" (conservative: the artifact's {twice:,}-byte copy of the evaluation code, which the exec stub also "
+            "carries, counts twice, as the files are shipped)"
+            if twice
+            else ""
+        )
+        report.add("bytes", total <= limit, path, f"{path.stat().st_size:,} + train_gpt.py = {total:,}{note}")
 
 
 def _hardware(folder: Folder) -> tuple[bool, str]:
@@ -320,32 +330,133 @@ def check_leak(data: Path, bos_id: int, report: Report) -> None:
         report.add("val not in train", True, data, f"none of {len(val):,} val documents occurs in the {files}")
 
 
-def check_sidecars(data: Path, tok, report: Report) -> None:
+def _bytes_per_token(val: ShardSet, bos_id: int, tok) -> float | None:
+    """The val split's bytes per document token (BOS aside): from its sidecars, else by decoding its first 65,536."""
+    if val.has_bytes:
+        chunks = list(val.chunks())
+        tokens = sum(len(t) - int((t == bos_id).sum()) for _, t, _ in chunks)
+        return sum(int(c.sum()) for _, _, c in chunks) / max(tokens, 1)
+    if tok is None:
+        return None
+    ids = [i for i in val.read(0, min(val.num_tokens, 1 << 16)).tolist() if i != bos_id]
+    return len(tok.decode(ids).encode("utf-8")) / max(len(ids), 1)
+
+
+def check_near_duplicates(data: Path, bos_id: int, tok, report: Report) -> None:
+    """Val documents in the train shards with small edits (#2127): shared sampled token n-grams (``overlap``)."""
+    val, train = ShardSet.open(data, "val"), ShardSet.open(data, "train")
+    n = overlap.ngram_length(_bytes_per_token(val, bos_id, tok))
+    found = overlap.overlap(val, train, bos_id, n=n)
+    near = found.near_duplicates()
+    measured = int(np.isfinite(found.share).sum())
+    share = len(near) / max(measured, 1)
+    examples = "; ".join(
+        f"val document {d} ({found.share[d]:.0%} of its n-grams) near token {found.offset[d]} of "
+        f"{train.token_files[found.shard[d]].name}"
+        for d in near[:3]
+    )
+    short = len(found.share) - measured
+    report.add(
+        "val near-duplicates in train", share <= overlap.DOCS_LIMIT, data,
+        f"{len(near):,} of {measured:,} val documents ({share:.2%}; limit {overlap.DOCS_LIMIT:.0%}) share at least "
+        f"{overlap.DOC_SHARE:.0%} of their {overlap.SAMPLES} sampled {n}-token n-grams with the "
+        f"{len(train.token_files)} train shard(s)" + (f" ({short} shorter than {n} tokens unmeasured)" if short else "")
+        + (f"; e.g. {examples}" if examples else ""),
+    )  # fmt: skip
+
+
+def val_texts(source: str, n_docs: int) -> list[str]:
+    """The first ``n_docs`` documents of the corpus ``source``: the val split's originals (pgolf's shards and the
+    challenge's both take the first documents of their corpus for val)."""
+    from pgolf_data.corpus import open_corpus
+
+    return list(open_corpus(source, max_docs=n_docs))
+
+
+def _first_difference(a, b) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+def check_sidecars(data: Path, tok, val_text: str | None, report: Report) -> None:
+    """The byte accounting (sidecar sums against each val document's original bytes: from the corpus ``val_text``
+    where given, else from decoding, which only a lossless tokenizer allows) and the decode-and-compare of every val
+    document against its original, as the tokenizer normalizes it (#897, #1604)."""
     val = ShardSet.open(data, "val")
+    starts = np.append(val.doc_starts(tok.bos_id), val.num_tokens)
+    n_docs = len(starts) - 1
+    texts = val_texts(val_text, n_docs) if val_text else None
+    if texts is not None and len(texts) != n_docs:
+        for rule in ("byte accounting", "decode and compare"):
+            report.add(rule, False, data, f"{n_docs:,} val documents in the shards, {len(texts):,} in {val_text}")
+        return
+    docs = [val.read(int(starts[i]) + 1, int(starts[i + 1])) for i in range(n_docs)]
+    check_byte_sums(data, val, tok, starts, docs, texts, report)
+    check_decode(data, tok, docs, texts, report)
+
+
+def check_byte_sums(data: Path, val: ShardSet, tok, starts, docs: list[np.ndarray], texts, report: Report) -> None:
     if not val.has_bytes:
         report.add("byte accounting", None, data, "no byte sidecars: BPB rests on the official formula alone")
         return
-    if not tok.lossless:
-        report.add("byte accounting", None, data, f"tokenizer {tok.spec.name} is lossy: decoding cannot give the bytes")
+    if texts is None and not tok.lossless:
+        report.add(
+            "byte accounting", None, data,
+            f"tokenizer {tok.spec.name} is lossy: decoding cannot give the original bytes; give --val-text CORPUS",
+        )  # fmt: skip
         return
     sums = val.doc_byte_sums(tok.bos_id)
-    starts = np.append(val.doc_starts(tok.bos_id), val.num_tokens)
-    bad = []
-    for i in range(len(sums)):
-        ids = val.read(int(starts[i]) + 1, int(starts[i + 1]))
-        length = len(tok.decode(ids.astype(np.int64).tolist()).encode("utf-8"))
-        if length != sums[i]:
-            bad.append((i, int(sums[i]), length))
+    source = "original" if texts is not None else "decoded"
+    lengths = [len(t.encode("utf-8")) for t in texts] if texts is not None else [
+        len(tok.decode(ids).encode("utf-8")) for ids in docs
+    ]  # fmt: skip
+    bad = [(i, int(sums[i]), n) for i, n in enumerate(lengths) if n != sums[i]]
     if bad:
         i, side, length = bad[0]
         offset = HEADER_BYTES + 2 * int(starts[i])
         report.add(
             "byte accounting", False, data,
-            f"{len(bad)} val document(s) whose sidecar sum differs from their decoded UTF-8 length; first: document "
-            f"{i} (stream offset {offset} of the split) sums to {side}, decodes to {length} bytes",
+            f"{len(bad)} val document(s) whose sidecar sum differs from their {source} UTF-8 length; first: document "
+            f"{i} (stream offset {offset} of the split) sums to {side}, its {source} text has {length} bytes",
         )  # fmt: skip
     else:
-        report.add("byte accounting", True, data, f"all {len(sums):,} val documents: sidecar sum = decoded bytes")
+        report.add("byte accounting", True, data, f"all {len(sums):,} val documents: sidecar sum = {source} bytes")
+
+
+def check_decode(data: Path, tok, docs: list[np.ndarray], texts: list[str] | None, report: Report) -> None:
+    """Each val document is the tokenizer's encoding of its original, id for id, and decodes to the original as the
+    tokenizer normalizes it (the original itself for a lossless tokenizer)."""
+    if texts is None:
+        report.add("decode and compare", None, data, "needs the val documents' originals: give --val-text CORPUS")
+        return
+    normalized = [tok.normalize(t) for t in texts]
+    if any(n is None for n in normalized):
+        report.add("decode and compare", None, data, f"tokenizer {tok.spec.name} cannot say how it normalizes text")
+        return
+    what = "the original text" if tok.lossless else f"the original as {tok.spec.name} normalizes it"
+    encoded = itertools.chain.from_iterable(tok.encode_batch(texts[i : i + 1024]) for i in range(0, len(texts), 1024))
+    for i, (ids, norm, enc) in enumerate(zip(docs, normalized, encoded)):
+        if not np.array_equal(ids, enc):
+            at = _first_difference(ids.tolist(), enc.tolist())
+            report.add(
+                "decode and compare", False, data,
+                f"val document {i} is not the tokenizer's encoding of its original: first difference at token {at} "
+                f"of {len(ids)} (the shards hold {ids[at:at + 1].tolist()}, encoding gives {enc[at:at + 1].tolist()})",
+            )  # fmt: skip
+            return
+        decoded = tok.decode(ids)
+        if decoded != norm:
+            at = _first_difference(decoded, norm)
+            report.add(
+                "decode and compare", False, data,
+                f"val document {i} decodes to text that differs from {what} at character {at}: "
+                f"{decoded[at:at + 20]!r} vs {norm[at:at + 20]!r}",
+            )  # fmt: skip
+            return
+    report.add(
+        "decode and compare", True, data,
+        f"all {len(docs):,} val documents are the tokenizer's encoding of their originals, id for id, and decode to "
+        f"{what}" + ("" if tok.lossless else "; the sidecars, not decoding, give the original bytes"),
+    )  # fmt: skip
 
 
 def _data_tokenizer(data: Path, artifacts: list[Path], directory: Path):
@@ -384,6 +495,7 @@ def check_folder(
     data: str | Path | None = None,
     artifacts: list[str | Path] = (),
     compare_to: str | None = None,
+    val_text: str | None = None,
     rt: Runtime,
 ) -> Report:
     directory = Path(directory)
@@ -399,18 +511,18 @@ def check_folder(
     data_dir = Path(data) if data is not None else None
     check_val_count(folder, data_dir, report)
     if data_dir is None:
-        for rule in ("val not in train", "byte accounting"):
+        for rule in ("val not in train", "val near-duplicates in train", "byte accounting", "decode and compare"):
             report.add(rule, None, directory, "needs the shard folder: give --data SHARDS")
     else:
         tok = _data_tokenizer(data_dir, arts, directory)
         bos = tok.bos_id if tok is not None else int(ShardSet.open(data_dir, "val").read(0, 1)[0])
         check_leak(data_dir, bos, report)
+        check_near_duplicates(data_dir, bos, tok, report)
         if tok is None:
-            report.add(
-                "byte accounting", None, data_dir, "no tokenizer to decode with (tokenizer.pgt, artifact, tokenizers/)"
-            )
+            for rule in ("byte accounting", "decode and compare"):
+                report.add(rule, None, data_dir, "no tokenizer to decode with (tokenizer.pgt, artifact, tokenizers/)")
         else:
-            check_sidecars(data_dir, tok, report)
+            check_sidecars(data_dir, tok, val_text, report)
     if not arts:
         report.add("legality", None, directory, "no pgolf artifact (give --artifact RUN/model.pga): C1-C4 unmeasured")
     for path in arts:

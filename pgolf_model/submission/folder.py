@@ -214,7 +214,11 @@ def readme(runs: list[Run], who: Identity, code_bytes: int, ref: Reference | Non
         f"| **total** | **{total:,}** | {100 * total / artifact.LIMIT:.2f}% |",
         "",
         "The artifact `model.pga` holds the config, the tokenizer (pgolf counts it; the official rules do not), the "
-        "compressed weights and its own copy of the evaluation code, so `train_gpt.py` and the artifact both count it.",
+        "compressed weights and its own copy of the evaluation code. The challenge counts the files as they are "
+        "shipped, `train_gpt.py` plus the model file, and `train_gpt.py` carries the same modules, so the "
+        f"{largest.summary['artifact_parts'].get('code', 0):,} bytes of the `code` part count twice: the total is "
+        "conservative by that much. The copy stays in the artifact because `python -m pgolf_model.evaluate` checks the "
+        "model code it runs against it (an artifact is scored by the code it was written with, or refused).",
     ]
     if ref is not None:
         lines += ["", "## Comparison", "", *comparison_lines(runs, ref)]

@@ -4,7 +4,8 @@ in the official line format (``logs``).
 A run directory is what ``python -m pgolf_model.train`` writes (``log.jsonl``, ``summary.json``, ``model.pga``) or
 what a generated ``train_gpt.py`` writes (the same, plus ``eval.json``: the artifact scored as its config says, with
 the official formula's number and the exact one). Without ``eval.json`` the score is the trainer's own round trip of
-the artifact (windows of ``train.seq_len``, no TTT), with the numbers its summary holds.
+the artifact (windows of ``train.seq_len``, no TTT), with the numbers its summary holds; ``final.score_run`` writes
+the ``eval.json`` of such a run whose eval config asks for more.
 """
 
 from __future__ import annotations

@@ -15,13 +15,11 @@ import hashlib
 import json
 import os
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import torch
 
-from pgolf_data.folder import open_folder
 from pgolf_data.manifest import write_atomic
 from pgolf_data.shards import ShardFormatError
 from pgolf_data.tokenizer import TokenizerError
@@ -31,11 +29,10 @@ from pgolf_data.tokenizer.interop import import_tokenizer
 
 from .. import artifact, runtime
 from ..config import Config, ConfigError
-from ..evaluation.byte_counts import val_bytes
-from ..evaluation.ttt import evaluate_ttt
 from ..training.run_dir import RunDirError
 from ..training.trainer import ARTIFACT_NAME, run
-from .runs import EVAL_NAME, FinalEval, load_run
+from .final import final_eval
+from .runs import EVAL_NAME, load_run
 
 # Bad input, reported as one line (as ``pgolf_model.train`` does): config, environment, paths, shards, tokenizer.
 USER_ERRORS = (ConfigError, artifact.BudgetError, ShardFormatError, TokenizerError, FileNotFoundError, RunDirError)
@@ -112,42 +109,6 @@ def tokenizer_artifact(path: Path, frozen: dict) -> bytes:
         data, name=frozen["tokenizer_name"], where=str(path), case_transform=frozen["case_transform"]
     )
     return to_artifact(tok)
-
-
-def final_eval(art_path: Path, data: str, rt) -> FinalEval:
-    """The artifact scored as its config says: the exact number (pgolf's sidecars) and, for a SentencePiece-based
-    tokenizer, the official eval's, as ``pgolf_model.evaluate`` measures them."""
-    art = artifact.read(art_path)
-    model, cfg = artifact.build_model(art, device=rt.device)
-    tok = art.tokenizer()
-    folder = open_folder(data)
-    folder.bind(art.tokenizer_bytes, f"the tokenizer of {art_path}")
-    val = val_bytes(data, tok, exact_sidecars=folder.exact_sidecars)
-    how = cfg.eval
-    seq_len = how.seq_len or cfg.train.seq_len
-    rt.synchronize()
-    start = time.perf_counter()
-    result = evaluate_ttt(
-        model, val.tokens, val.exact, how, seq_len=seq_len, batch_tokens=cfg.train.device_batch_tokens,
-        bos_id=tok.bos_id, runtime=rt, official=val.official, official_rule=val.official_rule,
-    )  # fmt: skip
-    rt.synchronize()
-    seconds = time.perf_counter() - start
-    official = result.official or (result if result.measure == "official" else None)
-    stride = f"stride {how.stride or seq_len}" if how.ttt in ("none", "full") else "per-document chunks"
-    if how.ttt != "none":
-        tag = f"pgolf_{how.ttt}_ttt"
-    else:
-        tag = "pgolf_sliding_window" if how.stride and how.stride != seq_len else "pgolf_roundtrip"
-    return FinalEval(
-        tag,
-        (official.loss, official.bpb) if official else None,
-        (result.loss, result.bpb) if result.measure == "exact" else None,
-        round(seconds, 3),
-        result.tokens,
-        f"windows of {seq_len} tokens, {stride}, TTT {how.ttt}, {folder.describe()}"
-        + (f"; official: {val.official_rule}" if official else ""),
-    )
 
 
 def main(frozen: dict, script: str) -> int:
