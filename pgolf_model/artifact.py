@@ -47,6 +47,7 @@ COUNTED_FILES = (
     "pgolf_model/config.py",
     "pgolf_model/softcap_ce.py",
     "pgolf_model/model.py",
+    "pgolf_model/attention.py",
     "pgolf_model/lowbit.py",
     "pgolf_model/hadamard.py",
     "pgolf_model/quant.py",
@@ -61,8 +62,9 @@ COUNTED_FILES = (
     "pgolf_data/compress.py",
 )
 # The counted modules that define the model; build_model imports these from the artifact itself.
-MODEL_MODULES = ("config", "softcap_ce", "lowbit", "model", "hadamard", "quant")
-ADDED_MODULES = frozenset({"lowbit", "hadamard"})  # model modules newer than the oldest artifacts pgolf reads
+MODEL_MODULES = ("config", "softcap_ce", "lowbit", "attention", "model", "hadamard", "quant")
+# Model modules newer than the oldest artifacts pgolf reads.
+ADDED_MODULES = frozenset({"lowbit", "attention", "hadamard"})
 
 
 class BudgetError(ValueError):

@@ -139,6 +139,9 @@ class ModelConfig(Section):
     yarn_factor: float = _field(
         1.0, "YaRN: RoPE low frequencies stretched by this (eval length / train length)", POSITIVE
     )
+    doc_masked: bool = _field(
+        False, "attention within each document only (BOS to BOS): FlashAttention varlen on CUDA, else a mask"
+    )
 
     def check(self) -> None:
         dim, heads, kv, layers = self.model_dim, self.num_heads, self.num_kv_heads, self.num_layers

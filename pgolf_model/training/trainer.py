@@ -68,6 +68,10 @@ def compile_for_training(model: torch.nn.Module, backend: str = "inductor") -> t
     """``torch.compile`` as the trainer (and ``bench/gpu.py``) runs it: one graph per training state, each with static
     shapes (the loader's batches never change shape); ``fullgraph`` makes a graph break an error at the first step
     instead of a silent slowdown."""
+    if getattr(getattr(model, "cfg", None), "doc_masked", False):
+        # FlashAttention's cu_seqlens has one entry per document of the batch (attention.py): Dynamo must capture
+        # that data-dependent length instead of breaking the graph there.
+        torch._dynamo.config.capture_dynamic_output_shape_ops = True
     return torch.compile(model, fullgraph=True, dynamic=False, backend=backend)
 
 
@@ -114,8 +118,9 @@ def load_inputs(cfg: Config, data: str | Path, tokenizer: str | Path, budget_lim
     tok = from_artifact(tokenizer_bytes, where=str(tokenizer))
     if cfg.model.vocab_size != tok.vocab_size:
         raise ConfigError(f"model.vocab_size = {cfg.model.vocab_size}, but the tokenizer has {tok.vocab_size} ids")
-    if cfg.model.smear_gate and cfg.model.bos_id != tok.bos_id:
-        # SmearGate's document boundary is the BOS id: a wrong one would let documents read their predecessor.
+    if (cfg.model.smear_gate or cfg.model.doc_masked) and cfg.model.bos_id != tok.bos_id:
+        # SmearGate's and the attention mask's document boundary is the BOS id: a wrong one would let documents read
+        # their predecessor.
         raise ConfigError(f"model.bos_id = {cfg.model.bos_id}, but the tokenizer's BOS id is {tok.bos_id}")
     sizes = estimate.check(cfg, len(tokenizer_bytes), budget_limit)
     folder = open_folder(data)
