@@ -19,6 +19,9 @@ graph break. Goals (issue 16; reported, not enforced): ``baseline`` tokens/s >= 
 tokens) with ``--official-data`` / ``--official-tokenizer`` (an sp1024 shard folder and its ``.model``) for
 ``--official-steps`` steps, reads its ``step_avg`` and stops it before its final evaluation: the ratio anchor.
 
+Muon: Newton-Schulz over ``record-caseops``'s 66 block matrices one by one against ``orthogonalize_all``'s
+same-shape banks (compiled on CUDA).
+
 Record switches: each switch of ``bench/record_switches.py`` on the ``baseline`` model at seq 2048, eager by default
 (compiling 15 variants would not fit the 8 minutes; ``--switch-mode compiled`` when time allows), as tokens/s ratios
 to the model with every switch off, measured in alternating rounds.
@@ -51,7 +54,7 @@ from pgolf_model.model import GPT
 from pgolf_model.presets import preset
 from pgolf_model.runtime import Runtime
 from pgolf_model.training import qat
-from pgolf_model.training.optim import build_optimizers
+from pgolf_model.training.optim import build_optimizers, newton_schulz, orthogonalize_all
 from pgolf_model.training.trainer import compile_for_training
 
 PRESETS = ("baseline", "record-1.11", "record-caseops")
@@ -226,6 +229,32 @@ def time_switches(cfg: Config, rt: Runtime, steps: int, rounds: int, backend: st
     return {name: off / statistics.median(t) for name, t in times.items()}
 
 
+def time_muon(cfg: Config, rt: Runtime, reps: int) -> dict:
+    """Newton-Schulz of every block matrix of ``cfg``'s model: one chain per matrix (Muon before the banks) against
+    ``orthogonalize_all``'s banks (compiled on CUDA), in alternating rounds; milliseconds per optimizer step."""
+    with torch.device(rt.device):
+        model = GPT(cfg.model)
+    updates = [p.detach().clone().normal_() for _, p in model.param_groups()["matrix"]]
+    dtype = torch.bfloat16 if rt.device.type == "cuda" else torch.float32
+    steps, coeffs = cfg.optim.muon_ns_steps, cfg.optim.muon_ns_coeffs
+    ways = {
+        "loop": lambda: [newton_schulz(u, steps, dtype=dtype, coeffs=coeffs) for u in updates],
+        "banked": lambda: orthogonalize_all(updates, steps, dtype, coeffs),
+    }
+    for way in ways.values():  # warm-up: the banks compile here
+        way()
+    times: dict[str, list[float]] = {name: [] for name in ways}
+    for _ in range(reps):
+        for name, way in ways.items():
+            rt.synchronize()
+            t0 = time.perf_counter()
+            way()
+            rt.synchronize()
+            times[name].append(1000 * (time.perf_counter() - t0))
+    loop, banked = statistics.median(times["loop"]), statistics.median(times["banked"])
+    return {"matrices": len(updates), "loop_ms": loop, "banked_ms": banked, "speedup": loop / banked}
+
+
 def synthetic_val(cfg: Config, docs: int, seed: int = 0, max_len: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Validation tokens of ``docs`` documents with the record's length distribution, and byte counts (1-6 a token,
     BOS 0)."""
@@ -284,6 +313,12 @@ def report(result: dict) -> str:
         lines.append(
             f"record-caseops step / the record's {RECORD_STEP_MS} ms = {goals['caseops_vs_record']:.3f} "
             f"(goal <= {GOAL_CASEOPS})"
+        )
+    if result.get("muon"):
+        m = result["muon"]
+        lines.append(
+            f"Muon Newton-Schulz, record-caseops's {m['matrices']} matrices: {m['loop_ms']:.2f} ms one by one, "
+            f"{m['banked_ms']:.2f} ms in banks ({m['speedup']:.2f}x)"
         )
     if result.get("switches"):
         lines.append(f"\nrecord switches on baseline ({result['switch_mode']}), tokens/s ratio to all off:")
@@ -369,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         caseops = timings["record-caseops"]
         ms_per_record_step = caseops["step_ms"] * RECORD_STEP_TOKENS / caseops["tokens_per_step"]
         result["goals"]["caseops_vs_record"] = ms_per_record_step / RECORD_STEP_MS
+    result["muon"] = attempt("muon", time_muon, config("record-caseops"), rt, 5)
     if args.switch_mode != "off":
         base = config("baseline").override({"train.seq_len": 2048} if not args.tiny else {})
         result["switch_mode"] = args.switch_mode

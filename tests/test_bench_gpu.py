@@ -36,6 +36,7 @@ def test_tiny_run_measures_every_part_and_checks_the_compiled_loss(tmp_path, cap
     for p in result["presets"]:
         assert p["check"] and p["tokens_per_step"] == 128 and p["tokens_per_s"] > 0
         assert p["compiled_loss"] == pytest.approx(p["eager_loss"], rel=1e-4)
+    assert result["muon"]["matrices"] == 66 and result["muon"]["speedup"] > 0
     assert set(result["switches"]) == set(VARIANTS) and result["switches"]["off"] == 1.0
     assert result["ttt"]["docs"] == 3 and result["ttt"]["mode"] == "phased" and result["ttt"]["seconds"] > 0
     assert result["checks_ok"] and not result["errors"]
