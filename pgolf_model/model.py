@@ -491,11 +491,9 @@ class GPT(nn.Module):
     def forward(self, idx: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
         """Cross-entropy in nats: a scalar for ``reduction="mean"``, (B, T) for ``"none"``."""
         x = self.hidden(idx)
-        if x.device.type == "cpu":  # chunked (softcap_ce.py); on GPU torch.compile fuses the plain form below
-            weight = self.head_weight.to(x.dtype)
-            loss = softcap_cross_entropy(x.flatten(0, 1), weight, targets.flatten(), self.cfg.logit_softcap, reduction)
-        else:
-            loss = F.cross_entropy(self.head(x).flatten(0, 1), targets.flatten(), reduction=reduction)
+        # Chunked on every device (softcap_ce.py): the (tokens x vocab) fp32 logits never exist whole.
+        weight = self.head_weight.to(x.dtype)
+        loss = softcap_cross_entropy(x.flatten(0, 1), weight, targets.flatten(), self.cfg.logit_softcap, reduction)
         return loss if reduction != "none" else loss.view_as(targets)
 
 
