@@ -68,21 +68,20 @@ _newton_schulz_compiled = torch.compile(newton_schulz, fullgraph=True, dynamic=F
 
 
 def orthogonalize_all(updates: list[Tensor], steps: int, dtype: torch.dtype, coeffs: str) -> list[Tensor]:
-    """``newton_schulz`` of each matrix, batched: matrices of one shape (a tall one counted as its transpose) are
-    stacked into a bank and iterated together, so the record's 66 matrices take 3 chains of batched matmuls instead
-    of 66 chains of small ones. Each result is scaled by ``sqrt(max(1, rows / cols))`` (Muon's step size)."""
-    banks: dict[tuple[int, int], list[int]] = {}
+    """``newton_schulz`` of each matrix, batched: matrices of one shape are stacked into a bank and iterated
+    together, so the record's 66 matrices take 4 chains of batched matmuls instead of 66 chains of small ones. Each
+    result is scaled by ``sqrt(max(1, rows / cols))`` (Muon's step size). On CPU a bank's results are bit for bit
+    each matrix's alone (a tall matrix is not banked with its transpose's shape: that would change its rounding)."""
+    banks: dict[tuple[int, ...], list[int]] = {}
     for i, u in enumerate(updates):
-        banks.setdefault((min(u.shape), max(u.shape)), []).append(i)
+        banks.setdefault(tuple(u.shape), []).append(i)
     out: dict[int, Tensor] = {}
-    for members in banks.values():
-        wide = [updates[i].mT if updates[i].size(0) > updates[i].size(1) else updates[i] for i in members]
-        bank = torch.stack(wide)
+    for (rows, cols), members in banks.items():
+        bank = torch.stack([updates[i] for i in members])
         ns = _newton_schulz_compiled if bank.is_cuda else newton_schulz
         result = ns(bank, steps, dtype=dtype, coeffs=coeffs)
         for i, x in zip(members, result.unbind(0)):
-            rows, cols = updates[i].shape
-            out[i] = (x.mT if rows > cols else x) * max(1.0, rows / cols) ** 0.5
+            out[i] = x * max(1.0, rows / cols) ** 0.5
     return [out[i] for i in range(len(updates))]
 
 
