@@ -27,6 +27,7 @@ VARIANTS = {
     "xsa": {"model.xsa": True},
     "attn_gate": {"model.attn_gate_width": 12},
     "smear_gate": {"model.smear_gate": True},
+    "doc_masked": {"model.doc_masked": True},
     "bigram_hash": {"model.bigram_buckets": 2048, "model.bigram_dim": 64},
     "parallel_resid": {"model.parallel_from": -1},  # replaced by the last block index
     "loop_x1": {"model.num_loops": 1, "model.loop_start": 1, "model.loop_end": 1},

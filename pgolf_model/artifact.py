@@ -77,6 +77,7 @@ MODEL_GROUP = "pgolf.models"
 COUNTED_FILES = (
     *CORE_FILES,
     "pgolf_model/model.py",
+    "pgolf_model/attention.py",
     "pgolf_model/ssd.py",
     "pgolf_model/layers.py",
     "pgolf_model/softcap_ce.py",

@@ -148,6 +148,9 @@ class ModelConfig(Section):
     yarn_factor: float = _field(
         1.0, "YaRN: RoPE low frequencies stretched by this (eval length / train length)", POSITIVE
     )
+    doc_masked: bool = _field(
+        False, "attention within each document only (BOS to BOS): FlashAttention varlen on CUDA, else a mask"
+    )
 
     def check(self) -> None:
         dim, heads, kv, layers = self.model_dim, self.num_heads, self.num_kv_heads, self.num_layers
@@ -194,8 +197,9 @@ class ModelConfig(Section):
 
     @property
     def uses_bos(self) -> bool:
-        """Whether ``bos_id`` changes what the model computes (SmearGate's document boundary)."""
-        return self.smear_gate
+        """Whether ``bos_id`` changes what the model computes (SmearGate's and the attention mask's document
+        boundary)."""
+        return self.smear_gate or self.doc_masked
 
 
 @dataclass(frozen=True)

@@ -79,10 +79,8 @@ def softcap_logits(x: Tensor, weight: Tensor, cap: float, delta: Tensor | None =
 def lm_loss(x: Tensor, weight: Tensor, targets: Tensor, cap: float, reduction: str = "mean") -> Tensor:
     """Cross-entropy in nats of the soft-capped logits of hidden states ``x`` (B, T, C): a scalar for
     ``reduction="mean"``, (B, T) for ``"none"``."""
-    if x.device.type == "cpu":  # chunked (softcap_ce.py); on GPU torch.compile fuses the plain form below
-        loss = softcap_cross_entropy(x.flatten(0, 1), weight.to(x.dtype), targets.flatten(), cap, reduction)
-    else:
-        loss = F.cross_entropy(softcap_logits(x, weight, cap).flatten(0, 1), targets.flatten(), reduction=reduction)
+    # Chunked on every device (softcap_ce.py): the (tokens x vocab) fp32 logits never exist whole.
+    loss = softcap_cross_entropy(x.flatten(0, 1), weight.to(x.dtype), targets.flatten(), cap, reduction)
     return loss if reduction != "none" else loss.view_as(targets)
 
 

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .attention import Documents, causal_attention, documents, use_varlen
 from .config import ModelConfig
 from .layers import MLP, Linear, linear_init_, lm_loss, rms_norm, shallow, softcap_logits
 from .lowbit import LowBit
@@ -98,8 +99,9 @@ class CausalSelfAttention(nn.Module):
         if self.gate is not None:
             self.gate.zero_()
 
-    def forward(self, x: Tensor, ve: Tensor | None = None) -> Tensor:
-        """``ve`` (B, T, Hkv * D): a value embedding added to the values (and so seen by XSA too)."""
+    def forward(self, x: Tensor, ve: Tensor | None = None, docs: Documents | None = None) -> Tensor:
+        """``ve`` (B, T, Hkv * D): a value embedding added to the values (and so seen by XSA too); ``docs``: attend
+        within each document only (``model.doc_masked``)."""
         B, T, C = x.shape
         q = self.c_q(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
         k = self.c_k(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
@@ -109,7 +111,7 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q, k = self.rotary(rms_norm(q)), self.rotary(rms_norm(k))
         q = q * self.q_gain.to(q.dtype)[None, :, None, None]
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.num_kv_heads != self.num_heads)
+        y = causal_attention(q, k, v, docs)
         if self.xsa:
             # XSA: attention tends to copy the token's own value back; remove that direction so the layer adds
             # only information from other tokens. Head h uses KV group h // (H / Hkv), as in the GQA attention.
@@ -166,16 +168,18 @@ class Block(nn.Module):
     def norm(self, x: Tensor) -> Tensor:
         return rms_norm(x) * self.in_scale if self.in_scale != 1.0 else rms_norm(x)
 
-    def forward(self, x: Tensor, x0: Tensor, ve: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, x0: Tensor, ve: Tensor | None = None, docs: Documents | None = None) -> Tensor:
         mix = self.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
-        x = x + self.attn_scale.to(x.dtype) * self.attn(self.norm(x), ve=ve)
+        x = x + self.attn_scale.to(x.dtype) * self.attn(self.norm(x), ve=ve, docs=docs)
         return x + self.mlp_scale.to(x.dtype) * self.mlp(self.norm(x))
 
-    def forward_lanes(self, lane0: Tensor, lane1: Tensor, x0: Tensor, ve: Tensor | None) -> tuple[Tensor, Tensor]:
+    def forward_lanes(
+        self, lane0: Tensor, lane1: Tensor, x0: Tensor, ve: Tensor | None, docs: Documents | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Two-lane block: attention reads lane 0 (mixed with x0), the MLP reads lane 1, both write to both lanes."""
         mix = self.resid_mix.to(lane0.dtype)
-        a = self.attn_scale.to(lane0.dtype) * self.attn(self.norm(mix[0] * lane0 + mix[1] * x0), ve=ve)
+        a = self.attn_scale.to(lane0.dtype) * self.attn(self.norm(mix[0] * lane0 + mix[1] * x0), ve=ve, docs=docs)
         m = self.mlp_scale.to(lane1.dtype) * self.mlp(self.norm(lane1))
         r, p = self.lanes.decay.to(lane0.dtype), self.lanes.mix.to(lane0.dtype)
         return r[0] * lane0 + p[0, 0] * a + p[0, 1] * m, r[1] * lane1 + p[1, 0] * a + p[1, 1] * m
@@ -288,7 +292,7 @@ class GPT(nn.Module):
     """The model interface (``pgolf_model.registry``) for ``model.arch gpt``."""
 
     Config = ModelConfig
-    counted_modules = ("pgolf_model.model", "pgolf_model.layers", "pgolf_model.softcap_ce")
+    counted_modules = ("pgolf_model.model", "pgolf_model.attention", "pgolf_model.layers", "pgolf_model.softcap_ce")
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -415,15 +419,16 @@ class GPT(nn.Module):
         embedding, projected down to its width)."""
         x0 = self.embed(idx)
         ves = self.value_embeds(idx) if self.value_embeds is not None else {}
+        docs = documents(idx, self.cfg.bos_id, use_varlen(idx.device)) if self.cfg.doc_masked else None
         x, outs = x0, []
         for i in self.encoder_layers:
-            x = self.blocks[i](x, x0, ve=ves.get(i))
+            x = self.blocks[i](x, x0, ve=ves.get(i), docs=docs)
             outs.append(x)
         # U-Net skips: decoder position j adds the weighted output of encoder position -1 - j, while there is one.
         skips = [w.to(x.dtype) * out for w, out in zip(self.skip_weights, reversed(outs))]
         skips += [None] * (len(self.decoder_layers) + len(self.lane_layers) - len(skips))
         for i, skip in zip(self.decoder_layers, skips):
-            x = self.blocks[i](x if skip is None else x + skip, x0, ve=ves.get(i))
+            x = self.blocks[i](x if skip is None else x + skip, x0, ve=ves.get(i), docs=docs)
         if not self.lane_layers:
             return self.unembed_input(rms_norm(x))
         # The stream splits into two lanes after the first lane block's skip joins it; later skips join lane 0.
@@ -432,7 +437,7 @@ class GPT(nn.Module):
         for k, (i, skip) in enumerate(zip(self.lane_layers, lane_skips)):
             if k and skip is not None:
                 lane0 = lane0 + skip
-            lane0, lane1 = self.blocks[i].forward_lanes(lane0, lane1, x0, ve=ves.get(i))
+            lane0, lane1 = self.blocks[i].forward_lanes(lane0, lane1, x0, ve=ves.get(i), docs=docs)
         return self.unembed_input(rms_norm(0.5 * (lane0 + lane1)))
 
     def unembed_input(self, x: Tensor) -> Tensor:

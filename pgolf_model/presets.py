@@ -150,7 +150,8 @@ def record_caseops() -> Config:
     method) where it reads 16 x 786,432 training tokens; MLP and embedding k as above; the
     8 x 12 attention gate stays float16 (it stores it int8); its skip connections are sigmoid-gated lerps (ours
     weighted adds); its parallel lanes add the first lane block's skip to lane 0 only (ours before the stream
-    splits); its Q/K/V/MLP-up matrices start orthogonal (ours uniform); attention is not document-masked.
+    splits); its Q/K/V/MLP-up matrices start orthogonal (ours uniform). Attention is document-masked as in the record
+    (``model.doc_masked``: FA3 varlen where it imports, else a block-diagonal mask).
     """
     return _preset(
         "record-caseops",
@@ -158,6 +159,7 @@ def record_caseops() -> Config:
             **RECORD_STACK,
             "model.vocab_size": 8192, "model.mlp_mult": 4, "model.qk_gain_init": 5.0, "model.attn_gate_width": 12,
             "model.parallel_from": 8, "model.loop_start": 3, "model.loop_end": 5, "model.num_loops": 2,
+            "model.doc_masked": True,
             "optim.matrix_lr": 0.026, "optim.scalar_lr": 0.02, "optim.tied_embed_lr": 0.03,
             "optim.muon_momentum": 0.97, "optim.muon_ns_coeffs": "polar_express", "optim.muon_row_norm": True,
             "optim.adam_beta2": 0.99, "optim.warmdown_frac": 0.85, "optim.min_lr_scale": 0.1,

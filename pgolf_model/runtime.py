@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -50,6 +51,11 @@ class Runtime:
         return box[0]
 
 
+# Rank 0 alone exports (self-generated calibration, GPTQ, the codecs) while the other ranks wait in ``broadcast``:
+# minutes for the record presets, where NCCL's default 10-minute timeout would kill the waiting ranks.
+COLLECTIVE_TIMEOUT = timedelta(minutes=60)
+
+
 def setup(device: str = "auto") -> Runtime:
     """Join the process group when launched by torchrun (NCCL on GPUs, gloo on CPUs) and pick the device."""
     rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
@@ -69,9 +75,9 @@ def setup(device: str = "auto") -> Runtime:
         dev = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
         if dev.type == "cuda":
-            dist.init_process_group(backend="nccl", device_id=dev)
+            dist.init_process_group(backend="nccl", device_id=dev, timeout=COLLECTIVE_TIMEOUT)
         else:
-            dist.init_process_group(backend="gloo")
+            dist.init_process_group(backend="gloo", timeout=COLLECTIVE_TIMEOUT)
     return Runtime(dev, rank, world_size, local_rank)
 
 

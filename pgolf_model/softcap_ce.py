@@ -3,8 +3,10 @@
 ``loss = logsumexp(s) - s[target]`` with ``s = cap * tanh(z / cap)`` and ``z = h @ W^T``. Written out, that is about
 ten passes over a tokens x vocab fp32 tensor forward and backward (matmul, divide, tanh, multiply, log-softmax,
 gather, and their gradients). At vocab 8192 on CPU those passes, not the matmuls, were measured at half of a
-``tiny``-sized training step. The records fuse the same computation on GPU (fused softcap-CE, PR #1787;
-docs/records.md); here each chunk of rows makes its logits, loss and gradient while they are still in cache:
+``tiny``-sized training step; on a GPU the whole tensor is 98,304 x 8,192 x 4 bytes = 3 GiB per step of the records.
+The records fuse the same computation on GPU (fused softcap-CE, PR #1787; docs/records.md); here each chunk of rows
+(``chunk_rows``: small on CPU, to stay in cache; large on CUDA, to fill the GPU) makes its logits, loss and gradient
+together:
 
 - forward with gradients (a scalar loss): per chunk, ``p = softmax(s) - onehot(target)`` gives
   ``dL/dz = p * (1 - tanh^2)``, so ``dL/dh = dL/dz @ W`` and ``dL/dW += dL/dz^T @ h`` are formed right away and kept
@@ -23,6 +25,13 @@ from torch import Tensor
 
 # Rows per chunk: 256 x 8192 vocab x 4 bytes = 8 MiB of logits. 64 to 2048 rows were tried; 128-256 were fastest.
 CHUNK_ROWS = 256
+# On CUDA a chunk must fill the GPU: 8192 rows x 8192 vocab x 4 bytes = 256 MiB of logits, 12 chunks for the records'
+# 98,304 tokens per GPU where the whole would be 3 GiB (and as much again for its gradient).
+CUDA_CHUNK_ROWS = 8192
+
+
+def chunk_rows(device: torch.device) -> int:
+    return CUDA_CHUNK_ROWS if device.type == "cuda" else CHUNK_ROWS
 
 
 def _chunk_logits(h: Tensor, weight: Tensor, cap: float) -> tuple[Tensor, Tensor | None]:
@@ -47,9 +56,10 @@ class _SoftcapCE(torch.autograd.Function):
         grad_h = torch.empty_like(h)
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
         scale = 1.0 / n if mean else 1.0
-        rows = torch.arange(CHUNK_ROWS, device=h.device)
-        for lo in range(0, n, CHUNK_ROWS):
-            hc, yc = h[lo : lo + CHUNK_ROWS], targets[lo : lo + CHUNK_ROWS]
+        size = chunk_rows(h.device)
+        rows = torch.arange(size, device=h.device)
+        for lo in range(0, n, size):
+            hc, yc = h[lo : lo + size], targets[lo : lo + size]
             s, t = _chunk_logits(hc, weight, cap)
             losses, lse = _chunk_losses(s, yc)
             total += losses.sum(dtype=torch.float64)
@@ -58,7 +68,7 @@ class _SoftcapCE(torch.autograd.Function):
             if t is not None:
                 p.mul_(t.mul_(t).neg_().add_(1.0))  # d tanh: 1 - tanh^2
             p.mul_(scale)
-            grad_h[lo : lo + CHUNK_ROWS] = (p @ weight.float()).to(h.dtype)
+            grad_h[lo : lo + size] = (p @ weight.float()).to(h.dtype)
             grad_w.addmm_(p.t(), hc.float())
         ctx.save_for_backward(grad_h, grad_w.to(weight.dtype))
         return (total * scale).to(torch.float32)
@@ -83,11 +93,9 @@ def softcap_cross_entropy(h: Tensor, weight: Tensor, targets: Tensor, cap: float
         z = F.linear(h, weight).float()
         s = cap * torch.tanh(z / cap) if cap > 0 else z
         return F.cross_entropy(s, targets, reduction="none")
-    chunks = range(0, h.size(0), CHUNK_ROWS)
+    size = chunk_rows(h.device)
+    chunks = range(0, h.size(0), size)
     losses = torch.cat(
-        [
-            _chunk_losses(_chunk_logits(h[i : i + CHUNK_ROWS], weight, cap)[0], targets[i : i + CHUNK_ROWS])[0]
-            for i in chunks
-        ]
+        [_chunk_losses(_chunk_logits(h[i : i + size], weight, cap)[0], targets[i : i + size])[0] for i in chunks]
     )
     return losses if reduction == "none" else losses.mean() if reduction == "mean" else losses.sum()

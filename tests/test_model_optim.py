@@ -10,7 +10,7 @@ from model_data import one_thread  # noqa: F401 (autouse fixture)
 from pgolf_model.config import OptimConfig
 from pgolf_model.model import GPT
 from pgolf_model.presets import preset
-from pgolf_model.training.optim import Muon, Schedule, build_optimizers, newton_schulz
+from pgolf_model.training.optim import Muon, Schedule, build_optimizers, newton_schulz, orthogonalize_all
 
 
 @pytest.mark.parametrize("shape", [(64, 64), (32, 128), (256, 48), (512, 128)])
@@ -62,6 +62,43 @@ def test_muon_matches_a_float64_reference():
         opt.step()
     expected = _reference_muon(w0, grads, 0.05, 0.9)
     np.testing.assert_allclose(p.detach().numpy(), expected, atol=2e-5)
+
+
+@pytest.mark.parametrize("shape", [(5, 16, 48), (3, 48, 16), (1, 32, 32)])
+def test_a_bank_iterates_as_each_of_its_matrices(shape):
+    bank = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    for kind in ("fixed", "polar_express"):
+        together = newton_schulz(bank, 5, dtype=torch.float32, coeffs=kind)
+        alone = torch.stack([newton_schulz(g, 5, dtype=torch.float32, coeffs=kind) for g in bank])
+        torch.testing.assert_close(together, alone, atol=1e-6, rtol=1e-5)
+
+
+def test_banks_change_no_bit_of_the_updates():
+    """Training from a seed reproduces its weights bit for bit (test_base_artifacts): the banks must round as the
+    matrices alone did, tall ones included."""
+    gen = torch.Generator().manual_seed(2)
+    updates = [torch.randn(s, generator=gen) for s in [(64, 32), (32, 64), (64, 32), (32, 32), (32, 64)]]
+    banked = orthogonalize_all(updates, 5, torch.float32, "polar_express")
+    for u, got in zip(updates, banked):
+        scale = max(1.0, u.size(0) / u.size(1)) ** 0.5
+        assert torch.equal(got, newton_schulz(u, 5, dtype=torch.float32, coeffs="polar_express") * scale)
+
+
+def test_muon_banks_of_mixed_shapes_match_the_float64_reference():
+    """Five matrices in three banks ((48, 16) twice, (16, 48), (32, 32) twice), each stepped as if alone."""
+    rng = np.random.default_rng(4)
+    shapes = [(48, 16), (16, 48), (32, 32), (32, 32), (48, 16)]
+    w0 = [rng.standard_normal(s) for s in shapes]
+    grads = [[rng.standard_normal(s) for s in shapes] for _ in range(3)]
+    params = [torch.nn.Parameter(torch.tensor(w, dtype=torch.float32)) for w in w0]
+    opt = Muon(params, lr=0.05, momentum=0.9, ns_steps=5, ns_dtype=torch.float32)
+    for step in grads:
+        for p, g in zip(params, step):
+            p.grad = torch.tensor(g, dtype=torch.float32)
+        opt.step()
+    for k, p in enumerate(params):
+        expected = _reference_muon(w0[k], [step[k] for step in grads], 0.05, 0.9)
+        np.testing.assert_allclose(p.detach().numpy(), expected, atol=2e-5)
 
 
 def test_every_parameter_is_in_exactly_one_optimizer():

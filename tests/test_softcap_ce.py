@@ -78,3 +78,18 @@ def test_model_forward_uses_it_and_matches_its_logits():
     theirs = torch.autograd.grad(ref, list(model.parameters()))
     for a, b in zip(ours, theirs):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_cuda_chunks_cap_the_logits_at_a_fixed_number_of_rows(monkeypatch):
+    """The device only picks the chunk size: the records' 98,304 rows per GPU make 12 chunks of 8,192 rows, never the
+    whole (tokens x vocab) tensor (run here on CPU with the CUDA size)."""
+    assert softcap_ce.chunk_rows(torch.device("cuda")) == softcap_ce.CUDA_CHUNK_ROWS == 8192
+    assert softcap_ce.chunk_rows(torch.device("cpu")) == softcap_ce.CHUNK_ROWS
+    monkeypatch.setattr(softcap_ce, "chunk_rows", lambda device: softcap_ce.CUDA_CHUNK_ROWS)
+    seen = []
+    real = softcap_ce._chunk_logits
+    monkeypatch.setattr(softcap_ce, "_chunk_logits", lambda h, w, cap: seen.append(h.size(0)) or real(h, w, cap))
+    h, weight, targets = inputs(20_000, 4, 6, seed=5)
+    ours = softcap_cross_entropy(h, weight, targets, 30.0, "mean")
+    assert seen == [8192, 8192, 20_000 - 2 * 8192]
+    torch.testing.assert_close(ours.double(), plain(h, weight, targets, 30.0, "mean"), rtol=1e-5, atol=1e-5)

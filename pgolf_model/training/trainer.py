@@ -35,7 +35,7 @@ from pgolf_data.tokenizer.interop import artifact_bytes
 
 from .. import artifact, registry, runtime
 from ..cli import flat
-from ..config import Config, ConfigError
+from ..config import Config, ConfigError, TrainConfig
 from ..evaluation.byte_counts import ValBytes, val_bytes
 from ..evaluation.scoring import BPBResult, score
 from ..export import estimate
@@ -61,6 +61,24 @@ RESUMABLE_CHANGES = frozenset(
         "train.compile_warmup_steps",
     }
 )
+
+
+def compile_for_training(model: torch.nn.Module, backend: str = "inductor") -> torch.nn.Module:
+    """``torch.compile`` as the trainer (and ``bench/gpu.py``) runs it: one graph per training state, each with static
+    shapes (the loader's batches never change shape); ``fullgraph`` makes a graph break an error at the first step
+    instead of a silent slowdown."""
+    if getattr(getattr(model, "cfg", None), "doc_masked", False):
+        # FlashAttention's cu_seqlens has one entry per document of the batch (attention.py): Dynamo must capture
+        # that data-dependent length instead of breaking the graph there.
+        torch._dynamo.config.capture_dynamic_output_shape_ops = True
+    return torch.compile(model, fullgraph=True, dynamic=False, backend=backend)
+
+
+def warm_up_states(train: TrainConfig, model: torch.nn.Module) -> list[tuple[bool, bool]]:
+    """``(looping, late QAT)`` of every graph a run can step with: both layer orders when depth recurrence starts
+    mid-run (``train.loop_after``; the model is built looping), each also fake-quantized when late QAT is on."""
+    loops = [False, True] if train.loop_after else [getattr(model, "looping", True)]
+    return [(loop, fake) for fake in ([False, True] if train.qat_threshold else [False]) for loop in loops]
 
 
 class RunLog:
@@ -162,7 +180,7 @@ class Trainer:
         self.stop = StopRequest()
         if resume is not None:
             self.resume(resume)
-        self.net = torch.compile(self.model) if cfg.train.compile else self.model
+        self.net = compile_for_training(self.model) if cfg.train.compile else self.model
         self.ddp = None
         if rt.distributed:  # after a resume: DDP broadcasts rank 0's weights when it is built
             device_ids = [rt.device.index] if rt.device.type == "cuda" else None
@@ -292,17 +310,29 @@ class Trainer:
     # -- the run's phases -------------------------------------------------------------------------------------------
 
     def warm_up(self) -> None:
-        """Compile (and warm up) on real steps before the clock starts, then put everything back."""
+        """Compile (and warm up) on real steps before the clock starts, then put everything back.
+
+        The steps are shared out over ``warm_up_states`` (at least one each), so that switching depth recurrence or
+        late QAT on during the run finds its graph compiled instead of recompiling forward and backward on the clock.
+        """
         warmup, step = self.cfg.train.compile_warmup_steps, self.clock.step
         if not warmup:
             return
+        states = warm_up_states(self.cfg.train, self.model)
+        warmup = max(warmup, len(states))
+        looping = getattr(self.model, "looping", None)  # a model family without depth recurrence: None
         saved = copy.deepcopy(self.model.state_dict()), [copy.deepcopy(o.state_dict()) for o in self.optimizers]
         for i in range(warmup):
-            if self.cfg.train.qat_threshold and i == warmup // 2:
-                qat.enable(self.model, self.cfg.quant)  # compile the late-QAT graph now too, not on the clock
+            loop, fake = states[i * len(states) // warmup]
+            if looping is not None:
+                self.model.set_looping(loop)
+            if fake and not qat.enabled(self.model):
+                qat.enable(self.model, self.cfg.quant)
             self.schedule.apply(self.optimizers, step + i, self.cfg.train.iterations)
             self.forward_backward(step + i)
         qat.disable(self.model)
+        if looping is not None:
+            self.model.set_looping(looping)
         self.model.load_state_dict(saved[0])
         for opt, opt_state in zip(self.optimizers, saved[1]):
             opt.load_state_dict(opt_state)

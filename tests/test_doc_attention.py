@@ -1,0 +1,187 @@
+"""Document-masked attention (``model.doc_masked``): the mask path and the varlen path (FlashAttention's interface,
+here a per-document reference kernel registered as a custom op) agree with each other and with attention run on
+each document alone; a doc-masked GPT scores a packed window as it scores each of its documents alone; the varlen
+path compiles as one graph; training, scoring and the phased global SGD all go through it."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import logging
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from model_data import one_thread  # noqa: F401 (autouse fixture)
+from torch._dynamo.utils import counters
+
+from pgolf_model import attention
+from pgolf_model import model as model_module
+from pgolf_model.config import ModelConfig, SGDPhase
+from pgolf_model.evaluation import ttt
+from pgolf_model.model import GPT
+from pgolf_model.runtime import Runtime
+from pgolf_model.training.trainer import compile_for_training
+
+BOS = 1
+
+
+@torch.library.custom_op("pgolf_test::varlen_attention", mutates_args=())
+def reference_varlen(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    cu_seqlens_k: torch.Tensor,
+    max_seqlen_q: int,
+    max_seqlen_k: int,
+    causal: bool,
+) -> torch.Tensor:
+    """flash_attn_varlen_func's contract, written as a loop: (total, H, D) inputs, each segment of cu_seqlens its
+    own causal attention, grouped-query when k has fewer heads."""
+    assert causal and torch.equal(cu_seqlens_q, cu_seqlens_k) and cu_seqlens_q.dtype == torch.int32
+    out = torch.empty_like(q)
+    bounds = cu_seqlens_q.tolist()
+    assert bounds[0] == 0 and bounds[-1] == q.size(0) and bounds == sorted(bounds)
+    assert max(b - a for a, b in itertools.pairwise(bounds)) <= max_seqlen_q
+    rep = q.size(1) // k.size(1)
+    for lo, hi in itertools.pairwise(bounds):
+        qs, ks, vs = (t[lo:hi].transpose(0, 1) for t in (q, k, v))  # (heads, n, D)
+        ks, vs = ks.repeat_interleave(rep, 0), vs.repeat_interleave(rep, 0)
+        scores = (qs @ ks.transpose(1, 2)) / q.size(-1) ** 0.5
+        scores = scores.masked_fill(~torch.ones(hi - lo, hi - lo, dtype=torch.bool).tril(), float("-inf"))
+        out[lo:hi] = (scores.softmax(-1) @ vs).transpose(0, 1)
+    return out
+
+
+@reference_varlen.register_fake
+def _(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal):
+    return torch.empty_like(q)
+
+
+@pytest.fixture
+def varlen(monkeypatch):
+    """The model's varlen path on CPU, through the reference kernel."""
+    monkeypatch.setattr(attention, "VARLEN", reference_varlen)
+    monkeypatch.setattr(model_module, "use_varlen", lambda device: True)
+
+
+def with_bos(shape: tuple[int, int], starts: list[int], seed: int = 0, vocab: int = 64) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    idx = torch.randint(2, vocab, shape, generator=gen)
+    idx.view(-1)[torch.tensor(starts, dtype=torch.long)] = BOS
+    return idx
+
+
+def spans(row: torch.Tensor) -> list[tuple[int, int]]:
+    """The documents of one row as (start, end): cut before each BOS (a window's first tokens before any BOS are a
+    document too)."""
+    cuts = [0, *[int(i) for i in torch.nonzero(row == BOS).flatten() if i > 0], len(row)]
+    return list(itertools.pairwise(cuts))
+
+
+def per_document(idx: torch.Tensor, fn) -> torch.Tensor:
+    """``fn`` on each document of each row alone, concatenated back along the row."""
+    return torch.stack([torch.cat([fn(row[a:b][None])[0] for a, b in spans(row)]) for row in idx])
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    rows=st.integers(1, 3),
+    T=st.integers(1, 24),
+    heads=st.sampled_from([(4, 4), (4, 2), (2, 1)]),
+    data=st.data(),
+)
+def test_mask_and_varlen_paths_equal_each_document_alone(rows, T, heads, data):
+    H, Hkv = heads
+    starts = data.draw(st.lists(st.integers(0, rows * T - 1), max_size=rows * T, unique=True))
+    idx = with_bos((rows, T), starts)
+    gen = torch.Generator().manual_seed(T)
+    q, k, v = (torch.randn(rows, h, T, 8, generator=gen) for h in (H, Hkv, Hkv))
+    mask_path = attention.causal_attention(q, k, v, attention.documents(idx, BOS, varlen=False))
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(attention, "VARLEN", reference_varlen)
+        varlen_path = attention.causal_attention(q, k, v, attention.documents(idx, BOS, varlen=True))
+    torch.testing.assert_close(varlen_path, mask_path, atol=1e-5, rtol=1e-5)
+    # Alone: each document's slice of q, k, v through plain causal attention, by the same per-row cuts.
+    expected = torch.zeros_like(q)
+    for r in range(rows):
+        for a, b in spans(idx[r]):
+            qs, ks, vs = (t[r : r + 1, :, a:b] for t in (q, k, v))
+            expected[r, :, a:b] = F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, enable_gqa=Hkv < H)[0]
+    torch.testing.assert_close(mask_path, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_cu_seqlens_mark_every_bos_and_every_row_start():
+    idx = with_bos((2, 6), [0, 3, 6 + 4])
+    docs = attention.documents(idx, BOS, varlen=True)
+    assert docs.cu_seqlens.tolist() == [0, 3, 6, 10, 12] and docs.max_seqlen == 6 and docs.mask is None
+
+
+# The switches that read only their own token or their own document (BigramHash reads the previous token even
+# across a BOS, so a packed window and a lone document differ at the BOS by design).
+DOC_CFG = dict(
+    vocab_size=64, num_layers=4, model_dim=32, num_heads=4, num_kv_heads=2, bos_id=BOS, doc_masked=True,
+    mlp_leaky_slope=0.5, rope_dims=4, ln_scale=True, xsa=True, attn_gate_width=4, smear_gate=True,
+    ve_layers=(3,), ve_dim=8, parallel_from=3, num_loops=1, loop_start=1, loop_end=1,
+)  # fmt: skip
+
+
+def doc_model(**changes) -> GPT:
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(**{**DOC_CFG, **changes}))
+    with torch.no_grad():  # the zero-initialized projections and gates would hide any leak
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model.eval()
+
+
+@pytest.mark.parametrize("path", ["mask", "varlen"])
+def test_a_packed_window_scores_as_its_documents_alone(path, request):
+    if path == "varlen":
+        request.getfixturevalue("varlen")
+    model = doc_model()
+    idx = with_bos((2, 40), [0, 7, 8, 23, 40 + 15, 40 + 16])
+    with torch.no_grad():
+        packed = model.logits(idx)
+        alone = per_document(idx, model.logits)
+        torch.testing.assert_close(packed, alone, atol=1e-4, rtol=1e-4)
+        leaky = doc_model(doc_masked=False).logits(idx)
+    assert not torch.allclose(leaky, alone, atol=1e-3)  # without the mask, the documents do read each other
+
+
+def test_the_varlen_path_compiles_as_one_graph(varlen, monkeypatch):
+    monkeypatch.setattr(logging.getLogger("torch.__trace"), "propagate", False)
+    torch._dynamo.reset()
+    counters.clear()
+    model = doc_model()
+    idx = with_bos((2, 32), [0, 5, 32 + 20])
+    other = with_bos((2, 32), [3, 4, 32 + 1, 32 + 30], seed=1)  # another number of documents: the same graph
+    # Off by default (compile_for_training turns it on), and put back afterwards.
+    with torch._dynamo.config.patch(capture_dynamic_output_shape_ops=False), torch.no_grad():
+        compiled = compile_for_training(model, backend="aot_eager")
+        torch.testing.assert_close(compiled(idx, idx, reduction="none"), model(idx, idx, reduction="none"))
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            torch.testing.assert_close(compiled(other, other, reduction="none"), model(other, other, reduction="none"))
+    assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
+    torch._dynamo.reset()
+
+
+def test_training_scoring_and_the_global_sgd_use_the_mask(monkeypatch):
+    calls = []
+    real = model_module.documents
+    monkeypatch.setattr(model_module, "documents", functools.partial(lambda f, *a: calls.append(1) or f(*a), real))
+    model = doc_model().train()
+    idx = with_bos((2, 16), [0, 9])
+    model(idx, idx).backward()
+    assert len(calls) == 1
+    with torch.no_grad():
+        model.eval()(idx, idx, reduction="none")
+    assert len(calls) == 2
+    tokens = np.asarray(with_bos((1, 200), [0, 50, 120]).flatten())
+    sgd = SGDPhase(chunk_tokens=64, batch_seqs=2)
+    ttt._global_sgd(model, tokens, sgd, seq_len=32, rt=Runtime(torch.device("cpu")))
+    assert len(calls) > 2
