@@ -53,6 +53,11 @@ def linear_init_(weight: Tensor) -> None:
     nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
 
 
+def orthogonal_init_(weight: Tensor) -> None:
+    """Orthonormal rows (or columns, for a tall matrix), gain 1: ``model.ortho_init``."""
+    nn.init.orthogonal_(weight, gain=1.0)
+
+
 class Rotary(nn.Module):
     """Rotary position embedding on the first ``rot_dim`` channels of each head (all of them in the baseline)."""
 
@@ -98,7 +103,7 @@ class Linear(nn.Linear):
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, layer_idx: int) -> None:
         super().__init__()
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         kv_dim = cfg.num_kv_heads * cfg.head_dim
@@ -111,7 +116,8 @@ class CausalSelfAttention(nn.Module):
         self.q_gain = nn.Parameter(torch.empty(cfg.num_heads))
         # Partial RoPE (records from 2026-03-21): the unrotated dims attend by content regardless of distance.
         self.rotary = Rotary(cfg.rope_dims or cfg.head_dim, cfg.rope_base, cfg.yarn_factor)
-        self.xsa = cfg.xsa
+        self.xsa = cfg.has_xsa(layer_idx)
+        self.ortho_init = cfg.ortho_init
         # Sparse attention gate (docs/records.md, attention gate): a per-head sigmoid gate read from a few input dims.
         width = cfg.attn_gate_width
         self.gate = nn.Parameter(torch.empty(cfg.num_heads, width)) if width else None
@@ -119,7 +125,8 @@ class CausalSelfAttention(nn.Module):
     @torch.no_grad()
     def reset_parameters(self) -> None:
         for lin in (self.c_q, self.c_k, self.c_v, self.proj):
-            linear_init_(lin.weight)
+            # Orthogonal Q, K, V (records from 2026-03-19 OrthoInit to the 1.0611 record's _init_weights).
+            (orthogonal_init_ if self.ortho_init and lin is not self.proj else linear_init_)(lin.weight)
         self.proj.weight.zero_()  # the block starts as the identity (drawn first, as the baseline's RNG stream is)
         self.q_gain.fill_(self.qk_gain_init)
         if self.gate is not None:
@@ -151,16 +158,16 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, hidden: int) -> None:
         super().__init__()
-        hidden = cfg.mlp_mult * cfg.model_dim
         self.fc = Linear(cfg.model_dim, hidden)
         self.proj = Linear(hidden, cfg.model_dim)
         self.leaky_slope = cfg.mlp_leaky_slope
+        self.ortho_init = cfg.ortho_init
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        linear_init_(self.fc.weight)
+        (orthogonal_init_ if self.ortho_init else linear_init_)(self.fc.weight)
         linear_init_(self.proj.weight)
         self.proj.weight.zero_()  # the block starts as the identity (drawn first, as the baseline's RNG stream is)
 
@@ -190,9 +197,10 @@ class Block(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_idx: int) -> None:
         super().__init__()
         self.layer_idx = layer_idx
-        self.attn = CausalSelfAttention(cfg)
-        self.mlp = MLP(cfg)
-        self.attn_scale = nn.Parameter(torch.empty(cfg.model_dim))
+        # An attention-free block (``model.attn_layers``): "attention only in the last layers" (docs/records.md, XSA).
+        self.attn = CausalSelfAttention(cfg, layer_idx) if cfg.has_attention(layer_idx) else None
+        self.mlp = MLP(cfg, cfg.mlp_hidden(layer_idx))
+        self.attn_scale = nn.Parameter(torch.empty(cfg.model_dim)) if self.attn is not None else None
         self.mlp_scale = nn.Parameter(torch.empty(cfg.model_dim))
         # x <- mix[0] * x + mix[1] * x0: each block may pull the embedding stream back in (init: identity).
         self.resid_mix = nn.Parameter(torch.empty(2, cfg.model_dim))
@@ -202,9 +210,10 @@ class Block(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        self.attn.reset_parameters()
+        if self.attn is not None:
+            self.attn.reset_parameters()
+            self.attn_scale.fill_(1.0)
         self.mlp.reset_parameters()
-        self.attn_scale.fill_(1.0)
         self.mlp_scale.fill_(1.0)
         self.resid_mix[0].fill_(1.0)
         self.resid_mix[1].fill_(0.0)
@@ -217,7 +226,8 @@ class Block(nn.Module):
     def forward(self, x: Tensor, x0: Tensor, ve: Tensor | None = None) -> Tensor:
         mix = self.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
-        x = x + self.attn_scale.to(x.dtype) * self.attn(self.norm(x), ve=ve)
+        if self.attn is not None:
+            x = x + self.attn_scale.to(x.dtype) * self.attn(self.norm(x), ve=ve)
         return x + self.mlp_scale.to(x.dtype) * self.mlp(self.norm(x))
 
     def forward_lanes(self, lane0: Tensor, lane1: Tensor, x0: Tensor, ve: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -337,6 +347,8 @@ class GPT(nn.Module):
             self.value_embeds = ValueEmbeddings(cfg) if cfg.ve_layers else None
             self.set_looping(True)
             self.skip_weights = nn.Parameter(torch.empty(len(self.encoder_layers), cfg.model_dim))
+            # Sigmoid-gated skips (the 1.0611 record's skip_gates, SKIP_GATES_ENABLED): 8 x 512 = 4,096 there.
+            self.skip_gates = nn.Parameter(torch.empty_like(self.skip_weights)) if cfg.skip_gates else None
             self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.model_dim, cfg.vocab_size, bias=False)
         self.init_weights()
         if cfg.embed_bf16:
@@ -382,6 +394,8 @@ class GPT(nn.Module):
         else:
             nn.init.normal_(self.tok_emb.weight, mean=0.0, std=self.cfg.tied_embed_init_std)
         self.skip_weights.fill_(1.0)
+        if self.skip_gates is not None:
+            self.skip_gates.zero_()  # sigmoid(0) = 1/2: the stream and the weighted skip start at equal shares
         for part in (self.smear, self.bigram, self.value_embeds, self.factored):
             if part is not None:
                 part.reset_parameters()
@@ -450,21 +464,33 @@ class GPT(nn.Module):
         for i in self.encoder_layers:
             x = self.blocks[i](x, x0, ve=ves.get(i))
             outs.append(x)
-        # U-Net skips: decoder position j adds the weighted output of encoder position -1 - j, while there is one.
-        skips = [w.to(x.dtype) * out for w, out in zip(self.skip_weights, reversed(outs))]
+        # U-Net skips: decoder position j takes the weighted output of encoder position -1 - j, while there is one.
+        skips = list(range(len(outs)))
         skips += [None] * (len(self.decoder_layers) + len(self.lane_layers) - len(skips))
-        for i, skip in zip(self.decoder_layers, skips):
-            x = self.blocks[i](x if skip is None else x + skip, x0, ve=ves.get(i))
+        outs.reverse()
+        for i, j in zip(self.decoder_layers, skips):
+            x = self.blocks[i](self.join_skip(x, outs, j), x0, ve=ves.get(i))
         if not self.lane_layers:
             return self.head_input(rms_norm(x))
-        # The stream splits into two lanes after the first lane block's skip joins it; later skips join lane 0.
+        # The stream splits into two lanes after the first lane block's skip joins it (with lane0_skip, as in the
+        # 1.0611 record, after the split, into lane 0 only); later skips join lane 0.
         lane_skips = skips[len(self.decoder_layers) :]
-        lane0 = lane1 = x if lane_skips[0] is None else x + lane_skips[0]
-        for k, (i, skip) in enumerate(zip(self.lane_layers, lane_skips)):
-            if k and skip is not None:
-                lane0 = lane0 + skip
+        lane0 = lane1 = x if self.cfg.lane0_skip else self.join_skip(x, outs, lane_skips[0])
+        for k, (i, j) in enumerate(zip(self.lane_layers, lane_skips)):
+            if k or self.cfg.lane0_skip:
+                lane0 = self.join_skip(lane0, outs, j)
             lane0, lane1 = self.blocks[i].forward_lanes(lane0, lane1, x0, ve=ves.get(i))
         return self.head_input(rms_norm(0.5 * (lane0 + lane1)))
+
+    def join_skip(self, x: Tensor, outs: list[Tensor], j: int | None) -> Tensor:
+        """``x`` joined by skip ``j`` (of the encoder outputs ``outs``, last first): ``x + w * out``, or with skip
+        gates ``lerp(w * out, x, sigmoid(g))`` (the 1.0611 record); ``x`` itself when ``j`` is None."""
+        if j is None:
+            return x
+        skip = self.skip_weights[j].to(x.dtype) * outs[j]
+        if self.skip_gates is None:
+            return x + skip
+        return torch.lerp(skip, x, torch.sigmoid(self.skip_gates[j].to(x.dtype)))
 
     def head_input(self, x: Tensor) -> Tensor:
         return x if self.factored is None else self.factored.down(x)

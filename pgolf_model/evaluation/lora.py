@@ -99,14 +99,12 @@ class DocLoRA(nn.Module):
         self.slots = nn.ModuleList()
         for p in order:
             attn = model.blocks[p].attn
-            shapes = {
-                "q": (dim, attn.c_q.out_features),
-                "k": (dim, attn.c_k.out_features),
-                "v": (dim, attn.c_v.out_features),
-                "o": (dim, dim),
-                "mlp": (dim, dim),
-            }
-            self.slots.append(nn.ModuleDict({t: BatchedLoRA(bsz, *shapes[t], rank, alpha) for t in self.targets}))
+            shapes = {"mlp": (dim, dim)}
+            if attn is not None:  # an attention-free block (model.attn_layers) adapts its MLP only
+                shapes |= {"q": (dim, attn.c_q.out_features), "k": (dim, attn.c_k.out_features)}
+                shapes |= {"v": (dim, attn.c_v.out_features), "o": (dim, dim)}
+            here = [t for t in self.targets if t in shapes]
+            self.slots.append(nn.ModuleDict({t: BatchedLoRA(bsz, *shapes[t], rank, alpha) for t in here}))
         self.head = BatchedLoRA(bsz, head_in, vocab, rank, alpha)
         self.to(next(model.parameters()).device)
         # Not a submodule: the view holds the model's parameters, which are not the adapters'.
@@ -116,7 +114,7 @@ class DocLoRA(nn.Module):
         blocks = []
         for p, loras in zip(order, self.slots):
             block = model.blocks[p]
-            attn = _shallow(
+            attn = block.attn and _shallow(
                 block.attn,
                 **{lin: Parallel(getattr(block.attn, lin), loras[t]) for t, lin in (("q", "c_q"), ("k", "c_k"),
                    ("v", "c_v")) if t in loras},
