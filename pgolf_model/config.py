@@ -30,6 +30,7 @@ LoRATarget = Literal["q", "k", "v", "o", "mlp"]
 Rotation = Literal["vo", "input", "residual"]
 LowBitKind = Literal["none", "ternary", "binary"]
 TTTCompile = Literal["off", "inductor", "aot_eager"]
+CalibSource = Literal["self", "train"]
 
 
 class ConfigError(ValueError):
@@ -264,8 +265,19 @@ class TrainConfig(Section):
     ema_decay: float = _field(0.0, "fp32 EMA of all weights (decay per step), for eval and export; 0 = off", FRACTION)
     loop_after: float = _field(0.0, "depth recurrence from this share of the run (time or steps); 0 = always", FRACTION)
     qat_threshold: float = _field(0.0, "late QAT: fake-quantized matrices once lr scale < this; 0 = off", UNIT)
+    calib_reserve_s: float = _field(
+        0.0, "seconds of max_minutes kept for GPTQ calibration on training tokens (GPTQ_RESERVE_SECONDS)", NON_NEGATIVE
+    )
+
+    @property
+    def limit_seconds(self) -> float:
+        """Training seconds the steps may use: ``max_minutes`` less the calibration reserve; 0 = no limit."""
+        return 60.0 * self.max_minutes - self.calib_reserve_s if self.max_minutes else 0.0
 
     def check(self) -> None:
+        why = f"must leave training time in max_minutes = {self.max_minutes}"
+        ok = not self.max_minutes or self.calib_reserve_s < 60.0 * self.max_minutes
+        _require(ok, "calib_reserve_s", self.calib_reserve_s, why)
         device, seq = self.device_batch_tokens, self.seq_len
         _require(device % seq == 0, "device_batch_tokens", device, f"must be a multiple of seq_len = {seq}")
         why = f"must be a multiple of device_batch_tokens = {device}"
@@ -303,7 +315,10 @@ class QuantConfig(Section):
     method: QuantMethod = _field("rtn", "rtn (round to nearest) or gptq (Hessians from self-generated calibration)")
     allocate: bool = _field(False, "choose each group's bits in int5..int8 to fit the byte budget (ignores *bits)")
     lqer_rank: int = _field(0, "LQER: rank of the error correction of the 3 worst matrices; 0 = off", NON_NEGATIVE)
-    calib_seqs: int = _field(64, "self-generated calibration sequences (for gptq or allocate)", POSITIVE)
+    calib_source: CalibSource = _field(
+        "self", "GPTQ calibration: self (sequences the model generates) or train (training windows, inside the clock)"
+    )
+    calib_seqs: int = _field(64, "calibration sequences (for gptq or allocate)", POSITIVE)
     calib_seq_len: int = _field(0, "calibration sequence length; 0 = train.seq_len", NON_NEGATIVE)
     calib_batch: int = _field(8, "calibration sequences per forward pass", POSITIVE)
     keep_float_max_numel: int = _field(65_536, "tensors with at most this many elements stay float16", NON_NEGATIVE)
@@ -312,6 +327,12 @@ class QuantConfig(Section):
         "zstd", "weight compressor: zstd (level 22), lzma, brotli, pergroup (ZPAQ per role) or best (the smallest)"
     )
     rotate: tuple[Rotation, ...] = _field((), "Hadamard rotations before quantizing (vo, input, residual); () = none")
+
+    def check(self) -> None:
+        # The allocation scores each width on the calibration tokens after training: training tokens there would be
+        # read outside the training clock.
+        why = "calib_source train is for gptq; quant.allocate measures losses on the tokens after training"
+        _require(not (self.allocate and self.calib_source == "train"), "calib_source", self.calib_source, why)
 
     def bits_of(self, group: str) -> int:
         return getattr(self, f"{group}_bits", 0) or self.bits
