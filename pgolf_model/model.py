@@ -10,8 +10,10 @@ Notable features (the 2026-03-17 naive baseline, 1.2244 BPB; docs/records.md):
 - tied input/output embeddings and a tanh logit soft-cap (Gemma 2, cap 30).
 
 Record-stack switches (``ModelConfig``, all off by default; docs/records.md has each one's record): LeakyReLU(0.5)^2,
-partial RoPE, LN scale, XSA, sparse attention gate, BOS-fixed SmearGate, BigramHash, value embeddings, parallel
-residual lanes, depth recurrence; from the 2026-03-24 ternary record, ternary / binary block matrices
+partial RoPE, LN scale, XSA (on every block, the last N or a list), attention in chosen blocks only (MLP-only blocks
+elsewhere), sparse attention gate, BOS-fixed SmearGate, BigramHash, value embeddings, parallel residual lanes (the
+first lane block's skip into lane 0 only, as the 1.0611 record), depth recurrence, sigmoid-gated U-Net skips,
+orthogonal init; from the 2026-03-24 ternary record, ternary / binary block matrices
 (``lowbit.py``), a factored embedding and YaRN. An optional part is a small module (``SmearGate``, ``BigramHash``,
 ``ValueEmbeddings``, ``LaneMix``, ``FactoredEmbedding``) or ``None`` when off; each initializes its own tensors from
 the constants below.
@@ -378,9 +380,11 @@ class GPT(nn.Module):
         |-----------------------------------------|------------------------------------------------------|
         | tok_emb (tied / untied)                 | N(0, tied_embed_init_std^2) / N(0, 1)                |
         | c_q, c_k, c_v, mlp.fc, bigram.proj      | U(-1/sqrt(fan_in), 1/sqrt(fan_in))                   |
+        | c_q, c_k, c_v, mlp.fc with ortho_init   | orthogonal, gain 1 (the 1.0611 record)               |
         | attn.proj, mlp.proj, lm_head            | 0 (each block starts as the identity)                |
         | q_gain / scales / resid_mix / skips     | qk_gain_init / 1 / (1, 0) / 1                        |
         | attn.gate, smear, bigram.emb            | 0                                                    |
+        | skip_gates                              | 0 (sigmoid 1/2; the 1.0611 record)                   |
         | bigram.scale, lanes.decay / lanes.mix   | BIGRAM_SCALE / LANE_DECAY / 1                        |
         | value_embeds.emb / .proj / .scale       | N(0, VE_STD^2) / orthogonal / VE_SCALE (2026-03-25)  |
         | factored.up / .down                     | U(-1/sqrt(fan_in), 1/sqrt(fan_in))                   |
