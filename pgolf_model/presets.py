@@ -147,7 +147,7 @@ def record_caseops() -> Config:
     ZPAQ in process, where it runs lrzip); MLP int6 k 12.0 and tied embedding int7 k 15.0 (EMBED_BITS 7) are those of
     2026-04-29_SmearGateBOSFix_3Seed_1.06141 (PR #1851, 1.06141 BPB), not the record's 11.5 and 14.0: pgolf counts
     the tokenizer (103,239 bytes for the record's own), and with the record's k the estimate is 16,034,666 bytes (its
-    logged weights alone are 15,865,260 to 15,875,551); with these it is about 15,824,000 (``python -m
+    logged weights alone are 15,865,260 to 15,875,551); with these it is about 15,828,000 (``python -m
     pgolf_model.budget --preset record-caseops``; docs/records.md, Budget estimate).
     Evaluation: phased TTT, 2500 prefix documents in 3 phases, global SGD lr 0.001 momentum 0.9, LoRA rank 80 alpha 144,
     AdamW lr 1e-4 betas (0, 0.99) wd 0.5, 48-token chunks, 64 documents a batch (the ``EvalConfig`` defaults are these
