@@ -36,6 +36,7 @@ LoRATarget = Literal["q", "k", "v", "o", "mlp"]
 Rotation = Literal["vo", "input", "residual"]
 LowBitKind = Literal["none", "ternary", "binary"]
 TTTCompile = Literal["off", "inductor", "aot_eager"]
+CalibSource = Literal["self", "train"]
 
 
 class ConfigError(ValueError):
@@ -127,10 +128,18 @@ class ModelConfig(Section):
     rope_dims: int = _field(0, "partial RoPE: rotate only the first this many dims of each head; 0 = all")
     ln_scale: bool = _field(False, "scale each block's normed inputs by 1/sqrt(layer_idx + 1)")
     xsa: bool = _field(False, "XSA: remove from each head's output its component along the token's own value")
+    xsa_last: int = _field(0, "XSA on the last this many blocks only (the XSA4 records: 4); 0 = off", NON_NEGATIVE)
+    xsa_layers: tuple[int, ...] = _field((), "XSA on these blocks only (e.g. 8,9,10); () = off")
+    attn_layers: tuple[int, ...] = _field(
+        (), "attention only in these blocks; the others are MLP-only, widened by the attention's parameters; () = all"
+    )
     attn_gate_width: int = _field(0, "sparse attention gate on the first this many normed input dims; 0 = off")
     smear_gate: bool = _field(False, "SmearGate on the embeddings: add a gated copy of the previous token's")
     bos_id: int = _field(1, "the tokenizer's BOS id: SmearGate never smears across it")
     parallel_from: int = _field(0, "decoder blocks with physical index >= this run two parallel lanes; 0 = off")
+    lane0_skip: bool = _field(False, "the first lane block's U-Net skip joins lane 0 only, not the unsplit stream")
+    skip_gates: bool = _field(False, "U-Net skips as lerp(w * skip, x, sigmoid(g)), g per channel from 0")
+    ortho_init: bool = _field(False, "initialize the Q, K, V and MLP-up matrices orthogonal (not uniform)")
     loop_start: int = _field(0, "depth recurrence: first physical block of the looped range")
     loop_end: int = _field(-1, "depth recurrence: last physical block of the looped range (inclusive)")
     num_loops: int = _field(0, "depth recurrence: extra passes over blocks loop_start..loop_end; 0 = off", NON_NEGATIVE)
@@ -187,9 +196,19 @@ class ModelConfig(Section):
         if self.lowbit != "none":
             why = f"must divide model_dim = {dim} (the groups run along each matrix's rows)"
             _require(dim % self.lowbit_group == 0, "lowbit_group", self.lowbit_group, why)
-        blocks = all(isinstance(i, int) and 0 <= i < layers for i in self.ve_layers)
-        ok = blocks and len(set(self.ve_layers)) == len(self.ve_layers)
-        _require(ok, "ve_layers", self.ve_layers, f"must be distinct block indices in [0, {layers})")
+        for name in ("ve_layers", "xsa_layers", "attn_layers"):
+            listed = getattr(self, name)
+            ok = all(isinstance(i, int) and 0 <= i < layers for i in listed) and len(set(listed)) == len(listed)
+            _require(ok, name, listed, f"must be distinct block indices in [0, {layers})")
+        _require(self.xsa_last <= layers, "xsa_last", self.xsa_last, f"must be <= num_layers = {layers}")
+        ways = [name for name in ("xsa", "xsa_last", "xsa_layers") if getattr(self, name)]
+        _require(len(ways) <= 1, ways[-1] if ways else "xsa", ways, "choose one of xsa, xsa_last and xsa_layers")
+        if self.attn_layers:
+            # An attention-free block has no values to inject into, and a lane block's first lane is attention's.
+            lanes = range(self.parallel_from, layers) if self.parallel_from else range(0)
+            needs = sorted({*self.ve_layers, *lanes} - set(self.attn_layers))
+            why = f"blocks {needs} (value embeddings, parallel lanes) need attention"
+            _require(not needs, "attn_layers", self.attn_layers, why)
 
     @property
     def head_dim(self) -> int:
@@ -200,6 +219,21 @@ class ModelConfig(Section):
         """Whether ``bos_id`` changes what the model computes (SmearGate's and the attention mask's document
         boundary)."""
         return self.smear_gate or self.doc_masked
+
+    def has_attention(self, block: int) -> bool:
+        return not self.attn_layers or block in self.attn_layers
+
+    def has_xsa(self, block: int) -> bool:
+        """XSA on every block (``xsa``), the last ``xsa_last`` or the listed ones, where the block has attention."""
+        last = self.xsa_last > 0 and block >= self.num_layers - self.xsa_last
+        return (self.xsa or last or block in self.xsa_layers) and self.has_attention(block)
+
+    def mlp_hidden(self, block: int) -> int:
+        """The MLP width of ``block``: ``mlp_mult * model_dim``, plus ``model_dim + kv width`` in an attention-free
+        block, which gives its MLP the attention's matrix parameters (2 d (d + kv): Q and O d x d, K and V kv x d),
+        so that moving attention between blocks keeps the parameter count, and so the bytes, equal."""
+        extra = 0 if self.has_attention(block) else self.model_dim + self.num_kv_heads * self.head_dim
+        return self.mlp_mult * self.model_dim + extra
 
 
 @dataclass(frozen=True)
@@ -249,8 +283,19 @@ class TrainConfig(Section):
     ema_decay: float = _field(0.0, "fp32 EMA of all weights (decay per step), for eval and export; 0 = off", FRACTION)
     loop_after: float = _field(0.0, "depth recurrence from this share of the run (time or steps); 0 = always", FRACTION)
     qat_threshold: float = _field(0.0, "late QAT: fake-quantized matrices once lr scale < this; 0 = off", UNIT)
+    calib_reserve_s: float = _field(
+        0.0, "seconds of max_minutes kept for GPTQ calibration on training tokens (GPTQ_RESERVE_SECONDS)", NON_NEGATIVE
+    )
+
+    @property
+    def limit_seconds(self) -> float:
+        """Training seconds the steps may use: ``max_minutes`` less the calibration reserve; 0 = no limit."""
+        return 60.0 * self.max_minutes - self.calib_reserve_s if self.max_minutes else 0.0
 
     def check(self) -> None:
+        why = f"must leave training time in max_minutes = {self.max_minutes}"
+        ok = not self.max_minutes or self.calib_reserve_s < 60.0 * self.max_minutes
+        _require(ok, "calib_reserve_s", self.calib_reserve_s, why)
         device, seq = self.device_batch_tokens, self.seq_len
         _require(device % seq == 0, "device_batch_tokens", device, f"must be a multiple of seq_len = {seq}")
         why = f"must be a multiple of device_batch_tokens = {device}"
@@ -277,20 +322,35 @@ class QuantConfig(Section):
     mlp_bits: int = _field(0, "bits of the MLP matrices; 0 = quant.bits", GROUP_BITS)
     clip_quantile: float = _field(0.9999984, "per-row clip at this quantile of |w| (without SDClip)", QUANTILE)
     sdclip_k: float = _field(0.0, "SDClip: row scale = k * std(row) / qmax; 0 = clip at clip_quantile", NON_NEGATIVE)
+    sdclip_correction: int = _field(
+        0,
+        "SDClip's std: 0 = population (/ n), 1 = sample (/ (n - 1)), as the records' torch.std",
+        (lambda v: v in (0, 1), "must be 0 or 1"),
+    )
     embed_sdclip_k: float = _field(0.0, "SDClip k of the embedding matrices; 0 = quant.sdclip_k", NON_NEGATIVE)
     attn_sdclip_k: float = _field(0.0, "SDClip k of the attention matrices; 0 = quant.sdclip_k", NON_NEGATIVE)
     mlp_sdclip_k: float = _field(0.0, "SDClip k of the MLP matrices; 0 = quant.sdclip_k", NON_NEGATIVE)
     method: QuantMethod = _field("rtn", "rtn (round to nearest) or gptq (Hessians from self-generated calibration)")
     allocate: bool = _field(False, "choose each group's bits in int5..int8 to fit the byte budget (ignores *bits)")
     lqer_rank: int = _field(0, "LQER: rank of the error correction of the 3 worst matrices; 0 = off", NON_NEGATIVE)
-    calib_seqs: int = _field(64, "self-generated calibration sequences (for gptq or allocate)", POSITIVE)
+    calib_source: CalibSource = _field(
+        "self", "GPTQ calibration: self (sequences the model generates) or train (training windows, inside the clock)"
+    )
+    calib_seqs: int = _field(64, "calibration sequences (for gptq or allocate)", POSITIVE)
     calib_seq_len: int = _field(0, "calibration sequence length; 0 = train.seq_len", NON_NEGATIVE)
     calib_batch: int = _field(8, "calibration sequences per forward pass", POSITIVE)
     keep_float_max_numel: int = _field(65_536, "tensors with at most this many elements stay float16", NON_NEGATIVE)
+    gate_int8: bool = _field(False, "store the attention gates int8 per row (scale max|w| / 127), not float16")
     codec: Codec = _field(
         "zstd", "weight compressor: zstd (level 22), lzma, brotli, pergroup (ZPAQ per role) or best (the smallest)"
     )
     rotate: tuple[Rotation, ...] = _field((), "Hadamard rotations before quantizing (vo, input, residual); () = none")
+
+    def check(self) -> None:
+        # The allocation scores each width on the calibration tokens after training: training tokens there would be
+        # read outside the training clock.
+        why = "calib_source train is for gptq; quant.allocate measures losses on the tokens after training"
+        _require(not (self.allocate and self.calib_source == "train"), "calib_source", self.calib_source, why)
 
     def bits_of(self, group: str) -> int:
         return getattr(self, f"{group}_bits", 0) or self.bits

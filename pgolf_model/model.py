@@ -10,8 +10,10 @@ Notable features (the 2026-03-17 naive baseline, 1.2244 BPB; docs/records.md):
 - tied input/output embeddings and a tanh logit soft-cap (Gemma 2, cap 30).
 
 Record-stack switches (``ModelConfig``, all off by default; docs/records.md has each one's record): LeakyReLU(0.5)^2,
-partial RoPE, LN scale, XSA, sparse attention gate, BOS-fixed SmearGate, BigramHash, value embeddings, parallel
-residual lanes, depth recurrence; from the 2026-03-24 ternary record, ternary / binary block matrices
+partial RoPE, LN scale, XSA (on every block, the last N or a list), attention in chosen blocks only (MLP-only blocks
+elsewhere), sparse attention gate, BOS-fixed SmearGate, BigramHash, value embeddings, parallel residual lanes (the
+first lane block's skip into lane 0 only, as the 1.0611 record), depth recurrence, sigmoid-gated U-Net skips,
+orthogonal init; from the 2026-03-24 ternary record, ternary / binary block matrices
 (``lowbit.py``), a factored embedding and YaRN. An optional part is a small module (``SmearGate``, ``BigramHash``,
 ``ValueEmbeddings``, ``LaneMix``, ``FactoredEmbedding``) or ``None`` when off; each initializes its own tensors from
 the constants below.
@@ -45,6 +47,11 @@ VE_STD, VE_SCALE = 0.01, 0.1  # value embedding table init std and shared output
 LANE_DECAY = 1.1  # parallel lanes: each lane's residual multiplier; the four lane mixes start at 1
 
 
+def orthogonal_init_(weight: Tensor) -> None:
+    """Orthonormal rows (or columns, for a tall matrix), gain 1: ``model.ortho_init``."""
+    nn.init.orthogonal_(weight, gain=1.0)
+
+
 class Rotary(nn.Module):
     """Rotary position embedding on the first ``rot_dim`` channels of each head (all of them in the baseline)."""
 
@@ -72,7 +79,7 @@ class Rotary(nn.Module):
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, layer_idx: int) -> None:
         super().__init__()
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         kv_dim = cfg.num_kv_heads * cfg.head_dim
@@ -85,7 +92,8 @@ class CausalSelfAttention(nn.Module):
         self.q_gain = nn.Parameter(torch.empty(cfg.num_heads))
         # Partial RoPE (records from 2026-03-21): the unrotated dims attend by content regardless of distance.
         self.rotary = Rotary(cfg.rope_dims or cfg.head_dim, cfg.rope_base, cfg.yarn_factor)
-        self.xsa = cfg.xsa
+        self.xsa = cfg.has_xsa(layer_idx)
+        self.ortho_init = cfg.ortho_init
         # Sparse attention gate (docs/records.md, attention gate): a per-head sigmoid gate read from a few input dims.
         width = cfg.attn_gate_width
         self.gate = nn.Parameter(torch.empty(cfg.num_heads, width)) if width else None
@@ -93,7 +101,8 @@ class CausalSelfAttention(nn.Module):
     @torch.no_grad()
     def reset_parameters(self) -> None:
         for lin in (self.c_q, self.c_k, self.c_v, self.proj):
-            linear_init_(lin.weight)
+            # Orthogonal Q, K, V (records from 2026-03-19 OrthoInit to the 1.0611 record's _init_weights).
+            (orthogonal_init_ if self.ortho_init and lin is not self.proj else linear_init_)(lin.weight)
         self.proj.weight.zero_()  # the block starts as the identity (drawn first, as the baseline's RNG stream is)
         self.q_gain.fill_(self.qk_gain_init)
         if self.gate is not None:
@@ -144,9 +153,11 @@ class Block(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_idx: int) -> None:
         super().__init__()
         self.layer_idx = layer_idx
-        self.attn = CausalSelfAttention(cfg)
-        self.mlp = MLP(cfg.model_dim, cfg.mlp_mult * cfg.model_dim, cfg.mlp_leaky_slope)
-        self.attn_scale = nn.Parameter(torch.empty(cfg.model_dim))
+        # An attention-free block (``model.attn_layers``): "attention only in the last layers" (docs/records.md, XSA).
+        self.attn = CausalSelfAttention(cfg, layer_idx) if cfg.has_attention(layer_idx) else None
+        self.mlp = MLP(cfg.model_dim, cfg.mlp_hidden(layer_idx), cfg.mlp_leaky_slope)
+        self.ortho_init = cfg.ortho_init
+        self.attn_scale = nn.Parameter(torch.empty(cfg.model_dim)) if self.attn is not None else None
         self.mlp_scale = nn.Parameter(torch.empty(cfg.model_dim))
         # x <- mix[0] * x + mix[1] * x0: each block may pull the embedding stream back in (init: identity).
         self.resid_mix = nn.Parameter(torch.empty(2, cfg.model_dim))
@@ -156,9 +167,12 @@ class Block(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        self.attn.reset_parameters()
+        if self.attn is not None:
+            self.attn.reset_parameters()
+            self.attn_scale.fill_(1.0)
         self.mlp.reset_parameters()
-        self.attn_scale.fill_(1.0)
+        if self.ortho_init:  # the MLP-up orthogonal too (the 1.0611 record's _init_weights)
+            orthogonal_init_(self.mlp.fc.weight)
         self.mlp_scale.fill_(1.0)
         self.resid_mix[0].fill_(1.0)
         self.resid_mix[1].fill_(0.0)
@@ -171,7 +185,8 @@ class Block(nn.Module):
     def forward(self, x: Tensor, x0: Tensor, ve: Tensor | None = None, docs: Documents | None = None) -> Tensor:
         mix = self.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
-        x = x + self.attn_scale.to(x.dtype) * self.attn(self.norm(x), ve=ve, docs=docs)
+        if self.attn is not None:
+            x = x + self.attn_scale.to(x.dtype) * self.attn(self.norm(x), ve=ve, docs=docs)
         return x + self.mlp_scale.to(x.dtype) * self.mlp(self.norm(x))
 
     def forward_lanes(
@@ -310,6 +325,8 @@ class GPT(nn.Module):
             self.value_embeds = ValueEmbeddings(cfg) if cfg.ve_layers else None
             self.set_looping(True)
             self.skip_weights = nn.Parameter(torch.empty(len(self.encoder_layers), cfg.model_dim))
+            # Sigmoid-gated skips (the 1.0611 record's skip_gates, SKIP_GATES_ENABLED): 8 x 512 = 4,096 there.
+            self.skip_gates = nn.Parameter(torch.empty_like(self.skip_weights)) if cfg.skip_gates else None
             self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.model_dim, cfg.vocab_size, bias=False)
         self.init_weights()
         if cfg.embed_bf16:
@@ -339,9 +356,11 @@ class GPT(nn.Module):
         |-----------------------------------------|------------------------------------------------------|
         | tok_emb (tied / untied)                 | N(0, tied_embed_init_std^2) / N(0, 1)                |
         | c_q, c_k, c_v, mlp.fc, bigram.proj      | U(-1/sqrt(fan_in), 1/sqrt(fan_in))                   |
+        | c_q, c_k, c_v, mlp.fc with ortho_init   | orthogonal, gain 1 (the 1.0611 record)               |
         | attn.proj, mlp.proj, lm_head            | 0 (each block starts as the identity)                |
         | q_gain / scales / resid_mix / skips     | qk_gain_init / 1 / (1, 0) / 1                        |
         | attn.gate, smear, bigram.emb            | 0                                                    |
+        | skip_gates                              | 0 (sigmoid 1/2; the 1.0611 record)                   |
         | bigram.scale, lanes.decay / lanes.mix   | BIGRAM_SCALE / LANE_DECAY / 1                        |
         | value_embeds.emb / .proj / .scale       | N(0, VE_STD^2) / orthogonal / VE_SCALE (2026-03-25)  |
         | factored.up / .down                     | U(-1/sqrt(fan_in), 1/sqrt(fan_in))                   |
@@ -355,6 +374,8 @@ class GPT(nn.Module):
         else:
             nn.init.normal_(self.tok_emb.weight, mean=0.0, std=self.cfg.tied_embed_init_std)
         self.skip_weights.fill_(1.0)
+        if self.skip_gates is not None:
+            self.skip_gates.zero_()  # sigmoid(0) = 1/2: the stream and the weighted skip start at equal shares
         for part in (self.smear, self.bigram, self.value_embeds, self.factored):
             if part is not None:
                 part.reset_parameters()
@@ -424,21 +445,33 @@ class GPT(nn.Module):
         for i in self.encoder_layers:
             x = self.blocks[i](x, x0, ve=ves.get(i), docs=docs)
             outs.append(x)
-        # U-Net skips: decoder position j adds the weighted output of encoder position -1 - j, while there is one.
-        skips = [w.to(x.dtype) * out for w, out in zip(self.skip_weights, reversed(outs))]
+        # U-Net skips: decoder position j takes the weighted output of encoder position -1 - j, while there is one.
+        skips = list(range(len(outs)))
         skips += [None] * (len(self.decoder_layers) + len(self.lane_layers) - len(skips))
-        for i, skip in zip(self.decoder_layers, skips):
-            x = self.blocks[i](x if skip is None else x + skip, x0, ve=ves.get(i), docs=docs)
+        outs.reverse()
+        for i, j in zip(self.decoder_layers, skips):
+            x = self.blocks[i](self.join_skip(x, outs, j), x0, ve=ves.get(i), docs=docs)
         if not self.lane_layers:
             return self.unembed_input(rms_norm(x))
-        # The stream splits into two lanes after the first lane block's skip joins it; later skips join lane 0.
+        # The stream splits into two lanes after the first lane block's skip joins it (with lane0_skip, as in the
+        # 1.0611 record, after the split, into lane 0 only); later skips join lane 0.
         lane_skips = skips[len(self.decoder_layers) :]
-        lane0 = lane1 = x if lane_skips[0] is None else x + lane_skips[0]
-        for k, (i, skip) in enumerate(zip(self.lane_layers, lane_skips)):
-            if k and skip is not None:
-                lane0 = lane0 + skip
+        lane0 = lane1 = x if self.cfg.lane0_skip else self.join_skip(x, outs, lane_skips[0])
+        for k, (i, j) in enumerate(zip(self.lane_layers, lane_skips)):
+            if k or self.cfg.lane0_skip:
+                lane0 = self.join_skip(lane0, outs, j)
             lane0, lane1 = self.blocks[i].forward_lanes(lane0, lane1, x0, ve=ves.get(i), docs=docs)
         return self.unembed_input(rms_norm(0.5 * (lane0 + lane1)))
+
+    def join_skip(self, x: Tensor, outs: list[Tensor], j: int | None) -> Tensor:
+        """``x`` joined by skip ``j`` (of the encoder outputs ``outs``, last first): ``x + w * out``, or with skip
+        gates ``lerp(w * out, x, sigmoid(g))`` (the 1.0611 record); ``x`` itself when ``j`` is None."""
+        if j is None:
+            return x
+        skip = self.skip_weights[j].to(x.dtype) * outs[j]
+        if self.skip_gates is None:
+            return x + skip
+        return torch.lerp(skip, x, torch.sigmoid(self.skip_gates[j].to(x.dtype)))
 
     def unembed_input(self, x: Tensor) -> Tensor:
         """The final normed stream at the head's width: a factored embedding's ``down`` maps it to the table's."""
@@ -470,25 +503,26 @@ class GPT(nn.Module):
         """Where LoRA TTT adapters attach (``evaluation.lora``): a view of the model with one block per virtual layer
         (a shallow copy sharing the physical block's parameters: with depth recurrence each pass gets its own
         adapters, as the 1.0611 record's), per virtual layer ``{target: (parent in the view, attribute, in, out)}``
-        (q, k, v: the projections; o: the attention module, fed its normed input; mlp: the MLP module), and the head
-        adapter's ``(in, out)``. The view's layer lists number its blocks; the model is not modified."""
+        (q, k, v: the projections; o: the attention module, fed its normed input; mlp: the MLP module; an
+        attention-free block has mlp only), and the head adapter's ``(in, out)``. The view's layer lists number its
+        blocks; the model is not modified."""
         dim = self.cfg.model_dim
         lanes = getattr(self, "lane_layers", [])  # the model code of older artifacts has no lanes
         order = [*self.encoder_layers, *self.decoder_layers, *lanes]
         blocks, sites = [], []
         for p in order:
-            attn = shallow(self.blocks[p].attn)
+            attn = self.blocks[p].attn and shallow(self.blocks[p].attn)
             block = shallow(self.blocks[p], attn=attn)
             blocks.append(block)
-            sites.append(
-                {
+            here = {"mlp": (block, "mlp", dim, dim)}
+            if attn is not None:
+                here |= {
                     "q": (attn, "c_q", dim, attn.c_q.out_features),
                     "k": (attn, "c_k", dim, attn.c_k.out_features),
                     "v": (attn, "c_v", dim, attn.c_v.out_features),
                     "o": (block, "attn", dim, dim),
-                    "mlp": (block, "mlp", dim, dim),
                 }
-            )
+            sites.append(here)
         view = shallow(self, blocks=nn.ModuleList(blocks))
         if getattr(self, "value_embeds", None) is not None:
             view.value_embeds = SlotValues(self.value_embeds, order)
@@ -535,7 +569,7 @@ class GPT(nn.Module):
         dense = sum(m.weight.numel() for i in layers for m in self.blocks[i].modules() if isinstance(m, nn.Linear))
         projections = [part.proj for part in (self.bigram, self.value_embeds) if part is not None]
         dense += self.head_weight.numel() + sum(p.weight.numel() for p in projections if p is not None)
-        attention = len(layers) * 2 * cfg.model_dim * (seq_len + 1)
+        attention = sum(self.blocks[i].attn is not None for i in layers) * 2 * cfg.model_dim * (seq_len + 1)
         return 3.0 * (2 * dense + attention)
 
 

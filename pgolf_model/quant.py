@@ -47,13 +47,17 @@ def qmax(bits: int) -> int:
     return 2 ** (bits - 1) - 1
 
 
-def row_scales(w: Tensor, bits: int, *, clip_quantile: float = 1.0, sdclip_k: float = 0.0) -> Tensor:
+def row_scales(
+    w: Tensor, bits: int, *, clip_quantile: float = 1.0, sdclip_k: float = 0.0, sdclip_correction: int = 0
+) -> Tensor:
     """One float16 scale per row: ``sdclip_k * std(row) / qmax`` when ``sdclip_k > 0`` (SDClip, 2026-04-05 record),
-    else the row's ``clip_quantile`` of ``|w|`` over ``qmax``. Rows whose scale would be 0 get 1 (they round to 0)."""
+    else the row's ``clip_quantile`` of ``|w|`` over ``qmax``. Rows whose scale would be 0 get 1 (they round to 0).
+    ``sdclip_correction`` is the std's: 0 divides by n, 1 by n - 1, as the records' ``W.std(dim=1)`` (1.0611's
+    gptq_quantize_weight)."""
     assert w.ndim == 2, f"row_scales needs a matrix, got shape {tuple(w.shape)}"
     w = w.detach().float()
     if sdclip_k > 0:
-        clip = sdclip_k * w.std(dim=1, correction=0)
+        clip = sdclip_k * w.std(dim=1, correction=sdclip_correction)
     elif clip_quantile < 1.0:
         clip = torch.quantile(w.abs(), clip_quantile, dim=1)
     else:

@@ -6,7 +6,8 @@
 
 The reference run ("all on") is the preset (default ``tiny``) with every switch of ``SWITCHES`` on, at values chosen
 for that scale (``record_stack``). Every other run turns one switch off: the switch's config keys take the
-``baseline`` preset's values, the naive baseline having every switch off. All runs use the same tokenizer, shards,
+``baseline`` preset's values, the naive baseline having every switch off; the ``ALTERNATIVES`` rows replace a switch's
+values instead (XSA on the last half of the blocks; attention only there). All runs use the same tokenizer, shards,
 seeds and compute budget and are scored by exact BPB from their quantized artifact alone.
 
 ``--model.arch NAME`` ablates another model family (``ssd``, or a plugin's): the switches are then the record stack's
@@ -54,6 +55,9 @@ SWITCHES: dict[str, tuple[str, ...]] = {
     "attn_gate": ("model.attn_gate_width",),
     "smear_gate": ("model.smear_gate",),
     "parallel_lanes": ("model.parallel_from",),
+    "lane0_skip": ("model.lane0_skip",),
+    "skip_gates": ("model.skip_gates",),
+    "ortho_init": ("model.ortho_init",),
     "depth_recurrence": ("model.num_loops", "model.loop_start", "model.loop_end", "train.loop_after"),
     "bigram_hash": ("model.bigram_buckets", "model.bigram_dim"),
     "value_embeddings": ("model.ve_layers", "model.ve_dim"),
@@ -68,13 +72,21 @@ SWITCHES: dict[str, tuple[str, ...]] = {
     "late_qat": ("train.qat_threshold",),
     "gptq": ("quant.method",),
     "sdclip": ("quant.sdclip_k", "quant.embed_sdclip_k"),
+    "sdclip_sample_std": ("quant.sdclip_correction",),
+    "gate_int8": ("quant.gate_int8",),
     "int6": ("quant.bits", "quant.embed_bits"),
     "lqer": ("quant.lqer_rank",),
     "hadamard": ("quant.rotate",),
 }
 
-# The switches that hold for any model family: those without a model setting.
-SHARED_SWITCHES = {name: keys for name, keys in SWITCHES.items() if not any(k.startswith("model.") for k in keys)}
+# The switches that hold for any model family: those without a model setting, or a quantization setting that acts on
+# the GPT's own tensors (its exact rotations, its attention gates).
+GPT_QUANT_KEYS = ("quant.rotate", "quant.gate_int8")
+SHARED_SWITCHES = {
+    name: keys
+    for name, keys in SWITCHES.items()
+    if not any(k.startswith("model.") or k in GPT_QUANT_KEYS for k in keys)
+}
 
 
 def family_switches(cfg: Config) -> dict[str, dict[str, tuple]]:
@@ -95,6 +107,17 @@ def off_values(cfg: Config) -> dict:
     own = {key: off for keys in family_switches(cfg).values() for key, (_, off) in keys.items()}
     return {**flat(baseline()), **own} if cfg.arch != DEFAULT_ARCH else flat(baseline())
 
+
+# Rows that replace a switch's values instead of turning it off: the two readings of "XSA in the last layers"
+# (issue 17 item 4; docs/records.md, XSA). Both keep the parameter count of all on (XSA adds none; an attention-free
+# block's MLP is widened by its attention's matrix parameters, ModelConfig.mlp_hidden), so they compare at equal
+# bytes, up to how well each compresses.
+ALTERNATIVES: dict[str, Callable[[Config], dict]] = {
+    "xsa_last_half": lambda cfg: {"model.xsa": False, "model.xsa_last": cfg.model.num_layers // 2},
+    "attention_last_half": lambda cfg: {
+        "model.attn_layers": tuple(range(cfg.model.num_layers // 2, cfg.model.num_layers))
+    },
+}
 
 RECORD_STEPS = 4930  # optimizer steps of the 1.0611 record in its 600 s (its three seeds' logs stop at 4917-4945)
 RECORD_EMA_HORIZON = 286 / RECORD_STEPS  # its EMA decay 0.9965 averages over ~1/(1-0.9965) = 286 steps: ~6% of the run
@@ -122,6 +145,8 @@ def record_stack(cfg: Config, steps: int | None = None) -> Config:
     - weight decay: Muon 0.095, embedding 0.085, scalars 0.02 [the 1.0611 record's]; its taper from 70% of training
       down to 0.5x [the 2026-04-18 record's]; warm-down over the last 85% of training to a floor of 0.1 [1.0611]:
       fractions of the run, so they carry over to any length.
+    - the 1.0611 record's details: sigmoid-gated skips, the first lane block's skip into lane 0 only, orthogonal
+      Q/K/V/MLP-up init, SDClip on the sample std, int8 attention gates [all as the record].
     - ``ema_decay`` 1 - 1/h with h = 6% of the run (at least 2 steps) [0.9965 over ~4,930 steps]: the record's
       averaging horizon as a share of training, since a 286-step horizon would average a 60-step run's early weights.
     - late QAT below lr scale 0.15 [record 1.11's LATE_QAT_THRESHOLD].
@@ -152,6 +177,7 @@ def record_stack(cfg: Config, steps: int | None = None) -> Config:
         "quant.bits": 6,
         "quant.embed_bits": 8,
         "quant.lqer_rank": 4,
+        "quant.sdclip_correction": 1,
     }
     if cfg.arch != DEFAULT_ARCH:
         own = {key: on for keys in family_switches(cfg).values() for key, (on, _) in keys.items()}
@@ -169,6 +195,9 @@ def record_stack(cfg: Config, steps: int | None = None) -> Config:
             "model.attn_gate_width": min(12, m.model_dim),
             "model.smear_gate": True,
             "model.parallel_from": max(layers // 2, layers - lanes),
+            "model.lane0_skip": True,
+            "model.skip_gates": True,
+            "model.ortho_init": True,
             "model.num_loops": 2,
             "model.loop_start": middle,
             "model.loop_end": middle,
@@ -179,6 +208,7 @@ def record_stack(cfg: Config, steps: int | None = None) -> Config:
             "model.ve_dim": max(8, m.model_dim // 4),
             "model.qk_gain_init": 5.0,
             **shared,
+            "quant.gate_int8": True,
             "quant.rotate": ("vo", "input"),  # the GPT's exact rotations (export/rotation.py)
         }
     )
@@ -226,13 +256,20 @@ def switch_off(cfg: Config, name: str, switches: Mapping[str, tuple[str, ...]] |
 def variants(
     all_on: Config, names: list[str] | None = None, switches: Mapping[str, tuple[str, ...]] | None = None
 ) -> dict[str, Config]:
-    """``{"all on": all_on, name: all_on with that switch off, ...}`` for ``names`` (default every switch)."""
+    """``{"all on": all_on, name: all_on with that switch off, ...}`` for ``names`` (default every switch), and, for
+    the GPT, all on with an alternative's values for the ``ALTERNATIVES`` named (default all of them)."""
     switches = switches_for(all_on) if switches is None else switches
-    unknown = sorted(set(names or ()) - set(switches))
+    alternatives = ALTERNATIVES if all_on.arch == DEFAULT_ARCH else {}
+    known = [*switches, *alternatives]
+    unknown = sorted(set(names or ()) - set(known))
     if unknown:
-        raise ConfigError(f"unknown switch(es) {', '.join(unknown)}; known: {', '.join(switches)}")
+        raise ConfigError(f"unknown switch(es) {', '.join(unknown)}; known: {', '.join(known)}")
     chosen = [n for n in switches if names is None or n in names]
-    return {ALL_ON: all_on, **{name: switch_off(all_on, name, switches) for name in chosen}}
+    rows = {ALL_ON: all_on, **{name: switch_off(all_on, name, switches) for name in chosen}}
+    for name, values in alternatives.items():
+        if names is None or name in names:
+            rows[name] = replace(all_on.override(values(all_on)), preset=f"{all_on.preset}-{name}")
+    return rows
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -264,7 +301,7 @@ def run_ablation(settings: AblationSettings, log: Log = print) -> dict:
     total = len(configs) * len(seeds)
     requests = [
         TrainRequest(tok_dir, shard_dir, cfg.override({"train.seed": seed}), f"[{i * len(seeds) + j + 1}/{total}] "
-                     f"{name if name == ALL_ON else name + ' off'}, seed {seed}")
+                     f"{name if name in (ALL_ON, *ALTERNATIVES) else name + ' off'}, seed {seed}")
         for i, (name, cfg) in enumerate(configs.items())
         for j, seed in enumerate(seeds)
     ]  # fmt: skip
@@ -373,7 +410,8 @@ def ablation_markdown(results: dict) -> str:
         "",
         f"- base: preset `{s['preset']}` (`model.arch {s['arch']}`) with every record-stack switch on "
         "(`pipelines.ablate.record_stack`); each other row turns one switch off, setting its keys to the `baseline` "
-        "preset's values (a model family's own switches: to their off values)",
+        "preset's values (a model family's own switches: to their off values; an alternative's row: to the "
+        "alternative's values)",
         f"- corpus: `{corpus['description']['source']}`: {corpus['val']['docs']:,} validation documents "
         f"({corpus['val']['bytes']:,} bytes), {corpus['train']['docs']:,} training documents "
         f"({corpus['train']['bytes']:,} bytes)",
@@ -414,6 +452,10 @@ def list_switches(preset_name: str, arch: str = DEFAULT_ARCH) -> str:
     for name, keys in switches_for(all_on).items():
         off = flat(configs[name])
         lines.append(f"  {name:<17} " + ", ".join(f"{k} {on[k]!r} -> {off[k]!r}" for k in keys))
+    if arch == DEFAULT_ARCH:
+        lines.append("alternatives (all on with these values instead):")
+    for name, values in (ALTERNATIVES if arch == DEFAULT_ARCH else {}).items():
+        lines.append(f"  {name:<17} " + ", ".join(f"{k} {on[k]!r} -> {v!r}" for k, v in values(all_on).items()))
     return "\n".join(lines)
 
 

@@ -10,12 +10,22 @@ import statistics
 from pathlib import Path
 
 import pytest
+import torch
 from model_data import interrupted_at, jsonl_corpus
 
 from pgolf_model.config import Config, ConfigError
 from pgolf_model.presets import baseline, preset
 from pipelines import ablate
-from pipelines.ablate import ALL_ON, SWITCHES, AblationSettings, record_stack, run_ablation, switch_off, variants
+from pipelines.ablate import (
+    ALL_ON,
+    ALTERNATIVES,
+    SWITCHES,
+    AblationSettings,
+    record_stack,
+    run_ablation,
+    switch_off,
+    variants,
+)
 
 
 def fields_of(cfg) -> dict:
@@ -177,3 +187,19 @@ def test_whole_ablation_at_smoke(tmp_path, dev_docs):
     again = run_ablation(settings, log=lambda line: None)
     assert again["settings"]["stages_built"] == {}
     assert [r["val_bpb"] for r in again["rows"]] == [r["val_bpb"] for r in results["rows"]]
+
+
+def test_the_two_readings_of_xsa_in_the_last_layers_keep_the_matrix_parameters():
+    from pgolf_model.model import GPT
+
+    all_on = record_stack(preset("tiny"))
+    rows = variants(all_on, list(ALTERNATIVES))
+    assert list(rows) == [ALL_ON, *ALTERNATIVES]
+    xsa, attn = rows["xsa_last_half"].model, rows["attention_last_half"].model
+    assert (xsa.xsa, xsa.xsa_last, xsa.attn_layers) == (False, 2, ())
+    assert attn.xsa and attn.attn_layers == (2, 3)
+    with torch.device("meta"):
+        models = [GPT(m) for m in (all_on.model, xsa, attn)]
+    # Every matrix the blocks hold (the attention gates of the removed attention aside: 2 x 4 heads x 12).
+    matrices = [sum(p.numel() for _, p in m.param_groups()["matrix"]) for m in models]
+    assert matrices[0] == matrices[1] == matrices[2]

@@ -95,21 +95,6 @@ def part_sha256(path: Path) -> dict[str, str]:
     return {name: hashlib.sha256(stored).hexdigest() for name, (_, stored) in parts.items()}
 
 
-# Settings added since base-cb2b357, at their defaults: they change the config part's bytes and nothing else.
-ADDED_SINCE_INTERFACE = {"model": {"doc_masked": False}}
-
-
-def config_sha256_without_added(path: Path) -> str:
-    """The config part's digest as the code of base-cb2b357 would have written it: the added settings (each at its
-    default, checked) left out, then serialized and compressed as ``artifact.build_compressed`` does."""
-    config = artifact.read(path).config
-    for section, fields in ADDED_SINCE_INTERFACE.items():
-        for key, default in fields.items():
-            assert config[section].pop(key) == default
-    _, stored = compress(json.dumps(config, sort_keys=True, separators=(",", ":")).encode())
-    return hashlib.sha256(stored).hexdigest()
-
-
 @pytest.mark.parametrize(("name", "run_name"), CASES)
 def test_old_artifacts_score_as_at_base(dataset, capsys, name, run_name):
     want = dict(EXPECTED["artifacts"][name]["evaluate"][run_name])
@@ -156,8 +141,14 @@ def test_a_seeded_model_exports_the_same_weights():
 
 def test_an_old_config_file_reads_as_the_same_config():
     old = json.loads((FIXTURES / "record-1.11-config.json").read_text())
+    # The file predates the preset's orthogonal init (model.ortho_init), so it keeps the uniform one it trained with.
     want = preset("record-1.11").override(
-        {"eval.lora.targets": ("q", "k", "mlp"), "eval.phased.lr": 0.002, "eval.full.epochs": 2}
+        {
+            "eval.lora.targets": ("q", "k", "mlp"),
+            "eval.phased.lr": 0.002,
+            "eval.full.epochs": 2,
+            "model.ortho_init": False,
+        }
     )
     assert Config.from_dict(old) == want
 
@@ -201,11 +192,30 @@ def test_the_renamed_parts_train_to_the_same_values(trained):
     assert {k: summary[k] for k in want["summary"]} == want["summary"]
 
 
+# Config fields added since cb2b357, at their defaults (off): with them taken out, the config part is the base's.
+ADDED_SINCE_CB2B357 = {
+    "model": {"doc_masked": False, "xsa_last": 0, "xsa_layers": [], "attn_layers": [], "lane0_skip": False,
+              "skip_gates": False, "ortho_init": False},
+    "quant": {"sdclip_correction": 0, "gate_int8": False, "calib_source": "self"},
+    "train": {"calib_reserve_s": 0.0},
+}  # fmt: skip
+
+
+def config_part_sha256_at_base(path: Path) -> str:
+    """The sha256 of the artifact's config part as the base wrote it: without the fields added since, each of which
+    must hold its default."""
+    config = artifact.read(path).config
+    for section, fields in ADDED_SINCE_CB2B357.items():
+        assert {k: config[section].pop(k) for k in fields} == fields
+    stored = compress(json.dumps(config, sort_keys=True, separators=(",", ":")).encode())[1]
+    return hashlib.sha256(stored).hexdigest()
+
+
 @pytest.mark.parametrize("name", ["plain", "stack"])
 def test_the_gpt_behind_the_interface_writes_the_same_artifact_but_its_code(trained, name):
     run_dir, summary = trained[name]
     want = BEFORE_INTERFACE["artifacts"][name]
-    got = {**part_sha256(run_dir / "model.pga"), "config": config_sha256_without_added(run_dir / "model.pga")}
+    got = part_sha256(run_dir / "model.pga") | {"config": config_part_sha256_at_base(run_dir / "model.pga")}
     assert {part: got[part] for part in want["part_sha256"]} == want["part_sha256"]
     assert {k: summary[k] for k in ("steps", "val_bpb", "artifact_val_bpb")} == {
         k: want["summary"][k] for k in ("steps", "val_bpb", "artifact_val_bpb")

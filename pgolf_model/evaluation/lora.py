@@ -68,15 +68,16 @@ class DocLoRA(nn.Module):
         self.bsz, self.targets = bsz, tuple(t for t in self.TARGETS if t in targets)
         view, sites, head = model.lora_sites()
         self.slots = nn.ModuleList()
-        for i, layer in enumerate(sites):
-            missing = [t for t in self.targets if t not in layer]
-            if missing:
-                raise ValueError(f"{type(model).__name__} layer {i} has no LoRA site for {', '.join(missing)}")
-            loras = {t: BatchedLoRA(bsz, *layer[t][2:], rank, alpha) for t in self.targets}
+        for layer in sites:
+            # A layer adapts the targets it has (an attention-free GPT block: mlp only); each must exist somewhere.
+            loras = {t: BatchedLoRA(bsz, *layer[t][2:], rank, alpha) for t in self.targets if t in layer}
             for t, lora in loras.items():
                 parent, name = layer[t][:2]
                 setattr(parent, name, Parallel(getattr(parent, name), lora))
             self.slots.append(nn.ModuleDict(loras))
+        missing = [t for t in self.targets if not any(t in layer for layer in sites)]
+        if missing:
+            raise ValueError(f"{type(model).__name__} has no LoRA site for {', '.join(missing)}")
         self.head = BatchedLoRA(bsz, *head, rank, alpha)
         self.to(next(model.parameters()).device)
         # Not a submodule: the view holds the model's parameters, which are not the adapters'.

@@ -27,7 +27,7 @@ from ..config import Config, QuantConfig
 from ..quant import qmax, tensor_format
 from . import lqer, size_table
 from .allocation import MIN_BITS
-from .ptq import GROUPS, lowbit_matrices, tensor_groups
+from .ptq import GROUPS, is_attention_gate, lowbit_matrices, tensor_groups
 from .weights import coding_roles
 
 
@@ -75,6 +75,9 @@ def _weights_estimate(
             kind, group = lowbits[name]
             values += lowbit.packed_size(numel, kind) + 2 * (numel // group)
             header.append({"name": name, "shape": list(shape), "format": kind, "group": group})
+        elif q.gate_int8 and is_attention_gate(name, shape):  # raw int8 values: too few for the codec to matter
+            raw += numel + 2 * shape[0]
+            header.append({"name": name, "shape": list(shape), "format": "int", "bits": 8})
         elif tensor_format(shape, q) == "int":
             group = groups.get(name, "other")
             bits = MIN_BITS if q.allocate else q.bits_of(group)

@@ -37,6 +37,11 @@ def tensor_groups(model: nn.Module) -> dict[str, str]:
     return groups
 
 
+def is_attention_gate(name: str, shape: tuple[int, ...]) -> bool:
+    """The sparse attention gate of a block (``blocks.<i>.attn.gate``, heads x gate width)."""
+    return name.endswith(".attn.gate") and len(shape) == 2
+
+
 def lowbit_matrices(model: nn.Module) -> dict[str, LowBit]:
     """``{state-dict name: LowBit}`` of the matrices ``model`` runs ternary or binary (``model.lowbit``)."""
     return {f"{name}.weight": m.weight_quant for name, m in model.named_modules() if getattr(m, "weight_quant", None)}
@@ -52,10 +57,12 @@ def group_members(state: dict[str, Tensor], groups: dict[str, str], cfg: QuantCo
 
 
 def quantize_matrix(
-    w: Tensor, rule: GroupRule, *, clip_quantile: float, hessian: Tensor | None = None
+    w: Tensor, rule: GroupRule, *, clip_quantile: float, hessian: Tensor | None = None, sdclip_correction: int = 0
 ) -> tuple[Tensor, Tensor]:
     """``(q int8, scale float16)`` for one matrix: GPTQ when a Hessian is given, else round-to-nearest."""
-    scale = row_scales(w, rule.bits, clip_quantile=clip_quantile, sdclip_k=rule.sdclip_k)
+    scale = row_scales(
+        w, rule.bits, clip_quantile=clip_quantile, sdclip_k=rule.sdclip_k, sdclip_correction=sdclip_correction
+    )
     if hessian is None:
         return round_to_nearest(w, scale, rule.bits), scale
     return gptq.gptq(w, hessian, scale, rule.bits), scale
@@ -68,7 +75,13 @@ def quantize_named(
     key = (name, rule.bits, rule.sdclip_k)
     if cache is not None and key in cache:
         return cache[key]
-    q, scale = quantize_matrix(t.detach().float(), rule, clip_quantile=cfg.clip_quantile, hessian=hessian)
+    q, scale = quantize_matrix(
+        t.detach().float(),
+        rule,
+        clip_quantile=cfg.clip_quantile,
+        hessian=hessian,
+        sdclip_correction=cfg.sdclip_correction,
+    )
     out = (q.cpu(), scale.cpu())
     if cache is not None:
         cache[key] = out
@@ -107,6 +120,12 @@ def quantize_state(
             q, scale = lowbit.levels(t.cpu(), kind, group)
             entries[name] = {"shape": shape, "format": kind, "group": group, "q": q.numpy()}
             entries[name]["scale"] = scale.half().numpy()
+            continue
+        if cfg.gate_int8 and is_attention_gate(name, shape):
+            # The 1.0611 record's int8 per-row attention gate (its _quantize_gate_int8_row): scale max|w| / 127.
+            scale = row_scales(t, 8)
+            q = round_to_nearest(t, scale, 8)
+            entries[name] = {"shape": shape, "format": "int", "bits": 8, "q": q.numpy(), "scale": scale.numpy()}
             continue
         if tensor_format(shape, cfg) != "int":
             entries[name] = {"shape": shape, "format": "float16", "value": t.detach().cpu().half().numpy()}

@@ -1,7 +1,8 @@
 """From trained weights to the artifact's compressed ``weights`` part, within the byte budget.
 
 Steps, as the records run them after training (docs/records.md): the optional Hadamard rotations (``rotation``) ->
-self-generated calibration tokens (when GPTQ or the bit allocation needs them) -> Hessians (GPTQ) -> bit width per
+self-generated calibration tokens (when GPTQ or the bit allocation needs them) -> Hessians (GPTQ; or given, collected
+by the trainer on training tokens inside its clock: ``quant.calib_source train``) -> bit width per
 tensor group (fixed by the config, or chosen to fit the budget by ``allocation``) -> GPTQ or round-to-nearest per
 matrix -> LQER -> serialize -> compress (the config's codec, or the smallest of zstd-22/lzma/brotli/pergroup
 with ``codec = best``; the codec id is recorded in the artifact).
@@ -13,7 +14,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-from torch import nn
+from torch import Tensor, nn
 
 from .. import lowbit
 from ..artifact import codec_for, compress_weights, weights_codec_name
@@ -51,14 +52,33 @@ def coding_roles(model: nn.Module) -> dict[str, tuple[str, int]]:
     return {name: (r.role, r.layer or 0) for name, r in model.tensor_roles().items()}
 
 
+def calibration_hessians(model: nn.Module, cfg: Config, tokens: Tensor, *, runtime: Runtime) -> dict[str, Tensor]:
+    """GPTQ Hessians of ``model`` on calibration ``tokens``, of the (function-preserving) rotated model the export
+    quantizes; ``export_weights`` takes them into each matrix's basis."""
+    rotated = rotation.function_preserving(model, cfg.quant.rotate)
+    return calibration.collect_hessians(rotated, tokens, batch_size=cfg.quant.calib_batch, runtime=runtime)
+
+
 def export_weights(
-    model: nn.Module, cfg: Config, *, runtime: Runtime, weights_budget: int | None = None, seed: int | None = None
+    model: nn.Module,
+    cfg: Config,
+    *,
+    runtime: Runtime,
+    weights_budget: int | None = None,
+    seed: int | None = None,
+    hessians: dict[str, Tensor] | None = None,
 ) -> Export:
     """Quantize and compress ``model``'s weights as ``cfg.quant`` says; ``weights_budget`` (bytes of the compressed
-    weights part) is required when ``cfg.quant.allocate`` is on."""
+    weights part) is required when ``cfg.quant.allocate`` is on. ``hessians`` (``calibration_hessians``): GPTQ's,
+    collected already; required with ``quant.calib_source train``, where the trainer collects them on its clock."""
     q = cfg.quant
     if q.allocate and weights_budget is None:
         raise ValueError("quant.allocate needs the byte budget left for the weights")
+    if q.method == "gptq" and q.calib_source == "train" and hessians is None:
+        raise ValueError(
+            "quant.calib_source train: the Hessians come from training tokens inside the training clock "
+            "(the trainer collects them, train.calib_reserve_s); none were given"
+        )
     seed = cfg.train.seed if seed is None else seed
     seconds: dict[str, float] = {}
     model = rotation.function_preserving(model, q.rotate)
@@ -70,15 +90,16 @@ def export_weights(
     quantized = [n for names in group_members(state, groups, q).values() for n in names]
     rotations = rotation.basis_rotations(model, q.rotate, quantized)
 
-    tokens = hessians = None
-    if q.method == "gptq" or q.allocate:
+    tokens = None
+    if (q.method == "gptq" and hessians is None) or q.allocate:
         t0 = time.perf_counter()
         length = q.calib_seq_len or cfg.train.seq_len
         tokens = calibration.generate(model, q.calib_seqs, length, batch_size=q.calib_batch, seed=seed, runtime=runtime)
         seconds["calibration"] = time.perf_counter() - t0
     if q.method == "gptq":
         t0 = time.perf_counter()
-        hessians = calibration.collect_hessians(model, tokens, batch_size=q.calib_batch, runtime=runtime)
+        if hessians is None:
+            hessians = calibration.collect_hessians(model, tokens, batch_size=q.calib_batch, runtime=runtime)
         hessians = rotation.hessians_into_basis(hessians, rotations)
         seconds["hessians"] = time.perf_counter() - t0
     state = rotation.into_basis(state, rotations)

@@ -41,7 +41,7 @@ class Clock:
 
     def projected_steps(self, cfg: TrainConfig) -> int:
         """The step at which training ends: ``cfg.iterations``, or earlier where the clock runs out at this pace."""
-        limit_s = 60.0 * cfg.max_minutes
+        limit_s = cfg.limit_seconds
         if not limit_s or self.step <= self.start.step:
             return cfg.iterations
         pace = (self.seconds - self.start.seconds) / (self.step - self.start.step)
@@ -51,11 +51,11 @@ class Clock:
         """How far training is: by the clock under a time limit (as the records schedule depth recurrence), else by
         steps."""
         if cfg.max_minutes:
-            return max(self.seconds / (60.0 * cfg.max_minutes), self.step / cfg.iterations)
+            return max(self.seconds / cfg.limit_seconds, self.step / cfg.iterations)
         return self.step / cfg.iterations
 
     def out_of_time(self, cfg: TrainConfig) -> bool:
-        return bool(cfg.max_minutes) and self.seconds >= 60.0 * cfg.max_minutes
+        return bool(cfg.max_minutes) and self.seconds >= cfg.limit_seconds
 
     def tokens_per_s(self, batch_tokens: int) -> float:
         """Training tokens per second since the last log, which this call moves here."""

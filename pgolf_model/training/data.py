@@ -42,6 +42,14 @@ class TokenStream:
         return out
 
 
+def random_windows(stream: TokenStream, num: int, length: int, seed: int) -> torch.Tensor:
+    """``(num, length)`` int64 windows of ``stream`` at seeded random starts: GPTQ calibration from training tokens
+    (``quant.calib_source train``; the 1.0611 record's calibration loader draws random windows of the train split)."""
+    rng = np.random.default_rng([seed, length])
+    starts = rng.integers(0, max(1, stream.total - length), size=num)
+    return torch.from_numpy(np.stack([stream.read(int(s), length) for s in starts]))
+
+
 class TrainLoader:
     def __init__(
         self,

@@ -29,10 +29,14 @@ class FakeQuant:
     bits: int
     clip_quantile: float
     sdclip_k: float
+    sdclip_correction: int = 0
 
     def quantized(self, w: Tensor) -> Tensor:
         with torch.no_grad():
-            scale = row_scales(w, self.bits, clip_quantile=self.clip_quantile, sdclip_k=self.sdclip_k)
+            scale = row_scales(
+                w, self.bits, clip_quantile=self.clip_quantile, sdclip_k=self.sdclip_k,
+                sdclip_correction=self.sdclip_correction,
+            )  # fmt: skip
             return dequantize_rows(round_to_nearest(w, scale, self.bits), scale).to(w.dtype)
 
     def __call__(self, w: Tensor) -> Tensor:
@@ -48,7 +52,8 @@ def block_rules(model: nn.Module, cfg: QuantConfig) -> dict[str, FakeQuant]:
         if hasattr(module, "fake_quant") and getattr(module, "weight_quant", None) is None:
             group = groups[f"{name}.weight"]
             if tensor_format(tuple(module.weight.shape), cfg) == "int":
-                rules[name] = FakeQuant(cfg.bits_of(group), cfg.clip_quantile, cfg.sdclip_k_of(group))
+                k = cfg.sdclip_k_of(group)
+                rules[name] = FakeQuant(cfg.bits_of(group), cfg.clip_quantile, k, cfg.sdclip_correction)
     return rules
 
 

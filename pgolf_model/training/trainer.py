@@ -40,11 +40,11 @@ from ..evaluation.byte_counts import ValBytes, val_bytes
 from ..evaluation.scoring import BPBResult, score
 from ..export import estimate
 from ..export.allocation import AllocationError
-from ..export.weights import export_weights
+from ..export.weights import calibration_hessians, export_weights
 from ..runtime import Runtime
 from . import checkpoint, qat, run_dir
 from .clock import Clock
-from .data import TrainLoader
+from .data import TrainLoader, random_windows
 from .optim import Schedule, WeightEMA, build_optimizers
 from .run_dir import ARTIFACT_NAME, LOG_NAME, SUMMARY_NAME
 from .stop import Interrupted, PeerLost, StopRequest
@@ -136,17 +136,25 @@ def load_inputs(cfg: Config, data: str | Path, tokenizer: str | Path, budget_lim
 
 
 def write_artifact(
-    path: Path, cfg: Config, model: torch.nn.Module, tokenizer_bytes: bytes, limit: int, rt: Runtime, log: RunLog
+    path: Path,
+    cfg: Config,
+    model: torch.nn.Module,
+    tokenizer_bytes: bytes,
+    limit: int,
+    rt: Runtime,
+    log: RunLog,
+    hessians: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Rank 0 quantizes (``export``: prints the plan) and writes; every rank raises BudgetError if the file would be
-    over ``limit``, OSError if it could not be written (no file is left: ``artifact.write`` is atomic)."""
+    """Rank 0 quantizes (``export``: prints the plan; ``hessians``: GPTQ's, collected in training) and writes; every
+    rank raises BudgetError if the file would be over ``limit``, OSError if it could not be written (no file is left:
+    ``artifact.write`` is atomic)."""
     error = None
     if rt.is_main:
         code = artifact.counted_code(type(model))
         # Everything but the weights is known before quantizing; the rest of the limit is the weights' budget.
         weights_budget = limit - len(artifact.build_compressed(cfg.to_dict(), tokenizer_bytes, (0, b""), code))
         try:
-            result = export_weights(model, cfg, runtime=rt, weights_budget=weights_budget)
+            result = export_weights(model, cfg, runtime=rt, weights_budget=weights_budget, hessians=hessians)
             log.say(result.table(weights_budget if cfg.quant.allocate else None))
             log.record("quant", plan=[asdict(r) for r in result.plan], seconds=result.seconds)
             data = artifact.build_compressed(cfg.to_dict(), tokenizer_bytes, result.compressed, code)
@@ -177,6 +185,7 @@ class Trainer:
         self.ema = WeightEMA(self.model, cfg.train.ema_decay) if cfg.train.ema_decay else None
         self.clock = Clock()
         self.stopped_by_clock = False
+        self.hessians: dict[str, torch.Tensor] | None = None  # GPTQ's from training tokens (calib_source train)
         self.stop = StopRequest()
         if resume is not None:
             self.resume(resume)
@@ -398,9 +407,31 @@ class Trainer:
                 self.model.set_looping(True)
             if self.ema is not None:
                 self.ema.copy_to(self.model)
+            self.calibrate_on_training_tokens()
             final = self.validate(0)
             bar.set_postfix({final.key: f"{final.bpb:.4f}"})
         return final
+
+    def calibrate_on_training_tokens(self) -> None:
+        """With ``quant.calib_source train``: the GPTQ Hessians of the final weights from random training windows,
+        on the training clock, in the time ``train.calib_reserve_s`` kept (the 1.0611 record's calibration; reading
+        training data counts as training, so it must end inside the 600 s: docs/records.md, GPTQ calibration)."""
+        q, t = self.cfg.quant, self.cfg.train
+        if q.method != "gptq" or q.calib_source != "train":
+            return
+        self.rt.synchronize()
+        t0 = time.perf_counter()
+        if self.rt.is_main:  # rank 0 exports
+            tokens = random_windows(self.loader.stream, q.calib_seqs, q.calib_seq_len or t.seq_len, t.seed)
+            self.hessians = calibration_hessians(self.model, self.cfg, tokens, runtime=self.rt)
+        seconds = self.rt.broadcast(time.perf_counter() - t0)
+        self.clock.seconds += seconds
+        over = t.max_minutes and self.clock.seconds > 60.0 * t.max_minutes
+        self.log.record("calibration", source="train", seconds=round(seconds, 3), train_seconds=self.clock.seconds)
+        self.log.say(
+            f"GPTQ calibration on {q.calib_seqs} training windows: {seconds:.1f}s (reserve {t.calib_reserve_s}s)"
+            + (f"; training time {self.clock.seconds:.1f}s is over --max-minutes {t.max_minutes}" if over else "")
+        )
 
     def log_step(self, loss: torch.Tensor, lr_scale: float) -> float:
         """Log the training loss (averaged over ranks) and the throughput since the last log; the mean loss."""
@@ -435,7 +466,9 @@ class Trainer:
             self.save_checkpoint()
         art_path = out_dir / ARTIFACT_NAME
         try:
-            write_artifact(art_path, self.cfg, self.model, self.inputs.tokenizer_bytes, budget_limit, rt, self.log)
+            write_artifact(
+                art_path, self.cfg, self.model, self.inputs.tokenizer_bytes, budget_limit, rt, self.log, self.hessians
+            )
         except (artifact.BudgetError, OSError) as e:
             self.log.record("error", message=str(e))
             raise type(e)(f"{e}; the trained weights are in {checkpoint.latest(out_dir)}") from None
