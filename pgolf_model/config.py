@@ -326,6 +326,20 @@ class LoRATTT(Section):
 
 
 @dataclass(frozen=True)
+class NgramTilt(Section):
+    """Token-only n-gram tilt of the scored distribution (``evaluation.ngram_tilt``; PR #2130/#2135, the 1.0565
+    record: order 16, threshold 0.8, boost 2.625)."""
+
+    boost: float = _field(0.0, "log-boost of the hinted token, renormalized over the vocabulary; 0 = off", NON_NEGATIVE)
+    order: int = _field(
+        16,
+        "n-gram order: the hint reads the order - 1 tokens before the target",
+        (lambda v: 2 <= v <= 65, "must be in [2, 65]"),
+    )
+    threshold: float = _field(0.8, "hint only where the top next token has this share of the context's count", QUANTILE)
+
+
+@dataclass(frozen=True)
 class EvalConfig(Section):
     """How the validation split is scored: window stride and score-first test-time training
     (``pgolf_model.evaluation.ttt`` has each mode and its record)."""
@@ -337,6 +351,7 @@ class EvalConfig(Section):
     full: SGDPhase = _field(SGDPhase(lr=0.002, epochs=3), "full TTT: SGD on all weights over each scored chunk")
     lora: LoRATTT = _field(LoRATTT(), "LoRA TTT (and phased)")
     phased: PhasedTTT = _field(PhasedTTT(), "phased TTT: global SGD over the documents scored so far")
+    tilt: NgramTilt = _field(NgramTilt(), "token-only n-gram tilt of every score (after TTT's adaptation)")
 
 
 SECTIONS = {"model": ModelConfig, "optim": OptimConfig, "train": TrainConfig, "quant": QuantConfig, "eval": EvalConfig}

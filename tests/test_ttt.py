@@ -19,7 +19,7 @@ from model_data import byte_tokenizer, encode_stream, write_split
 from pgolf_data.sidecars import write_index
 from pgolf_data.tokenizer.artifact import to_artifact
 from pgolf_model import artifact, evaluate
-from pgolf_model.config import Config, ConfigError, EvalConfig, LoRATTT, ModelConfig, PhasedTTT, SGDPhase
+from pgolf_model.config import Config, ConfigError, EvalConfig, LoRATTT, ModelConfig, NgramTilt, PhasedTTT, SGDPhase
 from pgolf_model.evaluation import ttt
 from pgolf_model.evaluation.lora import DocLoRA
 from pgolf_model.evaluation.scoring import score
@@ -129,6 +129,22 @@ def test_legality_holds_with_the_record_switches_on(streams, mode):
     on_a, on_b = run(model, a, a_counts, MODES[mode]), run(model, spliced, spliced_counts, MODES[mode])
     np.testing.assert_array_equal(on_a.nll[:p], on_b.nll[:p])
     assert not np.array_equal(on_a.nll[p:], on_b.nll[p:])
+
+
+@pytest.mark.parametrize("mode", ["full", "phased"])
+def test_legality_holds_with_the_ngram_tilt_on(streams, mode):
+    """The tilt's hints read earlier tokens only (PR #2130/#2135 token channel): short contexts and a low gate so
+    that it fires often on this stream, and still no score up to p moves."""
+    (a, a_counts), (b, b_counts) = streams
+    p = 437 + int(np.argmax(a[438:] != b[438:]))
+    spliced = np.concatenate([a[: p + 1], b[p + 1 :]])
+    spliced_counts = np.concatenate([a_counts[: p + 1], b_counts[p + 1 :]])
+    cfg = replace(MODES[mode], tilt=NgramTilt(boost=2.0, order=3, threshold=0.3))
+    on_a, on_b = run(tiny_model(), a, a_counts, cfg), run(tiny_model(), spliced, spliced_counts, cfg)
+    np.testing.assert_array_equal(on_a.nll[:p], on_b.nll[:p])
+    assert not np.array_equal(on_a.nll[p:], on_b.nll[p:])
+    untilted = run(tiny_model(), a, a_counts, MODES[mode])
+    assert not np.array_equal(on_a.nll[:p], untilted.nll[:p])  # the tilt did fire before p
 
 
 def placements(tokens, cfg) -> dict[int, tuple[int, int]]:

@@ -156,10 +156,13 @@ class DocLoRA(nn.Module):
         for m, start in zip(self.adapters(), starts):
             start[:n].copy_(m.A[:n])
 
-    def nll(self, x: Tensor, y: Tensor) -> Tensor:
-        """Per-token NLL (bsz, T) of the model with these adapters (and the head adapter on the logits)."""
+    def logits(self, x: Tensor) -> Tensor:
+        """Logits (bsz, T, V) in fp32 of the model with these adapters (and the head adapter before the cap)."""
         h = self.view.hidden(x)
         z = (F.linear(h, self.view.head_weight.to(h.dtype)) + self.head(h)).float()
         cap = self.view.cfg.logit_softcap
-        logits = cap * torch.tanh(z / cap) if cap > 0 else z  # as GPT.logits, with the head adapter before the cap
-        return F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view_as(y)
+        return cap * torch.tanh(z / cap) if cap > 0 else z  # as GPT.logits, with the head adapter before the cap
+
+    def nll(self, x: Tensor, y: Tensor) -> Tensor:
+        """Per-token NLL (bsz, T) of ``logits``."""
+        return F.cross_entropy(self.logits(x).flatten(0, 1), y.flatten(), reduction="none").view_as(y)

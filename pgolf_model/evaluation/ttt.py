@@ -41,10 +41,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 
 from ..config import EvalConfig, SGDPhase
 from ..runtime import Runtime
 from .lora import DocLoRA
+from .ngram_tilt import TokenTilt, make_tilt
 from .scoring import BPBResult, Tally, make_tally, prepare, rank_slice, score, score_windows, windows
 
 
@@ -117,9 +119,11 @@ def _private_copy(model, trainable: bool):
 # full: chunked sliding-window scoring, then SGD on each scored chunk
 
 
-def ttt_full(model, tokens: np.ndarray, cfg: EvalConfig, tally: Tally, *, seq_len: int, rows: int, rt: Runtime):
+def ttt_full(
+    model, tokens: np.ndarray, cfg: EvalConfig, tally: Tally, *, seq_len: int, rows: int, rt: Runtime, tilt=None
+):
     """Score-first full-parameter TTT (module docstring, ``full``) of all targets of ``tokens`` into ``tally``,
-    ``rows`` windows per forward pass."""
+    ``rows`` windows per forward pass; scores tilted by ``tilt`` (a ``TokenTilt``) if given."""
     model = _private_copy(model, trainable=True)
     n_targets, chunk = len(tokens) - 1, cfg.full.chunk_tokens
     n_chunks = -(-n_targets // chunk)
@@ -130,7 +134,7 @@ def ttt_full(model, tokens: np.ndarray, cfg: EvalConfig, tally: Tally, *, seq_le
     for c, chunk_wins in enumerate(by_chunk):
         model.eval()
         with torch.no_grad():
-            score_windows(model, tokens, rank_slice(chunk_wins, rt), tally, rows=rows, runtime=rt)
+            score_windows(model, tokens, rank_slice(chunk_wins, rt), tally, rows=rows, runtime=rt, tilt=tilt)
         if c < n_chunks - 1:  # after the last chunk nothing is left to score with what it would teach
             train_chunk(model, opt, tokens, c, n_chunks, cfg.full, seq_len=seq_len, rt=rt)
 
@@ -221,14 +225,25 @@ def padded_width(width: int, chunk: int, seq_len: int) -> int:
 
 
 def _score_doc_batch(
-    lora: DocLoRA, opt, docs, tokens: np.ndarray, tally: Tally, *, chunk: int, seq_len: int, rt: Runtime, pad: bool
+    lora: DocLoRA,
+    opt,
+    docs,
+    tokens: np.ndarray,
+    tally: Tally,
+    *,
+    chunk: int,
+    seq_len: int,
+    rt: Runtime,
+    pad: bool,
+    tilt: TokenTilt | None = None,
 ) -> None:
     """Score-then-step through a batch of documents, chunk by chunk, all rows side by side.
 
     Chunk ``c`` of a document is its targets ``c*chunk ..`` (fewer in its last chunk); its context window is the
     document's tokens from ``max(0, (c+1)*chunk - seq_len)``. Windows and tensor shapes depend only on ``c`` (rows of
     documents without a chunk ``c`` are padding), never on where a document ends, so no score depends on later tokens.
-    ``pad``: windows are padded on the right to ``padded_width`` (for the compiled forward).
+    ``pad``: windows are padded on the right to ``padded_width`` (for the compiled forward). ``tilt``: the scores
+    (not the adapters' loss, as PR #2130) are the n-gram tilted ones.
     """
     n_pred = [length - 1 for _, length in docs]
     n_chunks = [-(-n // chunk) for n in n_pred]
@@ -244,8 +259,16 @@ def _score_doc_batch(
                 firsts[b], lengths[b] = doc_start + c * chunk, end - c * chunk
         span_t = torch.from_numpy(span).to(rt.device)
         with rt.autocast():
-            nll = lora.nll(span_t[:, :-1], span_t[:, 1:])
-        tally.add_runs(nll, [offset] * lora.bsz, firsts, lengths)
+            if tilt is None:
+                nll = scored = lora.nll(span_t[:, :-1], span_t[:, 1:])
+            else:
+                logits = lora.logits(span_t[:, :-1])
+                nll = F.cross_entropy(logits.flatten(0, 1), span_t[:, 1:].flatten(), reduction="none").view(
+                    lora.bsz, -1
+                )
+                offsets = [offset] * lora.bsz
+                scored = tilt.nll(logits.detach(), span_t[:, 1:], tilt.columns(offsets, firsts, logits.size(1)))
+        tally.add_runs(scored, [offset] * lora.bsz, firsts, lengths)
         train = [c < n - 1 for n in n_chunks] + [False] * (lora.bsz - len(docs))
         if any(train):
             # Each document's own chunk mean; summed, so each adapter sees only its document's gradient.
@@ -305,9 +328,11 @@ def warm_up(loras: list[DocLoRA], widths: list[int], rt: Runtime) -> None:
             p.grad = None
 
 
-def ttt_docs(model, tokens: np.ndarray, cfg: EvalConfig, tally: Tally, *, seq_len: int, bos_id: int, rt: Runtime):
+def ttt_docs(
+    model, tokens: np.ndarray, cfg: EvalConfig, tally: Tally, *, seq_len: int, bos_id: int, rt: Runtime, tilt=None
+):
     """Score-first per-document LoRA TTT, with global SGD phases when ``cfg.ttt == "phased"`` (module docstring), of
-    all targets of ``tokens`` into ``tally``, in the rounds of ``doc_rounds``."""
+    all targets of ``tokens`` into ``tally``, in the rounds of ``doc_rounds``; scores tilted by ``tilt`` if given."""
     if cfg.lora.chunk_tokens > seq_len:
         raise ValueError(f"eval.lora.chunk_tokens {cfg.lora.chunk_tokens} is longer than the window ({seq_len})")
     model = _private_copy(model, trainable=False)
@@ -319,10 +344,12 @@ def ttt_docs(model, tokens: np.ndarray, cfg: EvalConfig, tally: Tally, *, seq_le
     def lora_of(rows: int) -> DocLoRA:
         if rows not in loras:
             loras[rows] = DocLoRA(model, rows, cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets)
-            if cfg.lora.compile != "off":
-                loras[rows].nll = torch.compile(
-                    loras[rows].nll, backend=cfg.lora.compile, fullgraph=True, dynamic=False
+            if cfg.lora.compile != "off":  # with a tilt the scorer reads the logits, so they are what compiles
+                fn = "logits" if tilt is not None else "nll"
+                compiled = torch.compile(
+                    getattr(loras[rows], fn), backend=cfg.lora.compile, fullgraph=True, dynamic=False
                 )
+                setattr(loras[rows], fn, compiled)
         return loras[rows]
 
     rounds = doc_rounds([length for _, length in docs], cfg, seq_len, rt.world_size)
@@ -352,7 +379,7 @@ def ttt_docs(model, tokens: np.ndarray, cfg: EvalConfig, tally: Tally, *, seq_le
             batch_docs = [docs[i] for i in batch]
             _score_doc_batch(
                 lora, opt, batch_docs, tokens, tally, chunk=cfg.lora.chunk_tokens, seq_len=seq_len, rt=rt,
-                pad=cfg.lora.compile != "off",
+                pad=cfg.lora.compile != "off", tilt=tilt,
             )  # fmt: skip
             if r.carry and k == last:
                 lora.keep(starts, len(batch))
@@ -387,13 +414,15 @@ def evaluate_ttt(
     seq_len = cfg.seq_len or seq_len
     if cfg.ttt == "none":
         windowing = dict(seq_len=seq_len, stride=cfg.stride, batch_tokens=batch_tokens)
-        counts = dict(official=official, official_rule=official_rule)
+        counts = dict(official=official, official_rule=official_rule, tilt=cfg.tilt)
         return score(model, tokens, byte_counts, runtime=runtime, keep_nll=keep_nll, **windowing, **counts)
     tally = make_tally(tokens, byte_counts, official, official_rule, seq_len, runtime.device, keep_nll)
+    tilt = make_tilt(tokens, cfg.tilt, runtime.device)
     if cfg.ttt == "full":
-        ttt_full(model, tokens, cfg, tally, seq_len=seq_len, rows=max(1, batch_tokens // seq_len), rt=runtime)
+        rows = max(1, batch_tokens // seq_len)
+        ttt_full(model, tokens, cfg, tally, seq_len=seq_len, rows=rows, rt=runtime, tilt=tilt)
     elif bos_id is None:
         raise ValueError(f"eval.ttt = {cfg.ttt!r} splits documents at BOS, but the tokenizer has no BOS id")
     else:
-        ttt_docs(model, tokens, cfg, tally, seq_len=seq_len, bos_id=bos_id, rt=runtime)
+        ttt_docs(model, tokens, cfg, tally, seq_len=seq_len, bos_id=bos_id, rt=runtime, tilt=tilt)
     return tally.result(runtime)

@@ -35,7 +35,7 @@ from pgolf_data.tokenizer.interop import artifact_bytes
 
 from .. import artifact, runtime
 from ..cli import flat
-from ..config import Config, ConfigError
+from ..config import Config, ConfigError, NgramTilt
 from ..evaluation.byte_counts import ValBytes, val_bytes
 from ..evaluation.scoring import BPBResult, score
 from ..export import estimate
@@ -262,9 +262,10 @@ class Trainer:
                 self.ema.update(self.model)
         return loss, lr_scale
 
-    def score_val(self, model, prefix: int = 0) -> BPBResult:
+    def score_val(self, model, prefix: int = 0, tilt: NgramTilt | None = None) -> BPBResult:
         """BPB of the first ``prefix`` validation targets (0: all), in windows of the training length: exact, and
-        official for a SentencePiece-based tokenizer (only official on an official folder without sidecars)."""
+        official for a SentencePiece-based tokenizer (only official on an official folder without sidecars); with
+        the n-gram ``tilt`` if given."""
         val = self.inputs.val
         return score(
             model,
@@ -276,6 +277,7 @@ class Trainer:
             val_tokens=prefix,
             official=val.official,
             official_rule=val.official_rule,
+            tilt=tilt,
         )
 
     def validate(self, prefix: int) -> BPBResult:
@@ -407,7 +409,7 @@ class Trainer:
         art = artifact.read(art_path)
         rebuilt, _ = artifact.build_model(art, device=rt.device)
         eval_start = time.perf_counter()
-        roundtrip = self.score_val(rebuilt)
+        roundtrip = self.score_val(rebuilt, tilt=self.cfg.eval.tilt)  # the tilt reads the scored stream only
         eval_seconds = time.perf_counter() - eval_start
         summary = {
             "preset": self.cfg.preset,
