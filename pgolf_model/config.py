@@ -273,6 +273,17 @@ class QuantConfig(Section):
         "zstd", "weight compressor: zstd (level 22), lzma, brotli, pergroup (ZPAQ per role) or best (the smallest)"
     )
     rotate: tuple[Rotation, ...] = _field((), "Hadamard rotations before quantizing (vo, input, residual); () = none")
+    awq_groups: int = _field(
+        0,
+        "AWQ-lite: the most salient this many column groups of the model go to awq_bits inside GPTQ; 0 = off",
+        NON_NEGATIVE,
+    )
+    awq_group_size: int = _field(64, "AWQ-lite: columns per group", POSITIVE_INT)
+    awq_bits: int = _field(8, "AWQ-lite: bits of the chosen groups", BITS)
+
+    def check(self) -> None:
+        why = "AWQ-lite reads the activations from the GPTQ Hessians: needs quant.method = gptq"
+        _require(not self.awq_groups or self.method == "gptq", "awq_groups", self.awq_groups, why)
 
     def bits_of(self, group: str) -> int:
         return getattr(self, f"{group}_bits", 0) or self.bits
