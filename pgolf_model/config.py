@@ -110,6 +110,9 @@ class ModelConfig(Section):
     rope_base: float = _field(10000.0, "RoPE frequency base", POSITIVE)
     qk_gain_init: float = _field(1.5, "initial per-head gain on the RMS-normed queries (a learned temperature)")
     logit_softcap: float = _field(30.0, "logits pass through cap*tanh(z/cap); 0 disables the cap", NON_NEGATIVE)
+    asym_softcap: bool = _field(
+        False, "AsymLogit: learned caps for positive and negative logits, both from logit_softcap, trained by the loss"
+    )
     tie_embeddings: bool = _field(True, "share the input embedding with the output projection")
     tied_embed_init_std: float = _field(0.005, "init std of the token embedding", POSITIVE)
     embed_bf16: bool = _field(False, "keep the token embedding in bf16 (training too) as the baseline's bf16 cast does")
@@ -170,6 +173,8 @@ class ModelConfig(Section):
             # The lanes must be last: a looped block would run again after they have started.
             why = f"the looped blocks must all come before parallel_from = {self.parallel_from}"
             _require(not self.parallel_from or self.loop_end < self.parallel_from, "loop_end", self.loop_end, why)
+        why = "AsymLogit learns the two caps of a soft-cap: needs logit_softcap > 0"
+        _require(not self.asym_softcap or self.logit_softcap > 0, "asym_softcap", self.asym_softcap, why)
         why = "a factored embedding needs tie_embeddings (the head reads the table through factored.down)"
         _require(not self.embed_dim or self.tie_embeddings, "embed_dim", self.embed_dim, why)
         if self.lowbit != "none":

@@ -338,6 +338,8 @@ class GPT(nn.Module):
             self.set_looping(True)
             self.skip_weights = nn.Parameter(torch.empty(len(self.encoder_layers), cfg.model_dim))
             self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.model_dim, cfg.vocab_size, bias=False)
+            # AsymLogit (PR #1923, from modded-nanogpt PR #181): caps for positive and negative logits.
+            self.logit_caps = nn.Parameter(torch.empty(2)) if cfg.asym_softcap else None
         self.init_weights()
         if cfg.embed_bf16:
             self._cast_as_baseline()
@@ -372,6 +374,7 @@ class GPT(nn.Module):
         | bigram.scale, lanes.decay / lanes.mix   | BIGRAM_SCALE / LANE_DECAY / 1                        |
         | value_embeds.emb / .proj / .scale       | N(0, VE_STD^2) / orthogonal / VE_SCALE (2026-03-25)  |
         | factored.up / .down                     | U(-1/sqrt(fan_in), 1/sqrt(fan_in))                   |
+        | logit_caps (AsymLogit)                  | logit_softcap, both                                  |
         """
         nn.init.normal_(self.tok_emb.weight)
         for block in self.blocks:
@@ -382,6 +385,8 @@ class GPT(nn.Module):
         else:
             nn.init.normal_(self.tok_emb.weight, mean=0.0, std=self.cfg.tied_embed_init_std)
         self.skip_weights.fill_(1.0)
+        if self.logit_caps is not None:
+            self.logit_caps.fill_(self.cfg.logit_softcap)
         for part in (self.smear, self.bigram, self.value_embeds, self.factored):
             if part is not None:
                 part.reset_parameters()
@@ -475,7 +480,15 @@ class GPT(nn.Module):
 
     def head(self, x: Tensor) -> Tensor:
         """Soft-capped logits in fp32 of final hidden states ``x``."""
-        z = F.linear(x, self.head_weight.to(x.dtype)).float()
+        return self.softcap(F.linear(x, self.head_weight.to(x.dtype)).float())
+
+    def softcap(self, z: Tensor) -> Tensor:
+        """``cap * tanh(z / cap)``; with AsymLogit the cap of each sign is its own learned scalar. As shipped in PR
+        #1923 the two caps never got a gradient (training ran the fused single-cap loss); here ``forward`` goes
+        through this function whenever they exist, so the training loss moves them."""
+        if self.logit_caps is not None:
+            cap = torch.where(z >= 0, self.logit_caps[0], self.logit_caps[1])
+            return cap * torch.tanh(z / cap)
         cap = self.cfg.logit_softcap
         return cap * torch.tanh(z / cap) if cap > 0 else z
 
@@ -486,7 +499,9 @@ class GPT(nn.Module):
     def forward(self, idx: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
         """Cross-entropy in nats: a scalar for ``reduction="mean"``, (B, T) for ``"none"``."""
         x = self.hidden(idx)
-        if x.device.type == "cpu":  # chunked (softcap_ce.py); on GPU torch.compile fuses the plain form below
+        # Chunked on CPU (softcap_ce.py, one fixed cap); on GPU torch.compile fuses the plain form below, which is also
+        # the one that trains AsymLogit's caps.
+        if x.device.type == "cpu" and self.logit_caps is None:
             weight = self.head_weight.to(x.dtype)
             loss = softcap_cross_entropy(x.flatten(0, 1), weight, targets.flatten(), self.cfg.logit_softcap, reduction)
         else:

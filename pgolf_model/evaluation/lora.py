@@ -160,8 +160,10 @@ class DocLoRA(nn.Module):
         """Logits (bsz, T, V) in fp32 of the model with these adapters (and the head adapter before the cap)."""
         h = self.view.hidden(x)
         z = (F.linear(h, self.view.head_weight.to(h.dtype)) + self.head(h)).float()
-        cap = self.view.cfg.logit_softcap
-        return cap * torch.tanh(z / cap) if cap > 0 else z  # as GPT.logits, with the head adapter before the cap
+        if hasattr(self.view, "softcap"):  # as GPT.head, with the head adapter before the cap
+            return self.view.softcap(z)
+        cap = self.view.cfg.logit_softcap  # the model code of older artifacts
+        return cap * torch.tanh(z / cap) if cap > 0 else z
 
     def nll(self, x: Tensor, y: Tensor) -> Tensor:
         """Per-token NLL (bsz, T) of ``logits``."""
