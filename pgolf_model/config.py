@@ -236,10 +236,25 @@ class TrainConfig(Section):
     ema_decay: float = _field(0.0, "fp32 EMA of all weights (decay per step), for eval and export; 0 = off", FRACTION)
     loop_after: float = _field(0.0, "depth recurrence from this share of the run (time or steps); 0 = always", FRACTION)
     qat_threshold: float = _field(0.0, "late QAT: fake-quantized matrices once lr scale < this; 0 = off", UNIT)
+    seq_stages: tuple[int, ...] = _field(
+        (), "progressive context: shorter training lengths before seq_len (PR #2014: 1024,2048 before 3072)"
+    )
+    seq_stage_ends: tuple[float, ...] = _field((), "where each of seq_stages ends, a share of training (0.1,0.7)")
+    seq_rewarm_steps: int = _field(
+        0, "after each length change the lr ramps up again over this many steps", NON_NEGATIVE
+    )
 
     def check(self) -> None:
         device, seq = self.device_batch_tokens, self.seq_len
         _require(device % seq == 0, "device_batch_tokens", device, f"must be a multiple of seq_len = {seq}")
+        why = f"must give as many ends as seq_stages {self.seq_stages}"
+        _require(len(self.seq_stage_ends) == len(self.seq_stages), "seq_stage_ends", self.seq_stage_ends, why)
+        ok = all(isinstance(n, int) and n > 0 and device % n == 0 for n in self.seq_stages)
+        why = f"each must be a positive divisor of device_batch_tokens = {device}"
+        _require(ok, "seq_stages", self.seq_stages, why)
+        ends = self.seq_stage_ends
+        ok = all(0 < e < 1 for e in ends) and list(ends) == sorted(set(ends))
+        _require(ok, "seq_stage_ends", ends, "must be increasing shares of training in (0, 1)")
         why = f"must be a multiple of device_batch_tokens = {device}"
         _require(self.batch_tokens % device == 0, "batch_tokens", self.batch_tokens, why)
 

@@ -43,7 +43,7 @@ from ..export.allocation import AllocationError
 from ..export.weights import export_weights
 from ..model import GPT
 from ..runtime import Runtime
-from . import checkpoint, qat, run_dir
+from . import checkpoint, context, qat, run_dir
 from .clock import Clock
 from .data import TrainLoader
 from .optim import Schedule, WeightEMA, build_optimizers
@@ -157,9 +157,12 @@ class Trainer:
         self.clock = Clock()
         self.stopped_by_clock = False
         self.stop = StopRequest()
+        self.seq_len, self.stage_start = 0, None  # progressive context: the current length, the step it began
         if resume is not None:
             self.resume(resume)
-        self.net = torch.compile(self.model) if cfg.train.compile else self.model
+        # Progressive context: one static graph per length, compiled in the warm-up, instead of a dynamic-shape one.
+        dynamic = False if cfg.train.seq_stages else None
+        self.net = torch.compile(self.model, dynamic=dynamic) if cfg.train.compile else self.model
         self.ddp = None
         if rt.distributed:  # after a resume: DDP broadcasts rank 0's weights when it is built
             device_ids = [rt.device.index] if rt.device.type == "cuda" else None
@@ -203,6 +206,7 @@ class Trainer:
         if self.ema is not None:  # a checkpoint saved without an EMA restarts it from the resumed weights
             self.ema.load_state_dict(state.get("ema") or WeightEMA(self.model, self.ema.decay).state_dict())
         self.clock = Clock(state["step"], state["train_seconds"])
+        self.seq_len, self.stage_start = state.get("context", (0, None))
         self.log.say(f"resumed from {path} at step {self.clock.step} ({self.clock.seconds:.1f}s of training)")
 
     @property
@@ -219,18 +223,20 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizers": [opt.state_dict() for opt in self.optimizers],
             "ema": self.ema.state_dict() if self.ema is not None else None,
+            "context": [self.seq_len, self.stage_start],
         }
         return checkpoint.save(self.out_dir, self.clock.step, state, self.cfg.train.keep_checkpoints)
 
     # -- one step and one validation --------------------------------------------------------------------------------
 
-    def forward_backward(self, step: int) -> torch.Tensor:
-        """Gradients of ``step``'s batch, accumulated over its micro-batches, then the optimizers' step; the loss."""
+    def forward_backward(self, step: int, seq_len: int = 0) -> torch.Tensor:
+        """Gradients of ``step``'s batch (in rows of ``seq_len``, 0: the loader's), accumulated over its micro-batches,
+        then the optimizers' step; the loss."""
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
         total = torch.zeros((), device=self.rt.device)
         for micro in range(self.grad_accum):
-            x, y = self.loader.batch(step, micro)
+            x, y = self.loader.batch(step, micro, seq_len)
             # DDP all-reduces gradients on the last micro-step only.
             last = self.ddp is None or micro == self.grad_accum - 1
             with contextlib.nullcontext() if last else self.ddp.no_sync():
@@ -256,11 +262,30 @@ class Trainer:
             self.log.say(f"step {step:>6}  late QAT on for {n} matrices (lr scale {lr_scale:.3f})")
         if cfg.train.loop_after:
             self.model.set_looping(self.clock.fraction(cfg.train) >= cfg.train.loop_after)
+        seq_len = self.context_step(step)
+        ramp = context.rewarm(cfg.train, None if self.stage_start is None else step - self.stage_start)
+        if ramp < 1.0:
+            lr_scale *= ramp
+            for opt in self.optimizers:
+                for group in opt.param_groups:
+                    group["lr"] = group["base_lr"] * lr_scale
         with self.clock.timed_step(self.rt):
-            loss = self.forward_backward(step)
+            loss = self.forward_backward(step, seq_len)
             if self.ema is not None:
                 self.ema.update(self.model)
         return loss, lr_scale
+
+    def context_step(self, step: int) -> int:
+        """This step's training length (progressive context, ``context.py``); a change is logged and starts the lr
+        re-warm-up."""
+        seq_len = context.seq_len_at(self.cfg.train, self.clock.fraction(self.cfg.train))
+        if seq_len != self.seq_len:
+            if self.seq_len:  # not the run's (or the resumed run's) first step
+                self.stage_start = step
+                self.log.record("context", step=step, seq_len=seq_len)
+                self.log.say(f"step {step:>6}  training length {self.seq_len} -> {seq_len}")
+            self.seq_len = seq_len
+        return seq_len
 
     def score_val(self, model, prefix: int = 0, tilt: NgramTilt | None = None) -> BPBResult:
         """BPB of the first ``prefix`` validation targets (0: all), in windows of the training length: exact, and
@@ -295,11 +320,12 @@ class Trainer:
         if not warmup:
             return
         saved = copy.deepcopy(self.model.state_dict()), [copy.deepcopy(o.state_dict()) for o in self.optimizers]
+        lengths = context.lengths(self.cfg.train)  # each progressive-context length compiles here, not on the clock
         for i in range(warmup):
             if self.cfg.train.qat_threshold and i == warmup // 2:
                 qat.enable(self.model, self.cfg.quant)  # compile the late-QAT graph now too, not on the clock
             self.schedule.apply(self.optimizers, step + i, self.cfg.train.iterations)
-            self.forward_backward(step + i)
+            self.forward_backward(step + i, lengths[i % len(lengths)])
         qat.disable(self.model)
         self.model.load_state_dict(saved[0])
         for opt, opt_state in zip(self.optimizers, saved[1]):
