@@ -346,6 +346,10 @@ class LoRATTT(Section):
     eps: float = _field(1e-10, "AdamW epsilon", NON_NEGATIVE)
     weight_decay: float = _field(0.5, "AdamW decoupled weight decay", NON_NEGATIVE)
     chunk_tokens: int = _field(48, "targets per chunk (score it, then one step on it)", POSITIVE)
+    short_until: tuple[int, ...] = _field(
+        (), "short-document chunks: a document's targets before these positions (256,2000) go in short_chunks"
+    )
+    short_chunks: tuple[int, ...] = _field((), "chunk sizes before each of short_until (PR #2014: 8,24)")
     batch_docs: int = _field(64, "documents adapted side by side, one adapter set each", POSITIVE)
     round_docs: int = _field(
         0, "documents sorted by length together (a round); 0 = all between two phases' global SGD", NON_NEGATIVE
@@ -354,6 +358,25 @@ class LoRATTT(Section):
     compile: TTTCompile = _field(
         "off", "torch.compile the chunk forward/backward (static shapes: windows padded to chunk * 2^k)"
     )
+
+    def check(self) -> None:
+        why = f"must give one chunk size per position of short_until {self.short_until}"
+        _require(len(self.short_chunks) == len(self.short_until), "short_chunks", self.short_chunks, why)
+        ok = all(isinstance(c, int) and c > 0 for c in self.short_chunks)
+        _require(ok, "short_chunks", self.short_chunks, "must be positive integers")
+        ok = list(self.short_until) == sorted(set(self.short_until)) and all(u > 0 for u in self.short_until)
+        _require(ok, "short_until", self.short_until, "must be increasing positive positions")
+
+    def chunk_bounds(self, n_pred: int) -> list[tuple[int, int]]:
+        """Targets ``[lo, hi)`` of each chunk of a document with ``n_pred`` targets: ``short_chunks`` sizes before
+        the ``short_until`` positions, then ``chunk_tokens``. They depend on the position in the document only, so a
+        longer document's chunks begin with a shorter one's."""
+        bounds, lo = [], 0
+        while lo < n_pred:
+            size = next((c for u, c in zip(self.short_until, self.short_chunks) if lo < u), self.chunk_tokens)
+            bounds.append((lo, lo + size))
+            lo += size
+        return bounds
 
 
 @dataclass(frozen=True)
