@@ -61,11 +61,15 @@ SWITCHES: dict[str, tuple[str, ...]] = {
     "warmdown_frac": ("optim.warmdown_frac", "optim.min_lr_scale"),
     "ema": ("train.ema_decay",),
     "late_qat": ("train.qat_threshold",),
-    "gptq": ("quant.method",),
+    "gptq": ("quant.method", "quant.awq_groups"),  # AWQ-lite runs inside GPTQ's solve
+    "awq_lite": ("quant.awq_groups",),
     "sdclip": ("quant.sdclip_k", "quant.embed_sdclip_k"),
     "int6": ("quant.bits", "quant.embed_bits"),
     "lqer": ("quant.lqer_rank",),
     "hadamard": ("quant.rotate",),
+    "asym_logit": ("model.asym_softcap",),
+    "progressive_context": ("train.seq_stages", "train.seq_stage_ends", "train.seq_rewarm_steps"),
+    "ngram_tilt": ("eval.tilt.boost",),
 }
 
 RECORD_STEPS = 4930  # optimizer steps of the 1.0611 record in its 600 s (its three seeds' logs stop at 4917-4945)
@@ -101,8 +105,14 @@ def record_stack(cfg: Config, steps: int | None = None) -> Config:
       embedding [PR #1394: int6 k 12.85, embedding int8 k 20]; LQER rank 4 on the 3 worst matrices [1.0611].
     - Hadamard rotation of the V/O pairs and of every matrix's input side [no record; PRs #1224, #2130: the exact
       ones of ``export/rotation.py``; the stream side is already among the input sides].
+    - AWQ-lite: the single most salient group of 64 columns at int8 inside GPTQ [PR #1908: top 1 of 64].
+    - AsymLogit: learned caps per logit sign [PR #1923, trained here; docs/records.md].
+    - progressive context: a quarter of seq_len to 10% of training, half to 70%, then seq_len [PR #2014: 1024, 2048,
+      3072 at the same shares], the lr re-warmed over the record's share of steps (32 of ~4,900), at least 1.
+    - n-gram tilt of the artifact's scores: order 16, gate 0.8, boost 2.625 [PR #2135; the order is the record's
+      even at small scale: it only fires on repeated spans].
     """
-    m = cfg.model
+    m, m_seq = cfg.model, cfg.train.seq_len
     layers = m.num_layers
     lanes = max(1, round(3 * layers / 11))
     middle = (layers - 1) // 2
@@ -144,6 +154,12 @@ def record_stack(cfg: Config, steps: int | None = None) -> Config:
             "quant.embed_bits": 8,
             "quant.lqer_rank": 4,
             "quant.rotate": ("vo", "input"),
+            "quant.awq_groups": 1,
+            "model.asym_softcap": True,
+            "train.seq_stages": (m_seq // 4, m_seq // 2),
+            "train.seq_stage_ends": (0.1, 0.7),
+            "train.seq_rewarm_steps": max(1, round(32 * (steps or cfg.train.iterations) / RECORD_STEPS)),
+            "eval.tilt.boost": 2.625,
         }
     )
     return replace(on, preset=f"{cfg.preset}+record-stack")
