@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pgolf_model.config import Config, ConfigError, ModelConfig, NgramTilt
+from pgolf_model.evaluation import ngram_tilt
 from pgolf_model.evaluation.ngram_tilt import TokenTilt, token_hints
 from pgolf_model.evaluation.scoring import score
 from pgolf_model.evaluation.ttt import evaluate_ttt
@@ -185,3 +186,12 @@ def test_ttt_scores_are_tilted_where_a_hint_fires_only(mode):
 def test_bad_tilt_settings_are_errors(key, value, match):
     with pytest.raises(ConfigError, match=match):
         Config().override({f"eval.{key}": value})
+
+
+def test_the_chunked_passes_carry_their_state_across_chunk_edges(monkeypatch):
+    tokens = repetitive(11, 3000, 6)
+    want = token_hints(tokens, 3, 0.5).tolist()
+    assert want == reference_hints(tokens.tolist(), 3, 0.5)
+    for chunk in (1, 7, 64, 1000):
+        monkeypatch.setattr(ngram_tilt, "CHUNK", chunk)
+        assert token_hints(tokens, 3, 0.5).tolist() == want
