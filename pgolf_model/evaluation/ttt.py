@@ -263,18 +263,16 @@ def _score_doc_batch(
                 end = min(hi, n_pred[b])  # one past the document's last target in this chunk
                 span[b, : end - start + 1] = tokens[doc_start + start : doc_start + end + 1]
                 firsts[b], lengths[b] = doc_start + lo, end - lo
-        span_t = torch.from_numpy(span).to(rt.device)
+        span_t, offsets = torch.from_numpy(span).to(rt.device), [offset] * lora.bsz
+        x, y = span_t[:, :-1], span_t[:, 1:]
         with rt.autocast():
             if tilt is None:
-                nll = scored = lora.nll(span_t[:, :-1], span_t[:, 1:])
+                nll = scored = lora.nll(x, y)
             else:
-                logits = lora.logits(span_t[:, :-1])
-                nll = F.cross_entropy(logits.flatten(0, 1), span_t[:, 1:].flatten(), reduction="none").view(
-                    lora.bsz, -1
-                )
-                offsets = [offset] * lora.bsz
-                scored = tilt.nll(logits.detach(), span_t[:, 1:], tilt.columns(offsets, firsts, logits.size(1)))
-        tally.add_runs(scored, [offset] * lora.bsz, firsts, lengths)
+                logits = lora.logits(x)
+                nll = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view_as(y)
+                scored = tilt.nll(logits.detach(), y, tilt.columns(offsets, firsts, y.size(1)))
+        tally.add_runs(scored, offsets, firsts, lengths)
         train = [c < n - 1 for n in n_chunks] + [False] * (lora.bsz - len(docs))
         if any(train):
             # Each document's own chunk mean; summed, so each adapter sees only its document's gradient.
