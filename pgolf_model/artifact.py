@@ -9,18 +9,22 @@ every part's sha256 before decoding anything; version-1 files (no hashes) still 
 - ``tokenizer``: the tokenizer artifact (``tokenizer.pgt``), byte for byte: its length is what the budget counts;
 - ``weights``: the quantized state (``quant.QuantizedState``), compressed (zstd level 22 by default, or the
   per-group codec ``pergroup``, codec id ``PERGROUP_ID``);
-- ``code``: the counted code, the source files needed to load and score the model (``COUNTED_FILES``), compressed.
+- ``code``: the counted code, the source files needed to load and score the model (``CORE_FILES`` and the model
+  family's own modules, ``counted_code``), compressed.
 
-``build_model`` rebuilds the model with the counted model code (``MODEL_MODULES``). The artifact's own copy is
-someone's Python: it runs only when asked (``code="artifact"``). By default (``"auto"``) the artifact's model code must
-be byte for byte this package's, which then runs; an artifact whose code differs is refused, naming the files.
-The writer refuses to produce a file over ``LIMIT`` bytes.
+``build_model`` rebuilds the model with the counted model code of its family (``model_code``): ``config.py``,
+``quant.py`` and the family's modules. The artifact's own copy is someone's Python: it runs only when asked
+(``code="artifact"``). By default (``"auto"``) the artifact's model code must be byte for byte the installed code's
+(this package's for a built-in family, the installed plugin's for a plugin's), which then runs; an artifact whose
+code differs, or whose family is not installed, is refused, naming the files. The writer refuses to produce a file
+over ``LIMIT`` bytes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.abc
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -41,12 +45,11 @@ FORMAT_VERSION = 2  # 2: a sha256 per part; 1 (read, unverified): none
 READ_VERSIONS = (1, 2)
 LIMIT = 16_000_000  # the challenge's cap on code + model bytes (decimal); pgolf also counts the tokenizer
 PARTS = ("config", "tokenizer", "weights", "code")
-# Everything the evaluation path runs besides torch/numpy: rebuild the model, read shards, score. The package
+# What every artifact's code part holds besides its model family's own modules (the family's ``counted_modules``):
+# the settings, the weights format, this loader, the runtime, the scorer, shards and compressors. The package
 # docstrings (``__init__.py``) hold no code and are not counted.
-COUNTED_FILES = (
+CORE_FILES = (
     "pgolf_model/config.py",
-    "pgolf_model/softcap_ce.py",
-    "pgolf_model/model.py",
     "pgolf_model/lowbit.py",
     "pgolf_model/hadamard.py",
     "pgolf_model/quant.py",
@@ -61,9 +64,27 @@ COUNTED_FILES = (
     "pgolf_data/shards.py",
     "pgolf_data/compress.py",
 )
-# The counted modules that define the model; build_model imports these from the artifact itself.
-MODEL_MODULES = ("config", "softcap_ce", "lowbit", "model", "hadamard", "quant")
-ADDED_MODULES = frozenset({"lowbit", "hadamard"})  # model modules newer than the oldest artifacts pgolf reads
+# The core files that build_model runs with a family's own modules: the rest is loaded by the host's import.
+MODEL_CORE_FILES = (
+    "pgolf_model/config.py",
+    "pgolf_model/quant.py",
+    "pgolf_model/lowbit.py",
+    "pgolf_model/hadamard.py",
+)
+# The built-in model families, ``arch -> "module:class"``; a plugin registers its own under the entry-point group
+# ``MODEL_GROUP`` (pgolf_model.registry). COUNTED_FILES: all counted pgolf code, the built-in families' included.
+BUILTIN_MODELS = {"gpt": "pgolf_model.model:GPT", "ssd": "pgolf_model.ssd:SSD"}
+MODEL_GROUP = "pgolf.models"
+COUNTED_FILES = (
+    *CORE_FILES,
+    "pgolf_model/model.py",
+    "pgolf_model/ssd.py",
+    "pgolf_model/layers.py",
+    "pgolf_model/softcap_ce.py",
+)
+# The code part of a plugin model's artifact also holds this member: ``[pgolf.models]`` then ``NAME = module:class``,
+# the entry point the plugin registered, so that trusted code can be rebuilt where the plugin is not installed.
+ENTRY_FILE = "entry_points.txt"
 
 
 class BudgetError(ValueError):
@@ -109,14 +130,61 @@ def decompress_weights(codec_id: int, data: bytes) -> bytes:
     return pergroup.decompress(data) if codec_id == PERGROUP_ID else decompress(codec_id, data)
 
 
-def counted_code() -> dict[str, bytes]:
-    """The counted files' bytes as their modules' loader holds them: the files of the installed package, or the
-    sources a generated ``train_gpt.py`` carries (``submission.stub``)."""
-    out = {}
-    for path in COUNTED_FILES:
-        spec = importlib.util.find_spec(path.removesuffix(".py").replace("/", "."))
-        out[path] = spec.loader.get_data(spec.origin)
-    return out
+def model_entry(arch: str) -> str | None:
+    """``"module:class"`` of the installed model family ``arch`` (built-in or a plugin's entry point), or None."""
+    if arch in BUILTIN_MODELS:
+        return BUILTIN_MODELS[arch]
+    values = sorted({ep.value for ep in importlib.metadata.entry_points(group=MODEL_GROUP, name=arch)})
+    if len(values) > 1:
+        raise ArtifactError(f"model.arch {arch!r} is registered by several packages: {', '.join(values)}")
+    return values[0] if values else None
+
+
+def installed_archs() -> list[str]:
+    """The built-in families, then the plugins' (sorted)."""
+    plugins = sorted({ep.name for ep in importlib.metadata.entry_points(group=MODEL_GROUP)} - set(BUILTIN_MODELS))
+    return [*BUILTIN_MODELS, *plugins]
+
+
+def load_entry(target: str):
+    """The object ``"module:attr"`` names."""
+    module, _, attr = target.partition(":")
+    obj = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _source(module: str, owner: str = "pgolf") -> tuple[str, bytes]:
+    """``(path in the code part, bytes)`` of a module's source as its loader holds it: the installed file, or the
+    source a generated ``train_gpt.py`` carries (``submission.stub``)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        raise ArtifactError(f"counted module {module!r} of {owner} is not a Python source file")
+    package = spec.submodule_search_locations is not None
+    return module.replace(".", "/") + ("/__init__.py" if package else ".py"), spec.loader.get_data(spec.origin)
+
+
+def counted_code(model_class: type | None = None) -> dict[str, bytes]:
+    """The code part of an artifact of ``model_class`` (default: the GPT): ``CORE_FILES``, then the modules the
+    family lists in its ``counted_modules``, and for a plugin's family ``ENTRY_FILE`` (each source as ``_source``
+    reads it)."""
+    model_class = model_class or load_entry(BUILTIN_MODELS["gpt"])
+    files = {path: _source(path.removesuffix(".py").replace("/", "."))[1] for path in CORE_FILES}
+    for name in model_class.counted_modules:
+        path, data = _source(name, model_class.__name__)
+        files[path] = data
+    arch, target = model_class.Config.arch, f"{model_class.__module__}:{model_class.__qualname__}"
+    if BUILTIN_MODELS.get(arch) != target:
+        files[ENTRY_FILE] = f"[{MODEL_GROUP}]\n{arch} = {target}\n".encode()
+    return files
+
+
+def model_code(model_class: type | None = None) -> dict[str, bytes]:
+    """The part of ``counted_code(model_class)`` that defines the model, which ``build_model`` runs: the settings
+    (``config.py``), the weights format (``quant.py``), the family's own modules and a plugin's ``ENTRY_FILE``."""
+    files = counted_code(model_class)
+    return {path: data for path, data in files.items() if path in MODEL_CORE_FILES or path not in CORE_FILES}
 
 
 def pack_code(files: dict[str, bytes]) -> bytes:
@@ -267,10 +335,15 @@ class Artifact:
         return from_artifact(self.tokenizer_bytes, where=f"{self.path}: tokenizer part")
 
     def foreign_model_code(self) -> list[str]:
-        """The model code files (``MODEL_MODULES``) that differ from this package's, or are missing; [] if none."""
-        host = counted_code()
-        keys = [f"pgolf_model/{name}.py" for name in MODEL_MODULES]
-        return [key for key in keys if key not in self.code or _digest(self.code[key]) != _digest(host[key])]
+        """The model code files (``model_code`` of its family) that differ from the installed code's, or are missing;
+        [] if none. A family not installed here: the plugin files the artifact carries, all foreign."""
+        from .config import arch_of
+
+        target = model_entry(arch_of(self.config))
+        if target is None:
+            return sorted({*_plugin_files(self.code), *[ENTRY_FILE] * (ENTRY_FILE in self.code)})
+        host = model_code(load_entry(target))
+        return [key for key in host if key not in self.code or _digest(self.code[key]) != _digest(host[key])]
 
 
 def _digest(source: bytes) -> str:
@@ -315,82 +388,151 @@ def read(path: str | os.PathLike) -> Artifact:
 
 
 class _CodeImporter(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Serves ``<package>.<module>`` from source held in memory."""
+    """Serves modules from source held in memory: ``{module name: (source, is a package, its file in the code
+    part)}``."""
 
-    def __init__(self, package: str, sources: dict[str, bytes], origin: str) -> None:
-        self.package, self.sources, self.origin = package, sources, origin
+    def __init__(self, modules: dict[str, tuple[bytes, bool, str]], origin: str) -> None:
+        self.modules, self.origin = modules, origin
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname == self.package:
-            return importlib.util.spec_from_loader(fullname, self, is_package=True)
-        prefix, _, name = fullname.rpartition(".")
-        if prefix == self.package and name in self.sources:
-            return importlib.util.spec_from_loader(fullname, self, origin=f"{self.origin}:{name}.py")
-        return None
+        if fullname not in self.modules:
+            return None
+        is_package = self.modules[fullname][1]
+        return importlib.util.spec_from_loader(
+            fullname, self, origin=f"{self.origin}:{fullname}", is_package=is_package
+        )
 
     def create_module(self, spec):
         return None
 
     def exec_module(self, module) -> None:
-        name = module.__name__.rpartition(".")[2]
-        if module.__name__ != self.package:
-            where = f"{self.origin}:pgolf_model/{name}.py"
-            try:
-                exec(compile(self.sources[name], where, "exec"), module.__dict__)
-            except Exception as e:  # the artifact's own code: whatever it raises, the artifact is at fault
-                raise ArtifactError(f"{where}: the artifact's code fails to load: {type(e).__name__}: {e}") from None
-
-
-def model_modules(art: Artifact) -> dict[str, object]:
-    """The artifact's own ``MODEL_MODULES``, imported from its counted code. A module added after the artifact was
-    written (``ADDED_MODULES``) may be absent: that artifact's own code does not import it."""
-    sources = {}
-    for name in MODEL_MODULES:
-        key = f"pgolf_model/{name}.py"
-        if key in art.code:
-            sources[name] = art.code[key]
-        elif name not in ADDED_MODULES:
-            raise ArtifactError(f"{art.path}: the counted code has no {key}")
-    digest = hashlib.sha256(b"".join(sources.values())).hexdigest()[:16]
-    package = f"_pgolf_artifact_{digest}"
-    if package not in sys.modules:
-        importer = _CodeImporter(package, sources, art.path)
-        sys.meta_path.insert(0, importer)
+        source, _, filename = self.modules[module.__name__]
+        module.__pgolf_source__ = source
+        where = f"{self.origin}:{filename}"
         try:
-            for name in sources:
-                importlib.import_module(f"{package}.{name}")
-        except ArtifactError:
-            for name in [m for m in sys.modules if m == package or m.startswith(f"{package}.")]:
-                del sys.modules[name]  # a half-imported package must not be reused by the next call
-            raise
-        finally:
-            sys.meta_path.remove(importer)
-    return {name: sys.modules[f"{package}.{name}"] for name in sources}
+            exec(compile(source, where, "exec"), module.__dict__)
+        except Exception as e:  # the artifact's own code: whatever it raises, the artifact is at fault
+            raise ArtifactError(f"{where}: the artifact's code fails to load: {type(e).__name__}: {e}") from None
 
 
-# Which model code ``build_model`` runs: "auto" this package's when the artifact's is byte for byte the same (else
-# UntrustedCodeError), "artifact" the artifact's own (someone's Python: only when the user trusts it), "host" this
-# package's whatever the artifact holds.
+def _import_from(modules: dict[str, tuple[bytes, bool, str]], names: list[str], origin: str) -> list[object]:
+    """Import ``names`` with ``modules`` served from memory (modules already imported from the same source are
+    reused; another source under the same name is refused)."""
+    for name, (source, *_) in modules.items():
+        loaded = sys.modules.get(name)
+        if loaded is not None and getattr(loaded, "__pgolf_source__", source) != source:
+            raise ArtifactError(f"{origin}: another version of module {name} is already loaded in this process")
+    before = set(sys.modules)
+    importer = _CodeImporter(modules, origin)
+    sys.meta_path.insert(0, importer)
+    try:
+        return [importlib.import_module(name) for name in names]
+    except ArtifactError:
+        for name in modules.keys() - before:
+            sys.modules.pop(name, None)  # a half-imported package must not be reused by the next call
+        raise
+    finally:
+        sys.meta_path.remove(importer)
+
+
+def _embedded_builtin(art: Artifact, target: str) -> tuple[type, object, object]:
+    """The class ``target`` names, and the config and quant modules, from the artifact's own counted code: its
+    ``pgolf_model/*.py`` files served as one private package, so their relative imports stay inside the artifact."""
+    sources = {
+        path.removeprefix("pgolf_model/").removesuffix(".py"): data
+        for path, data in art.code.items()
+        if path.startswith("pgolf_model/") and path.count("/") == 1 and path.endswith(".py")
+    }
+    module, _, attr = target.partition(":")
+    needed = ("config", "quant", module.rpartition(".")[2])
+    missing = [f"pgolf_model/{name}.py" for name in needed if name not in sources]
+    if missing:
+        raise ArtifactError(f"{art.path}: the counted code has no {', '.join(missing)}")
+    digest = hashlib.sha256(b"".join(name.encode() + sources[name] for name in sorted(sources))).hexdigest()[:16]
+    package = f"_pgolf_artifact_{digest}"
+    modules = {
+        package: (b"", True, "pgolf_model/__init__.py"),
+        **{f"{package}.{name}": (data, False, f"pgolf_model/{name}.py") for name, data in sources.items()},
+    }
+    config_mod, quant_mod, model_mod = _import_from(modules, [f"{package}.{name}" for name in needed], art.path)
+    return getattr(model_mod, attr), config_mod, quant_mod
+
+
+def _carried_plugin(art: Artifact, arch: str) -> str:
+    """Serve the plugin modules the artifact carries under their own names; the ``"module:class"`` it names."""
+    lines = art.code.get(ENTRY_FILE, b"").decode().splitlines()
+    target = next((v.strip() for k, _, v in (line.partition("=") for line in lines[1:]) if k.strip() == arch), None)
+    if target is None:
+        raise ArtifactError(f"{art.path}: model.arch {arch!r}, but its code part has no {ENTRY_FILE} naming the class")
+    modules: dict[str, tuple[bytes, bool, str]] = {}
+    for path in _plugin_files(art.code):
+        name = path.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+        modules[name] = (art.code[path], path.endswith("/__init__.py"), path)
+        parts = name.split(".")
+        for i in range(1, len(parts)):  # namespace parents the artifact does not carry
+            parent = ".".join(parts[:i])
+            modules.setdefault(parent, (b"", True, parent.replace(".", "/") + "/__init__.py"))
+    _import_from(modules, [target.partition(":")[0]], art.path)
+    return target
+
+
+def _plugin_files(code: dict[str, bytes]) -> list[str]:
+    """The code part's files outside pgolf: a plugin family's modules."""
+    return [path for path in code if path.endswith(".py") and not path.startswith(("pgolf_model/", "pgolf_data/"))]
+
+
+def _with_gpt_hooks(model_class: type) -> type:
+    """A GPT from an artifact written before the model interface, with the LoRA TTT hooks it lacks: its layout is
+    the one the host GPT's ``lora_sites`` and ``head`` read (the head computes the same logits, and takes the
+    adapter's ``delta``)."""
+    from .model import GPT
+
+    return type(model_class.__name__, (model_class,), {"lora_sites": GPT.lora_sites, "head": GPT.head})
+
+
+# Which model code ``build_model`` runs: "auto" the installed code when the artifact's is byte for byte the same (else
+# UntrustedCodeError), "artifact" the artifact's own (someone's Python: only when the user trusts it), "host" the
+# installed code whatever the artifact holds (this pgolf's, or the installed plugin's).
 CodeSource = Literal["auto", "artifact", "host"]
 
 
 def build_model(art: Artifact, *, device="cpu", code: CodeSource = "auto"):
-    """``(model, config)`` with dequantized weights, built by the model code ``code`` chooses."""
-    if code == "auto" and (foreign := art.foreign_model_code()):
-        raise UntrustedCodeError(
-            f"{art.path}: its model code differs from this pgolf's ({', '.join(foreign)}); loading it would run "
-            "that Python: pass --trust-artifact-code if you trust its author, or --host-code to build the model with "
-            "this pgolf's code"
-        )
+    """``(model, config)`` with dequantized weights, built by the model code ``code`` chooses.
+
+    A built-in family's (``BUILTIN_MODELS``) artifact code is imported as a private package; a plugin family's
+    carried modules under their own names, with this pgolf's config and quant. "auto" and "host" need the family
+    installed (UntrustedCodeError names the families that are, and the way out).
+    """
+    from . import config as host_config
+    from . import quant as host_quant
+
+    arch = host_config.arch_of(art.config)
     if code == "artifact":
-        mods = model_modules(art)
-        config_mod, model_mod, quant_mod = mods["config"], mods["model"], mods["quant"]
+        if arch in BUILTIN_MODELS:
+            model_class, config_mod, quant_mod = _embedded_builtin(art, BUILTIN_MODELS[arch])
+            if arch == host_config.DEFAULT_ARCH and not hasattr(model_class, "lora_sites"):
+                model_class = _with_gpt_hooks(model_class)
+        else:
+            model_class, config_mod, quant_mod = load_entry(_carried_plugin(art, arch)), host_config, host_quant
     else:
-        from . import config as config_mod
-        from . import model as model_mod
-        from . import quant as quant_mod
-    cfg = config_mod.Config.from_dict(art.config, where=f"{art.path}: config")
-    model = model_mod.GPT(cfg.model)
+        target = model_entry(arch)
+        if target is None:
+            raise UntrustedCodeError(
+                f"{art.path}: model.arch {arch!r} is not installed here (installed: {', '.join(installed_archs())}); "
+                f"install the package that registers it under the entry-point group {MODEL_GROUP!r}, or pass "
+                "--trust-artifact-code to run the code the artifact carries (arbitrary Python: only for artifacts you "
+                "trust)"
+            )
+        if code == "auto" and (foreign := art.foreign_model_code()):
+            raise UntrustedCodeError(
+                f"{art.path}: its model code differs from this pgolf's ({', '.join(foreign)}); loading it would run "
+                "that Python: pass --trust-artifact-code if you trust its author, or --host-code to build the model "
+                "with this pgolf's code"
+            )
+        model_class, config_mod, quant_mod = load_entry(target), host_config, host_quant
+    family = {} if arch == host_config.DEFAULT_ARCH else {"model_class": model_class.Config}
+    cfg = config_mod.Config.from_dict(art.config, where=f"{art.path}: config", **family)
+    model = model_class(cfg.model)
     state = quant_mod.QuantizedState.from_bytes(art.weights, where=f"{art.path}: weights").dequantize()
     missing, unexpected = set(model.state_dict()) - set(state), set(state) - set(model.state_dict())
     if missing or unexpected:

@@ -3,6 +3,7 @@
     python -m pgolf_model.budget RUN/model.pga              # each part's bytes and the total against 16,000,000
     python -m pgolf_model.budget --preset record-caseops    # the estimate; tokenizer: the preset's spec, typical size
     python -m pgolf_model.budget --preset baseline --tokenizer DIR [--model.num_layers 11 ...]   # a trained one
+    python -m pgolf_model.budget --preset tiny --model.arch ssd --tokenizer DIR    # any model family's estimate
 
 An artifact is read whole: every part's sha256 is checked and every part decoded (a corrupt file is an error, exit 2),
 and the table says whether its model code is this pgolf's (``evaluate`` runs it) or not (``evaluate`` refuses it
@@ -23,7 +24,7 @@ from pgolf_data.tokenizer.spec import resolve_spec
 
 from . import artifact
 from .artifact import LIMIT
-from .cli import add_config_arguments, command_parser, config_from_args, guarded
+from .cli import add_config_arguments, arch_from_argv, command_parser, config_from_args, guarded
 from .export.estimate import estimate, format_table, weights_estimates
 from .presets import bind_tokenizer
 
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         "--tokenizer", help="tokenizer directory or .pgt file, or a spec name (its typical size; default: the preset's)"
     )
     parser.add_argument("--limit", type=int, default=LIMIT, help="byte limit (default: the challenge's)")
-    add_config_arguments(parser)
+    add_config_arguments(parser, arch_from_argv(argv))
     args = parser.parse_args(argv)
     return guarded(
         lambda: artifact_budget(args) if args.artifact else estimate_budget(args), (ValueError, FileNotFoundError)
@@ -83,7 +84,7 @@ def artifact_budget(args) -> int:
     if foreign:
         print(f"  model code differs from this pgolf's ({', '.join(foreign)}): evaluate needs --trust-artifact-code")
     else:
-        print("  model code is this pgolf's (sha256 of each file): evaluate runs it")
+        print("  model code is the installed code (sha256 of each file): evaluate runs it")
     if art.unverified_note:
         print(f"note: {art.unverified_note}", file=sys.stderr)
     return 0 if art.total_bytes <= args.limit else 1

@@ -3,6 +3,8 @@ help layout the package's command lines (and the pipelines') share.
 
 A setting is a leaf of the config's dataclasses, named by its dotted path (``model.num_layers``,
 ``eval.phased.lr``); ``settings`` lists them and ``flat`` reads a config that way (the ablation's tables use it too).
+The model section's settings are the chosen family's (``--model.arch``, ``pgolf_model.registry``), so a command line
+reads that flag first (``arch_from_argv``) and then offers that family's ``--model.*`` flags.
 Flags parse each value by its annotation: a ``Literal`` gives the flag's choices, a tuple is written comma-separated
 (``--model.ve_layers 9,10``), a bool takes true/false (or nothing, for true).
 """
@@ -15,8 +17,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import Field, fields, is_dataclass
 from typing import Any, get_args, get_origin
 
-from . import runtime
-from .config import SECTIONS, Config, choices, type_hints
+from . import registry, runtime
+from .config import DEFAULT_ARCH, SECTIONS, Config, ConfigError, choices, type_hints
 from .presets import PRESETS, preset
 
 ALIASES = {
@@ -37,21 +39,27 @@ def command_parser(prog: str, doc: str) -> argparse.ArgumentParser:
     )
 
 
-def settings(cls: type = Config, prefix: str = "") -> Iterator[tuple[str, Field, Any, tuple[str, ...]]]:
-    """``(dotted key, field, type, helps of the enclosing sections)`` of every setting under ``cls``."""
+def settings(sections: dict[str, type] | None = None) -> Iterator[tuple[str, Field, Any, tuple[str, ...]]]:
+    """``(dotted key, field, type, helps of the enclosing sections)`` of every setting of ``sections`` (default: the
+    GPT's config, ``config.SECTIONS``)."""
+    for name, cls in (sections or SECTIONS).items():
+        yield from _leaves(cls, f"{name}.")
+
+
+def _leaves(cls: type, prefix: str) -> Iterator[tuple[str, Field, Any, tuple[str, ...]]]:
     for f in fields(cls):
         kind = type_hints(cls)[f.name]
         if is_dataclass(kind):
-            for key, leaf, leaf_kind, helps in settings(kind, f"{prefix}{f.name}."):
+            for key, leaf, leaf_kind, helps in _leaves(kind, f"{prefix}{f.name}."):
                 yield key, leaf, leaf_kind, (f.metadata.get("help", ""), *helps)
-        elif cls is not Config:  # Config's own field (the preset's name) is not a setting
+        else:
             yield f"{prefix}{f.name}", f, kind, ()
 
 
 def flat(cfg: Config) -> dict[str, Any]:
     """``{"model.num_layers": 4, "eval.lora.rank": 80, ...}``: every setting of ``cfg``."""
     out = {}
-    for key, *_ in settings():
+    for key, *_ in settings(cfg.sections()):
         value: Any = cfg
         for name in key.split("."):
             value = getattr(value, name)
@@ -80,26 +88,53 @@ def parser_for(kind: Any) -> Callable[[str], Any]:
     return kind
 
 
-def parse_setting(key: str, text: str) -> Any:
-    """The value of setting ``key`` written as ``text`` (as its flag would parse it)."""
-    kinds = {k: kind for k, _, kind, _ in settings()}
+def parse_setting(key: str, text: str, sections: dict[str, type] | None = None) -> Any:
+    """The value of setting ``key`` of ``sections`` (default the GPT's config) written as ``text`` (as its flag would
+    parse it)."""
+    kinds = {k: kind for k, _, kind, _ in settings(sections)}
     if key not in kinds:
         raise argparse.ArgumentTypeError(f"unknown config field {key!r}")
     return parser_for(kinds[key])(text)
 
 
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--preset`` and one flag per setting; the help shows the meaning and each preset's value."""
+ARCH_HELP = (
+    "model family: gpt (the record stack's transformer), ssd (a Mamba-2-style state-space LM), or one a package "
+    "registers under the entry-point group pgolf.models (README: Model families: bring your own model)"
+)
+
+
+def arch_from_argv(argv: list[str] | None) -> str:
+    """The ``--model.arch`` of a command line (before its other flags can be known)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--model.arch", dest="arch", default=DEFAULT_ARCH)
+    known, _ = pre.parse_known_args(sys.argv[1:] if argv is None else argv)
+    return known.arch
+
+
+def add_arch_argument(parser: argparse.ArgumentParser) -> None:
+    help = ARCH_HELP + "; the model settings listed are this family's (add --model.arch NAME to --help for another's)"
+    parser.add_argument("--model.arch", dest="model.arch", default=DEFAULT_ARCH, metavar="NAME", help=help)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, arch: str = DEFAULT_ARCH) -> None:
+    """``--preset``, ``--model.arch`` and one flag per setting of family ``arch``; the help shows each setting's
+    meaning and value in each preset."""
     parser.add_argument("--preset", default="baseline", choices=list(PRESETS), help="starting configuration")
+    add_arch_argument(parser)
+    try:
+        registry.model_class(arch)
+    except ConfigError as e:
+        parser.error(str(e))
     for section in SECTIONS:
-        add_section_arguments(parser, section)
+        add_section_arguments(parser, section, arch)
 
 
-def add_section_arguments(parser: argparse.ArgumentParser, section: str) -> None:
-    """The flags of one section's settings (default None: not given)."""
-    presets = {name: flat(make()) for name, make in PRESETS.items()}
-    group = parser.add_argument_group(f"{section} settings")
-    for key, f, kind, helps in settings(SECTIONS[section], f"{section}."):
+def add_section_arguments(parser: argparse.ArgumentParser, section: str, arch: str = DEFAULT_ARCH) -> None:
+    """The flags of one section's settings (default None: not given), the model section's those of family ``arch``."""
+    presets = {name: flat(registry.with_arch(make(), arch)) for name, make in PRESETS.items()}
+    sections = {**SECTIONS, "model": registry.model_class(arch).Config}
+    group = parser.add_argument_group(f"{section} settings" + (f" (model.arch {arch})" if section == "model" else ""))
+    for key, f, kind, helps in _leaves(sections[section], f"{section}."):
         values = ", ".join(f"{p} {_show(values[key])}" for p, values in presets.items())
         flags = [f"--{key}"] + ([ALIASES[key]] if key in ALIASES else [])
         extra: dict[str, Any] = {"type": parser_for(kind), "metavar": _metavar(kind)}
@@ -124,9 +159,11 @@ def _show(value: Any) -> str:
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[Config, dict[str, Any]]:
-    """The preset with every given flag applied, and the dict of flags that were given."""
-    given = {key: getattr(args, key) for key, *_ in settings() if getattr(args, key, None) is not None}
-    return preset(args.preset).override(given), given
+    """The preset, with the model section of ``--model.arch``, with every given flag applied; and the dict of flags
+    that were given."""
+    cfg = registry.with_arch(preset(args.preset), getattr(args, "model.arch", DEFAULT_ARCH))
+    given = {key: getattr(args, key) for key, *_ in settings(cfg.sections()) if getattr(args, key, None) is not None}
+    return cfg.override(given), given
 
 
 def guarded(body: Callable[[], int], errors: tuple[type[BaseException], ...]) -> int:

@@ -7,6 +7,11 @@ annotations; each field's range sits beside its help. Each dataclass validates i
 ``Config.to_dict`` / ``Config.from_dict`` give the JSON saved in checkpoints and artifacts; ``from_dict`` also reads
 the JSON written before the test-time-training settings were nested (flat ``eval.full_*`` keys, comma strings).
 
+The ``model`` section is the model family's own dataclass (``ModelConfig`` is the GPT's; ``pgolf_model.registry`` has
+the others), named by its ``arch``. Its JSON carries ``"arch"`` for every family but the GPT: a model section without
+one is a GPT's, as every artifact written before there were other families says, and a GPT's config stays the
+bytes it was.
+
 This module is part of the artifact's counted code (it defines the model's shape), so it imports nothing from
 outside the standard library.
 """
@@ -17,8 +22,9 @@ import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, is_dataclass, replace
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Literal, get_args, get_origin, get_type_hints
 
+DEFAULT_ARCH = "gpt"  # the model family of a config whose model section names none
 # Token ids are stored as uint16 in shards: np.iinfo(pgolf_data.shards.TOKEN_DTYPE).max + 1 (a test checks).
 VOCAB_LIMIT = 65_536
 
@@ -101,6 +107,9 @@ class Section:
 
 @dataclass(frozen=True)
 class ModelConfig(Section):
+    """The GPT's settings (``model.GPT``)."""
+
+    arch: ClassVar[str] = DEFAULT_ARCH
     vocab_size: int = _field(1024, "token ids the model predicts; set from the tokenizer when not given", POSITIVE_INT)
     num_layers: int = _field(9, "transformer blocks; the first half feeds U-Net skips into the second", POSITIVE_INT)
     model_dim: int = _field(512, "width of the residual stream", POSITIVE_INT)
@@ -187,6 +196,11 @@ class ModelConfig(Section):
     @property
     def head_dim(self) -> int:
         return self.model_dim // self.num_heads
+
+    @property
+    def uses_bos(self) -> bool:
+        """Whether ``bos_id`` changes what the model computes (SmearGate's document boundary)."""
+        return self.smear_gate
 
 
 @dataclass(frozen=True)
@@ -413,20 +427,42 @@ SECTIONS = {"model": ModelConfig, "optim": OptimConfig, "train": TrainConfig, "q
 
 @dataclass(frozen=True)
 class Config:
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: Any = field(default_factory=ModelConfig)  # the model family's section: a dataclass with an ``arch``
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     preset: str = "custom"
 
+    def __post_init__(self) -> None:
+        if not is_dataclass(self.model) or not isinstance(getattr(type(self.model), "arch", None), str):
+            raise ConfigError(f"model section {self.model!r}: must be a model family's config dataclass (with arch)")
+
+    @property
+    def arch(self) -> str:
+        return type(self.model).arch
+
+    def sections(self) -> dict[str, type]:
+        """Each section's dataclass, the model family's for ``model``."""
+        return {**SECTIONS, "model": type(self.model)}
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        if self.arch != DEFAULT_ARCH:
+            out["model"] = {"arch": self.arch, **out["model"]}
+        return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], *, where: str = "config") -> Config:
+    def from_dict(cls, data: dict[str, Any], *, model_class: type | None = None, where: str = "config") -> Config:
+        """``model_class``: the config dataclass of the family ``arch_of(data)`` names (needed for any but gpt)."""
         try:
-            return _build(cls, _upgrade(data), "")
+            data = _upgrade(data)
+            model = dict(data.get("model", {}))
+            arch = model.pop("arch", DEFAULT_ARCH)
+            model_class = model_class or (ModelConfig if arch == DEFAULT_ARCH else None)
+            if model_class is None or getattr(model_class, "arch", None) != arch:
+                raise ConfigError(f"model.arch = {arch!r}: no config class for it was given")
+            return _build(cls, {**data, "model": _build(model_class, model, "model.")}, "")
         except ConfigError as e:
             raise ConfigError(f"{where}: {e}") from None
 
@@ -438,7 +474,7 @@ class Config:
 def _build(cls: type, values: dict[str, Any], path: str) -> Any:
     """``cls`` from JSON values: nested sections from dicts, tuples from lists; errors named by their full path."""
     hints = type_hints(cls)
-    bad = sorted(set(values) - set(hints))
+    bad = sorted(set(values) - {f.name for f in fields(cls)})
     if bad:
         raise ConfigError(f"unknown field(s) {', '.join(path + b for b in bad)}")
     kwargs = {}
@@ -452,6 +488,10 @@ def _build(cls: type, values: dict[str, Any], path: str) -> Any:
         return cls(**kwargs)
     except FieldError as e:
         raise FieldError(f"{path}{e}") from None
+    except ConfigError:
+        raise
+    except ValueError as e:  # a plugin's config that validates itself without Section
+        raise ConfigError(f"{path.rstrip('.') or cls.__name__}: {e}") from None
 
 
 def _override(obj: Any, changes: dict[str, Any], path: str) -> Any:
@@ -472,6 +512,11 @@ def _override(obj: Any, changes: dict[str, Any], path: str) -> Any:
         return replace(obj, **direct)
     except FieldError as e:
         raise FieldError(f"{path}{e}") from None
+
+
+def arch_of(data: dict[str, Any]) -> str:
+    """The model family a config's JSON names."""
+    return data.get("model", {}).get("arch", DEFAULT_ARCH)
 
 
 # Configs written before the TTT settings were nested: eval.<prefix><name> is now eval.<section>.<name>.

@@ -4,16 +4,17 @@
         [--ttt lora --eval.lora_batch_docs 16]
     python -m pgolf_model.evaluate RUN/model.pga --plan [--data DIR]
 
-also under ``torchrun``. The model is rebuilt from the artifact's config and weights by its counted model code, which
-must be this pgolf's (compared by sha256): an artifact carrying other code is refused unless
-``--trust-artifact-code`` (run the artifact's Python) or ``--host-code`` (build it with this pgolf's code). How the
-stream is scored is the ``eval`` section of the config (the artifact's own unless flags say otherwise): windows every
-``--stride`` tokens and score-first test-time training with ``--ttt full|lora|phased`` (on a copy of the model),
-every ``eval.*`` field a flag. A SentencePiece-based tokenizer gets both numbers: ``val_bpb`` (exact: the sidecars'
-original bytes, every target) and ``val_bpb_official`` (the official eval's byte rule over the targets it scores);
-an official shard folder without pgolf's sidecars gets the official one only, and the output says so. The folder
-must be bound to the artifact's tokenizer (or official). The scoring is ``pgolf_model.evaluation``; this module is
-its command line.
+also under ``torchrun``. The model is rebuilt from the artifact's config and weights by the code of its model family
+(the config's ``model.arch``: gpt, ssd, or a plugin's registered under the entry-point group ``pgolf.models``), which
+must be the installed code (compared by sha256): an artifact carrying other code, or a plugin's not installed here, is
+refused unless ``--trust-artifact-code`` (run the artifact's Python) or ``--host-code`` (build it with the installed
+code). How the stream is scored is the ``eval`` section of the config (the artifact's own unless flags say otherwise):
+windows every ``--stride`` tokens and score-first test-time training with ``--ttt full|lora|phased`` (on a copy of the
+model), every ``eval.*`` field a flag. A SentencePiece-based tokenizer gets both numbers: ``val_bpb`` (exact: the
+sidecars' original bytes, every target) and ``val_bpb_official`` (the official eval's byte rule over the targets it
+scores); an official shard folder without pgolf's sidecars gets the official one only, and the output says so. The
+folder must be bound to the artifact's tokenizer (or official). The scoring is ``pgolf_model.evaluation``; this module
+is its command line.
 ``--plan`` scores nothing: it prints the evaluation's passes, tokens and 8xH100 time estimate (``eval_plan``) for
 the documents of ``--data`` (only their lengths are read), or without it for the 1.0611 record's validation
 documents, and warns when the estimate exceeds the 600 s clock.
@@ -51,12 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     code.add_argument(
         "--trust-artifact-code",
         action="store_true",
-        help="run the artifact's own model code when it differs from this pgolf's (it is Python: trust its author)",
+        help="run the artifact's own model code when it differs from the installed code, or its plugin is not "
+        "installed (it is Python: trust its author)",
     )
     code.add_argument(
         "--host-code",
         action="store_true",
-        help="build the model with this pgolf's code whatever the artifact holds (its weights must fit that model)",
+        help="build the model with the installed code (pgolf's, or the installed plugin's) whatever the artifact "
+        "holds (its weights must fit that model)",
     )
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     add_section_arguments(parser, "eval")

@@ -32,8 +32,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import ModelConfig
+from .layers import MLP, Linear, linear_init_, lm_loss, rms_norm, shallow, softcap_logits
 from .lowbit import LowBit
-from .softcap_ce import softcap_cross_entropy
+from .quant import TensorRole
 
 # Initial values, each from the record that introduced the tensor (docs/records.md).
 ATTN_GATE_SCALE = 0.5  # sparse attention gate: sigmoid(0.5 * W x), W = 0 at init, so every head starts at 1/2
@@ -41,16 +42,6 @@ SMEAR_WIDTH = 12  # SmearGate reads the first 12 embedding dims; its weights and
 BIGRAM_SCALE = 0.05  # BigramHash output scale; its table starts at 0
 VE_STD, VE_SCALE = 0.01, 0.1  # value embedding table init std and shared output scale
 LANE_DECAY = 1.1  # parallel lanes: each lane's residual multiplier; the four lane mixes start at 1
-
-
-def rms_norm(x: Tensor) -> Tensor:
-    return F.rms_norm(x, (x.size(-1),))
-
-
-def linear_init_(weight: Tensor) -> None:
-    """U(-1/sqrt(fan_in), 1/sqrt(fan_in)) as ``nn.Linear`` draws it (kaiming_uniform_ with a = sqrt(5), bit for bit):
-    the baseline's init of every matrix, which its constructors leave in place."""
-    nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
 
 
 class Rotary(nn.Module):
@@ -77,24 +68,6 @@ class Rotary(nn.Module):
         half = self.rot_dim // 2
         x1, x2, rest = x[..., :half], x[..., half : self.rot_dim], x[..., self.rot_dim :]
         return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin, rest), dim=-1)
-
-
-class Linear(nn.Linear):
-    """A bias-free block matrix. ``weight_quant`` (``lowbit.LowBit``, set by the GPT for ``model.lowbit``) maps the
-    weight on every forward pass; otherwise ``fake_quant`` (set by ``qat.enable``) on the training forward pass."""
-
-    def __init__(self, in_features: int, out_features: int) -> None:
-        super().__init__(in_features, out_features, bias=False)
-        self.fake_quant = None
-        self.weight_quant = None
-
-    def forward(self, x: Tensor) -> Tensor:
-        w = self.weight
-        if self.weight_quant is not None:
-            w = self.weight_quant(w)
-        elif self.fake_quant is not None and self.training:
-            w = self.fake_quant(w)
-        return F.linear(x, w)
 
 
 class CausalSelfAttention(nn.Module):
@@ -150,27 +123,6 @@ class CausalSelfAttention(nn.Module):
         return self.proj(y)
 
 
-class MLP(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
-        hidden = cfg.mlp_mult * cfg.model_dim
-        self.fc = Linear(cfg.model_dim, hidden)
-        self.proj = Linear(hidden, cfg.model_dim)
-        self.leaky_slope = cfg.mlp_leaky_slope
-
-    @torch.no_grad()
-    def reset_parameters(self) -> None:
-        linear_init_(self.fc.weight)
-        linear_init_(self.proj.weight)
-        self.proj.weight.zero_()  # the block starts as the identity (drawn first, as the baseline's RNG stream is)
-
-    def forward(self, x: Tensor) -> Tensor:
-        h = self.fc(x)
-        # LeakyReLU(0.5)^2 (records from 2026-03-23) keeps a gradient for negative pre-activations.
-        h = F.leaky_relu(h, self.leaky_slope) if self.leaky_slope else F.relu(h)
-        return self.proj(h.square())
-
-
 class LaneMix(nn.Module):
     """Parallel residual lanes (docs/records.md, parallel residuals): lane i becomes ``decay[i] * lane_i +
     mix[i, 0] * attn + mix[i, 1] * mlp``."""
@@ -191,7 +143,7 @@ class Block(nn.Module):
         super().__init__()
         self.layer_idx = layer_idx
         self.attn = CausalSelfAttention(cfg)
-        self.mlp = MLP(cfg)
+        self.mlp = MLP(cfg.model_dim, cfg.mlp_mult * cfg.model_dim, cfg.mlp_leaky_slope)
         self.attn_scale = nn.Parameter(torch.empty(cfg.model_dim))
         self.mlp_scale = nn.Parameter(torch.empty(cfg.model_dim))
         # x <- mix[0] * x + mix[1] * x0: each block may pull the embedding stream back in (init: identity).
@@ -320,7 +272,24 @@ class FactoredEmbedding(nn.Module):
         linear_init_(self.down.weight)
 
 
+class SlotValues(nn.Module):
+    """The value embeddings keyed by virtual layer instead of physical block (a LoRA TTT view's, ``lora_sites``)."""
+
+    def __init__(self, inner, order: list[int]) -> None:
+        super().__init__()
+        self.inner, self.order = inner, order
+
+    def forward(self, idx: Tensor) -> dict[int, Tensor]:
+        ves = self.inner(idx)
+        return {slot: ves[p] for slot, p in enumerate(self.order) if p in ves}
+
+
 class GPT(nn.Module):
+    """The model interface (``pgolf_model.registry``) for ``model.arch gpt``."""
+
+    Config = ModelConfig
+    counted_modules = ("pgolf_model.model", "pgolf_model.layers", "pgolf_model.softcap_ce")
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -461,7 +430,7 @@ class GPT(nn.Module):
         for i, skip in zip(self.decoder_layers, skips):
             x = self.blocks[i](x if skip is None else x + skip, x0, ve=ves.get(i))
         if not self.lane_layers:
-            return self.head_input(rms_norm(x))
+            return self.unembed_input(rms_norm(x))
         # The stream splits into two lanes after the first lane block's skip joins it; later skips join lane 0.
         lane_skips = skips[len(self.decoder_layers) :]
         lane0 = lane1 = x if lane_skips[0] is None else x + lane_skips[0]
@@ -469,18 +438,21 @@ class GPT(nn.Module):
             if k and skip is not None:
                 lane0 = lane0 + skip
             lane0, lane1 = self.blocks[i].forward_lanes(lane0, lane1, x0, ve=ves.get(i))
-        return self.head_input(rms_norm(0.5 * (lane0 + lane1)))
+        return self.unembed_input(rms_norm(0.5 * (lane0 + lane1)))
 
-    def head_input(self, x: Tensor) -> Tensor:
+    def unembed_input(self, x: Tensor) -> Tensor:
+        """The final normed stream at the head's width: a factored embedding's ``down`` maps it to the table's."""
         return x if self.factored is None else self.factored.down(x)
 
     @property
     def head_weight(self) -> Tensor:
         return self.tok_emb.weight if self.lm_head is None else self.lm_head.weight
 
-    def head(self, x: Tensor) -> Tensor:
-        """Soft-capped logits in fp32 of final hidden states ``x``."""
-        return self.softcap(F.linear(x, self.head_weight.to(x.dtype)).float())
+    def head(self, x: Tensor, delta: Tensor | None = None) -> Tensor:
+        """Soft-capped logits in fp32 of final hidden states ``x``; ``delta`` is added before the cap."""
+        if self.logit_caps is None:
+            return softcap_logits(x, self.head_weight, self.cfg.logit_softcap, delta)
+        return self.softcap(softcap_logits(x, self.head_weight, 0.0, delta))
 
     def softcap(self, z: Tensor) -> Tensor:
         """``cap * tanh(z / cap)``; with AsymLogit the cap of each sign is its own learned scalar. As shipped in PR
@@ -499,14 +471,89 @@ class GPT(nn.Module):
     def forward(self, idx: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
         """Cross-entropy in nats: a scalar for ``reduction="mean"``, (B, T) for ``"none"``."""
         x = self.hidden(idx)
-        # Chunked on CPU (softcap_ce.py, one fixed cap); on GPU torch.compile fuses the plain form below, which is also
-        # the one that trains AsymLogit's caps.
-        if x.device.type == "cpu" and self.logit_caps is None:
-            weight = self.head_weight.to(x.dtype)
-            loss = softcap_cross_entropy(x.flatten(0, 1), weight, targets.flatten(), self.cfg.logit_softcap, reduction)
-        else:
-            loss = F.cross_entropy(self.head(x).flatten(0, 1), targets.flatten(), reduction=reduction)
+        if self.logit_caps is None:
+            return lm_loss(x, self.head_weight, targets, self.cfg.logit_softcap, reduction)
+        # AsymLogit: the plain form through the learned caps (the chunked CPU loss has one fixed cap), so they train.
+        loss = F.cross_entropy(self.head(x).flatten(0, 1), targets.flatten(), reduction=reduction)
         return loss if reduction != "none" else loss.view_as(targets)
+
+    # -- the model interface's optional hooks (pgolf_model.registry) ------------------------------------------------
+
+    def head_input(self, idx: Tensor) -> tuple[str, Tensor]:
+        """The logit matmul's weight name and its input, for that matrix's GPTQ Hessian."""
+        return ("tok_emb.weight" if self.lm_head is None else "lm_head.weight"), self.hidden(idx)
+
+    def lora_sites(self) -> tuple[nn.Module, list[dict[str, tuple[nn.Module, str, int, int]]], tuple[int, int]]:
+        """Where LoRA TTT adapters attach (``evaluation.lora``): a view of the model with one block per virtual layer
+        (a shallow copy sharing the physical block's parameters: with depth recurrence each pass gets its own
+        adapters, as the 1.0611 record's), per virtual layer ``{target: (parent in the view, attribute, in, out)}``
+        (q, k, v: the projections; o: the attention module, fed its normed input; mlp: the MLP module), and the head
+        adapter's ``(in, out)``. The view's layer lists number its blocks; the model is not modified."""
+        dim = self.cfg.model_dim
+        lanes = getattr(self, "lane_layers", [])  # the model code of older artifacts has no lanes
+        order = [*self.encoder_layers, *self.decoder_layers, *lanes]
+        blocks, sites = [], []
+        for p in order:
+            attn = shallow(self.blocks[p].attn)
+            block = shallow(self.blocks[p], attn=attn)
+            blocks.append(block)
+            sites.append(
+                {
+                    "q": (attn, "c_q", dim, attn.c_q.out_features),
+                    "k": (attn, "c_k", dim, attn.c_k.out_features),
+                    "v": (attn, "c_v", dim, attn.c_v.out_features),
+                    "o": (block, "attn", dim, dim),
+                    "mlp": (block, "mlp", dim, dim),
+                }
+            )
+        view = shallow(self, blocks=nn.ModuleList(blocks))
+        if getattr(self, "value_embeds", None) is not None:
+            view.value_embeds = SlotValues(self.value_embeds, order)
+        elif hasattr(self, "value_embeddings"):  # the model code of older artifacts: a method
+            view.value_embeddings = SlotValues(self.value_embeddings, order)
+        n_enc, n_dec = len(self.encoder_layers), len(self.decoder_layers)
+        view.encoder_layers = list(range(n_enc))
+        view.decoder_layers = list(range(n_enc, n_enc + n_dec))
+        if hasattr(self, "lane_layers"):
+            view.lane_layers = list(range(n_enc + n_dec, len(order)))
+        return view, sites, (self.head_weight.size(1), self.cfg.vocab_size)
+
+    def tensor_roles(self) -> dict[str, TensorRole]:
+        """Every matrix by quantization group and role: the token tables and untied head ``embed`` (tok_emb and
+        lm_head also ``vocab``), the blocks' attention and MLP matrices ``attn`` and ``mlp``, any other ``other``."""
+        tables = {part.emb.weight for part in (self.bigram, self.value_embeds) if part is not None}
+        roles = {}
+        for name, p in self.named_parameters():
+            if p.ndim != 2:
+                continue
+            parts = name.split(".")
+            layer = int(parts[1]) if parts[0] == "blocks" else None
+            role = ".".join(parts[2:] if layer is not None else parts)
+            if p is self.tok_emb.weight or p is self.head_weight:
+                roles[name] = TensorRole("embed", role, vocab=True)
+            elif any(p is t for t in tables):
+                roles[name] = TensorRole("embed", role)
+            else:
+                group = "attn" if "attn" in parts else "mlp" if "mlp" in parts else "other"
+                roles[name] = TensorRole(group, role, layer)
+        return roles
+
+    @staticmethod
+    def size_step(cfg: ModelConfig, shrink: str) -> tuple[str, int]:
+        """What the A/B's sizing varies: the width in steps of 2 * num_heads (the head dimension stays even, as RoPE
+        needs) or the number of blocks in steps of one."""
+        return ("model_dim", 2 * cfg.num_heads) if shrink == "width" else ("num_layers", 1)
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token of the matrix products (forward and backward, 3x the forward): 2 per weight of
+        every matrix the token passes (virtual layers counted once per pass, the head included, embedding lookups
+        not) and the causal attention's QK^T and AV over on average (seq_len + 1) / 2 keys."""
+        cfg, layers = self.cfg, self.encoder_layers + self.decoder_layers + self.lane_layers
+        dense = sum(m.weight.numel() for i in layers for m in self.blocks[i].modules() if isinstance(m, nn.Linear))
+        projections = [part.proj for part in (self.bigram, self.value_embeds) if part is not None]
+        dense += self.head_weight.numel() + sum(p.weight.numel() for p in projections if p is not None)
+        attention = len(layers) * 2 * cfg.model_dim * (seq_len + 1)
+        return 3.0 * (2 * dense + attention)
 
 
 def count_parameters(cfg: ModelConfig) -> int:

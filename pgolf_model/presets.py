@@ -16,9 +16,12 @@ class TokenizerIds(Protocol):
 
 
 def bind_tokenizer(cfg: Config, tokenizer: TokenizerIds, *, keep: Collection[str] = ()) -> Config:
-    """``cfg`` with ``model.vocab_size`` and ``model.bos_id`` taken from ``tokenizer`` (a pgolf tokenizer), except
-    the keys in ``keep`` (given on the command line: the trainer then checks them against the tokenizer)."""
-    ids = {"model.vocab_size": tokenizer.vocab_size, "model.bos_id": tokenizer.bos_id}
+    """``cfg`` with ``model.vocab_size`` and ``model.bos_id`` (when the model family has one) taken from ``tokenizer``
+    (a pgolf tokenizer), except the keys in ``keep`` (given on the command line: the trainer then checks them against
+    the tokenizer)."""
+    ids = {"model.vocab_size": tokenizer.vocab_size}
+    if hasattr(cfg.model, "bos_id"):
+        ids["model.bos_id"] = tokenizer.bos_id
     return cfg.override({k: v for k, v in ids.items() if k not in keep})
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -105,6 +106,16 @@ def unrotate(w: Tensor, rot: tuple[int, int] | list[int] | None) -> Tensor:
     if rot is None:
         return w
     return rotate(rotate(w, 0, rot[0]), 1, rot[1])
+
+
+class TensorRole(NamedTuple):
+    """What a matrix is for, as its model declares it (``tensor_roles``, the model interface): what export, bit
+    allocation and per-group coding read instead of tensor names."""
+
+    group: str  # width group of ``QuantConfig``: embed, attn (the sequence mixer), mlp or other
+    role: str  # the tensor's job whatever its layer (e.g. ``attn.c_q.weight``): per-group coding joins its layers
+    layer: int | None = None  # the physical layer it belongs to, if any
+    vocab: bool = False  # one row per token id: its size follows the vocabulary (the token table, an untied head)
 
 
 def tensor_format(shape: tuple[int, ...], cfg: QuantConfig) -> str:

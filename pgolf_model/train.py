@@ -1,6 +1,7 @@
-"""Train a GPT on token shards and write its budgeted artifact.
+"""Train a model (``--model.arch``) on token shards and write its budgeted artifact.
 
     python -m pgolf_model.train --data DIR --tokenizer DIR --preset tiny [--model.num_layers 6 ...]
+    python -m pgolf_model.train --data DIR --tokenizer DIR --preset tiny --model.arch ssd [--model.state_dim 16 ...]
     torchrun --nproc_per_node=8 -m pgolf_model.train --data DIR --tokenizer DIR --preset baseline
 
 Runs on CPU, one GPU, or under torchrun (NCCL on GPUs, gloo on CPUs). Before training, a config whose artifact
@@ -17,6 +18,12 @@ logged step, validation and result; ``RUN/checkpoints/`` the resumable checkpoin
 Ctrl-C (or SIGTERM) stops after the current step with a checkpoint, exit status 130 (143). Under torchrun, a rank that
 loses its peers (one died) says so in one line and exits 1; the last checkpoint stays intact for ``--resume auto``.
 The work is ``pgolf_model.training.trainer``; this module is its command line.
+
+``--model.arch`` picks the model family: ``gpt`` (default), ``ssd``, or a plugin's: a package that registers its
+model class under the entry-point group ``pgolf.models`` (``[project.entry-points."pgolf.models"] NAME =
+"package.module:Class"``) trains with ``--model.arch NAME``, and its config dataclass's fields become the
+``--model.*`` flags (``--model.arch NAME --help`` lists them). The artifact records the family and carries the
+plugin's counted source files.
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from pgolf_data.tokenizer.interop import artifact_bytes
 
 from . import runtime
 from .artifact import ArtifactError, BudgetError
-from .cli import add_config_arguments, command_parser, config_from_args, guarded
+from .cli import add_config_arguments, arch_from_argv, command_parser, config_from_args, guarded
 from .config import ConfigError
 from .presets import bind_tokenizer
 from .training import checkpoint
@@ -80,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar or console lines")
-    add_config_arguments(parser)
+    add_config_arguments(parser, arch_from_argv(argv))
     args = parser.parse_args(argv)
     if args.resume == "auto" and not args.out:
         parser.error("--resume auto needs --out (the run directory to resume)")

@@ -9,6 +9,10 @@ for that scale (``record_stack``). Every other run turns one switch off: the swi
 ``baseline`` preset's values, the naive baseline having every switch off. All runs use the same tokenizer, shards,
 seeds and compute budget and are scored by exact BPB from their quantized artifact alone.
 
+``--model.arch NAME`` ablates another model family (``ssd``, or a plugin's): the switches are then the record stack's
+optimizer, training and quantization switches, plus the family's own from its ``ablation_switches`` hook (each with
+its on and off value; pgolf_model.registry).
+
 ``DIR/ablation.md`` and ``DIR/ablation.json`` get the table (BPB, its change against all on, artifact bytes, training
 throughput, parameters); it is printed too. Every stage is cached under ``DIR/cache`` by a hash of its inputs, so an
 interrupted ablation, or one with more switches or seeds, redoes only what is missing.
@@ -26,8 +30,9 @@ from pathlib import Path
 from pgolf_data.cli_args import add_corpus_args
 from pgolf_data.manifest import write_atomic
 from pgolf_data.tokenizer.spec import resolve_spec
+from pgolf_model import registry
 from pgolf_model.cli import command_parser, flat
-from pgolf_model.config import Config, ConfigError
+from pgolf_model.config import DEFAULT_ARCH, Config, ConfigError
 from pgolf_model.presets import baseline, bind_tokenizer, preset
 
 from .cache import StageCache, write_json
@@ -72,6 +77,29 @@ SWITCHES: dict[str, tuple[str, ...]] = {
     "ngram_tilt": ("eval.tilt.boost",),
 }
 
+# The switches that hold for any model family: those without a model setting.
+SHARED_SWITCHES = {name: keys for name, keys in SWITCHES.items() if not any(k.startswith("model.") for k in keys)}
+
+
+def family_switches(cfg: Config) -> dict[str, dict[str, tuple]]:
+    """A non-GPT family's own switches, ``{switch: {key: (on, off)}}``, from its ``ablation_switches`` hook."""
+    hook = getattr(registry.model_class(cfg.arch), "ablation_switches", None)
+    return hook(cfg.model) if hook is not None else {}
+
+
+def switches_for(cfg: Config) -> dict[str, tuple[str, ...]]:
+    """The switch table of ``cfg``'s model family: ``SWITCHES`` for the GPT, else the shared ones and its own."""
+    if cfg.arch == DEFAULT_ARCH:
+        return SWITCHES
+    return {**SHARED_SWITCHES, **{name: tuple(keys) for name, keys in family_switches(cfg).items()}}
+
+
+def off_values(cfg: Config) -> dict:
+    """What each switch key is when its switch is off: the baseline preset's values, a family's own switches' off."""
+    own = {key: off for keys in family_switches(cfg).values() for key, (_, off) in keys.items()}
+    return {**flat(baseline()), **own} if cfg.arch != DEFAULT_ARCH else flat(baseline())
+
+
 RECORD_STEPS = 4930  # optimizer steps of the 1.0611 record in its 600 s (its three seeds' logs stop at 4917-4945)
 RECORD_EMA_HORIZON = 286 / RECORD_STEPS  # its EMA decay 0.9965 averages over ~1/(1-0.9965) = 286 steps: ~6% of the run
 
@@ -111,12 +139,42 @@ def record_stack(cfg: Config, steps: int | None = None) -> Config:
       3072 at the same shares], the lr re-warmed over the record's share of steps (32 of ~4,900), at least 1.
     - n-gram tilt of the artifact's scores: order 16, gate 0.8, boost 2.625 [PR #2135; the order is the record's
       even at small scale: it only fires on repeated spans].
+
+    Another model family gets the optimizer, training and quantization values and its own switches' on values.
     """
-    m, m_seq = cfg.model, cfg.train.seq_len
+    horizon = max(2.0, RECORD_EMA_HORIZON * (steps or cfg.train.iterations))
+    shared = {
+        "optim.muon_ns_coeffs": "polar_express",
+        "optim.muon_row_norm": True,
+        "optim.grad_clip_norm": 0.3,
+        "optim.muon_wd": 0.095,
+        "optim.embed_wd": 0.085,
+        "optim.scalar_wd": 0.02,
+        "optim.wd_taper_start": 0.7,
+        "optim.wd_taper_final": 0.5,
+        "optim.warmdown_frac": 0.85,
+        "optim.min_lr_scale": 0.1,
+        "train.ema_decay": round(1 - 1 / horizon, 4),
+        "train.qat_threshold": 0.15,
+        "quant.method": "gptq",
+        "quant.sdclip_k": 12.85,
+        "quant.embed_sdclip_k": 20.0,
+        "quant.bits": 6,
+        "quant.embed_bits": 8,
+        "quant.lqer_rank": 4,
+        "quant.awq_groups": 1,
+        "train.seq_stages": (cfg.train.seq_len // 4, cfg.train.seq_len // 2),
+        "train.seq_stage_ends": (0.1, 0.7),
+        "train.seq_rewarm_steps": max(1, round(32 * (steps or cfg.train.iterations) / RECORD_STEPS)),
+        "eval.tilt.boost": 2.625,
+    }
+    if cfg.arch != DEFAULT_ARCH:
+        own = {key: on for keys in family_switches(cfg).values() for key, (on, _) in keys.items()}
+        return replace(cfg.override({**shared, **own}), preset=f"{cfg.preset}+record-stack")
+    m = cfg.model
     layers = m.num_layers
     lanes = max(1, round(3 * layers / 11))
     middle = (layers - 1) // 2
-    horizon = max(2.0, RECORD_EMA_HORIZON * (steps or cfg.train.iterations))
     on = cfg.override(
         {
             "model.mlp_leaky_slope": 0.5,
@@ -135,31 +193,9 @@ def record_stack(cfg: Config, steps: int | None = None) -> Config:
             "model.ve_layers": tuple(range(layers - max(1, round(2 * layers / 11)), layers)),
             "model.ve_dim": max(8, m.model_dim // 4),
             "model.qk_gain_init": 5.0,
-            "optim.muon_ns_coeffs": "polar_express",
-            "optim.muon_row_norm": True,
-            "optim.grad_clip_norm": 0.3,
-            "optim.muon_wd": 0.095,
-            "optim.embed_wd": 0.085,
-            "optim.scalar_wd": 0.02,
-            "optim.wd_taper_start": 0.7,
-            "optim.wd_taper_final": 0.5,
-            "optim.warmdown_frac": 0.85,
-            "optim.min_lr_scale": 0.1,
-            "train.ema_decay": round(1 - 1 / horizon, 4),
-            "train.qat_threshold": 0.15,
-            "quant.method": "gptq",
-            "quant.sdclip_k": 12.85,
-            "quant.embed_sdclip_k": 20.0,
-            "quant.bits": 6,
-            "quant.embed_bits": 8,
-            "quant.lqer_rank": 4,
-            "quant.rotate": ("vo", "input"),
-            "quant.awq_groups": 1,
             "model.asym_softcap": True,
-            "train.seq_stages": (m_seq // 4, m_seq // 2),
-            "train.seq_stage_ends": (0.1, 0.7),
-            "train.seq_rewarm_steps": max(1, round(32 * (steps or cfg.train.iterations) / RECORD_STEPS)),
-            "eval.tilt.boost": 2.625,
+            **shared,
+            "quant.rotate": ("vo", "input"),  # the GPT's exact rotations (export/rotation.py)
         }
     )
     return replace(on, preset=f"{cfg.preset}+record-stack")
@@ -180,12 +216,14 @@ def run_settings(cfg: Config) -> Config:
     )
 
 
-def switch_off(cfg: Config, name: str, switches: Mapping[str, tuple[str, ...]] = SWITCHES) -> Config:
-    """``cfg`` with switch ``name``'s keys at the baseline preset's values; ConfigError (naming the switch) when a key
-    is unknown, when the switch is already off in ``cfg``, or when the result is not a valid config."""
+def switch_off(cfg: Config, name: str, switches: Mapping[str, tuple[str, ...]] | None = None) -> Config:
+    """``cfg`` with switch ``name``'s keys at their off values (``off_values``); ConfigError (naming the switch) when a
+    key is unknown, when the switch is already off in ``cfg``, or when the result is not a valid config. ``switches``:
+    default the table of ``cfg``'s family (``switches_for``)."""
+    switches = switches_for(cfg) if switches is None else switches
     if name not in switches:
         raise ConfigError(f"unknown switch {name!r}; known: {', '.join(switches)}")
-    off, on = flat(baseline()), flat(cfg)
+    off, on = off_values(cfg), flat(cfg)
     keys = switches[name]
     unknown = [k for k in keys if k not in off]
     if unknown or not keys:
@@ -202,9 +240,10 @@ def switch_off(cfg: Config, name: str, switches: Mapping[str, tuple[str, ...]] =
 
 
 def variants(
-    all_on: Config, names: list[str] | None = None, switches: Mapping[str, tuple[str, ...]] = SWITCHES
+    all_on: Config, names: list[str] | None = None, switches: Mapping[str, tuple[str, ...]] | None = None
 ) -> dict[str, Config]:
     """``{"all on": all_on, name: all_on with that switch off, ...}`` for ``names`` (default every switch)."""
+    switches = switches_for(all_on) if switches is None else switches
     unknown = sorted(set(names or ()) - set(switches))
     if unknown:
         raise ConfigError(f"unknown switch(es) {', '.join(unknown)}; known: {', '.join(switches)}")
@@ -225,7 +264,7 @@ def run_ablation(settings: AblationSettings, log: Log = print) -> dict:
     start = time.perf_counter()
     split = settings.split()
     spec = resolve_spec(settings.spec)
-    base, compute = apply_compute_budget(preset(settings.preset), settings.budget_mode, settings.budget_value)
+    base, compute = apply_compute_budget(settings.base_config(), settings.budget_mode, settings.budget_value)
     steps = base.train.iterations if not base.train.max_minutes else preset(settings.preset).train.iterations
     # Switch names are checked before any stage runs: a typo in --only must not cost a tokenizer training.
     variants(record_stack(base, steps), list(settings.only) if settings.only is not None else None)
@@ -259,6 +298,7 @@ def run_ablation(settings: AblationSettings, log: Log = print) -> dict:
     results = {
         "settings": {
             "preset": settings.preset,
+            "arch": base.arch,
             "spec": spec.name,
             "tokenizer": {k: tok[k] for k in ("name", "vocab_size", "bos_id", "lossless")}
             | {"bytes": tok["artifact"]["bytes"]},
@@ -347,8 +387,9 @@ def ablation_markdown(results: dict) -> str:
     lines = [
         "# Record-stack ablation",
         "",
-        f"- base: preset `{s['preset']}` with every record-stack switch on (`pipelines.ablate.record_stack`); each "
-        "other row turns one switch off, setting its keys to the `baseline` preset's values",
+        f"- base: preset `{s['preset']}` (`model.arch {s['arch']}`) with every record-stack switch on "
+        "(`pipelines.ablate.record_stack`); each other row turns one switch off, setting its keys to the `baseline` "
+        "preset's values (a model family's own switches: to their off values)",
         f"- corpus: `{corpus['description']['source']}`: {corpus['val']['docs']:,} validation documents "
         f"({corpus['val']['bytes']:,} bytes), {corpus['train']['docs']:,} training documents "
         f"({corpus['train']['bytes']:,} bytes)",
@@ -380,13 +421,13 @@ def ablation_markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def list_switches(preset_name: str) -> str:
-    """The switch table for a preset: each switch's keys, on-value and baseline value."""
-    all_on = record_stack(preset(preset_name))
+def list_switches(preset_name: str, arch: str = DEFAULT_ARCH) -> str:
+    """The switch table for a preset: each switch's keys, on-value and off value."""
+    all_on = record_stack(registry.with_arch(preset(preset_name), arch))
     on = flat(all_on)
     configs = variants(all_on)
-    lines = [f"switches on preset {preset_name} (on -> off = the baseline preset's value):"]
-    for name, keys in SWITCHES.items():
+    lines = [f"switches on preset {preset_name}, model.arch {arch} (on -> off):"]
+    for name, keys in switches_for(all_on).items():
         off = flat(configs[name])
         lines.append(f"  {name:<17} " + ", ".join(f"{k} {on[k]!r} -> {off[k]!r}" for k in keys))
     return "\n".join(lines)
@@ -409,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         if args.list:
-            print(list_switches(args.preset))
+            print(list_switches(args.preset, args.arch))
             return
         budget_value = args.steps if args.steps is not None else args.budget_value
         only = tuple(args.only) if args.only else None

@@ -24,6 +24,7 @@ import torch
 from pgolf_data.compress import CODEC_IDS, compress
 from pgolf_data.manifest import MANIFEST_NAME
 from pgolf_model import artifact as model_artifact
+from pgolf_model import registry
 from pgolf_model.artifact import codec_for
 from pgolf_model.config import Config
 from pgolf_model.quant import QuantizedState
@@ -35,8 +36,6 @@ from .stages import SHARD_DIR, TOKENIZER_DIR
 BudgetMode = Literal["steps", "tokens", "wall-clock"]
 BUDGET_MODES = ("steps", "tokens", "wall-clock")
 RUN_DIR = "run"
-# Token tables: the tied embedding, and the output head when embeddings are untied. Their size grows with the vocab.
-VOCAB_TENSORS = ("tok_emb.weight", "lm_head.weight")
 UNBOUNDED_STEPS = 10**9  # under a wall-clock budget the clock, not a step count, ends training
 
 
@@ -97,7 +96,9 @@ def train_inputs(tokenizer_dir: Path, shard_dir: Path, cfg: Config) -> dict:
         "tokenizer_sha256": hashlib.sha256(tok).hexdigest(),
         "shards_manifest_sha256": hashlib.sha256(manifest).hexdigest(),
         "config": cfg.to_dict(),
-        "code": source_hash("pgolf_model", "pgolf_data.shards", "pgolf_data.tokenizer"),
+        "code": source_hash(
+            "pgolf_model", "pgolf_data.shards", "pgolf_data.tokenizer", *registry.model_class(cfg.arch).counted_modules
+        ),
         "torch": torch.__version__,
     }
 
@@ -181,7 +182,7 @@ def _train_in_worker(
     root: Path, tokenizer_dir: Path, shard_dir: Path, inputs: dict, threads: int, label: str
 ) -> tuple[Path, bool]:
     cache = StageCache(root, log=lambda line: print(line, flush=True))
-    cfg = Config.from_dict(inputs["config"])
+    cfg = registry.config_from_dict(inputs["config"])
     stage = train_stage(cache, tokenizer_dir, shard_dir, cfg, threads=threads, label=label, inputs=inputs)
     return stage, cache.executions["train"] == 1
 
@@ -220,17 +221,22 @@ def _read_log(path: Path) -> list[dict]:
 def budget_split(art: model_artifact.Artifact) -> dict[str, int]:
     """Artifact bytes as tokenizer / embeddings / other weights / code + config; sums to the artifact's length.
 
-    The weights are compressed as one stream, so the weights part is divided between the vocabulary tables and the
-    other tensors in proportion to what each group's stored values compress to on their own.
+    The embeddings are the vocabulary tables (the model's ``tensor_roles`` marked ``vocab``: the token table and an
+    untied head), whose size grows with the vocabulary. The weights are compressed as one stream, so the weights
+    part is divided between them and the other tensors in proportion to what each group's stored values compress to
+    on their own.
     """
     state = QuantizedState.from_bytes(art.weights, where=f"{art.path}: weights")
-    if VOCAB_TENSORS[0] not in state.entries:
-        raise ValueError(f"{art.path}: no {VOCAB_TENSORS[0]} among the weights; the model's tensor names changed")
+    with torch.device("meta"):
+        roles = registry.build(registry.config_from_dict(art.config, where=f"{art.path}: config")).tensor_roles()
+    vocab = {name for name, role in roles.items() if role.vocab}
+    if not vocab & set(state.entries):
+        raise ValueError(f"{art.path}: none of the model's vocabulary tables ({', '.join(sorted(vocab))}) is stored")
     # The per-group codec compresses by role, not as one stream: brotli stands in for it in the proportion.
     codecs = tuple(c for c in codec_for(art.weights_codec) if c in CODEC_IDS) or ("brotli",)
     groups = {"embeddings": [], "other": []}
     for name, entry in state.entries.items():
-        group = groups["embeddings" if name in VOCAB_TENSORS else "other"]
+        group = groups["embeddings" if name in vocab else "other"]
         group.extend(entry[key] for key in ("q", "scale", "value") if key in entry)
     alone = {
         k: len(compress(b"".join(np.ascontiguousarray(v).tobytes() for v in parts), codecs)[1])

@@ -11,7 +11,10 @@ from pathlib import Path
 
 from pgolf_data.corpus import DEFAULT_SOURCE
 from pgolf_data.tokenizer.training import default_threads
-from pgolf_model.presets import PRESETS
+from pgolf_model import registry
+from pgolf_model.cli import ARCH_HELP
+from pgolf_model.config import DEFAULT_ARCH, Config
+from pgolf_model.presets import PRESETS, preset
 
 from .documents import CorpusSplit
 from .model_stages import BUDGET_MODES
@@ -22,6 +25,7 @@ class RecipeSettings:
     out: Path
     corpus: str = DEFAULT_SOURCE
     preset: str = "tiny"
+    arch: str = DEFAULT_ARCH  # the model family (--model.arch; pgolf_model.registry)
     budget_mode: str = "steps"  # steps | tokens | wall-clock (pipelines.model_stages.apply_compute_budget)
     budget_value: float | None = None  # steps, tokens or minutes; None = the preset's
     seeds: int = 1
@@ -49,6 +53,10 @@ class RecipeSettings:
     def cache_dir(self) -> Path:
         return self.cache or self.out / "cache"
 
+    def base_config(self) -> Config:
+        """The preset with the model section of ``arch``."""
+        return registry.with_arch(preset(self.preset), self.arch)
+
     def seed_list(self) -> list[int]:
         return [self.first_seed + i for i in range(self.seeds)]
 
@@ -57,9 +65,10 @@ class RecipeSettings:
 
 
 def add_training_args(parser: argparse.ArgumentParser, *, seeds: int, per: str) -> None:
-    """``--preset``, ``--budget-mode``/``--budget-value``, ``--seeds``/``--first-seed``, ``--cache``, ``--threads``
-    and ``--jobs``; ``seeds`` is the default number of runs per ``per`` (e.g. "spec")."""
+    """``--preset``, ``--model.arch``, ``--budget-mode``/``--budget-value``, ``--seeds``/``--first-seed``, ``--cache``,
+    ``--threads`` and ``--jobs``; ``seeds`` is the default number of runs per ``per`` (e.g. "spec")."""
     parser.add_argument("--preset", default="tiny", choices=list(PRESETS), help="model preset (default tiny)")
+    parser.add_argument("--model.arch", dest="arch", default=DEFAULT_ARCH, metavar="NAME", help=ARCH_HELP)
     parser.add_argument("--budget-mode", default="steps", choices=BUDGET_MODES, help="what every run gets the same of")
     parser.add_argument("--budget-value", type=float, help="steps, tokens or minutes (default: the preset's)")
     parser.add_argument("--seeds", type=int, default=seeds, help=f"training runs per {per} (default {seeds})")

@@ -71,8 +71,8 @@ def ab_markdown(results: dict) -> str:
         f"- corpus: `{corpus['description']['source']}`: {corpus['val']['docs']:,} validation documents "
         f"({corpus['val']['bytes']:,} bytes, sha256 `{corpus['val']['sha256'][:16]}…`), "
         f"{corpus['train']['docs']:,} training documents ({corpus['train']['bytes']:,} bytes)",
-        f"- model: preset `{s['preset']}`, sized per tokenizer to an artifact budget of **{s['artifact_budget']:,} "
-        f"bytes** ({s['budget_source']}; shrink mode `{s['shrink']}`)",
+        f"- model: preset `{s['preset']}` (`model.arch {s['arch']}`), sized per tokenizer to an artifact budget of "
+        f"**{s['artifact_budget']:,} bytes** ({s['budget_source']}; shrink mode `{s['shrink']}`)",
         f"- compute: {s['compute']} (budget mode `{s['budget_mode']}`)",
         f"- seeds: {', '.join(str(x) for x in s['seeds'])}",
         "- BPB: `val_bpb`, exact (byte sidecars: original UTF-8 bytes), every validation target, scored from the "
@@ -89,7 +89,6 @@ def ab_markdown(results: dict) -> str:
     budget = s["artifact_budget"]
     for spec in specs:
         summary = spec_summary(spec)
-        cfg = spec["runs"][0]["config"]["model"]
         sizes = sorted(run["artifact_bytes"] for run in spec["runs"])
         estimated = spec["sizing"]["estimated_total"]
         cells = [
@@ -97,7 +96,7 @@ def ab_markdown(results: dict) -> str:
             f"{spec['vocab_size']:,}",
             f"{spec['tokenizer_bytes']:,}",
             f"{spec['tokens_per_byte']:.4f}",
-            f"{cfg['num_layers']}×{cfg['model_dim']}",
+            spec["sizing"]["shape"],
             f"{spec['runs'][0]['params']:,}",
             f"{estimated:,} ({100 * estimated / budget:.1f}%)",
             f"{sizes[0]:,}" + (f"–{sizes[-1]:,}" if sizes[-1] > sizes[0] else ""),

@@ -4,9 +4,10 @@ A comparison gives every tokenizer the same artifact budget (tokenizer + embeddi
 a larger vocabulary must pay for its bigger embedding table and tokenizer with a smaller rest of the model. The
 default budget is the estimated artifact of the preset's model with the reference (first) tokenizer.
 
-The search is deterministic and walks a ladder of candidates from the preset's own size. ``shrink="width"`` keeps
-the preset's layers and heads and varies ``model_dim`` in steps of ``2 * num_heads`` (the head dimension stays even,
-as RoPE needs); ``shrink="layers"`` keeps the width and varies the number of layers in steps of one. When the preset's
+The search is deterministic and walks a ladder of candidates from the preset's own size. ``shrink="width"`` varies
+the model's width, ``shrink="layers"`` its depth, each by the field and step its family's ``size_step`` hook names
+(the GPT: ``model_dim`` in steps of ``2 * num_heads``, so the head dimension stays even as RoPE needs, or
+``num_layers`` in steps of one; pgolf_model.registry). When the preset's
 size fits, the walk grows while the next size still fits (up to ``max_scale`` times the preset), so a tokenizer with
 a smaller vocabulary than the reference may get a larger model; otherwise it shrinks until a size fits. Estimates come
 from ``pgolf_model.export.estimate`` (exact except the compressed weights, which it estimates from a Gaussian sample).
@@ -18,8 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from pgolf_model import registry
 from pgolf_model.artifact import BudgetError
-from pgolf_model.config import Config
+from pgolf_model.config import Config, ConfigError
 from pgolf_model.export.estimate import estimate as estimate_artifact
 
 Shrink = Literal["width", "layers"]
@@ -39,23 +41,33 @@ class Sizing:
         return sum(self.estimate.values())
 
 
+def size_field(cfg: Config, shrink: Shrink) -> tuple[str, int]:
+    """The model field that ``shrink`` varies and its step, from the model family's ``size_step`` hook."""
+    if shrink not in SHRINK_MODES:
+        raise ValueError(f"shrink must be one of {', '.join(SHRINK_MODES)}, got {shrink!r}")
+    size_step = getattr(registry.model_class(cfg.arch), "size_step", None)
+    if size_step is None:
+        raise ConfigError(f"model.arch {cfg.arch} has no size_step hook: the A/B cannot size it to the budget")
+    return size_step(cfg.model, shrink)
+
+
 def ladder(base: Config, shrink: Shrink, max_scale: float) -> tuple[list[Config], int]:
     """The candidate configs, smallest first, and the index of the preset's own size in that list."""
-    model = base.model
-    if shrink == "width":
-        step = 2 * model.num_heads
-        if model.model_dim % step:
-            raise ValueError(f"the preset's model_dim {model.model_dim} is not a multiple of 2 * num_heads = {step}")
-        sizes = list(range(step, int(model.model_dim * max_scale) + 1, step))
-        return [base.override({"model.model_dim": d}) for d in sizes], sizes.index(model.model_dim)
-    if shrink == "layers":
-        sizes = list(range(1, int(model.num_layers * max_scale) + 1))
-        return [base.override({"model.num_layers": n}) for n in sizes], sizes.index(model.num_layers)
-    raise ValueError(f"shrink must be one of {', '.join(SHRINK_MODES)}, got {shrink!r}")
+    name, step = size_field(base, shrink)
+    size = getattr(base.model, name)
+    if size % step:
+        raise ValueError(f"the preset's {name} {size} is not a multiple of its sizing step {step}")
+    sizes = list(range(step, int(size * max_scale) + 1, step))
+    return [base.override({f"model.{name}": s}) for s in sizes], sizes.index(size)
 
 
 def size_of(cfg: Config, shrink: Shrink) -> int:
-    return cfg.model.model_dim if shrink == "width" else cfg.model.num_layers
+    return getattr(cfg.model, size_field(cfg, shrink)[0])
+
+
+def shape(cfg: Config) -> str:
+    """``layers×width`` of a model, as its family's sizing fields give them."""
+    return f"{size_of(cfg, 'layers')}×{size_of(cfg, 'width')}"
 
 
 def reference_budget(base: Config, tokenizer_bytes: int, estimate: Estimator = estimate_artifact) -> int:
@@ -97,7 +109,7 @@ def fit(
         parts = measure(i)
         if sum(parts.values()) <= budget_bytes:
             return Sizing(configs[i], parts, budget_bytes, tuple(tried))
-    field = "model_dim" if shrink == "width" else "num_layers"
+    field = size_field(base, shrink)[0]
     size, total = tried[-1]
     raise BudgetError(
         f"nothing fits: with vocab {base.model.vocab_size} and a {tokenizer_bytes:,}-byte tokenizer, the smallest "

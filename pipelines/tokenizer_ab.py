@@ -2,6 +2,7 @@
 
     python -m pipelines.tokenizer_ab --specs tokenizers/sp1024.toml tokenizers/caseops_sp8192.toml \\
         --corpus SRC --seeds 3 --preset tiny --out DIR [--budget-mode steps|tokens|wall-clock]
+    python -m pipelines.tokenizer_ab --specs sp1024 sp4096 --corpus SRC --preset tiny --model.arch ssd --out DIR
     python -m pipelines.tokenizer_ab --screen --specs sp1024 sp4096 sp8192 ... --corpus SRC --out DIR
 
 For each spec: train the tokenizer on the corpus' training documents, shard the same documents (the first
@@ -11,6 +12,11 @@ for each seed, and take the exact BPB of the quantized artifact on every validat
 plots) gives mean ± std per spec, the difference to the first spec in BPB and nats per byte, Welch's t-tests and the
 verdict in the challenge's terms (``pipelines.stats``). ``--screen`` skips the model: tokens per byte and n-gram
 BPB for many specs in minutes (``pipelines.screening``).
+
+``--model.arch NAME`` runs the comparison with another model family: ``ssd`` (built in) or a plugin's, a class a
+package registers under the entry-point group ``pgolf.models`` (``[project.entry-points."pgolf.models"] NAME =
+"package.module:Class"``; README: Model families: bring your own model). Its sizing varies the field its
+``size_step`` hook names.
 
 Every stage is cached under ``--cache`` (default ``DIR/cache``) by a hash of its inputs, so an interrupted run or one
 with more seeds redoes only what is missing.
@@ -66,7 +72,7 @@ def load_specs(names: tuple[str, ...]) -> list[TokenizerSpec]:
 
 def run_ab(settings: ABSettings, log: Log = print) -> dict:
     """The whole comparison; writes ``results.json`` and ``report.md`` (+ plots) into ``settings.out``."""
-    from pgolf_model.presets import bind_tokenizer, preset
+    from pgolf_model.presets import bind_tokenizer
 
     from . import sizing
     from .model_stages import TrainRequest, apply_compute_budget, read_manifest, train_stages
@@ -78,7 +84,7 @@ def run_ab(settings: ABSettings, log: Log = print) -> dict:
     specs = load_specs(settings.specs)
     split = settings.split()
     cache = StageCache(settings.cache_dir, log)
-    base, compute = apply_compute_budget(preset(settings.preset), settings.budget_mode, settings.budget_value)
+    base, compute = apply_compute_budget(settings.base_config(), settings.budget_mode, settings.budget_value)
 
     # 1. Tokenizer and shards per spec, all from the same documents.
     prepared = []
@@ -98,8 +104,7 @@ def run_ab(settings: ABSettings, log: Log = print) -> dict:
     sized = []
     for spec, cfg, (_, tok_bytes) in zip(specs, bound, tokenizers):
         fitted = sizing.fit(cfg, tok_bytes, artifact_budget, shrink=settings.shrink, max_scale=settings.max_scale)
-        m = fitted.config.model
-        log(f"{spec.name}: {m.num_layers} layers x {m.model_dim} wide, estimated artifact {fitted.total:,} bytes")
+        log(f"{spec.name}: model {sizing.shape(fitted.config)}, estimated artifact {fitted.total:,} bytes")
         sized.append(fitted)
 
     # 3. Every (spec, seed) trained under the same compute budget and scored from its artifact.
@@ -122,6 +127,7 @@ def run_ab(settings: ABSettings, log: Log = print) -> dict:
             "specs": list(settings.specs),
             "corpus": split.fingerprint(),
             "preset": settings.preset,
+            "arch": base.arch,
             "budget_mode": settings.budget_mode,
             "compute": compute,
             "artifact_budget": artifact_budget,
@@ -146,6 +152,7 @@ def run_ab(settings: ABSettings, log: Log = print) -> dict:
 
 def _spec_row(prepared: tuple, fitted, seeds: list[int], stages: list[Path], val_bytes: int) -> dict:
     """One spec's entry of ``results.json``: tokenizer facts, sizing, and each seed's numbers from its run files."""
+    from . import sizing
     from .model_stages import run_result
 
     spec, tok_dir, shard_dir, manifest = prepared
@@ -170,7 +177,12 @@ def _spec_row(prepared: tuple, fitted, seeds: list[int], stages: list[Path], val
         "val_tokens": val["tokens"],
         "val_bytes": val["bytes"],
         "stages": {"tokenizer": str(tok_dir), "shards": str(shard_dir)},
-        "sizing": {"estimate": fitted.estimate, "estimated_total": fitted.total, "tried": fitted.tried},
+        "sizing": {
+            "estimate": fitted.estimate,
+            "estimated_total": fitted.total,
+            "tried": fitted.tried,
+            "shape": sizing.shape(fitted.config),
+        },
         "runs": runs,
     }
 

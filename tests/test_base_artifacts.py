@@ -1,7 +1,8 @@
 """Artifacts written by commit 8575f8a (``tests/fixtures/base-8575f8a``) still load and score as they did then, and
 the same config still trains to the same weights: the restructuring of issue 12 changed no behaviour. (Since the
 initial weights are drawn in the baseline's order, issue 13, training starts from other weights: expected.json's
-``since_init_order``.)"""
+``since_init_order``.) And against commit cb2b357 (``tests/fixtures/base-cb2b357``): with the GPT behind the model
+interface of issue 18, the same config writes the same config, tokenizer and weights parts."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from pgolf_model.training.trainer import run
 
 FIXTURES = Path(__file__).parent / "fixtures" / "base-8575f8a"
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text())
+BEFORE_INTERFACE = json.loads((FIXTURES.parent / "base-cb2b357" / "expected.json").read_text())
 
 # The base's evaluate runs (expected.json's ``base_flags``) with this code's flag names.
 RUNS = {
@@ -55,6 +57,17 @@ TTT_CHANGED = {
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("base"), synthetic_docs(300, 1), synthetic_docs(12, 2))
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory):
+    """``{name: (run directory, summary)}``: each fixture config trained by this code."""
+    data, tok = dataset
+    out = {}
+    for name in ("plain", "stack"):
+        run_dir = tmp_path_factory.mktemp(name)
+        out[name] = run_dir, run(config(name), data=data, tokenizer=tok, out_dir=run_dir, progress=False)
+    return out
 
 
 # The fixtures' overrides (expected.json) with this code's names: tuples for lists, nested TTT settings.
@@ -107,12 +120,11 @@ def test_old_configs_read_as_this_codes_config():
         assert Config.from_dict(art.config) == config(name)
 
 
-def test_the_same_config_trains_to_the_same_weights(dataset, tmp_path):
+def test_the_same_config_trains_to_the_same_weights(trained):
     """As the base trained, but from the initial weights drawn in the baseline's order (``since_init_order``)."""
-    data, tok = dataset
-    summary = run(config("plain"), data=data, tokenizer=tok, out_dir=tmp_path, progress=False)
+    run_dir, summary = trained["plain"]
     want = EXPECTED["since_init_order"]["plain"]
-    got = part_sha256(tmp_path / "model.pga")
+    got = part_sha256(run_dir / "model.pga")
     assert got["tokenizer"] == EXPECTED["artifacts"]["plain"]["part_sha256"]["tokenizer"]
     assert got["weights"] == want["weights_sha256"]
     assert {k: summary[k] for k in want["summary"]} == want["summary"]
@@ -159,16 +171,27 @@ RENAMED = {
 }
 
 
-def test_the_renamed_parts_train_to_the_same_values(dataset, tmp_path):
+def test_the_renamed_parts_train_to_the_same_values(trained):
     """The old artifact's parts, renamed, are the tensors this code trains (names and shapes); the values are the
     ones recorded since the initial weights are drawn in the baseline's order (``since_init_order``)."""
-    data, tok = dataset
-    summary = run(config("stack"), data=data, tokenizer=tok, out_dir=tmp_path, progress=False)
-    new = QuantizedState.from_bytes(artifact.read(tmp_path / "model.pga").weights).dequantize()
+    run_dir, summary = trained["stack"]
+    new = QuantizedState.from_bytes(artifact.read(run_dir / "model.pga").weights).dequantize()
     old = QuantizedState.from_bytes(artifact.read(FIXTURES / "stack.pga").weights).dequantize()
     smear = old.pop("smear")
     old = {RENAMED.get(name, name): t for name, t in old.items()} | {"smear.weight": smear[:12], "smear.lam": smear[12]}
     assert {name: t.shape for name, t in old.items()} == {name: t.shape for name, t in new.items()}
     want = EXPECTED["since_init_order"]["stack"]
-    assert part_sha256(tmp_path / "model.pga")["weights"] == want["weights_sha256"]
+    assert part_sha256(run_dir / "model.pga")["weights"] == want["weights_sha256"]
     assert {k: summary[k] for k in want["summary"]} == want["summary"]
+
+
+@pytest.mark.parametrize("name", ["plain", "stack"])
+def test_the_gpt_behind_the_interface_writes_the_same_artifact_but_its_code(trained, name):
+    run_dir, summary = trained[name]
+    want = BEFORE_INTERFACE["artifacts"][name]
+    got = part_sha256(run_dir / "model.pga")
+    assert {part: got[part] for part in want["part_sha256"]} == want["part_sha256"]
+    assert {k: summary[k] for k in ("steps", "val_bpb", "artifact_val_bpb")} == {
+        k: want["summary"][k] for k in ("steps", "val_bpb", "artifact_val_bpb")
+    }
+    assert "arch" not in artifact.read(run_dir / "model.pga").config["model"]  # a GPT's config names no family

@@ -1,9 +1,8 @@
-"""Self-generated calibration: deterministic sampling, and Hessians checked against inputs computed by hand on a toy
-model (a shared input, a layer run twice, the logit matmul), then on the real GPT."""
+"""Self-generated calibration: deterministic sampling (rerunning the prefix or through a model's ``decode`` hook),
+and Hessians checked against inputs computed by hand on a toy model (a shared input, a layer run twice, the logit
+matmul of its ``head_input`` hook), then on the real GPT and SSD."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import pytest
 import torch
@@ -11,16 +10,11 @@ import torch.nn.functional as F
 from model_data import one_thread  # noqa: F401 (autouse fixture)
 from torch import nn
 
+from pgolf_model import registry
 from pgolf_model.export import calibration
 from pgolf_model.export.ptq import tensor_groups
-from pgolf_model.model import GPT
 from pgolf_model.presets import preset
 from pgolf_model.quant import tensor_format
-
-
-@dataclass
-class ToyCfg:
-    vocab_size: int = 11
 
 
 class Toy(nn.Module):
@@ -28,11 +22,9 @@ class Toy(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.cfg = ToyCfg()
         g = torch.Generator().manual_seed(0)
         self.tok_emb = nn.Embedding(11, 6)
         self.a, self.b, self.c = nn.Linear(6, 6, bias=False), nn.Linear(6, 6, bias=False), nn.Linear(6, 6, bias=False)
-        self.lm_head = None
         with torch.no_grad():
             for p in self.parameters():
                 p.copy_(torch.randn(p.shape, generator=g) * 0.5)
@@ -48,6 +40,34 @@ class Toy(nn.Module):
 
     def logits(self, idx):
         return F.linear(self.hidden(idx), self.tok_emb.weight)
+
+
+class TiedToy(Toy):
+    """``Toy`` that names its logit matmul (a tied embedding) with the ``head_input`` hook."""
+
+    def head_input(self, idx):
+        return "tok_emb.weight", self.hidden(idx)
+
+
+class Bigram(nn.Module):
+    """Logits from the last token only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = nn.Parameter(torch.randn(11, 11, generator=torch.Generator().manual_seed(0)))
+
+    def logits(self, idx):
+        return self.table[idx]
+
+
+class SteppedBigram(Bigram):
+    """``Bigram`` with a ``decode`` hook that is fed one token at a time (and counts them)."""
+
+    decoded = 0
+
+    def decode(self, idx, state):
+        self.decoded += idx.numel()
+        return self.table[idx[:, -1]], (state or 0) + 1
 
 
 def second_moment(*xs):
@@ -94,8 +114,15 @@ def test_bad_generation_settings_are_errors(kwargs, message):
         calibration.generate(Toy(), args.pop("num_seqs"), args.pop("seq_len"), **args)
 
 
+def test_the_decode_hook_samples_what_rerunning_the_prefix_samples():
+    model = SteppedBigram()
+    stepped = calibration.generate(model, 5, 9, batch_size=2, seed=3)
+    assert model.decoded == 5 * 8  # one new token per step, never the prefix again
+    assert torch.equal(stepped, calibration.generate(Bigram(), 5, 9, batch_size=2, seed=3))
+
+
 def test_hessians_match_the_inputs_computed_by_hand():
-    model = Toy()
+    model = TiedToy()
     tokens = torch.randint(11, (5, 7), generator=torch.Generator().manual_seed(1))
     H = calibration.collect_hessians(model, tokens, batch_size=2)
     with torch.no_grad():
@@ -105,12 +132,15 @@ def test_hessians_match_the_inputs_computed_by_hand():
     torch.testing.assert_close(H["b.weight"], second_moment(x))
     torch.testing.assert_close(H["c.weight"], second_moment(h1, h2))  # both passes of the loop
     torch.testing.assert_close(H["tok_emb.weight"], second_moment(out))  # the logit matmul's input
+    # Without the hook only the nn.Linear inputs are caught.
+    assert set(calibration.collect_hessians(Toy(), tokens, batch_size=2)) == {"a.weight", "b.weight", "c.weight"}
 
 
-def test_every_matrix_of_the_gpt_gets_a_hessian():
-    cfg = preset("smoke")
+@pytest.mark.parametrize("arch", ["gpt", "ssd"])
+def test_every_matrix_gets_a_hessian(arch):
+    cfg = registry.with_arch(preset("smoke"), arch)
     torch.manual_seed(0)
-    model = GPT(cfg.model)
+    model = registry.build(cfg)
     tokens = calibration.generate(model, 3, 16, batch_size=2, seed=0)
     H = calibration.collect_hessians(model, tokens, batch_size=2)
     quantized = {n for n in tensor_groups(model) if tensor_format(model.state_dict()[n].shape, cfg.quant) == "int"}
@@ -120,5 +150,6 @@ def test_every_matrix_of_the_gpt_gets_a_hessian():
         assert h.shape == (cols, cols) and torch.allclose(h, h.T)
         assert torch.linalg.eigvalsh(h.double()).min() > -1e-5, name
     # q, k and v read the same normed input.
-    assert torch.equal(H["blocks.0.attn.c_q.weight"], H["blocks.0.attn.c_k.weight"])
-    assert torch.equal(H["blocks.0.attn.c_q.weight"], H["blocks.0.attn.c_v.weight"])
+    mixer = "attn" if arch == "gpt" else "mixer"
+    assert torch.equal(H[f"blocks.0.{mixer}.c_q.weight"], H[f"blocks.0.{mixer}.c_k.weight"])
+    assert torch.equal(H[f"blocks.0.{mixer}.c_q.weight"], H[f"blocks.0.{mixer}.c_v.weight"])

@@ -72,7 +72,7 @@ def test_the_model_is_rebuilt_by_the_artifacts_own_code(built, tmp_path):
     assert 0 < quantized < 0.05  # int8 rounding moved the logits, a little
     # Change the counted model code: the rebuilt model changes with it, so the counted code is what runs.
     code = dict(art.code)
-    code["pgolf_model/model.py"] = code["pgolf_model/model.py"].replace(
+    code["pgolf_model/layers.py"] = code["pgolf_model/layers.py"].replace(
         b"return cap * torch.tanh(z / cap) if cap > 0 else z", b"return 2 * z"
     )
     weights = QuantizedState.from_bytes(art.weights).to_bytes()

@@ -1,4 +1,4 @@
-"""Per-document LoRA adapters for test-time training, on a view of a GPT that gives each virtual layer its own.
+"""Per-document LoRA adapters for test-time training, on a view of the model that gives each virtual layer its own.
 
 As records/track_10min_16mb/2026-04-27_SP8192_LQER_SparseGate_BOSSmearFix_9HpStack_1.0611 (``BatchedTTTLoRA``; doc
 LoRA TTT from 2026-04-10_VarLenAttn, PR #1530): one adapter per batch row (each row is a different document), on the
@@ -7,15 +7,14 @@ input (``module(n) + lora(n)``), and on the pre-soft-cap logits. An adapter adds
 ``A ~ U(+-1/sqrt(in))`` and ``B = 0``, so a fresh adapter leaves the model unchanged.
 
 Adapters are per virtual layer, as the record's: with depth recurrence a block that runs three times gets three sets
-(17 slots for 11 blocks looping 3..5 three times). The model's forward walks physical block indices, so ``DocLoRA``
-runs a *view* of it: a shallow copy whose block list is one wrapped block per virtual slot (sharing the real block's
-parameters) and whose layer lists number those slots. The model itself is never modified, and the view sees its
-weights change in place (the phases' global SGD).
+(17 slots for 11 blocks looping 3..5 three times). The model's ``lora_sites`` hook (the model interface,
+pgolf_model.registry) gives a *view* of it, a shallow copy with one block per virtual layer sharing the real block's
+parameters, and where in the view each target sits; ``DocLoRA`` wraps those modules of the view. The model itself is
+never modified, and the view sees its weights change in place (the phases' global SGD).
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import get_args
 
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import LoRATarget
+from ..layers import Parallel
 
 
 class BatchedLoRA(nn.Module):
@@ -52,38 +52,9 @@ class BatchedLoRA(nn.Module):
         return (x @ self.A.mT.to(x.dtype)) @ self.B.mT.to(x.dtype) * self.scale
 
 
-class Parallel(nn.Module):
-    """``inner(x, ...) + lora(x)``: an adapter beside a module, fed the module's (first) input."""
-
-    def __init__(self, inner: nn.Module, lora: BatchedLoRA) -> None:
-        super().__init__()
-        self.inner, self.lora = inner, lora
-
-    def forward(self, x: Tensor, *args, **kwargs) -> Tensor:
-        return self.inner(x, *args, **kwargs) + self.lora(x)
-
-
-class SlotValues(nn.Module):
-    """The model's value embeddings keyed by virtual slot instead of physical block."""
-
-    def __init__(self, inner, order: list[int]) -> None:
-        super().__init__()
-        self.inner, self.order = inner, order
-
-    def forward(self, idx: Tensor) -> dict[int, Tensor]:
-        ves = self.inner(idx)
-        return {slot: ves[p] for slot, p in enumerate(self.order) if p in ves}
-
-
-def _shallow(module: nn.Module, **children: nn.Module | None) -> nn.Module:
-    """A copy of ``module`` sharing its parameters and submodules, with ``children`` replaced."""
-    clone = copy.copy(module)
-    clone._modules = {**module._modules, **children}
-    return clone
-
-
 class DocLoRA(nn.Module):
-    """All adapters of one batch of documents for a GPT; ``targets`` picks among q, k, v, o, mlp (head always)."""
+    """All adapters of one batch of documents for a model with the ``lora_sites`` hook; ``targets`` picks among q, k,
+    v, o, mlp (head always)."""
 
     TARGETS = get_args(LoRATarget)
 
@@ -92,50 +63,24 @@ class DocLoRA(nn.Module):
         unknown = sorted(set(targets) - set(self.TARGETS))
         if unknown:
             raise ValueError(f"unknown LoRA target(s) {', '.join(unknown)}; known: {', '.join(self.TARGETS)}")
+        if not hasattr(model, "lora_sites"):
+            raise ValueError(f"{type(model).__name__} has no LoRA TTT hooks (lora_sites): use eval.ttt none or full")
         self.bsz, self.targets = bsz, tuple(t for t in self.TARGETS if t in targets)
-        dim, vocab = model.cfg.model_dim, model.cfg.vocab_size
-        head_in = model.head_weight.size(1)  # the embedding width: model_dim, or a factored embedding's
-        order = [*model.encoder_layers, *model.decoder_layers, *getattr(model, "lane_layers", [])]
+        view, sites, head = model.lora_sites()
         self.slots = nn.ModuleList()
-        for p in order:
-            attn = model.blocks[p].attn
-            shapes = {
-                "q": (dim, attn.c_q.out_features),
-                "k": (dim, attn.c_k.out_features),
-                "v": (dim, attn.c_v.out_features),
-                "o": (dim, dim),
-                "mlp": (dim, dim),
-            }
-            self.slots.append(nn.ModuleDict({t: BatchedLoRA(bsz, *shapes[t], rank, alpha) for t in self.targets}))
-        self.head = BatchedLoRA(bsz, head_in, vocab, rank, alpha)
+        for i, layer in enumerate(sites):
+            missing = [t for t in self.targets if t not in layer]
+            if missing:
+                raise ValueError(f"{type(model).__name__} layer {i} has no LoRA site for {', '.join(missing)}")
+            loras = {t: BatchedLoRA(bsz, *layer[t][2:], rank, alpha) for t in self.targets}
+            for t, lora in loras.items():
+                parent, name = layer[t][:2]
+                setattr(parent, name, Parallel(getattr(parent, name), lora))
+            self.slots.append(nn.ModuleDict(loras))
+        self.head = BatchedLoRA(bsz, *head, rank, alpha)
         self.to(next(model.parameters()).device)
         # Not a submodule: the view holds the model's parameters, which are not the adapters'.
-        self.__dict__["view"] = self._view(model, order)
-
-    def _view(self, model, order: list[int]):
-        blocks = []
-        for p, loras in zip(order, self.slots):
-            block = model.blocks[p]
-            attn = _shallow(
-                block.attn,
-                **{lin: Parallel(getattr(block.attn, lin), loras[t]) for t, lin in (("q", "c_q"), ("k", "c_k"),
-                   ("v", "c_v")) if t in loras},
-            )  # fmt: skip
-            if "o" in loras:
-                attn = Parallel(attn, loras["o"])
-            mlp = Parallel(block.mlp, loras["mlp"]) if "mlp" in loras else block.mlp
-            blocks.append(_shallow(block, attn=attn, mlp=mlp))
-        view = _shallow(model, blocks=nn.ModuleList(blocks))
-        if getattr(model, "value_embeds", None) is not None:
-            view.value_embeds = SlotValues(model.value_embeds, order)
-        elif hasattr(model, "value_embeddings"):  # the model code of older artifacts: a method
-            view.value_embeddings = SlotValues(model.value_embeddings, order)
-        n_enc, n_dec = len(model.encoder_layers), len(model.decoder_layers)
-        view.encoder_layers = list(range(n_enc))
-        view.decoder_layers = list(range(n_enc, n_enc + n_dec))
-        if hasattr(model, "lane_layers"):
-            view.lane_layers = list(range(n_enc + n_dec, len(order)))
-        return view
+        self.__dict__["view"] = view
 
     def adapters(self) -> list[BatchedLoRA]:
         return [m for m in self.modules() if isinstance(m, BatchedLoRA)]
@@ -157,13 +102,9 @@ class DocLoRA(nn.Module):
             start[:n].copy_(m.A[:n])
 
     def logits(self, x: Tensor) -> Tensor:
-        """Logits (bsz, T, V) in fp32 of the model with these adapters (and the head adapter before the cap)."""
+        """Logits (bsz, T, V) in fp32 of the model with these adapters (and the head adapter before the soft-cap)."""
         h = self.view.hidden(x)
-        z = (F.linear(h, self.view.head_weight.to(h.dtype)) + self.head(h)).float()
-        if hasattr(self.view, "softcap"):  # as GPT.head, with the head adapter before the cap
-            return self.view.softcap(z)
-        cap = self.view.cfg.logit_softcap  # the model code of older artifacts
-        return cap * torch.tanh(z / cap) if cap > 0 else z
+        return self.view.head(h, self.head(h))
 
     def nll(self, x: Tensor, y: Tensor) -> Tensor:
         """Per-token NLL (bsz, T) of ``logits``."""

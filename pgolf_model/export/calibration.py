@@ -6,8 +6,10 @@ self-generated calibration" (docs/records.md, self-generated calibration; 64 x 2
 
 The Hessian of a matrix ``W`` used as ``y = x W^T`` is ``H = sum(x x^T) / n`` over its ``n`` calibration input rows.
 Forward pre-hooks on every ``nn.Linear`` catch those inputs (q, k and v read the same normed input, so their Hessians
-are equal; a block run several times by depth recurrence adds every pass). The tied embedding is the logit matmul's
-weight: its input is ``model.hidden``'s output, collected directly, so ``model.py`` needs no change.
+are equal; a block run several times by depth recurrence adds every pass). A tied embedding is the logit matmul's
+weight but no ``nn.Linear``: a model that has one says so with its ``head_input`` hook (pgolf_model.registry),
+which gives the matmul's input. A model with a ``decode`` hook generates token by token from its state instead of
+rerunning the prefix.
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ def generate(
     temperature: float = TEMPERATURE,
     runtime: Runtime | None = None,
 ) -> Tensor:
-    """``(num_seqs, seq_len)`` int64 token ids sampled from ``model.logits``; deterministic for a given seed.
+    """``(num_seqs, seq_len)`` int64 token ids sampled from ``model.logits`` (or its ``decode`` hook); deterministic
+    for a given seed.
 
-    No KV cache: each new token reruns the prefix, which keeps ``model.py`` free of generation code.
+    Without ``decode`` each new token reruns the prefix (no KV cache), which keeps a model free of generation code.
     """
     if num_seqs < 1 or seq_len < 1 or batch_size < 1:
         raise ValueError(
@@ -44,16 +47,21 @@ def generate(
     rt = runtime or Runtime(torch.device("cpu"))
     was_training = model.training
     model.eval()
-    vocab = model.cfg.vocab_size
+    decode = getattr(model, "decode", None)
+    vocab = model.logits(torch.zeros(1, 1, dtype=torch.long, device=rt.device)).size(-1)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     out = []
     for first in range(0, num_seqs, batch_size):
         n = min(batch_size, num_seqs - first)
         seqs = torch.randint(vocab, (n, 1), generator=gen)
+        state = None
         for _ in range(seq_len - 1):
             with rt.autocast():
-                logits = model.logits(seqs.to(rt.device))[:, -1].float()
-            probs = torch.softmax(logits / temperature, dim=-1).cpu().double()
+                if decode is not None:
+                    logits, state = decode(seqs[:, -1:].to(rt.device), state)
+                else:
+                    logits = model.logits(seqs.to(rt.device))[:, -1]
+            probs = torch.softmax(logits.float() / temperature, dim=-1).cpu().double()
             # Sampling on the CPU generator keeps the sequences identical across devices for the same logits.
             seqs = torch.cat((seqs, torch.multinomial(probs, 1, generator=gen)), dim=1)
         out.append(seqs)
@@ -61,16 +69,12 @@ def generate(
     return torch.cat(out)
 
 
-def output_weight_name(model: nn.Module) -> str:
-    """The state-dict name of the logit matmul's weight: the tied embedding or the untied head."""
-    return "tok_emb.weight" if getattr(model, "lm_head", None) is None else "lm_head.weight"
-
-
 @torch.no_grad()
 def collect_hessians(
     model: nn.Module, tokens: Tensor, *, batch_size: int, runtime: Runtime | None = None
 ) -> dict[str, Tensor]:
-    """``{weight name: H}`` (float32, on the CPU) for every ``nn.Linear`` the forward pass runs, and the logit matmul.
+    """``{weight name: H}`` (float32, on the CPU) for every ``nn.Linear`` the forward pass runs, and the logit matmul
+    the model's ``head_input`` hook names.
 
     H is the mean of ``x x^T`` over all input rows the matrix saw (batch and sequence positions, every pass).
     """
@@ -91,13 +95,17 @@ def collect_hessians(
             name = f"{mod_name}.weight"
             handles.append(module.register_forward_pre_hook(lambda _m, args, name=name: add(name, args[0])))
     rt = runtime or Runtime(torch.device("cpu"))
+    head_input = getattr(model, "head_input", None)
     was_training = model.training
     model.eval()
     try:
         for first in range(0, tokens.size(0), batch_size):
             x = tokens[first : first + batch_size].to(rt.device)
             with rt.autocast():
-                add(output_weight_name(model), model.hidden(x))
+                if head_input is not None:
+                    add(*head_input(x))
+                else:
+                    model.logits(x)
     finally:
         for h in handles:
             h.remove()

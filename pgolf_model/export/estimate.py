@@ -21,10 +21,9 @@ import torch
 
 from pgolf_data.compress import compress
 
-from .. import lowbit, pergroup
+from .. import lowbit, pergroup, registry
 from ..artifact import LIMIT, PARTS, BudgetError, codec_for, container_bytes, counted_code, pack_code
 from ..config import Config, QuantConfig
-from ..model import GPT, parameter_shapes
 from ..quant import qmax, tensor_format
 from . import lqer, size_table
 from .allocation import MIN_BITS
@@ -46,7 +45,7 @@ def weights_estimates(cfg: Config) -> dict[str, int]:
     """The weights part's bytes with each of the config's codecs (``best``: all). With ``quant.allocate`` every group
     is estimated at ``allocation.MIN_BITS``: the least the plan can spend."""
     with torch.device("meta"):
-        model = GPT(cfg.model)
+        model = registry.build(cfg)
     shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     groups, roles = tensor_groups(model), coding_roles(model)
     lowbits = {n: (lb.kind, lb.group) for n, lb in lowbit_matrices(model).items()}
@@ -114,7 +113,7 @@ def estimate(cfg: Config, tokenizer_bytes: int) -> dict[str, int]:
         "config": len(compress(config_json)[1]),
         "tokenizer": tokenizer_bytes,
         "weights": weights_estimate(cfg),
-        "code": len(compress(pack_code(counted_code()))[1]),
+        "code": len(compress(pack_code(counted_code(registry.model_class(cfg.arch))))[1]),
     }
     return {**sizes, "container": container_bytes(PARTS)}
 
@@ -141,7 +140,7 @@ def check(cfg: Config, tokenizer_bytes: int, limit: int = LIMIT) -> dict[str, in
     total = sum(sizes.values())
     if total > limit + slack(cfg.quant) * sizes["weights"]:
         parts = ", ".join(f"{k} {v:,}" for k, v in sizes.items())
-        params = sum(int(np.prod(s)) for s in parameter_shapes(cfg.model).values())
+        params = sum(int(np.prod(s)) for s in registry.parameter_shapes(cfg).values())
         raise BudgetError(
             f"the estimated artifact is {total:,} bytes, over the {limit:,}-byte limit by {total - limit:,} "
             f"({parts}; {params:,} parameters at {cfg.quant.bits} bits), more than the estimate has been off: shrink "

@@ -2,8 +2,9 @@
 then the optional LQER correction, into a ``quant.QuantizedState``.
 
 Tensor groups (what the records set bits and SDClip ``k`` for; docs/records.md, mixed int-k): ``embed`` (embedding
-tables and the untied output head), ``attn`` and ``mlp`` (the blocks' attention and MLP matrices), ``other`` (any other
-matrix). Tensors with at most ``keep_float_max_numel`` elements stay float16, as in ``quant``.
+tables and the untied output head), ``attn`` and ``mlp`` (the blocks' sequence-mixing and MLP matrices), ``other``
+(any other matrix), as the model declares them (``tensor_roles``, pgolf_model.registry). Tensors with at most
+``keep_float_max_numel`` elements stay float16, as in ``quant``.
 """
 
 from __future__ import annotations
@@ -28,24 +29,11 @@ class GroupRule:
 
 
 def tensor_groups(model: nn.Module) -> dict[str, str]:
-    """``{state-dict name: group}`` for every 2-D floating-point parameter of ``model``."""
-    embeds = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    head = getattr(model, "lm_head", None)
-    if head is not None:
-        embeds.add(id(head.weight))
-    groups = {}
-    for name, p in model.named_parameters():
-        if p.ndim != 2 or not p.is_floating_point():
-            continue
-        parts = name.split(".")
-        if id(p) in embeds:
-            groups[name] = "embed"
-        elif "attn" in parts:
-            groups[name] = "attn"
-        elif "mlp" in parts:
-            groups[name] = "mlp"
-        else:
-            groups[name] = "other"
+    """``{state-dict name: group}`` for every matrix of ``model``, from its ``tensor_roles``."""
+    groups = {name: role.group for name, role in model.tensor_roles().items()}
+    bad = {name: g for name, g in groups.items() if g not in GROUPS}
+    if bad:
+        raise ValueError(f"{type(model).__name__}.tensor_roles: unknown group(s) {bad}; known: {', '.join(GROUPS)}")
     return groups
 
 

@@ -78,7 +78,7 @@ def basis_rotations(model: GPT, modes: tuple[str, ...], names: list[str]) -> dic
     rotate; a block of 1 leaves that side as it is. Matrices neither rotates are left out."""
     shapes = {n: tuple(t.shape) for n, t in model.state_dict().items()}
     stream = stream_sides(model) if "residual" in modes else {}
-    d = block_size(model.cfg.model_dim)
+    d = block_size(model.cfg.model_dim) if stream else 1
     out = {}
     for name in names:
         cols = shapes[name][1]
@@ -111,7 +111,12 @@ def hessians_into_basis(
 
 def function_preserving(model: nn.Module, modes: tuple[str, ...]) -> nn.Module:
     """The model export quantizes: ``model`` itself, or its ``vo``-rotated copy. A ternary or binary model
-    re-quantizes its matrices on every pass, so rotating their weights would change its function: refused."""
+    re-quantizes its matrices on every pass, so rotating their weights would change its function: refused. ``vo``
+    and ``residual`` are the GPT's (which pairs commute with which norms is its architecture): another family gets
+    ``input`` only, a change of the quantization basis that dequantization undoes."""
+    gpt_only = [m for m in modes if m in ("vo", "residual")]
+    if gpt_only and not isinstance(model, GPT):
+        raise ValueError(f"quant.rotate {','.join(gpt_only)} rotates the GPT's layout, not {type(model).__name__}'s")
     if "vo" in modes and model.cfg.lowbit != "none":
         raise ValueError(f"quant.rotate vo rotates c_v and proj, which model.lowbit = {model.cfg.lowbit} quantizes")
     return rotate_values(model) if "vo" in modes else model

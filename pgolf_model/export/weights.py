@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from torch import nn
 
-from .. import lowbit, pergroup
+from .. import lowbit
 from ..artifact import codec_for, compress_weights, weights_codec_name
 from ..config import Config
 from ..quant import QuantizedState
@@ -46,10 +46,9 @@ def rules_from_config(cfg: Config) -> dict[str, GroupRule]:
 
 
 def coding_roles(model: nn.Module) -> dict[str, tuple[str, int]]:
-    """``{name: (role, layer)}`` of the model's matrices, by which the per-group codec joins one role's layers. Read
-    from the names (``pergroup.role``: ``blocks.<i>.`` is the layer) until the model interface declares each
-    matrix's role and layer; this is the one place to switch."""
-    return {name: pergroup.role(name) for name, p in model.named_parameters() if p.ndim == 2}
+    """``{name: (role, layer)}`` of the model's matrices, by which the per-group codec joins one role's layers: as
+    the model declares them (``tensor_roles``, the model interface; layer 0 outside the layers)."""
+    return {name: (r.role, r.layer or 0) for name, r in model.tensor_roles().items()}
 
 
 def export_weights(

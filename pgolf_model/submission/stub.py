@@ -4,8 +4,8 @@ The April records count a two-line wrapper, ``exec`` of base85-encoded compresse
 source bytes became 31,999 counted bytes in the 1.0611 record). pgolf's stub is the same shape; what it carries:
 
 - every module of ``pgolf_model`` and ``pgolf_data`` that the entry point (``script.py``: train, quantize, write the
-  artifact, score it) imports, found by reading the import statements (``closure``), plus the tokenizer kinds, which
-  ``pgolf_data.tokenizer`` imports by name;
+  artifact, score it) imports, found by reading the import statements (``closure``), plus the tokenizer kinds and the
+  run's model family, which ``pgolf_data.tokenizer`` and the registry import by name;
 - the frozen run: its config and the sha256 of its tokenizer (``frozen``);
 - a loader that serves those modules from memory under their own names, so relative imports, tracebacks and the
   artifact's counted code (read back through the loader, ``artifact.counted_code``) work as installed.
@@ -32,6 +32,7 @@ from pgolf_data.tokenizer.caseops_bpe import TRANSFORM_OPTION
 from pgolf_data.tokenizer.interop import AUTO, export_tokenizer
 
 from .. import artifact
+from ..config import DEFAULT_ARCH, arch_of
 from .runs import Run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -80,9 +81,21 @@ def _imports(module: str) -> set[str]:
     return {name for name in found if name.split(".")[0] in PACKAGES and (REPO / _path(name)).exists()}
 
 
-def closure(roots: tuple[str, ...] = (ENTRY, *EXTRA)) -> list[str]:
-    """Every pgolf module ``roots`` import, transitively, with the packages above them; sorted."""
-    todo, seen = list(roots), set()
+def family_module(arch: str) -> str:
+    """The module of built-in model family ``arch``, which the registry imports by name (so ``closure`` cannot see
+    it); a plugin's family is not pgolf's code, and the stub carries only that."""
+    if arch not in artifact.BUILTIN_MODELS:
+        raise ValueError(
+            f"model.arch {arch!r} is a plugin's family: train_gpt.py carries pgolf's own code only (built-in: "
+            f"{', '.join(artifact.BUILTIN_MODELS)})"
+        )
+    return artifact.BUILTIN_MODELS[arch].partition(":")[0]
+
+
+def closure(arch: str = DEFAULT_ARCH) -> list[str]:
+    """Every pgolf module the entry point, the tokenizer kinds and model family ``arch`` import, transitively, with
+    the packages above them; sorted."""
+    todo, seen = [ENTRY, *EXTRA, family_module(arch)], set()
     while todo:
         name = todo.pop()
         if name in seen:
@@ -106,10 +119,10 @@ def minify(source: str) -> str:
     )  # fmt: skip
 
 
-def sources(minified: bool = True) -> dict[str, str]:
-    """``{path: source}`` of the carried modules; the counted ones byte for byte."""
+def sources(minified: bool = True, arch: str = DEFAULT_ARCH) -> dict[str, str]:
+    """``{path: source}`` of the carried modules for model family ``arch``; the counted ones byte for byte."""
     out = {}
-    for module in closure():
+    for module in closure(arch):
         path = _path(module)
         text = (REPO / path).read_text(encoding="utf-8")
         out[path] = text if path in artifact.COUNTED_FILES or not minified else minify(text)
@@ -144,7 +157,7 @@ def frozen(run: Run) -> dict:
 
 def payload(frozen_run: dict, minified: bool = True) -> str:
     """The source the stub executes: the modules, the frozen run, the loader."""
-    files = sources(minified)
+    files = sources(minified, arch_of(frozen_run["config"]) if frozen_run else DEFAULT_ARCH)
     packages = {path[: -len("/__init__.py")].replace("/", "."): path for path in files if path.endswith("__init__.py")}
     return (
         f"S={files!r}\nP={packages!r}\nF={json.dumps(frozen_run, sort_keys=True)!r}\nimport json\nF=json.loads(F)\n"

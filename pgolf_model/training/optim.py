@@ -1,7 +1,7 @@
 """Optimizers and the learning-rate schedule.
 
 ``Muon`` updates 2-D weight matrices with the orthogonalized momentum; Adam handles the embedding, the untied head,
-and every gain, mix and skip weight (``GPT.param_groups`` decides which is which).
+and every gain, mix and skip weight (the model's ``param_groups`` decides which is which; pgolf_model.registry).
 """
 
 from __future__ import annotations
@@ -131,11 +131,19 @@ class Muon(torch.optim.Optimizer):
                 offset += p.numel()
 
 
+PARAM_GROUPS = ("matrix", "embed", "head", "scalar")  # the model interface's optimizer groups
+
+
 def build_optimizers(model, cfg: OptimConfig) -> list[torch.optim.Optimizer]:
     """Muon for the block matrices, Adam for the rest; each group records its ``base_lr`` (and Muon its ``base_wd``)
     for the schedule. Adam's weight decay is decoupled (AdamW), so 0 is plain Adam."""
-    groups = model.param_groups()
-    embed_lr = cfg.tied_embed_lr if model.lm_head is None else cfg.embed_lr
+    groups = {name: [] for name in PARAM_GROUPS} | model.param_groups()
+    placed = sorted(id(p) for group in groups.values() for _, p in group)
+    if set(groups) != set(PARAM_GROUPS) or placed != sorted(id(p) for p in model.parameters()):
+        raise ValueError(
+            f"{type(model).__name__}.param_groups must put every parameter in exactly one of {', '.join(PARAM_GROUPS)}"
+        )
+    embed_lr = cfg.embed_lr if groups["head"] else cfg.tied_embed_lr  # an untied head has its own group
     fused = next(model.parameters()).is_cuda
     adam_groups = [
         {"params": [p for _, p in groups[name]], "lr": lr, "base_lr": lr, "weight_decay": wd, "name": name}

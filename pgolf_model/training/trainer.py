@@ -1,4 +1,4 @@
-"""Train a GPT on token shards and write its budgeted artifact (``python -m pgolf_model.train`` is its command line).
+"""Train a model on token shards and write its budgeted artifact (``python -m pgolf_model.train`` is its command line).
 
 Runs on CPU, one GPU, or under torchrun (NCCL on GPUs, gloo on CPUs). ``run`` goes through named steps: check the
 inputs (tokenizer, shards, the budget estimate: a config whose artifact cannot fit 16,000,000 bytes is refused),
@@ -33,7 +33,7 @@ from pgolf_data.shards import ShardSet
 from pgolf_data.tokenizer.artifact import from_artifact
 from pgolf_data.tokenizer.interop import artifact_bytes
 
-from .. import artifact, runtime
+from .. import artifact, registry, runtime
 from ..cli import flat
 from ..config import Config, ConfigError, NgramTilt
 from ..evaluation.byte_counts import ValBytes, val_bytes
@@ -41,7 +41,6 @@ from ..evaluation.scoring import BPBResult, score
 from ..export import estimate
 from ..export.allocation import AllocationError
 from ..export.weights import export_weights
-from ..model import GPT
 from ..runtime import Runtime
 from . import checkpoint, context, qat, run_dir
 from .clock import Clock
@@ -95,13 +94,15 @@ class Inputs:
 
 def load_inputs(cfg: Config, data: str | Path, tokenizer: str | Path, budget_limit: int) -> Inputs:
     """Check the config against the tokenizer, the budget and the shards before any training: the folder must be
-    finished and bound to this tokenizer (or official), and every token id of both splits inside the vocabulary."""
+    finished and bound to this tokenizer (or official), every token id of both splits inside the vocabulary, and the
+    val targets counting some bytes (else BPB is undefined)."""
     tokenizer_bytes = artifact_bytes(tokenizer)
     tok = from_artifact(tokenizer_bytes, where=str(tokenizer))
     if cfg.model.vocab_size != tok.vocab_size:
         raise ConfigError(f"model.vocab_size = {cfg.model.vocab_size}, but the tokenizer has {tok.vocab_size} ids")
-    if cfg.model.smear_gate and cfg.model.bos_id != tok.bos_id:
-        # SmearGate's document boundary is the BOS id: a wrong one would let documents read their predecessor.
+    if getattr(cfg.model, "uses_bos", False) and cfg.model.bos_id != tok.bos_id:
+        # A model's document boundary (SmearGate's, a recurrence's reset) is the BOS id: a wrong one would let
+        # documents read their predecessor.
         raise ConfigError(f"model.bos_id = {cfg.model.bos_id}, but the tokenizer's BOS id is {tok.bos_id}")
     sizes = estimate.check(cfg, len(tokenizer_bytes), budget_limit)
     folder = open_folder(data)
@@ -110,20 +111,20 @@ def load_inputs(cfg: Config, data: str | Path, tokenizer: str | Path, budget_lim
     check_ids(train_shards, cfg.model.vocab_size)
     check_ids(ShardSet.open(data, "val"), cfg.model.vocab_size)
     val = val_bytes(data, tok, exact_sidecars=folder.exact_sidecars)
-    counts = val.exact if val.exact is not None else val.official
-    if counts is not None and not counts[1:].any():
-        raise ConfigError(f"{data}: the val sidecars count 0 bytes for every target, so BPB is undefined")
+    for what, counts in (("sidecars", val.exact), ("official byte counts", val.official)):
+        if counts is not None and not counts[1:].any():
+            raise ConfigError(f"{data}: the val {what} count 0 bytes for every target, so BPB is undefined")
     return Inputs(tokenizer_bytes, sizes, train_shards, val, folder.describe())
 
 
 def write_artifact(
-    path: Path, cfg: Config, model: GPT, tokenizer_bytes: bytes, limit: int, rt: Runtime, log: RunLog
+    path: Path, cfg: Config, model: torch.nn.Module, tokenizer_bytes: bytes, limit: int, rt: Runtime, log: RunLog
 ) -> None:
     """Rank 0 quantizes (``export``: prints the plan) and writes; every rank raises BudgetError if the file would be
     over ``limit``, OSError if it could not be written (no file is left: ``artifact.write`` is atomic)."""
     error = None
     if rt.is_main:
-        code = artifact.counted_code()
+        code = artifact.counted_code(type(model))
         # Everything but the weights is known before quantizing; the rest of the limit is the weights' budget.
         weights_budget = limit - len(artifact.build_compressed(cfg.to_dict(), tokenizer_bytes, (0, b""), code))
         try:
@@ -150,7 +151,9 @@ class Trainer:
         self.cfg, self.inputs, self.rt, self.out_dir, self.log = cfg, inputs, rt, out_dir, log
         self.grad_accum = cfg.train.grad_accum(rt.world_size)
         torch.manual_seed(cfg.train.seed)
-        self.model = GPT(cfg.model).to(rt.device)
+        self.model = registry.build(cfg).to(rt.device)
+        if cfg.train.loop_after and not hasattr(self.model, "set_looping"):
+            raise ConfigError(f"train.loop_after = {cfg.train.loop_after}: model.arch {cfg.arch} has no looping")
         self.optimizers = build_optimizers(self.model, cfg.optim)
         self.schedule = Schedule(cfg.optim)
         self.ema = WeightEMA(self.model, cfg.train.ema_decay) if cfg.train.ema_decay else None
@@ -185,11 +188,12 @@ class Trainer:
         """Continue from the checkpoint at ``path``: weights, optimizers, EMA, clock. Its run must have had this run's
         settings (but for ``RESUMABLE_CHANGES``) and tokenizer."""
         state = checkpoint.load(path)
-        saved = Config.from_dict(state["config"], where=str(path))
-        was, now = flat(saved), flat(self.cfg)
-        changed = [key for key in was if was[key] != now[key] and key not in RESUMABLE_CHANGES]
+        saved = registry.config_from_dict(state["config"], where=str(path))
+        was, now = flat(saved), flat(self.cfg)  # another model family: its own settings are missing on one side
+        keys = [*was, *(key for key in now if key not in was)]
+        changed = [key for key in keys if was.get(key) != now.get(key) and key not in RESUMABLE_CHANGES]
         if changed:
-            diffs = ", ".join(f"{key} {was[key]!r} (now {now[key]!r})" for key in changed[:6])
+            diffs = ", ".join(f"{key} {was.get(key)!r} (now {now.get(key)!r})" for key in changed[:6])
             raise run_dir.RunDirError(
                 f"--resume {path}: the checkpoint's run had other settings: {diffs}; resume with its settings, or "
                 "start a new run (--force, or another --out)"
@@ -388,7 +392,8 @@ class Trainer:
                     if signalled:
                         self.log.record("interrupted", step=self.clock.step, checkpoint=str(saved))
                         raise Interrupted(self.stop.signum or signal.SIGTERM, self.clock.step, saved)
-            self.model.set_looping(True)
+            if hasattr(self.model, "set_looping"):
+                self.model.set_looping(True)
             if self.ema is not None:
                 self.ema.copy_to(self.model)
             final = self.validate(0)
