@@ -64,18 +64,20 @@ class TrainLoader:
         self.seq_len, self.slot_tokens = seq_len, device_batch_tokens
         self.grad_accum, self.rank, self.world_size = grad_accum, rank, world_size
         self.seed, self.shuffle, self.device = seed, shuffle, torch.device(device)
-        if shuffle and self.num_windows(seq_len) < 1:
+        self.num_windows = self.windows_of(seq_len)
+        if shuffle and self.num_windows < 1:
             raise ValueError(f"{shards.directory}: {self.stream.total} training tokens, fewer than one window")
         self._perm: tuple[int, int, np.ndarray] | None = None
 
-    def num_windows(self, seq_len: int) -> int:
+    def windows_of(self, seq_len: int) -> int:
+        """How many whole windows of ``seq_len + 1`` tokens the stream has (a shorter length: progressive context)."""
         return (self.stream.total - 1) // seq_len
 
     def slot(self, step: int, micro_step: int) -> int:
         return (step * self.grad_accum + micro_step) * self.world_size + self.rank
 
     def _window(self, row: int, seq_len: int) -> int:
-        n = self.num_windows(seq_len)
+        n = self.windows_of(seq_len)
         epoch, i = divmod(row, n)
         if self._perm is None or self._perm[:2] != (epoch, seq_len):
             key = [self.seed, epoch] if seq_len == self.seq_len else [self.seed, epoch, seq_len]
