@@ -60,6 +60,7 @@ CORE_FILES = (
     "pgolf_model/evaluation/byte_counts.py",
     "pgolf_model/evaluation/ttt.py",
     "pgolf_model/evaluation/lora.py",
+    "pgolf_model/evaluation/ngram_tilt.py",
     "pgolf_data/shards.py",
     "pgolf_data/compress.py",
 )

@@ -44,6 +44,7 @@ PRESET_TOKENIZERS = {
     "smoke": "sp1024",
     "record-1.11": "sp1024",
     "record-caseops": "caseops_v1_sp8192",
+    "record-latest": "caseops_v1_sp8192",
 }
 
 

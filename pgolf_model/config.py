@@ -120,6 +120,9 @@ class ModelConfig(Section):
     rope_base: float = _field(10000.0, "RoPE frequency base", POSITIVE)
     qk_gain_init: float = _field(1.5, "initial per-head gain on the RMS-normed queries (a learned temperature)")
     logit_softcap: float = _field(30.0, "logits pass through cap*tanh(z/cap); 0 disables the cap", NON_NEGATIVE)
+    asym_softcap: bool = _field(
+        False, "AsymLogit: learned caps for positive and negative logits, both from logit_softcap, trained by the loss"
+    )
     tie_embeddings: bool = _field(True, "share the input embedding with the output projection")
     tied_embed_init_std: float = _field(0.005, "init std of the token embedding", POSITIVE)
     embed_bf16: bool = _field(False, "keep the token embedding in bf16 (training too) as the baseline's bf16 cast does")
@@ -191,6 +194,8 @@ class ModelConfig(Section):
             # The lanes must be last: a looped block would run again after they have started.
             why = f"the looped blocks must all come before parallel_from = {self.parallel_from}"
             _require(not self.parallel_from or self.loop_end < self.parallel_from, "loop_end", self.loop_end, why)
+        why = "AsymLogit learns the two caps of a soft-cap: needs logit_softcap > 0"
+        _require(not self.asym_softcap or self.logit_softcap > 0, "asym_softcap", self.asym_softcap, why)
         why = "a factored embedding needs tie_embeddings (the head reads the table through factored.down)"
         _require(not self.embed_dim or self.tie_embeddings, "embed_dim", self.embed_dim, why)
         if self.lowbit != "none":
@@ -283,6 +288,13 @@ class TrainConfig(Section):
     ema_decay: float = _field(0.0, "fp32 EMA of all weights (decay per step), for eval and export; 0 = off", FRACTION)
     loop_after: float = _field(0.0, "depth recurrence from this share of the run (time or steps); 0 = always", FRACTION)
     qat_threshold: float = _field(0.0, "late QAT: fake-quantized matrices once lr scale < this; 0 = off", UNIT)
+    seq_stages: tuple[int, ...] = _field(
+        (), "progressive context: shorter training lengths before seq_len (PR #2014: 1024,2048 before 3072)"
+    )
+    seq_stage_ends: tuple[float, ...] = _field((), "where each of seq_stages ends, a share of training (0.1,0.7)")
+    seq_rewarm_steps: int = _field(
+        0, "after each length change the lr ramps up again over this many steps", NON_NEGATIVE
+    )
     calib_reserve_s: float = _field(
         0.0, "seconds of max_minutes kept for GPTQ calibration on training tokens (GPTQ_RESERVE_SECONDS)", NON_NEGATIVE
     )
@@ -298,6 +310,14 @@ class TrainConfig(Section):
         _require(ok, "calib_reserve_s", self.calib_reserve_s, why)
         device, seq = self.device_batch_tokens, self.seq_len
         _require(device % seq == 0, "device_batch_tokens", device, f"must be a multiple of seq_len = {seq}")
+        why = f"must give as many ends as seq_stages {self.seq_stages}"
+        _require(len(self.seq_stage_ends) == len(self.seq_stages), "seq_stage_ends", self.seq_stage_ends, why)
+        ok = all(isinstance(n, int) and n > 0 and device % n == 0 for n in self.seq_stages)
+        why = f"each must be a positive divisor of device_batch_tokens = {device}"
+        _require(ok, "seq_stages", self.seq_stages, why)
+        ends = self.seq_stage_ends
+        ok = all(0 < e < 1 for e in ends) and list(ends) == sorted(set(ends))
+        _require(ok, "seq_stage_ends", ends, "must be increasing shares of training in (0, 1)")
         why = f"must be a multiple of device_batch_tokens = {device}"
         _require(self.batch_tokens % device == 0, "batch_tokens", self.batch_tokens, why)
 
@@ -345,8 +365,17 @@ class QuantConfig(Section):
         "zstd", "weight compressor: zstd (level 22), lzma, brotli, pergroup (ZPAQ per role) or best (the smallest)"
     )
     rotate: tuple[Rotation, ...] = _field((), "Hadamard rotations before quantizing (vo, input, residual); () = none")
+    awq_groups: int = _field(
+        0,
+        "AWQ-lite: the most salient this many column groups of the model go to awq_bits inside GPTQ; 0 = off",
+        NON_NEGATIVE,
+    )
+    awq_group_size: int = _field(64, "AWQ-lite: columns per group", POSITIVE_INT)
+    awq_bits: int = _field(8, "AWQ-lite: bits of the chosen groups", BITS)
 
     def check(self) -> None:
+        why = "AWQ-lite reads the activations from the GPTQ Hessians: needs quant.method = gptq"
+        _require(not self.awq_groups or self.method == "gptq", "awq_groups", self.awq_groups, why)
         # The allocation scores each width on the calibration tokens after training: training tokens there would be
         # read outside the training clock.
         why = "calib_source train is for gptq; quant.allocate measures losses on the tokens after training"
@@ -393,6 +422,10 @@ class LoRATTT(Section):
     eps: float = _field(1e-10, "AdamW epsilon", NON_NEGATIVE)
     weight_decay: float = _field(0.5, "AdamW decoupled weight decay", NON_NEGATIVE)
     chunk_tokens: int = _field(48, "targets per chunk (score it, then one step on it)", POSITIVE)
+    short_until: tuple[int, ...] = _field(
+        (), "short-document chunks: a document's targets before these positions (256,2000) go in short_chunks"
+    )
+    short_chunks: tuple[int, ...] = _field((), "chunk sizes before each of short_until (PR #2014: 8,24)")
     batch_docs: int = _field(64, "documents adapted side by side, one adapter set each", POSITIVE)
     round_docs: int = _field(
         0, "documents sorted by length together (a round); 0 = all between two phases' global SGD", NON_NEGATIVE
@@ -401,6 +434,39 @@ class LoRATTT(Section):
     compile: TTTCompile = _field(
         "off", "torch.compile the chunk forward/backward (static shapes: windows padded to chunk * 2^k)"
     )
+
+    def check(self) -> None:
+        why = f"must give one chunk size per position of short_until {self.short_until}"
+        _require(len(self.short_chunks) == len(self.short_until), "short_chunks", self.short_chunks, why)
+        ok = all(isinstance(c, int) and c > 0 for c in self.short_chunks)
+        _require(ok, "short_chunks", self.short_chunks, "must be positive integers")
+        ok = list(self.short_until) == sorted(set(self.short_until)) and all(u > 0 for u in self.short_until)
+        _require(ok, "short_until", self.short_until, "must be increasing positive positions")
+
+    def chunk_bounds(self, n_pred: int) -> list[tuple[int, int]]:
+        """Targets ``[lo, hi)`` of each chunk of a document with ``n_pred`` targets: ``short_chunks`` sizes before
+        the ``short_until`` positions, then ``chunk_tokens``. They depend on the position in the document only, so a
+        longer document's chunks begin with a shorter one's."""
+        bounds, lo = [], 0
+        while lo < n_pred:
+            size = next((c for u, c in zip(self.short_until, self.short_chunks) if lo < u), self.chunk_tokens)
+            bounds.append((lo, lo + size))
+            lo += size
+        return bounds
+
+
+@dataclass(frozen=True)
+class NgramTilt(Section):
+    """Token-only n-gram tilt of the scored distribution (``evaluation.ngram_tilt``; PR #2130/#2135, the 1.0565
+    record: order 16, threshold 0.8, boost 2.625)."""
+
+    boost: float = _field(0.0, "log-boost of the hinted token, renormalized over the vocabulary; 0 = off", NON_NEGATIVE)
+    order: int = _field(
+        16,
+        "n-gram order: the hint reads the order - 1 tokens before the target",
+        (lambda v: 2 <= v <= 65, "must be in [2, 65]"),
+    )
+    threshold: float = _field(0.8, "hint only where the top next token has this share of the context's count", QUANTILE)
 
 
 @dataclass(frozen=True)
@@ -415,6 +481,7 @@ class EvalConfig(Section):
     full: SGDPhase = _field(SGDPhase(lr=0.002, epochs=3), "full TTT: SGD on all weights over each scored chunk")
     lora: LoRATTT = _field(LoRATTT(), "LoRA TTT (and phased)")
     phased: PhasedTTT = _field(PhasedTTT(), "phased TTT: global SGD over the documents scored so far")
+    tilt: NgramTilt = _field(NgramTilt(), "token-only n-gram tilt of every score (after TTT's adaptation)")
 
 
 SECTIONS = {"model": ModelConfig, "optim": OptimConfig, "train": TrainConfig, "quant": QuantConfig, "eval": EvalConfig}

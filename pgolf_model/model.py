@@ -328,6 +328,8 @@ class GPT(nn.Module):
             # Sigmoid-gated skips (the 1.0611 record's skip_gates, SKIP_GATES_ENABLED): 8 x 512 = 4,096 there.
             self.skip_gates = nn.Parameter(torch.empty_like(self.skip_weights)) if cfg.skip_gates else None
             self.lm_head = None if cfg.tie_embeddings else nn.Linear(cfg.model_dim, cfg.vocab_size, bias=False)
+            # AsymLogit (PR #1923, from modded-nanogpt PR #181): caps for positive and negative logits.
+            self.logit_caps = nn.Parameter(torch.empty(2)) if cfg.asym_softcap else None
         self.init_weights()
         if cfg.embed_bf16:
             self._cast_as_baseline()
@@ -364,6 +366,7 @@ class GPT(nn.Module):
         | bigram.scale, lanes.decay / lanes.mix   | BIGRAM_SCALE / LANE_DECAY / 1                        |
         | value_embeds.emb / .proj / .scale       | N(0, VE_STD^2) / orthogonal / VE_SCALE (2026-03-25)  |
         | factored.up / .down                     | U(-1/sqrt(fan_in), 1/sqrt(fan_in))                   |
+        | logit_caps (AsymLogit)                  | logit_softcap, both                                  |
         """
         nn.init.normal_(self.tok_emb.weight)
         for block in self.blocks:
@@ -376,6 +379,8 @@ class GPT(nn.Module):
         self.skip_weights.fill_(1.0)
         if self.skip_gates is not None:
             self.skip_gates.zero_()  # sigmoid(0) = 1/2: the stream and the weighted skip start at equal shares
+        if self.logit_caps is not None:
+            self.logit_caps.fill_(self.cfg.logit_softcap)
         for part in (self.smear, self.bigram, self.value_embeds, self.factored):
             if part is not None:
                 part.reset_parameters()
@@ -483,7 +488,19 @@ class GPT(nn.Module):
 
     def head(self, x: Tensor, delta: Tensor | None = None) -> Tensor:
         """Soft-capped logits in fp32 of final hidden states ``x``; ``delta`` is added before the cap."""
-        return softcap_logits(x, self.head_weight, self.cfg.logit_softcap, delta)
+        if self.logit_caps is None:
+            return softcap_logits(x, self.head_weight, self.cfg.logit_softcap, delta)
+        return self.softcap(softcap_logits(x, self.head_weight, 0.0, delta))
+
+    def softcap(self, z: Tensor) -> Tensor:
+        """``cap * tanh(z / cap)``; with AsymLogit the cap of each sign is its own learned scalar. As shipped in PR
+        #1923 the two caps never got a gradient (training ran the fused single-cap loss); here ``forward`` goes
+        through this function whenever they exist, so the training loss moves them."""
+        if self.logit_caps is not None:
+            cap = torch.where(z >= 0, self.logit_caps[0], self.logit_caps[1])
+            return cap * torch.tanh(z / cap)
+        cap = self.cfg.logit_softcap
+        return cap * torch.tanh(z / cap) if cap > 0 else z
 
     def logits(self, idx: Tensor) -> Tensor:
         """Soft-capped logits (B, T, V) in fp32."""
@@ -491,7 +508,12 @@ class GPT(nn.Module):
 
     def forward(self, idx: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
         """Cross-entropy in nats: a scalar for ``reduction="mean"``, (B, T) for ``"none"``."""
-        return lm_loss(self.hidden(idx), self.head_weight, targets, self.cfg.logit_softcap, reduction)
+        x = self.hidden(idx)
+        if self.logit_caps is None:
+            return lm_loss(x, self.head_weight, targets, self.cfg.logit_softcap, reduction)
+        # AsymLogit: the plain form through the learned caps (the chunked CPU loss has one fixed cap), so they train.
+        loss = F.cross_entropy(self.head(x).flatten(0, 1), targets.flatten(), reduction=reduction)
+        return loss if reduction != "none" else loss.view_as(targets)
 
     # -- the model interface's optional hooks (pgolf_model.registry) ------------------------------------------------
 

@@ -10,12 +10,15 @@ widths and other rounding rules (GPTQ, ``gptq.py``) produce the same format. A m
 as ``A B`` on dequantization. A matrix quantized in a Hadamard basis (``export/rotation.py``) carries ``rot: [out,
 in]``, the block sizes of its row and column rotations (1 = none); dequantization rotates it back (``hadamard.py``).
 Ternary and binary matrices (``lowbit.py``) are stored packed, five trits or eight signs per byte, with one float16
-scale per ``group`` weights.
+scale per ``group`` weights. A matrix with an AWQ-lite group (``export/awq.py``, PR #1908) carries ``awq: [size,
+bits, start, ...]``: its columns ``start .. start + size - 1`` of each start hold ``bits``-bit integers on a second
+float16 row scale.
 
 Serialized layout: ``b"PGQW"``, uint32 header length, a canonical JSON header listing every tensor (name, shape,
 format, bits, ``lqer: [rank, group]`` and ``rot: [out, in]`` where present), then the payload: all integer values,
 then all row scales, then the LQER factors' integers (A then B per tensor) and their scales, then all float16
-tensors, then the packed ternary/binary levels and then their group scales, each in header order. Grouping like
+tensors, then the packed ternary/binary levels and then their group scales, then the AWQ groups' row scales, each in
+header order. Grouping like
 with like compresses better.
 
 This module is part of the artifact's counted code; it imports only numpy, torch and the counted ``.config``,
@@ -80,6 +83,18 @@ def quantize_rows(w: Tensor, bits: int, clip_quantile: float) -> tuple[Tensor, T
 
 def dequantize_rows(q: Tensor, scale: Tensor) -> Tensor:
     return q.float() * scale.float()[:, None]
+
+
+def dequantize_int(e: dict) -> Tensor:
+    """An ``int`` entry's ``q * scale`` (its AWQ groups on their own scale), before any LQER term or rotation."""
+    w = dequantize_rows(torch.from_numpy(e["q"]), torch.from_numpy(e["scale"]))
+    if "awq" in e:
+        size, _, *starts = e["awq"]
+        for a in starts:
+            w[:, a : a + size] = dequantize_rows(
+                torch.from_numpy(e["q"][:, a : a + size]), torch.from_numpy(e["awq_scale"])
+            )
+    return w
 
 
 def lqer_correction(f: dict) -> Tensor:
@@ -147,7 +162,7 @@ class QuantizedState:
         out = {}
         for name, e in self.entries.items():
             if e["format"] == "int":
-                out[name] = dequantize_rows(torch.from_numpy(e["q"]), torch.from_numpy(e["scale"]))
+                out[name] = dequantize_int(e)
                 if "lqer" in e:
                     out[name] += lqer_correction(e["lqer"])
                 out[name] = unrotate(out[name], e.get("rot"))
@@ -161,12 +176,16 @@ class QuantizedState:
 
     def to_bytes(self) -> bytes:
         header, ints, scales, lqer_ints, lqer_scales, floats, packed, group_scales = [], [], [], [], [], [], [], []
+        awq_scales = []
         for name, e in self.entries.items():
             item = {"name": name, "shape": list(e["shape"]), "format": e["format"]}
             if e["format"] == "int":
                 item["bits"] = e["bits"]
                 if "rot" in e:
                     item["rot"] = list(e["rot"])
+                if "awq" in e:
+                    item["awq"] = list(e["awq"])
+                    awq_scales.append(np.ascontiguousarray(e["awq_scale"], dtype="<f2").tobytes())
                 ints.append(np.ascontiguousarray(e["q"], dtype=np.int8).tobytes())
                 scales.append(np.ascontiguousarray(e["scale"], dtype="<f2").tobytes())
                 if "lqer" in e:
@@ -182,7 +201,7 @@ class QuantizedState:
                 floats.append(np.ascontiguousarray(e["value"], dtype="<f2").tobytes())
             header.append(item)
         head = json.dumps(header, separators=(",", ":")).encode()
-        payload = ints + scales + lqer_ints + lqer_scales + floats + packed + group_scales
+        payload = ints + scales + lqer_ints + lqer_scales + floats + packed + group_scales + awq_scales
         return MAGIC + struct.pack("<I", len(head)) + head + b"".join(payload)
 
     @classmethod
@@ -214,6 +233,8 @@ class QuantizedState:
             }
             if "rot" in h:
                 entries[h["name"]]["rot"] = tuple(h["rot"])
+            if "awq" in h:
+                entries[h["name"]]["awq"] = tuple(h["awq"])
         for h in ints:
             entries[h["name"]]["scale"] = take(h["shape"][0], "<f2", (h["shape"][0],))
         corrected = [h for h in ints if "lqer" in h]
@@ -246,6 +267,9 @@ class QuantizedState:
         for h in packed:
             groups = int(np.prod(h["shape"])) // h["group"]
             entries[h["name"]]["scale"] = take(groups, "<f2", (groups,))
+        for h in ints:
+            if "awq" in h:
+                entries[h["name"]]["awq_scale"] = take(h["shape"][0], "<f2", (h["shape"][0],))
         if pos != len(data):
             raise ValueError(f"{where}: {len(data) - pos} bytes after the last tensor")
         return cls({h["name"]: entries[h["name"]] for h in header})

@@ -70,13 +70,17 @@ SWITCHES: dict[str, tuple[str, ...]] = {
     "warmdown_frac": ("optim.warmdown_frac", "optim.min_lr_scale"),
     "ema": ("train.ema_decay",),
     "late_qat": ("train.qat_threshold",),
-    "gptq": ("quant.method",),
+    "gptq": ("quant.method", "quant.awq_groups"),  # AWQ-lite runs inside GPTQ's solve
+    "awq_lite": ("quant.awq_groups",),
     "sdclip": ("quant.sdclip_k", "quant.embed_sdclip_k"),
     "sdclip_sample_std": ("quant.sdclip_correction",),
     "gate_int8": ("quant.gate_int8",),
     "int6": ("quant.bits", "quant.embed_bits"),
     "lqer": ("quant.lqer_rank",),
     "hadamard": ("quant.rotate",),
+    "asym_logit": ("model.asym_softcap",),
+    "progressive_context": ("train.seq_stages", "train.seq_stage_ends", "train.seq_rewarm_steps"),
+    "ngram_tilt": ("eval.tilt.boost",),
 }
 
 # The switches that hold for any model family: those without a model setting, or a quantization setting that acts on
@@ -154,6 +158,12 @@ def record_stack(cfg: Config, steps: int | None = None) -> Config:
       embedding [PR #1394: int6 k 12.85, embedding int8 k 20]; LQER rank 4 on the 3 worst matrices [1.0611].
     - Hadamard rotation of the V/O pairs and of every matrix's input side [no record; PRs #1224, #2130: the exact
       ones of ``export/rotation.py``; the stream side is already among the input sides].
+    - AWQ-lite: the single most salient group of 64 columns at int8 inside GPTQ [PR #1908: top 1 of 64].
+    - AsymLogit: learned caps per logit sign [PR #1923, trained here; docs/records.md].
+    - progressive context: a quarter of seq_len to 10% of training, half to 70%, then seq_len [PR #2014: 1024, 2048,
+      3072 at the same shares], the lr re-warmed over the record's share of steps (32 of ~4,900), at least 1.
+    - n-gram tilt of the artifact's scores: order 16, gate 0.8, boost 2.625 [PR #2135; the order is the record's
+      even at small scale: it only fires on repeated spans].
 
     Another model family gets the optimizer, training and quantization values and its own switches' on values.
     """
@@ -178,6 +188,11 @@ def record_stack(cfg: Config, steps: int | None = None) -> Config:
         "quant.embed_bits": 8,
         "quant.lqer_rank": 4,
         "quant.sdclip_correction": 1,
+        "quant.awq_groups": 1,
+        "train.seq_stages": (cfg.train.seq_len // 4, cfg.train.seq_len // 2),
+        "train.seq_stage_ends": (0.1, 0.7),
+        "train.seq_rewarm_steps": max(1, round(32 * (steps or cfg.train.iterations) / RECORD_STEPS)),
+        "eval.tilt.boost": 2.625,
     }
     if cfg.arch != DEFAULT_ARCH:
         own = {key: on for keys in family_switches(cfg).values() for key, (on, _) in keys.items()}
@@ -207,6 +222,7 @@ def record_stack(cfg: Config, steps: int | None = None) -> Config:
             "model.ve_layers": tuple(range(layers - max(1, round(2 * layers / 11)), layers)),
             "model.ve_dim": max(8, m.model_dim // 4),
             "model.qk_gain_init": 5.0,
+            "model.asym_softcap": True,
             **shared,
             "quant.gate_int8": True,
             "quant.rotate": ("vo", "input"),  # the GPT's exact rotations (export/rotation.py)

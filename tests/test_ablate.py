@@ -31,10 +31,17 @@ from pipelines.ablate import (
 def fields_of(cfg) -> dict:
     """Every config field by dotted key, read through the dataclasses (not through ``ablate.flat``)."""
     out = {}
-    for section in ("model", "optim", "train", "quant", "eval"):
-        part = getattr(cfg, section)
+
+    def walk(part, prefix: str) -> None:
         for name in part.__dataclass_fields__:
-            out[f"{section}.{name}"] = getattr(part, name)
+            value = getattr(part, name)
+            if hasattr(value, "__dataclass_fields__"):  # a nested section (eval.tilt, eval.lora, ...)
+                walk(value, f"{prefix}{name}.")
+            else:
+                out[f"{prefix}{name}"] = value
+
+    for section in ("model", "optim", "train", "quant", "eval"):
+        walk(getattr(cfg, section), f"{section}.")
     return out
 
 

@@ -6,6 +6,7 @@ interface of issue 18, the same config writes the same config, tokenizer and wei
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -195,9 +196,12 @@ def test_the_renamed_parts_train_to_the_same_values(trained):
 # Config fields added since cb2b357, at their defaults (off): with them taken out, the config part is the base's.
 ADDED_SINCE_CB2B357 = {
     "model": {"doc_masked": False, "xsa_last": 0, "xsa_layers": [], "attn_layers": [], "lane0_skip": False,
-              "skip_gates": False, "ortho_init": False},
-    "quant": {"sdclip_correction": 0, "gate_int8": False, "calib_source": "self"},
-    "train": {"calib_reserve_s": 0.0},
+              "skip_gates": False, "ortho_init": False, "asym_softcap": False},
+    "quant": {"sdclip_correction": 0, "gate_int8": False, "calib_source": "self", "awq_groups": 0,
+              "awq_group_size": 64, "awq_bits": 8},
+    "train": {"calib_reserve_s": 0.0, "seq_stages": [], "seq_stage_ends": [], "seq_rewarm_steps": 0},
+    "eval": {"tilt": {"boost": 0.0, "order": 16, "threshold": 0.8}},
+    "eval.lora": {"short_until": [], "short_chunks": []},
 }  # fmt: skip
 
 
@@ -206,7 +210,8 @@ def config_part_sha256_at_base(path: Path) -> str:
     must hold its default."""
     config = artifact.read(path).config
     for section, fields in ADDED_SINCE_CB2B357.items():
-        assert {k: config[section].pop(k) for k in fields} == fields
+        part = functools.reduce(dict.__getitem__, section.split("."), config)  # "eval.lora": config["eval"]["lora"]
+        assert {k: part.pop(k) for k in fields} == fields
     stored = compress(json.dumps(config, sort_keys=True, separators=(",", ":")).encode())[1]
     return hashlib.sha256(stored).hexdigest()
 

@@ -119,7 +119,8 @@ def test_a_smear_gate_with_the_wrong_bos_id_is_refused(dataset, capsys):
 
 
 @pytest.mark.parametrize(
-    ("name", "tokenizer_bytes"), [("record-1.11", 2_164), ("record-caseops", 103_239), ("ternary", 22_061)]
+    ("name", "tokenizer_bytes"),
+    [("record-1.11", 2_164), ("record-caseops", 103_239), ("record-latest", 103_239), ("ternary", 22_061)],
 )
 def test_record_presets_pass_the_pretraining_budget_check(name, tokenizer_bytes):
     """The records fit 16,000,000 bytes with these configs, so the estimate must not refuse them before training
@@ -127,3 +128,29 @@ def test_record_presets_pass_the_pretraining_budget_check(name, tokenizer_bytes)
     from pgolf_model.export import estimate
 
     estimate.check(preset(name), tokenizer_bytes)
+
+
+def test_record_latest_is_record_caseops_with_the_late_levers_only():
+    """Every field it changes is one of the levers its docstring cites (PRs #1908, #1923, #1953, #2014, #2135), the
+    model keeps the 1.0611 record's shape (+2 AsymLogit caps), and its progressive stages divide the batch."""
+    from dataclasses import asdict
+
+    def flat(cfg, prefix=""):
+        out = {}
+        for k, v in (asdict(cfg) if prefix == "" else cfg).items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    late, base = flat(preset("record-latest")), flat(preset("record-caseops"))
+    changed = {k for k in late if late[k] != base[k]} - {"preset"}
+    levers = {
+        "model.qk_gain_init", "model.asym_softcap", "train.seq_len", "train.seq_stages", "train.seq_stage_ends",
+        "train.seq_rewarm_steps", "quant.awq_groups", "quant.calib_seqs", "eval.seq_len", "eval.lora.targets",
+        "eval.lora.lr", "eval.lora.batch_docs", "eval.lora.short_until", "eval.lora.short_chunks",
+        "eval.phased.phases", "eval.tilt.boost",
+    }  # fmt: skip
+    assert changed == levers
+    assert count_parameters(preset("record-latest").model) == count_parameters(preset("record-caseops").model) + 2
+    cfg = preset("record-latest")
+    assert all(cfg.train.device_batch_tokens % n == 0 for n in (*cfg.train.seq_stages, cfg.train.seq_len))
+    assert cfg.eval.tilt.boost == 2.625 and cfg.eval.lora.targets == ("k", "o", "mlp")

@@ -284,6 +284,16 @@ def test_legality_passes_score_first_ttt_and_catches_a_cheat(runs):
     for check in (legal.c1_causal, legal.c2_normalized, legal.c3_score_first, legal.c4_single_pass):
         ok, message = check(stream)
         assert ok, message
+    # The latest records' switches (PR #2014 short chunks, PR #1953 no-Q/V, PR #2135 n-gram tilt) keep it legal.
+    latest = {
+        "eval.ttt": "phased", "eval.lora.short_until": (8,), "eval.lora.short_chunks": (4,),
+        "eval.lora.targets": ("k", "o", "mlp"), "eval.tilt.boost": 2.0, "eval.tilt.order": 2,
+        "eval.tilt.threshold": 0.1,
+    }  # fmt: skip
+    latest_probe = Probe(art, RT, changes=latest)
+    for check in (latest_probe.c1_causal, latest_probe.c3_score_first, latest_probe.c4_single_pass):
+        ok, message = check(stream)
+        assert ok, message
     cheat = Probe(art, RT, evaluate=cheating_evaluate, changes={"eval.ttt": "full"})
     assert not cheat.c1_causal(stream)[0]
     ok, message = cheat.c3_score_first(stream)

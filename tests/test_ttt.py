@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import re
@@ -19,7 +20,7 @@ from model_data import byte_tokenizer, encode_stream, write_split
 from pgolf_data.sidecars import write_index
 from pgolf_data.tokenizer.artifact import to_artifact
 from pgolf_model import artifact, evaluate
-from pgolf_model.config import Config, ConfigError, EvalConfig, LoRATTT, ModelConfig, PhasedTTT, SGDPhase
+from pgolf_model.config import Config, ConfigError, EvalConfig, LoRATTT, ModelConfig, NgramTilt, PhasedTTT, SGDPhase
 from pgolf_model.evaluation import ttt
 from pgolf_model.evaluation.lora import DocLoRA
 from pgolf_model.evaluation.scoring import score
@@ -129,6 +130,67 @@ def test_legality_holds_with_the_record_switches_on(streams, mode):
     on_a, on_b = run(model, a, a_counts, MODES[mode]), run(model, spliced, spliced_counts, MODES[mode])
     np.testing.assert_array_equal(on_a.nll[:p], on_b.nll[:p])
     assert not np.array_equal(on_a.nll[p:], on_b.nll[p:])
+
+
+@pytest.mark.parametrize("mode", ["full", "phased"])
+def test_legality_holds_with_the_ngram_tilt_on(streams, mode):
+    """The tilt's hints read earlier tokens only (PR #2130/#2135 token channel): short contexts and a low gate so
+    that it fires often on this stream, and still no score up to p moves."""
+    (a, a_counts), (b, b_counts) = streams
+    p = 437 + int(np.argmax(a[438:] != b[438:]))
+    spliced = np.concatenate([a[: p + 1], b[p + 1 :]])
+    spliced_counts = np.concatenate([a_counts[: p + 1], b_counts[p + 1 :]])
+    cfg = replace(MODES[mode], tilt=NgramTilt(boost=2.0, order=3, threshold=0.3))
+    on_a, on_b = run(tiny_model(), a, a_counts, cfg), run(tiny_model(), spliced, spliced_counts, cfg)
+    np.testing.assert_array_equal(on_a.nll[:p], on_b.nll[:p])
+    assert not np.array_equal(on_a.nll[p:], on_b.nll[p:])
+    untilted = run(tiny_model(), a, a_counts, MODES[mode])
+    assert not np.array_equal(on_a.nll[:p], untilted.nll[:p])  # the tilt did fire before p
+
+
+# The PR #2014 / #1953 TTT switches: short chunks at each document's start, no Q/V adapters, a longer context.
+SHORT_NO_QV = dict(short_until=(16,), short_chunks=(4,), targets=("k", "o", "mlp"))
+LATEST = {
+    "lora": EvalConfig(ttt="lora", seq_len=2 * SEQ_LEN, lora=replace(LORA, round_docs=6, **SHORT_NO_QV)),
+    "phased": replace(MODES["phased"], seq_len=2 * SEQ_LEN, lora=replace(LORA, **SHORT_NO_QV)),
+}
+
+
+@pytest.mark.parametrize("mode", list(LATEST))
+def test_legality_holds_with_short_document_chunks_no_qv_and_long_context(streams, mode):
+    (a, a_counts), (b, b_counts) = streams
+    p = int(np.flatnonzero(a == BOS)[3]) + 9  # inside a document's short chunks
+    p += int(np.argmax(a[p + 1 :] != b[p + 1 :]))
+    spliced = np.concatenate([a[: p + 1], b[p + 1 :]])
+    spliced_counts = np.concatenate([a_counts[: p + 1], b_counts[p + 1 :]])
+    on_a, on_b = run(tiny_model(), a, a_counts, LATEST[mode]), run(tiny_model(), spliced, spliced_counts, LATEST[mode])
+    np.testing.assert_array_equal(on_a.nll[:p], on_b.nll[:p])
+    assert not np.array_equal(on_a.nll[p:], on_b.nll[p:])
+    assert not np.isnan(on_a.nll).any()
+    plain = run(tiny_model(), a, a_counts, MODES[mode])
+    assert not np.allclose(on_a.nll, plain.nll)  # the switches change what is scored
+
+
+def test_short_chunks_start_every_document_and_then_the_plain_size():
+    lora = LoRATTT(chunk_tokens=48, short_until=(256, 2000), short_chunks=(8, 24))
+    bounds = lora.chunk_bounds(2100)
+    sizes = [hi - lo for lo, hi in bounds]
+    assert sizes == [8] * 32 + [24] * 73 + [48] * 2 and bounds[0][0] == 0 and bounds[-1][1] >= 2100
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
+    assert lora.chunk_bounds(300) == bounds[: len(lora.chunk_bounds(300))]  # a position's chunk ignores the length
+    assert LoRATTT(chunk_tokens=48).chunk_bounds(100) == [(0, 48), (48, 96), (96, 144)]
+    widths = ttt.padded_widths(lora, 2048)
+    for _, hi in lora.chunk_bounds(4000):
+        assert ttt.padded_width(min(hi, 2048), 8, 2048) in widths
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [({"short_until": (16,)}, "short_chunks"), ({"short_until": (16, 8), "short_chunks": (2, 4)}, "short_until")],
+)
+def test_bad_short_chunk_settings_are_errors(changes, match):
+    with pytest.raises(ConfigError, match=match):
+        LoRATTT(**changes)
 
 
 def placements(tokens, cfg) -> dict[int, tuple[int, int]]:
@@ -459,7 +521,7 @@ def test_evaluate_rejects_bad_eval_settings(cli_artifact, capsys):
 
 
 def test_padded_widths_are_few_and_cover_every_window():
-    assert ttt.padded_widths(48, 2048) == [48, 96, 192, 384, 768, 1536, 2048]
+    assert ttt.padded_widths(LoRATTT(chunk_tokens=48), 2048) == [48, 96, 192, 384, 768, 1536, 2048]
     for w in range(48, 2048 + 48, 48):
         assert min(w, 2048) <= ttt.padded_width(min(w, 2048), 48, 2048) <= 2048
 

@@ -102,8 +102,11 @@ class DocLoRA(nn.Module):
         for m, start in zip(self.adapters(), starts):
             start[:n].copy_(m.A[:n])
 
-    def nll(self, x: Tensor, y: Tensor) -> Tensor:
-        """Per-token NLL (bsz, T) of the model with these adapters (and the head adapter before the soft-cap)."""
+    def logits(self, x: Tensor) -> Tensor:
+        """Logits (bsz, T, V) in fp32 of the model with these adapters (and the head adapter before the soft-cap)."""
         h = self.view.hidden(x)
-        logits = self.view.head(h, self.head(h))
-        return F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view_as(y)
+        return self.view.head(h, self.head(h))
+
+    def nll(self, x: Tensor, y: Tensor) -> Tensor:
+        """Per-token NLL (bsz, T) of ``logits``."""
+        return F.cross_entropy(self.logits(x).flatten(0, 1), y.flatten(), reduction="none").view_as(y)

@@ -26,7 +26,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from ..config import NgramTilt
 from ..runtime import Runtime, all_reduce_sum
+from .ngram_tilt import TokenTilt, make_tilt
 
 
 @dataclass(frozen=True)
@@ -168,8 +170,11 @@ class Tally:
         return replace(results[0], official=results[1]) if k == 2 else results[0]
 
 
-def score_windows(model, tokens: np.ndarray, wins: list[Window], tally: Tally, *, rows: int, runtime: Runtime) -> None:
-    """Score ``wins`` with ``model(x, y, reduction="none")``, ``rows`` windows of equal width per forward pass."""
+def score_windows(
+    model, tokens: np.ndarray, wins: list[Window], tally: Tally, *, rows: int, runtime: Runtime, tilt: TokenTilt | None
+) -> None:
+    """Score ``wins`` with ``model(x, y, reduction="none")`` (with a ``tilt``: from ``model.logits(x)``), ``rows``
+    windows of equal width per forward pass."""
     i = 0
     while i < len(wins):
         j = i + 1
@@ -178,10 +183,13 @@ def score_windows(model, tokens: np.ndarray, wins: list[Window], tally: Tally, *
         batch = wins[i:j]
         idx = np.array([w.start for w in batch])[:, None] + np.arange(batch[0].width + 1)
         span = torch.from_numpy(tokens[idx]).to(runtime.device)
+        offsets, firsts = [w.first_scored - w.start for w in batch], [w.first_scored for w in batch]
         with runtime.autocast():
-            nll = model(span[:, :-1], span[:, 1:], reduction="none")
-        offsets = [w.first_scored - w.start for w in batch]
-        tally.add_runs(nll, offsets, [w.first_scored for w in batch], [w.end - w.first_scored for w in batch])
+            if tilt is None:
+                nll = model(span[:, :-1], span[:, 1:], reduction="none")
+            else:
+                nll = tilt.nll(model.logits(span[:, :-1]), span[:, 1:], tilt.columns(offsets, firsts, span.size(1) - 1))
+        tally.add_runs(nll, offsets, firsts, [w.end - w.first_scored for w in batch])
         i = j
 
 
@@ -199,16 +207,19 @@ def score(
     keep_nll: bool = False,
     official: np.ndarray | None = None,
     official_rule: str = "",
+    tilt: NgramTilt | None = None,
 ) -> BPBResult:
     """BPB of targets 1..N-1 of ``tokens`` (or the first ``val_tokens``) in windows every ``stride`` tokens (0:
-    ``seq_len``, non-overlapping), split over ranks: exact from ``byte_counts``, and official from ``official``."""
+    ``seq_len``, non-overlapping), split over ranks: exact from ``byte_counts``, and official from ``official``;
+    with the n-gram ``tilt`` (if its boost is not 0)."""
     tokens, byte_counts, official = prepare(tokens, byte_counts, official, val_tokens=val_tokens)
+    token_tilt = make_tilt(tokens, tilt, runtime.device)
     wins = windows(len(tokens) - 1, seq_len, stride or seq_len)
     tally = make_tally(tokens, byte_counts, official, official_rule, seq_len, runtime.device, keep_nll)
     was_training = model.training
     model.eval()
     rows = max(1, batch_tokens // seq_len)
-    score_windows(model, tokens, rank_slice(wins, runtime), tally, rows=rows, runtime=runtime)
+    score_windows(model, tokens, rank_slice(wins, runtime), tally, rows=rows, runtime=runtime, tilt=token_tilt)
     model.train(was_training)
     return tally.result(runtime)
 

@@ -41,10 +41,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 
-from ..config import EvalConfig, SGDPhase
+from ..config import EvalConfig, LoRATTT, SGDPhase
 from ..runtime import Runtime
 from .lora import DocLoRA
+from .ngram_tilt import TokenTilt, make_tilt
 from .scoring import BPBResult, Tally, make_tally, prepare, rank_slice, score, score_windows, windows
 
 
@@ -117,9 +119,11 @@ def _private_copy(model, trainable: bool):
 # full: chunked sliding-window scoring, then SGD on each scored chunk
 
 
-def ttt_full(model, tokens: np.ndarray, cfg: EvalConfig, tally: Tally, *, seq_len: int, rows: int, rt: Runtime):
+def ttt_full(
+    model, tokens: np.ndarray, cfg: EvalConfig, tally: Tally, *, seq_len: int, rows: int, rt: Runtime, tilt=None
+):
     """Score-first full-parameter TTT (module docstring, ``full``) of all targets of ``tokens`` into ``tally``,
-    ``rows`` windows per forward pass."""
+    ``rows`` windows per forward pass; scores tilted by ``tilt`` (a ``TokenTilt``) if given."""
     model = _private_copy(model, trainable=True)
     n_targets, chunk = len(tokens) - 1, cfg.full.chunk_tokens
     n_chunks = -(-n_targets // chunk)
@@ -130,7 +134,7 @@ def ttt_full(model, tokens: np.ndarray, cfg: EvalConfig, tally: Tally, *, seq_le
     for c, chunk_wins in enumerate(by_chunk):
         model.eval()
         with torch.no_grad():
-            score_windows(model, tokens, rank_slice(chunk_wins, rt), tally, rows=rows, runtime=rt)
+            score_windows(model, tokens, rank_slice(chunk_wins, rt), tally, rows=rows, runtime=rt, tilt=tilt)
         if c < n_chunks - 1:  # after the last chunk nothing is left to score with what it would teach
             train_chunk(model, opt, tokens, c, n_chunks, cfg.full, seq_len=seq_len, rt=rt)
 
@@ -151,9 +155,11 @@ class Round:
     carry: bool
 
 
-def chunk_widths(n_pred: int, chunk: int, seq_len: int) -> list[int]:
-    """The window width of each chunk of a document with ``n_pred`` targets (``_score_doc_batch``)."""
-    return [min((c + 1) * chunk, seq_len) for c in range(-(-n_pred // chunk))]
+def chunk_widths(n_pred: int, chunk: int | LoRATTT, seq_len: int) -> list[int]:
+    """The window width of each chunk of a document with ``n_pred`` targets (``_score_doc_batch``), for chunks of
+    ``chunk`` targets or those of a ``LoRATTT``'s ``chunk_bounds``."""
+    lora = chunk if isinstance(chunk, LoRATTT) else LoRATTT(chunk_tokens=chunk)
+    return [min(hi, seq_len) for _, hi in lora.chunk_bounds(n_pred)]
 
 
 def doc_rounds(lengths: list[int], cfg: EvalConfig, seq_len: int, world: int) -> list[Round]:
@@ -200,7 +206,7 @@ def doc_rounds(lengths: list[int], cfg: EvalConfig, seq_len: int, world: int) ->
             order = sorted(range(a, b), key=lambda i: (lengths[i], -i))
             batches = [tuple(order[k : k + bsz][::-1]) for k in range(0, len(order), bsz)][::-1]
             cost = [
-                batch_rows(len(batch)) * sum(chunk_widths(lengths[batch[0]] - 1, cfg.lora.chunk_tokens, seq_len))
+                batch_rows(len(batch)) * sum(chunk_widths(lengths[batch[0]] - 1, cfg.lora, seq_len))
                 for batch in batches
             ]
             load, ranks = [0] * world, []
@@ -221,35 +227,56 @@ def padded_width(width: int, chunk: int, seq_len: int) -> int:
 
 
 def _score_doc_batch(
-    lora: DocLoRA, opt, docs, tokens: np.ndarray, tally: Tally, *, chunk: int, seq_len: int, rt: Runtime, pad: bool
+    lora: DocLoRA,
+    opt,
+    docs,
+    tokens: np.ndarray,
+    tally: Tally,
+    *,
+    lora_cfg: LoRATTT,
+    seq_len: int,
+    rt: Runtime,
+    pad: bool,
+    tilt: TokenTilt | None = None,
 ) -> None:
     """Score-then-step through a batch of documents, chunk by chunk, all rows side by side.
 
-    Chunk ``c`` of a document is its targets ``c*chunk ..`` (fewer in its last chunk); its context window is the
-    document's tokens from ``max(0, (c+1)*chunk - seq_len)``. Windows and tensor shapes depend only on ``c`` (rows of
-    documents without a chunk ``c`` are padding), never on where a document ends, so no score depends on later tokens.
-    ``pad``: windows are padded on the right to ``padded_width`` (for the compiled forward).
+    Chunk ``c`` of a document is its targets ``lo .. hi - 1`` of ``lora_cfg.chunk_bounds`` (fewer in its last
+    chunk); its context window is the document's tokens from ``max(0, hi - seq_len)``. The bounds, windows and tensor
+    shapes depend only on ``c`` (rows of documents without a chunk ``c`` are padding), never on where a document ends,
+    so no score depends on later tokens. Short-document chunks (PR #2014) are short chunks at the start of every
+    document: the record picks a batch's chunk size from its longest document, which a later token can change.
+    ``pad``: windows are padded on the right to ``padded_width`` (for the compiled forward). ``tilt``: the scores
+    (not the adapters' loss, as PR #2130) are the n-gram tilted ones.
     """
     n_pred = [length - 1 for _, length in docs]
-    n_chunks = [-(-n // chunk) for n in n_pred]
-    for c in range(max(n_chunks)):
-        start = max(0, (c + 1) * chunk - seq_len)
-        width, offset = (c + 1) * chunk - start, c * chunk - start
-        span = np.zeros((lora.bsz, (padded_width(width, chunk, seq_len) if pad else width) + 1), dtype=np.int64)
+    bounds = lora_cfg.chunk_bounds(max(n_pred))
+    n_chunks = [sum(lo < n for lo, _ in bounds) for n in n_pred]
+    base = min((lora_cfg.chunk_tokens, *lora_cfg.short_chunks))
+    for c, (lo, hi) in enumerate(bounds):
+        start = max(0, hi - seq_len)
+        width, offset = hi - start, lo - start
+        span = np.zeros((lora.bsz, (padded_width(width, base, seq_len) if pad else width) + 1), dtype=np.int64)
         firsts, lengths = [0] * lora.bsz, [0] * lora.bsz
         for b, (doc_start, _) in enumerate(docs):
             if c < n_chunks[b]:
-                end = min((c + 1) * chunk, n_pred[b])  # one past the document's last target in this chunk
+                end = min(hi, n_pred[b])  # one past the document's last target in this chunk
                 span[b, : end - start + 1] = tokens[doc_start + start : doc_start + end + 1]
-                firsts[b], lengths[b] = doc_start + c * chunk, end - c * chunk
-        span_t = torch.from_numpy(span).to(rt.device)
+                firsts[b], lengths[b] = doc_start + lo, end - lo
+        span_t, offsets = torch.from_numpy(span).to(rt.device), [offset] * lora.bsz
+        x, y = span_t[:, :-1], span_t[:, 1:]
         with rt.autocast():
-            nll = lora.nll(span_t[:, :-1], span_t[:, 1:])
-        tally.add_runs(nll, [offset] * lora.bsz, firsts, lengths)
+            if tilt is None:
+                nll = scored = lora.nll(x, y)
+            else:
+                logits = lora.logits(x)
+                nll = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view_as(y)
+                scored = tilt.nll(logits.detach(), y, tilt.columns(offsets, firsts, y.size(1)))
+        tally.add_runs(scored, offsets, firsts, lengths)
         train = [c < n - 1 for n in n_chunks] + [False] * (lora.bsz - len(docs))
         if any(train):
             # Each document's own chunk mean; summed, so each adapter sees only its document's gradient.
-            per_doc = nll[:, offset : offset + chunk].float().mean(dim=1)
+            per_doc = nll[:, offset : offset + hi - lo].float().mean(dim=1)
             opt.zero_grad(set_to_none=True)
             (per_doc * torch.tensor(train, device=rt.device)).sum().backward()
             opt.step()
@@ -286,9 +313,12 @@ def doc_rows(batch: tuple[int, ...], bsz: int) -> list[int]:
     return [i % bsz for i in batch] + [0] * (batch_rows(len(batch)) - len(batch))
 
 
-def padded_widths(chunk: int, seq_len: int) -> list[int]:
-    """Every ``padded_width`` of a run's windows."""
-    return sorted({padded_width(min(w, seq_len), chunk, seq_len) for w in range(chunk, seq_len + chunk, chunk)})
+def padded_widths(lora: LoRATTT, seq_len: int) -> list[int]:
+    """Every ``padded_width`` of a run's windows (a chunk ends at most ``seq_len + chunk_tokens`` in before every
+    later window is ``seq_len`` wide)."""
+    base = min((lora.chunk_tokens, *lora.short_chunks))
+    ends = [hi for _, hi in lora.chunk_bounds(max((seq_len, *lora.short_until)) + lora.chunk_tokens)]
+    return sorted({padded_width(min(hi, seq_len), base, seq_len) for hi in ends})
 
 
 def warm_up(loras: list[DocLoRA], widths: list[int], rt: Runtime) -> None:
@@ -305,11 +335,14 @@ def warm_up(loras: list[DocLoRA], widths: list[int], rt: Runtime) -> None:
             p.grad = None
 
 
-def ttt_docs(model, tokens: np.ndarray, cfg: EvalConfig, tally: Tally, *, seq_len: int, bos_id: int, rt: Runtime):
+def ttt_docs(
+    model, tokens: np.ndarray, cfg: EvalConfig, tally: Tally, *, seq_len: int, bos_id: int, rt: Runtime, tilt=None
+):
     """Score-first per-document LoRA TTT, with global SGD phases when ``cfg.ttt == "phased"`` (module docstring), of
-    all targets of ``tokens`` into ``tally``, in the rounds of ``doc_rounds``."""
-    if cfg.lora.chunk_tokens > seq_len:
-        raise ValueError(f"eval.lora.chunk_tokens {cfg.lora.chunk_tokens} is longer than the window ({seq_len})")
+    all targets of ``tokens`` into ``tally``, in the rounds of ``doc_rounds``; scores tilted by ``tilt`` if given."""
+    for name, chunk in [("chunk_tokens", cfg.lora.chunk_tokens), *(("short_chunks", c) for c in cfg.lora.short_chunks)]:
+        if chunk > seq_len:
+            raise ValueError(f"eval.lora.{name} {chunk} is longer than the window ({seq_len})")
     model = _private_copy(model, trainable=False)
     model.eval()
     docs = find_docs(tokens, bos_id)
@@ -319,16 +352,18 @@ def ttt_docs(model, tokens: np.ndarray, cfg: EvalConfig, tally: Tally, *, seq_le
     def lora_of(rows: int) -> DocLoRA:
         if rows not in loras:
             loras[rows] = DocLoRA(model, rows, cfg.lora.rank, cfg.lora.alpha, cfg.lora.targets)
-            if cfg.lora.compile != "off":
-                loras[rows].nll = torch.compile(
-                    loras[rows].nll, backend=cfg.lora.compile, fullgraph=True, dynamic=False
+            if cfg.lora.compile != "off":  # with a tilt the scorer reads the logits, so they are what compiles
+                fn = "logits" if tilt is not None else "nll"
+                compiled = torch.compile(
+                    getattr(loras[rows], fn), backend=cfg.lora.compile, fullgraph=True, dynamic=False
                 )
+                setattr(loras[rows], fn, compiled)
         return loras[rows]
 
     rounds = doc_rounds([length for _, length in docs], cfg, seq_len, rt.world_size)
     if cfg.lora.compile != "off":
         rows = {batch_rows(len(b)) for r in rounds for b, rank in zip(r.batches, r.ranks) if rank == rt.rank}
-        widths = padded_widths(cfg.lora.chunk_tokens, seq_len)
+        widths = padded_widths(cfg.lora, seq_len)
         # One static graph per (rows, width), all of the same function: more than dynamo's default 8.
         limit = torch._dynamo.config.recompile_limit
         torch._dynamo.config.recompile_limit = max(limit, len(rows) * len(widths))
@@ -351,8 +386,8 @@ def ttt_docs(model, tokens: np.ndarray, cfg: EvalConfig, tally: Tally, *, seq_le
             )
             batch_docs = [docs[i] for i in batch]
             _score_doc_batch(
-                lora, opt, batch_docs, tokens, tally, chunk=cfg.lora.chunk_tokens, seq_len=seq_len, rt=rt,
-                pad=cfg.lora.compile != "off",
+                lora, opt, batch_docs, tokens, tally, lora_cfg=cfg.lora, seq_len=seq_len, rt=rt,
+                pad=cfg.lora.compile != "off", tilt=tilt,
             )  # fmt: skip
             if r.carry and k == last:
                 lora.keep(starts, len(batch))
@@ -387,13 +422,15 @@ def evaluate_ttt(
     seq_len = cfg.seq_len or seq_len
     if cfg.ttt == "none":
         windowing = dict(seq_len=seq_len, stride=cfg.stride, batch_tokens=batch_tokens)
-        counts = dict(official=official, official_rule=official_rule)
+        counts = dict(official=official, official_rule=official_rule, tilt=cfg.tilt)
         return score(model, tokens, byte_counts, runtime=runtime, keep_nll=keep_nll, **windowing, **counts)
     tally = make_tally(tokens, byte_counts, official, official_rule, seq_len, runtime.device, keep_nll)
+    tilt = make_tilt(tokens, cfg.tilt, runtime.device)
     if cfg.ttt == "full":
-        ttt_full(model, tokens, cfg, tally, seq_len=seq_len, rows=max(1, batch_tokens // seq_len), rt=runtime)
+        rows = max(1, batch_tokens // seq_len)
+        ttt_full(model, tokens, cfg, tally, seq_len=seq_len, rows=rows, rt=runtime, tilt=tilt)
     elif bos_id is None:
         raise ValueError(f"eval.ttt = {cfg.ttt!r} splits documents at BOS, but the tokenizer has no BOS id")
     else:
-        ttt_docs(model, tokens, cfg, tally, seq_len=seq_len, bos_id=bos_id, rt=runtime)
+        ttt_docs(model, tokens, cfg, tally, seq_len=seq_len, bos_id=bos_id, rt=runtime, tilt=tilt)
     return tally.result(runtime)

@@ -93,6 +93,11 @@ def _weights_estimate(
             rank = min(q.lqer_rank, rows, cols)
             values += (2 * rows * rank + 4 * rank * cols) / 8  # INT2 A, INT4 B: their grids' bits at most
             raw += 2 + 2 * -(-rank * cols // lqer.GROUP)
+    if q.awq_groups:  # on the matrices with the most rows: the bound (the record's pick is the tied embedding)
+        for name in sorted(ints, key=lambda n: -ints[n][0])[: q.awq_groups]:
+            rows, bits = ints[name][0], MIN_BITS if q.allocate else q.bits_of(groups.get(name, "other"))
+            values += rows * q.awq_group_size * max(0, q.awq_bits - bits) / 8  # a bit more per value per extra bit
+            raw += 2 * rows  # the group's row scales
     # The header (names, shapes, widths) is known: compressed as the codec does (the per-group manifest: brotli).
     head = json.dumps(header, separators=(",", ":")).encode()
     head_bytes = len(compress(head, ("brotli",) if codec == "pergroup" else (codec,))[1])

@@ -33,10 +33,14 @@ def gptq(
     block_size: int = GPTQ_BLOCK,
     damp: float = GPTQ_DAMP,
     act_order: bool = True,
+    protect: tuple[list[int], int, Tensor, int] | None = None,
 ) -> Tensor:
     """GPTQ integers (int8, same shape as ``w``) on the fixed row ``scale``, for inputs with second moment ``hessian``.
 
     With ``hessian`` a multiple of the identity nothing propagates and the result equals ``quant.round_to_nearest``.
+    ``protect = (starts, size, scale_hi, bits_hi)``: columns ``start .. start + size - 1`` of each start go on the row
+    scales ``scale_hi`` at ``bits_hi`` inside the same solve (AWQ-lite, PR #1908), so the other columns absorb their
+    smaller errors too.
     """
     rows, cols = w.shape
     if hessian.shape != (cols, cols):
@@ -58,6 +62,13 @@ def gptq(
     W, H = W[:, perm], H[perm][:, perm]
     # U: upper Cholesky factor of H^-1 (the paper's step 3): row j carries column j's error onto the later columns.
     U = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True).to(torch.float32)
+    hi = torch.zeros(cols, dtype=torch.bool)
+    if protect is not None:
+        starts, size, scale_hi, bits_hi = protect
+        for a in starts:
+            hi[a : a + size] = True
+        s_hi, top_hi = scale_hi.to(device=device, dtype=torch.float32)[:, None], qmax(bits_hi)
+    hi = hi[perm.cpu()].tolist()
 
     Q = torch.zeros(rows, cols, dtype=torch.int8, device=device)
     for start in range(0, cols, block_size):
@@ -65,9 +76,10 @@ def gptq(
         Wb, Ub = W[:, start:end].clone(), U[start:end, start:end]
         errors = torch.zeros_like(Wb)
         for j in range(end - start):
-            q = torch.clamp(torch.round(Wb[:, j : j + 1] / s), -top, top)
+            sj, tj = (s_hi, top_hi) if hi[start + j] else (s, top)
+            q = torch.clamp(torch.round(Wb[:, j : j + 1] / sj), -tj, tj)
             Q[:, start + j] = q[:, 0].to(torch.int8)
-            err = (Wb[:, j : j + 1] - q * s) / Ub[j, j]
+            err = (Wb[:, j : j + 1] - q * sj) / Ub[j, j]
             Wb[:, j:] -= err * Ub[j : j + 1, j:]
             errors[:, j : j + 1] = err
         W[:, end:] -= errors @ U[start:end, end:]

@@ -16,8 +16,8 @@ from torch import Tensor, nn
 from .. import lowbit
 from ..config import QuantConfig
 from ..lowbit import LowBit
-from ..quant import QuantizedState, round_to_nearest, row_scales, tensor_format
-from . import gptq, lqer
+from ..quant import QuantizedState, dequantize_int, round_to_nearest, row_scales, tensor_format
+from . import awq, gptq, lqer
 
 GROUPS = ("embed", "attn", "mlp", "other")
 
@@ -57,22 +57,46 @@ def group_members(state: dict[str, Tensor], groups: dict[str, str], cfg: QuantCo
 
 
 def quantize_matrix(
-    w: Tensor, rule: GroupRule, *, clip_quantile: float, hessian: Tensor | None = None, sdclip_correction: int = 0
+    w: Tensor,
+    rule: GroupRule,
+    *,
+    clip_quantile: float,
+    hessian: Tensor | None = None,
+    sdclip_correction: int = 0,
+    awq: tuple | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """``(q int8, scale float16)`` for one matrix: GPTQ when a Hessian is given, else round-to-nearest."""
+    """``(q int8, scale float16)`` for one matrix: GPTQ when a Hessian is given, else round-to-nearest. ``awq =
+    (starts, size, bits)``: those column groups at ``bits`` inside GPTQ, on the clip rule's row scales at ``bits``
+    (``awq_scale``)."""
     scale = row_scales(
         w, rule.bits, clip_quantile=clip_quantile, sdclip_k=rule.sdclip_k, sdclip_correction=sdclip_correction
     )
     if hessian is None:
         return round_to_nearest(w, scale, rule.bits), scale
-    return gptq.gptq(w, hessian, scale, rule.bits), scale
+    protect = None
+    if awq is not None:
+        starts, size, bits = awq
+        protect = (starts, size, awq_scale(w, bits, rule, clip_quantile), bits)
+    return gptq.gptq(w, hessian, scale, rule.bits, protect=protect), scale
+
+
+def awq_scale(w: Tensor, bits: int, rule: GroupRule, clip_quantile: float) -> Tensor:
+    """The row scales of an AWQ-lite group: the group rule's clip at ``bits`` (the record: SDClip k std / 127)."""
+    return row_scales(w, bits, clip_quantile=clip_quantile, sdclip_k=rule.sdclip_k)
 
 
 def quantize_named(
-    name: str, t: Tensor, rule: GroupRule, cfg: QuantConfig, *, hessian: Tensor | None, cache: dict | None
+    name: str,
+    t: Tensor,
+    rule: GroupRule,
+    cfg: QuantConfig,
+    *,
+    hessian: Tensor | None,
+    cache: dict | None,
+    awq: tuple | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """``quantize_matrix`` on the CPU result side, memoized in ``cache`` under ``(name, bits, k)``."""
-    key = (name, rule.bits, rule.sdclip_k)
+    """``quantize_matrix`` on the CPU result side, memoized in ``cache`` under ``(name, bits, k, awq)``."""
+    key = (name, rule.bits, rule.sdclip_k, awq and (tuple(awq[0]), *awq[1:]))
     if cache is not None and key in cache:
         return cache[key]
     q, scale = quantize_matrix(
@@ -81,6 +105,7 @@ def quantize_named(
         clip_quantile=cfg.clip_quantile,
         hessian=hessian,
         sdclip_correction=cfg.sdclip_correction,
+        awq=awq,
     )
     out = (q.cpu(), scale.cpu())
     if cache is not None:
@@ -107,10 +132,17 @@ def quantize_state(
     ``lqer_top`` quantized matrices with the largest error ``||W - Q s||_F`` get a rank-``lqer_rank`` correction.
     ``cache`` (a dict the caller keeps) memoizes ``(name, bits, k) -> (q, scale)`` across calls. ``rotations``
     (``rotation.basis_rotations``) marks the matrices that ``state`` holds in a Hadamard basis. ``lowbits``
-    (``lowbit_matrices``) are stored with the ternary / binary levels their model trained with.
+    (``lowbit_matrices``) are stored with the ternary / binary levels their model trained with. With
+    ``cfg.awq_groups`` (and Hessians) the most salient column groups are quantized finer (``awq``).
     """
     entries: dict[str, dict] = {}
     errors: dict[str, Tensor] = {}
+    chosen = {}
+    if cfg.awq_groups and hessians:
+        widths = {n: rules[groups[n]].bits for n in hessians if n in groups and n in state}
+        widths = {n: b for n, b in widths.items() if tensor_format(tuple(state[n].shape), cfg) == "int"}
+        top, size, hi = cfg.awq_groups, cfg.awq_group_size, cfg.awq_bits
+        chosen = awq.select_groups(state, hessians, widths, top=top, size=size, hi_bits=hi)
     for name, t in state.items():
         if not t.is_floating_point():
             raise ValueError(f"state tensor {name} has dtype {t.dtype}; only float tensors are stored")
@@ -134,12 +166,17 @@ def quantize_state(
             raise ValueError(f"matrix {name} {shape} belongs to no tensor group")
         rule = rules[groups[name]]
         h = hessians.get(name) if hessians is not None else None
-        q, scale = quantize_named(name, t, rule, cfg, hessian=h, cache=cache)
+        group = (chosen[name], cfg.awq_group_size, cfg.awq_bits) if name in chosen else None
+        q, scale = quantize_named(name, t, rule, cfg, hessian=h, cache=cache, awq=group)
         entries[name] = {"shape": shape, "format": "int", "bits": rule.bits, "q": q.numpy(), "scale": scale.numpy()}
+        if group is not None:
+            entries[name]["awq"] = (cfg.awq_group_size, cfg.awq_bits, *chosen[name])
+            hi_scale = awq_scale(t.detach().float().cpu(), cfg.awq_bits, rule, cfg.clip_quantile)
+            entries[name]["awq_scale"] = hi_scale.numpy()
         if rotations and name in rotations:
             entries[name]["rot"] = rotations[name]
         if lqer_rank > 0:
-            errors[name] = t.detach().float().cpu() - q.float() * scale.float()[:, None]
+            errors[name] = t.detach().float().cpu() - dequantize_int(entries[name])
     if lqer_rank > 0:
         worst = sorted(errors, key=lambda n: -float(errors[n].norm()))[:lqer_top]
         for name in worst:

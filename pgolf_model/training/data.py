@@ -8,6 +8,9 @@ The unit is a *slot*: ``device_batch_tokens`` consecutive input tokens plus one 
 ``[k (D+1), (k+1)(D+1))``, the official baseline's order, so one process with accumulation 2 and two processes
 without it read the same tokens for the same step. With ``shuffle=True`` each row of a slot is a ``seq_len + 1``
 window picked by a seeded permutation of all windows, a fresh permutation per epoch.
+
+A batch may be asked for at a shorter length than ``seq_len`` (progressive context, ``context.py``): the same slot
+is cut into more, shorter rows (in shuffled order, windows of that length with their own permutations).
 """
 
 from __future__ import annotations
@@ -66,35 +69,44 @@ class TrainLoader:
     ) -> None:
         assert device_batch_tokens % seq_len == 0, "device_batch_tokens must be a multiple of seq_len"
         self.stream = TokenStream(shards)
-        self.seq_len, self.slot_tokens, self.rows = seq_len, device_batch_tokens, device_batch_tokens // seq_len
+        self.seq_len, self.slot_tokens = seq_len, device_batch_tokens
         self.grad_accum, self.rank, self.world_size = grad_accum, rank, world_size
         self.seed, self.shuffle, self.device = seed, shuffle, torch.device(device)
-        self.num_windows = (self.stream.total - 1) // seq_len
+        self.num_windows = self.windows_of(seq_len)
         if shuffle and self.num_windows < 1:
             raise ValueError(f"{shards.directory}: {self.stream.total} training tokens, fewer than one window")
-        self._perm: tuple[int, np.ndarray] | None = None
+        self._perm: tuple[int, int, np.ndarray] | None = None
+
+    def windows_of(self, seq_len: int) -> int:
+        """How many whole windows of ``seq_len + 1`` tokens the stream has (a shorter length: progressive context)."""
+        return (self.stream.total - 1) // seq_len
 
     def slot(self, step: int, micro_step: int) -> int:
         return (step * self.grad_accum + micro_step) * self.world_size + self.rank
 
-    def _window(self, row: int) -> int:
-        epoch, i = divmod(row, self.num_windows)
-        if self._perm is None or self._perm[0] != epoch:
-            rng = np.random.default_rng([self.seed, epoch])
-            self._perm = (epoch, rng.permutation(self.num_windows))
-        return int(self._perm[1][i])
+    def _window(self, row: int, seq_len: int) -> int:
+        n = self.windows_of(seq_len)
+        epoch, i = divmod(row, n)
+        if self._perm is None or self._perm[:2] != (epoch, seq_len):
+            key = [self.seed, epoch] if seq_len == self.seq_len else [self.seed, epoch, seq_len]
+            self._perm = (epoch, seq_len, np.random.default_rng(key).permutation(n))
+        return int(self._perm[2][i])
 
-    def tokens(self, step: int, micro_step: int) -> np.ndarray:
-        """The slot's tokens as (rows, seq_len + 1): inputs are ``[:, :-1]``, targets ``[:, 1:]``."""
-        k, L = self.slot(step, micro_step), self.seq_len
+    def tokens(self, step: int, micro_step: int, seq_len: int = 0) -> np.ndarray:
+        """The slot's tokens as (rows, L + 1) for ``L = seq_len or self.seq_len`` (a divisor of the slot): inputs are
+        ``[:, :-1]``, targets ``[:, 1:]``."""
+        k, L = self.slot(step, micro_step), seq_len or self.seq_len
+        if self.slot_tokens % L:
+            raise ValueError(f"sequence length {L} does not divide device_batch_tokens {self.slot_tokens}")
         if not self.shuffle:
             flat = self.stream.read(k * (self.slot_tokens + 1), self.slot_tokens + 1)
             return np.lib.stride_tricks.sliding_window_view(flat, L + 1)[::L]
-        return np.stack([self.stream.read(self._window(k * self.rows + j) * L, L + 1) for j in range(self.rows)])
+        rows = self.slot_tokens // L
+        return np.stack([self.stream.read(self._window(k * rows + j, L) * L, L + 1) for j in range(rows)])
 
-    def batch(self, step: int, micro_step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Inputs and targets (rows, seq_len) on the loader's device."""
-        rows = torch.from_numpy(np.ascontiguousarray(self.tokens(step, micro_step)))
+    def batch(self, step: int, micro_step: int, seq_len: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets (rows, L) on the loader's device (``tokens``)."""
+        rows = torch.from_numpy(np.ascontiguousarray(self.tokens(step, micro_step, seq_len)))
         if self.device.type == "cuda":
             rows = rows.pin_memory().to(self.device, non_blocking=True)
         return rows[:, :-1], rows[:, 1:]

@@ -35,14 +35,14 @@ from pgolf_data.tokenizer.interop import artifact_bytes
 
 from .. import artifact, registry, runtime
 from ..cli import flat
-from ..config import Config, ConfigError, TrainConfig
+from ..config import Config, ConfigError, NgramTilt, TrainConfig
 from ..evaluation.byte_counts import ValBytes, val_bytes
 from ..evaluation.scoring import BPBResult, score
 from ..export import estimate
 from ..export.allocation import AllocationError
 from ..export.weights import calibration_hessians, export_weights
 from ..runtime import Runtime
-from . import checkpoint, qat, run_dir
+from . import checkpoint, context, qat, run_dir
 from .clock import Clock
 from .data import TrainLoader, random_windows
 from .optim import Schedule, WeightEMA, build_optimizers
@@ -187,6 +187,7 @@ class Trainer:
         self.stopped_by_clock = False
         self.hessians: dict[str, torch.Tensor] | None = None  # GPTQ's from training tokens (calib_source train)
         self.stop = StopRequest()
+        self.seq_len, self.stage_start = 0, None  # progressive context: the current length, the step it began
         if resume is not None:
             self.resume(resume)
         self.net = compile_for_training(self.model) if cfg.train.compile else self.model
@@ -234,6 +235,7 @@ class Trainer:
         if self.ema is not None:  # a checkpoint saved without an EMA restarts it from the resumed weights
             self.ema.load_state_dict(state.get("ema") or WeightEMA(self.model, self.ema.decay).state_dict())
         self.clock = Clock(state["step"], state["train_seconds"])
+        self.seq_len, self.stage_start = state.get("context", (0, None))
         self.log.say(f"resumed from {path} at step {self.clock.step} ({self.clock.seconds:.1f}s of training)")
 
     @property
@@ -250,18 +252,20 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizers": [opt.state_dict() for opt in self.optimizers],
             "ema": self.ema.state_dict() if self.ema is not None else None,
+            "context": [self.seq_len, self.stage_start],
         }
         return checkpoint.save(self.out_dir, self.clock.step, state, self.cfg.train.keep_checkpoints)
 
     # -- one step and one validation --------------------------------------------------------------------------------
 
-    def forward_backward(self, step: int) -> torch.Tensor:
-        """Gradients of ``step``'s batch, accumulated over its micro-batches, then the optimizers' step; the loss."""
+    def forward_backward(self, step: int, seq_len: int = 0) -> torch.Tensor:
+        """Gradients of ``step``'s batch (in rows of ``seq_len``, 0: the loader's), accumulated over its micro-batches,
+        then the optimizers' step; the loss."""
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
         total = torch.zeros((), device=self.rt.device)
         for micro in range(self.grad_accum):
-            x, y = self.loader.batch(step, micro)
+            x, y = self.loader.batch(step, micro, seq_len)
             # DDP all-reduces gradients on the last micro-step only.
             last = self.ddp is None or micro == self.grad_accum - 1
             with contextlib.nullcontext() if last else self.ddp.no_sync():
@@ -287,15 +291,35 @@ class Trainer:
             self.log.say(f"step {step:>6}  late QAT on for {n} matrices (lr scale {lr_scale:.3f})")
         if cfg.train.loop_after:
             self.model.set_looping(self.clock.fraction(cfg.train) >= cfg.train.loop_after)
+        seq_len = self.context_step(step)
+        ramp = context.rewarm(cfg.train, None if self.stage_start is None else step - self.stage_start)
+        if ramp < 1.0:
+            lr_scale *= ramp
+            for opt in self.optimizers:
+                for group in opt.param_groups:
+                    group["lr"] = group["base_lr"] * lr_scale
         with self.clock.timed_step(self.rt):
-            loss = self.forward_backward(step)
+            loss = self.forward_backward(step, seq_len)
             if self.ema is not None:
                 self.ema.update(self.model)
         return loss, lr_scale
 
-    def score_val(self, model, prefix: int = 0) -> BPBResult:
+    def context_step(self, step: int) -> int:
+        """This step's training length (progressive context, ``context.py``); a change is logged and starts the lr
+        re-warm-up."""
+        seq_len = context.seq_len_at(self.cfg.train, self.clock.fraction(self.cfg.train))
+        if seq_len != self.seq_len:
+            if self.seq_len:  # not the run's (or the resumed run's) first step
+                self.stage_start = step
+                self.log.record("context", step=step, seq_len=seq_len)
+                self.log.say(f"step {step:>6}  training length {self.seq_len} -> {seq_len}")
+            self.seq_len = seq_len
+        return seq_len
+
+    def score_val(self, model, prefix: int = 0, tilt: NgramTilt | None = None) -> BPBResult:
         """BPB of the first ``prefix`` validation targets (0: all), in windows of the training length: exact, and
-        official for a SentencePiece-based tokenizer (only official on an official folder without sidecars)."""
+        official for a SentencePiece-based tokenizer (only official on an official folder without sidecars); with
+        the n-gram ``tilt`` if given."""
         val = self.inputs.val
         return score(
             model,
@@ -307,6 +331,7 @@ class Trainer:
             val_tokens=prefix,
             official=val.official,
             official_rule=val.official_rule,
+            tilt=tilt,
         )
 
     def validate(self, prefix: int) -> BPBResult:
@@ -321,24 +346,27 @@ class Trainer:
     def warm_up(self) -> None:
         """Compile (and warm up) on real steps before the clock starts, then put everything back.
 
-        The steps are shared out over ``warm_up_states`` (at least one each), so that switching depth recurrence or
-        late QAT on during the run finds its graph compiled instead of recompiling forward and backward on the clock.
+        The steps are shared out over every pair of ``warm_up_states`` and progressive-context length (at least one
+        step each), so that switching depth recurrence or late QAT on, or the next training length, finds its graph
+        compiled instead of recompiling forward and backward on the clock.
         """
         warmup, step = self.cfg.train.compile_warmup_steps, self.clock.step
         if not warmup:
             return
-        states = warm_up_states(self.cfg.train, self.model)
-        warmup = max(warmup, len(states))
+        graphs = [
+            (state, n) for state in warm_up_states(self.cfg.train, self.model) for n in context.lengths(self.cfg.train)
+        ]
+        warmup = max(warmup, len(graphs))
         looping = getattr(self.model, "looping", None)  # a model family without depth recurrence: None
         saved = copy.deepcopy(self.model.state_dict()), [copy.deepcopy(o.state_dict()) for o in self.optimizers]
         for i in range(warmup):
-            loop, fake = states[i * len(states) // warmup]
+            (loop, fake), length = graphs[i * len(graphs) // warmup]
             if looping is not None:
                 self.model.set_looping(loop)
             if fake and not qat.enabled(self.model):
                 qat.enable(self.model, self.cfg.quant)
             self.schedule.apply(self.optimizers, step + i, self.cfg.train.iterations)
-            self.forward_backward(step + i)
+            self.forward_backward(step + i, length)
         qat.disable(self.model)
         if looping is not None:
             self.model.set_looping(looping)
@@ -475,7 +503,7 @@ class Trainer:
         art = artifact.read(art_path)
         rebuilt, _ = artifact.build_model(art, device=rt.device)
         eval_start = time.perf_counter()
-        roundtrip = self.score_val(rebuilt)
+        roundtrip = self.score_val(rebuilt, tilt=self.cfg.eval.tilt)  # the tilt reads the scored stream only
         eval_seconds = time.perf_counter() - eval_start
         summary = {
             "preset": self.cfg.preset,
