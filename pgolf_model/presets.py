@@ -149,9 +149,13 @@ def record_caseops() -> Config:
     the tokenizer (103,239 bytes for the record's own), and with the record's k the estimate is 16,034,666 bytes (its
     logged weights alone are 15,865,260 to 15,875,551); with these it is about 15,828,000 (``python -m
     pgolf_model.budget --preset record-caseops``; docs/records.md, Budget estimate).
-    Evaluation: phased TTT, 2500 prefix documents in 3 phases, global SGD lr 0.001 momentum 0.9, LoRA rank 80 alpha 144,
-    AdamW lr 1e-4 betas (0, 0.99) wd 0.5, 48-token chunks, 64 documents a batch (the ``EvalConfig`` defaults are these
-    values; stride unused, as in the record).
+    Evaluation: phased TTT, 2500 prefix documents in 2 phases (the record: 3), global SGD lr 0.001 momentum 0.9, LoRA
+    rank 80 alpha 144, AdamW lr 1e-4 betas (0, 0.99) wd 0.5, 48-token chunks, 64 documents a batch (the
+    ``EvalConfig`` defaults are these values but the phases; stride unused, as in the record). Two phases because
+    pgolf's length-sorted rounds never cross a phase boundary (``evaluation.ttt.doc_rounds``: which documents the
+    global SGD has seen before a document is scored must not depend on later tokens; the record sorts across them),
+    so each phase ends in a short round that leaves ranks idle: ``python -m pgolf_model.evaluate --plan`` estimates
+    635 s on 8xH100 with 3 phases, over the 600 s clock, and 514 s with 2.
 
     Differences from that record: MLP and embedding k as above; its lane lambdas exist for all 11 blocks (48
     parameters of blocks 0-7 that it never reads), ours for the lane blocks only: 35,945,623 parameters to its
@@ -175,7 +179,7 @@ def record_caseops() -> Config:
             "quant.mlp_sdclip_k": 12.0, "quant.lqer_rank": 4, "quant.codec": "pergroup", "quant.sdclip_correction": 1,
             "quant.gate_int8": True, "quant.calib_source": "train", "quant.calib_seqs": 768, "quant.calib_batch": 48,
             "train.calib_reserve_s": 8.0,
-            "eval.ttt": "phased", "eval.seq_len": 2048,
+            "eval.ttt": "phased", "eval.seq_len": 2048, "eval.phased.phases": 2,
         },
     )  # fmt: skip
 
@@ -197,12 +201,13 @@ def record_latest() -> Config:
       PHASED_TTT_PREFIX_DOCS); 24 documents a TTT batch (TTT_BATCH_SIZE).
     - n-gram tilt (PR #2135 / #2130): token channel only, order 16, gate 0.8, boost 2.625 (TOKEN_ORDER,
       TOKEN_THRESHOLD, TOKEN_BOOST), its hints computed inside the eval clock; GPTQ calibration doubled as its 16 ->
-      32 batches (GPTQ_CALIBRATION_BATCHES), here 128 self-generated sequences instead of 64.
+      32 batches (GPTQ_CALIBRATION_BATCHES): on training tokens as ``record-caseops``, 1,024 windows of 3,072 tokens
+      (a rank's 32 x 98,304).
 
     Differences from those records, besides ``record-caseops``'s: short-document chunks go by the position in the
     document (the record picks a batch's chunk size from its longest document, which a later token can change);
-    the progressive stages cut fixed-length rows (the record caps var-len document segments; pgolf has no document
-    masking); AsymLogit's caps learn (the shipped ones stay at 30); the tilt applies to a #1855-lineage model, where
+    the progressive stages cut fixed-length rows, document-masked within (the record caps var-len document
+    segments); AsymLogit's caps learn (the shipped ones stay at 30); the tilt applies to a #1855-lineage model, where
     #2135 applied it to #2130's (K off, Q/V on).
     """
     base = record_caseops()
@@ -212,7 +217,7 @@ def record_latest() -> Config:
                 "model.qk_gain_init": 5.25, "model.asym_softcap": True,
                 "train.seq_len": 3072, "train.seq_stages": (1024, 2048), "train.seq_stage_ends": (0.1, 0.7),
                 "train.seq_rewarm_steps": 32,
-                "quant.awq_groups": 1, "quant.awq_group_size": 64, "quant.awq_bits": 8, "quant.calib_seqs": 128,
+                "quant.awq_groups": 1, "quant.awq_group_size": 64, "quant.awq_bits": 8, "quant.calib_seqs": 1024,
                 "eval.seq_len": 3072, "eval.lora.targets": ("k", "o", "mlp"), "eval.lora.lr": 0.75e-4,
                 "eval.lora.batch_docs": 24, "eval.lora.short_until": (256, 2000), "eval.lora.short_chunks": (8, 24),
                 "eval.phased.phases": 1, "eval.phased.prefix_docs": 2500,
