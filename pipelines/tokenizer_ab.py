@@ -153,26 +153,14 @@ def run_ab(settings: ABSettings, log: Log = print) -> dict:
         _spec_row(item, fitted, seeds, stages[i * len(seeds) : (i + 1) * len(seeds)], val_bytes)
         for i, (item, fitted) in enumerate(zip(prepared, sized))
     ]
-    results = {
-        "settings": {
-            "specs": list(settings.specs),
-            "corpus": split.fingerprint(),
-            "preset": settings.preset,
-            "arch": base.arch,
-            "budget_mode": settings.budget_mode,
-            "compute": compute,
-            "artifact_budget": artifact_budget,
-            "budget_source": budget_source,
-            "shrink": settings.shrink,
-            "seeds": seeds,
-            "cache": str(settings.cache_dir),
-            "stages_built": dict(cache.executions),
-            "seconds": round(time.perf_counter() - start, 1),
-        },
-        "specs": rows,
-        "comparisons": _comparisons(rows),
+    own = {
+        "preset": settings.preset,
+        "arch": base.arch,
+        "artifact_budget": artifact_budget,
+        "budget_source": budget_source,
+        "shrink": settings.shrink,
     }
-    return _write_results(settings, results, log)
+    return _write_results(settings, _results(settings, own, rows, split, compute, seeds, cache, start), log)
 
 
 def _prepare(settings: ABSettings, specs: list[TokenizerSpec], split, cache: StageCache) -> list[tuple]:
@@ -234,14 +222,22 @@ def run_external_ab(settings: ABSettings, log: Log = print) -> dict:
         row = _tokenizer_facts(item)
         row["stages"]["export"] = str(export_dir)
         rows.append({**row, "runs": runs})
-    results = {
+    own = {
+        "trainer": settings.trainer,
+        "script_sha256": trainer.sources()[trainer.script.name],
+        "command": [Path(trainer.command()[0]).name, *trainer.command()[1:]],
+        "env": dict(trainer.env),
+        "budget_env": budget,
+        "export_for": trainer.export_for,
+    }
+    return _write_results(settings, _results(settings, own, rows, split, compute, seeds, cache, start), log)
+
+
+def _results(settings: ABSettings, own: dict, rows: list[dict], split, compute, seeds, cache, start: float) -> dict:
+    """``results.json``: the settings (the trainer's ``own`` ones, then what every A/B records), rows, comparisons."""
+    return {
         "settings": {
-            "trainer": settings.trainer,
-            "script_sha256": trainer.sources()[trainer.script.name],
-            "command": [Path(trainer.command()[0]).name, *trainer.command()[1:]],
-            "env": dict(trainer.env),
-            "budget_env": budget,
-            "export_for": trainer.export_for,
+            **own,
             "specs": list(settings.specs),
             "corpus": split.fingerprint(),
             "budget_mode": settings.budget_mode,
@@ -254,7 +250,6 @@ def run_external_ab(settings: ABSettings, log: Log = print) -> dict:
         "specs": rows,
         "comparisons": _comparisons(rows),
     }
-    return _write_results(settings, results, log)
 
 
 def _tokenizer_facts(prepared: tuple) -> dict:
