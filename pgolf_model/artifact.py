@@ -488,7 +488,8 @@ def _with_gpt_hooks(model_class: type) -> type:
     adapter's ``delta``)."""
     from .model import GPT
 
-    return type(model_class.__name__, (model_class,), {"lora_sites": GPT.lora_sites, "head": GPT.head})
+    hooks = {"lora_sites": GPT.lora_sites, "head": GPT.head, "logit_caps": None}  # None: one cap, as theirs
+    return type(model_class.__name__, (model_class,), hooks)
 
 
 # Which model code ``build_model`` runs: "auto" the installed code when the artifact's is byte for byte the same (else
