@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_record_switches import BASE, build
 
 from pgolf_model.config import ConfigError, ModelConfig, QuantConfig
 from pgolf_model.evaluation.lora import DocLoRA
@@ -13,13 +14,6 @@ from pgolf_model.export.estimate import weights_estimate
 from pgolf_model.export.ptq import GroupRule, quantize_state, tensor_groups
 from pgolf_model.model import GPT, count_parameters, rms_norm
 from pgolf_model.quant import QuantizedState, qmax, row_scales
-
-BASE = dict(vocab_size=64, num_layers=4, model_dim=32, num_heads=4, num_kv_heads=2)
-
-
-def build(seed: int = 0, **switches) -> GPT:
-    torch.manual_seed(seed)
-    return GPT(ModelConfig(**BASE, **switches))
 
 
 def perturb(model: GPT, seed: int = 1) -> GPT:
