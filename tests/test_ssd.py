@@ -284,4 +284,7 @@ def test_the_ab_and_the_ablation_run_it(tmp_path, dev_docs):
     rows = {row["switch"]: row for row in run_ablation(ablation, log=lambda line: None)["rows"]}
     assert list(rows) == ["all on", "gptq", "bos_reset"]  # the switch table's order: shared ones first
     assert rows["bos_reset"]["off"] == {"model.reset_at_bos": {"all_on": True, "off": False}}
-    assert rows["gptq"]["off"] == {"quant.method": {"all_on": "gptq", "off": "rtn"}}
+    assert rows["gptq"]["off"] == {  # AWQ-lite runs inside GPTQ's solve: off with it
+        "quant.method": {"all_on": "gptq", "off": "rtn"},
+        "quant.awq_groups": {"all_on": 1, "off": 0},
+    }
