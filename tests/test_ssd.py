@@ -228,7 +228,9 @@ def test_ttt_scores_every_target_once(dataset, trained, capsys, ttt):
     assert evaluate.main(argv) == 0
     got = json.loads(capsys.readouterr().out)
     assert (got["val_tokens"], got["val_bytes"]) == (summary["val_targets"], summary["val_bytes"])
-    assert abs(got["val_bpb"] - summary["artifact_val_bpb"]) < 0.2
+    # Score-first TTT may gain a lot on an 8-step model (full TTT: 3.87 -> 3.63 on the embedded corpus), so only a
+    # loss is bounded: adapting on already-scored tokens must not wreck the scores that follow.
+    assert 0 < got["val_bpb"] < summary["artifact_val_bpb"] + 0.2
 
 
 def test_looping_is_refused_for_a_family_without_it(dataset, tmp_path):
