@@ -125,7 +125,11 @@ class ModelConfig(Section):
     )
     tie_embeddings: bool = _field(True, "share the input embedding with the output projection")
     tied_embed_init_std: float = _field(0.005, "init std of the token embedding", POSITIVE)
-    embed_bf16: bool = _field(False, "keep the token embedding in bf16 (training too) as the baseline's bf16 cast does")
+    embed_bf16: bool = _field(
+        False,
+        "keep the embedding tables in bf16 (training too) and start every tensor bf16-rounded, as the baseline's and "
+        "the records' model.bfloat16() cast does",
+    )
     # Record-stack switches (docs/records.md); every default is off = the baseline.
     mlp_leaky_slope: float = _field(0.0, "MLP leaky_relu(x, slope)^2; 0 = relu^2, the records use 0.5", NON_NEGATIVE)
     rope_dims: int = _field(0, "partial RoPE: rotate only the first this many dims of each head; 0 = all")

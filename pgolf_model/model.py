@@ -21,8 +21,8 @@ The blocks' matrices are ``Linear`` layers that late QAT (``training/qat.py``) c
 
 The layer sequence is lists of physical block indices (``encoder_layers``, ``decoder_layers``, ``lane_layers``),
 rebuilt by ``set_looping``, so depth recurrence is a different list, not a rewrite. Parameters live in fp32 (with
-``embed_bf16`` the token embedding in bf16, as the baseline keeps it); on CUDA the training loop runs the forward
-pass under bf16 autocast.
+``embed_bf16`` the embedding tables in bf16, as the baseline and the records keep them); on CUDA the training loop
+runs the forward pass under bf16 autocast.
 """
 
 from __future__ import annotations
@@ -45,6 +45,13 @@ SMEAR_WIDTH = 12  # SmearGate reads the first 12 embedding dims; its weights and
 BIGRAM_SCALE = 0.05  # BigramHash output scale; its table starts at 0
 VE_STD, VE_SCALE = 0.01, 0.1  # value embedding table init std and shared output scale
 LANE_DECAY = 1.1  # parallel lanes: each lane's residual multiplier; the four lane mixes start at 1
+
+
+def lookup(table: nn.Embedding, idx: Tensor) -> Tensor:
+    """``table``'s rows of ``idx``; in fp32 when no autocast runs, where a bf16 table (``embed_bf16``) meets fp32
+    weights."""
+    e = table(idx)
+    return e if torch.is_autocast_enabled(e.device.type) else e.float()
 
 
 def orthogonal_init_(weight: Tensor) -> None:
@@ -242,7 +249,7 @@ class BigramHash(nn.Module):
         prev = F.pad(idx[:, :-1], (1, 0))
         h = torch.bitwise_xor(36313 * idx, 27191 * prev) % (buckets - 1)
         h[:, 0] = buckets - 1  # position 0 has no previous token
-        return self.scale * self.proj(self.emb(h))
+        return self.scale * self.proj(lookup(self.emb, h))
 
 
 class ValueEmbeddings(nn.Module):
@@ -268,7 +275,7 @@ class ValueEmbeddings(nn.Module):
 
     def forward(self, idx: Tensor) -> dict[int, Tensor]:
         """``{physical block: (B, T, Hkv * D)}``: the shared value embedding times each listed block's scale."""
-        h = self.emb(idx)
+        h = lookup(self.emb, idx)
         if self.proj is not None:
             h = self.proj(h)
         h = h * self.scale.to(h.dtype)
@@ -332,17 +339,23 @@ class GPT(nn.Module):
             self.logit_caps = nn.Parameter(torch.empty(2)) if cfg.asym_softcap else None
         self.init_weights()
         if cfg.embed_bf16:
-            self._cast_as_baseline()
+            self._cast_as_records()
 
     @torch.no_grad()
-    def _cast_as_baseline(self) -> None:
-        """The baseline's ``model.bfloat16()`` followed by its matrices' ``.float()``: the token embedding stays bf16
-        (and trains so), every matrix starts from its bf16-rounded value in fp32; the small tensors are exact in bf16
-        (ones, zeros, the query gain)."""
-        self.tok_emb.to(torch.bfloat16)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                m.weight.copy_(m.weight.bfloat16())
+    def _cast_as_records(self) -> None:
+        """The records' ``model.bfloat16()`` followed by their ``restore_fp32_params`` (the baseline's cast is the
+        same): every tensor starts from its bf16-rounded value, and the embedding tables (the token table, and
+        BigramHash's and the value embeddings' when present; no ``CastedLinear``, no control tensor there) stay in
+        bf16 and train so; every other tensor goes back to fp32. Of the baseline's tensors only the matrices change
+        value (ones, zeros and its query gain are exact in bf16)."""
+        for p in self.parameters():
+            p.copy_(p.bfloat16())
+        for table in self.embedding_tables():
+            table.to(torch.bfloat16)
+
+    def embedding_tables(self) -> list[nn.Embedding]:
+        """The lookup tables: the token embedding, and BigramHash's and the value embeddings' tables when on."""
+        return [self.tok_emb, *(part.emb for part in (self.bigram, self.value_embeds) if part is not None)]
 
     @torch.no_grad()
     def init_weights(self) -> None:
@@ -429,9 +442,7 @@ class GPT(nn.Module):
 
     def embed(self, idx: Tensor) -> Tensor:
         """x0: the normed token embedding, after the optional BigramHash and SmearGate."""
-        e = self.tok_emb(idx)
-        if not torch.is_autocast_enabled(e.device.type):
-            e = e.float()  # a bf16 embedding (embed_bf16) without autocast: the blocks' weights are fp32
+        e = lookup(self.tok_emb, idx)
         if self.factored is not None:
             e = self.factored.up(e)
         if self.bigram is not None:

@@ -1,4 +1,5 @@
-"""A seeded GPT starts from the official baseline's initial weights, and ``embed_bf16`` keeps the embedding in bf16.
+"""A seeded GPT starts from the official baseline's initial weights, and ``embed_bf16`` keeps the embedding tables in
+bf16 as the baseline and the records do.
 
 The reference is built here from the baseline script's description (records/track_10min_16mb/2026-03-17_NaiveBaseline,
 docs/records.md), with torch's own modules: the script seeds torch, constructs its modules in order (the token
@@ -89,3 +90,60 @@ def test_record_parts_draw_after_the_baseline_tensors():
     torch.manual_seed(7)
     b = GPT(extra).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# The record presets' tables: the token embedding, BigramHash's and the value embeddings' (record-1.11 has both).
+TABLES = dict(bigram_buckets=64, bigram_dim=8, ve_layers=(1, 2), ve_dim=8, smear_gate=True)
+
+
+@pytest.mark.parametrize("name", ["record-1.11", "record-caseops", "record-latest"])
+def test_record_presets_train_their_embedding_tables_in_bf16(name):
+    """The records' ``model.bfloat16()`` then ``restore_fp32_params``: tables bf16, every other tensor fp32 holding a
+    bf16-rounded initial value."""
+    cfg = preset(name).model
+    assert cfg.embed_bf16
+    model = GPT(ModelConfig(**SMALL, **TABLES, embed_bf16=cfg.embed_bf16, lane0_skip=cfg.lane0_skip))
+    tables = {"tok_emb.weight", "bigram.emb.weight", "value_embeds.emb.weight"}
+    dtypes = {n: p.dtype for n, p in model.named_parameters()}
+    assert {n for n, t in dtypes.items() if t == torch.bfloat16} == tables
+    rounded = [n for n, p in model.named_parameters() if not torch.equal(p, p.bfloat16().to(p.dtype))]
+    assert rounded == []
+
+
+def test_bf16_tables_compute_as_fp32_tables_holding_the_same_values_without_autocast():
+    """On a CPU (no autocast) a bf16 table's rows are widened exactly: the model equals its fp32 twin, logits and
+    gradients, so ``embed_bf16`` changes the stored values (and the optimizer's arithmetic on them), not the math."""
+    cfg = ModelConfig(**SMALL, **TABLES, embed_bf16=True)
+    torch.manual_seed(3)
+    half = GPT(cfg)
+    twin = GPT(ModelConfig(**{**cfg.__dict__, "embed_bf16": False}))
+    twin.load_state_dict({k: v.float() for k, v in half.state_dict().items()})
+    with torch.no_grad():  # non-zero tables and projections, so that every table reaches the loss
+        for m in (half, twin):
+            torch.manual_seed(4)
+            for p in (m.bigram.emb.weight, m.bigram.proj.weight, m.value_embeds.emb.weight):
+                p.copy_(torch.randn_like(p.float()).bfloat16().to(p.dtype))
+    x = torch.randint(0, cfg.vocab_size, (2, 12))
+    assert torch.equal(half.logits(x), twin.logits(x))
+    for m in (half, twin):
+        m(x[:, :-1], x[:, 1:]).backward()
+    for (name, a), b in zip(half.named_parameters(), twin.parameters()):
+        assert a.grad.dtype == a.dtype, name
+        if a.dtype == torch.float32:
+            assert torch.equal(a.grad, b.grad), name
+        else:  # a table's gradient is accumulated in bf16 (the tied one from the head's and the lookup's parts)
+            assert torch.allclose(a.grad.float(), b.grad, rtol=1e-2, atol=1e-2 * b.grad.abs().max().item()), name
+
+
+def test_bf16_tables_under_autocast_keep_the_stream_in_bf16():
+    """Under bf16 autocast (CUDA's training path; CPU autocast here) the rows stay bf16, so x0 is bf16 and the loss is
+    the fp32 model's to bf16 precision."""
+    cfg = ModelConfig(**SMALL, **TABLES, embed_bf16=True)
+    torch.manual_seed(5)
+    model = GPT(cfg)
+    x = torch.randint(0, cfg.vocab_size, (2, 12))
+    exact = model(x[:, :-1], x[:, 1:]).item()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model.embed(x).dtype == torch.bfloat16
+        loss = model(x[:, :-1], x[:, 1:])
+    assert loss.dtype == torch.float32 and abs(loss.item() - exact) < 0.02 * exact
