@@ -83,15 +83,13 @@ def trained_weights(run: Path) -> tuple[bytes, str]:
     art = run / "model.pga"
     if art.is_file():
         return artifact.read(art).weights, f"the weights part of {art}"
-    path = checkpoint.latest(run)
-    if path is None:
-        raise SystemExit(f"{run}: no model.pga and no checkpoint")
-    state = checkpoint.load(path)
-    cfg = Config.from_dict(state["config"])
-    model = GPT(cfg.model)
-    model.load_state_dict(state["model"])
+    try:
+        model, cfg, state, _ = checkpoint.newest_model(run)
+    except FileNotFoundError:
+        raise SystemExit(f"{run}: no model.pga and no checkpoint") from None
+    path = state["path"]
     t0 = time.perf_counter()
-    out = export_weights(model.eval(), cfg, runtime=Runtime(torch.device("cpu")))
+    out = export_weights(model, cfg, runtime=Runtime(torch.device("cpu")))
     print(f"quantized {path} with its config ({cfg.quant.method}) in {time.perf_counter() - t0:.0f}s")
     return out.weights, f"{path} (step {state['step']}, {state['train_seconds']:.0f}s of training), quantized"
 

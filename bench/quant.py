@@ -64,11 +64,8 @@ def byte_dataset(root: Path, val_docs: int = 300, max_docs: int = 6000) -> tuple
 
 def trained_model(args) -> tuple[GPT, Config, Path]:
     if args.run:
-        state = checkpoint.load(checkpoint.latest(args.run))
-        cfg = Config.from_dict(state["config"])
-        model = GPT(cfg.model)
-        model.load_state_dict(state["model"])
-        return model.eval(), cfg, Path(args.data)
+        model, cfg, _, _ = checkpoint.newest_model(args.run)
+        return model, cfg, Path(args.data)
     from pgolf_model.training.trainer import run
 
     root = Path(tempfile.mkdtemp(prefix="pgolf-bench-quant-"))
@@ -78,10 +75,8 @@ def trained_model(args) -> tuple[GPT, Config, Path]:
     )
     print(f"training {args.preset} for {args.steps} steps on byte tokens in {root} ...")
     run(cfg, data=data, tokenizer=tok, out_dir=root / "run", progress=False)
-    state = checkpoint.load(checkpoint.latest(root / "run"))
-    model = GPT(cfg.model)
-    model.load_state_dict(state["model"])
-    return model.eval(), cfg, data
+    model, cfg, _, _ = checkpoint.newest_model(root / "run")
+    return model, cfg, data
 
 
 def step_seconds(model: GPT, cfg: Config, repeats: int = 3) -> float:
@@ -101,14 +96,19 @@ def step_seconds(model: GPT, cfg: Config, repeats: int = 3) -> float:
     return float(np.median(times))
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_model_args(parser: argparse.ArgumentParser, steps: int) -> None:
+    """The flags of ``trained_model`` (a run's newest checkpoint, or a preset trained here) and of the scoring."""
     parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--steps", type=int, default=300, help="training steps when no --run is given")
+    parser.add_argument("--steps", type=int, default=steps, help="training steps when no --run is given")
     parser.add_argument("--run", help="a pgolf_model.train run directory (its newest checkpoint is used)")
     parser.add_argument("--data", help="the run's shard directory (with --run)")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
     parser.add_argument("--val-tokens", type=int, default=200_000, help="validation targets scored per variant")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_model_args(parser, steps=300)
     parser.add_argument("--calib-seqs", type=int, default=32, help="self-generated calibration sequences")
     parser.add_argument("--calib-len", type=int, default=128, help="their length (no KV cache: cost ~ len^2)")
     parser.add_argument("--calib-batch", type=int, default=32)

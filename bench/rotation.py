@@ -17,7 +17,7 @@ import argparse
 
 import numpy as np
 import torch
-from quant import CPU, trained_model  # bench/quant.py (run as a script, bench/ is on sys.path)
+from quant import CPU, add_model_args, trained_model  # bench/quant.py (run as a script, bench/ is on sys.path)
 
 from pgolf_data.compress import compress
 from pgolf_model.evaluation.byte_counts import load_val
@@ -37,12 +37,7 @@ VARIANTS = {
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--steps", type=int, default=400, help="training steps when no --run is given")
-    parser.add_argument("--run", help="a pgolf_model.train run directory (its newest checkpoint is used)")
-    parser.add_argument("--data", help="the run's shard directory (with --run)")
-    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch's default)")
-    parser.add_argument("--val-tokens", type=int, default=200_000, help="validation targets scored per variant")
+    add_model_args(parser, steps=400)
     parser.add_argument("--calib-seqs", type=int, default=32)
     parser.add_argument("--calib-len", type=int, default=128)
     parser.add_argument("--sdclip-k", type=float, default=0.0, help="SDClip k of every group (0: clip quantile)")

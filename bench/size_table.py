@@ -32,7 +32,7 @@ import torch
 from pgolf_data.compress import CODEC_IDS
 from pgolf_data.compress import compress as byte_compress
 from pgolf_model import pergroup
-from pgolf_model.config import Config, QuantConfig
+from pgolf_model.config import QuantConfig
 from pgolf_model.export.ptq import tensor_groups
 from pgolf_model.export.weights import coding_roles
 from pgolf_model.model import GPT
@@ -46,17 +46,13 @@ TABLE = Path(__file__).resolve().parents[1] / "pgolf_model" / "export" / "size_t
 
 
 def trained_model(run: Path) -> tuple[GPT, str]:
-    path = checkpoint.latest(run)
-    if path is None:
-        raise SystemExit(f"{run}: no checkpoint")
-    state = checkpoint.load(path)
-    cfg = Config.from_dict(state["config"])
-    model = GPT(cfg.model)
-    # strict=False: checkpoints from before a model refactor may name small float tensors differently; every matrix
-    # the table measures must load.
-    missing, _ = model.load_state_dict(state["ema"] if state.get("ema") else state["model"], strict=False)
-    if any(model.state_dict()[name].ndim == 2 for name in missing):
-        raise SystemExit(f"{path}: matrices missing from the checkpoint: {missing}")
+    """The run's newest weights (its EMA's where kept, as the export reads them)."""
+    try:
+        model, cfg, state, missing = checkpoint.newest_model(run, ema=True, strict=False)
+    except FileNotFoundError as e:
+        raise SystemExit(str(e)) from None
+    if any(model.state_dict()[name].ndim == 2 for name in missing):  # every matrix the table measures must load
+        raise SystemExit(f"{state['path']}: matrices missing from the checkpoint: {missing}")
     shape = f"{cfg.model.num_layers}x{cfg.model.model_dim}, vocab {cfg.model.vocab_size}"
     return model, f"{cfg.preset} {shape}, step {state['step']} ({run.name})"
 

@@ -71,8 +71,9 @@ def smoke() -> Config:
 # What both record presets share (docs/records.md has each technique): 11 x 512 blocks with LeakyReLU(0.5)^2, XSA on
 # every layer, partial RoPE 16/64, LN scale and SmearGate; the embedding tables in bf16 while training, every other
 # tensor fp32 from its bf16-rounded initial value (their ``model.bfloat16()`` then ``restore_fp32_params``:
-# ``model.embed_bf16``); Muon momentum from 0.92 over 1500 steps, gradient clip 0.3; seq 2048 and 786,432 tokens per step (8 x 98,304), compiled with 20 warm-up steps; GPTQ at int6 on 64
-# self-generated sequences of 2048 tokens, 8 a batch.
+# ``model.embed_bf16``); Muon momentum from 0.92 over 1500 steps, gradient clip 0.3; seq 2048 and 786,432 tokens per
+# step (8 x 98,304), compiled with 20 warm-up steps; GPTQ at int6 on 64 self-generated sequences of 2048 tokens, 8 a
+# batch.
 RECORD_STACK = {
     "model.num_layers": 11, "model.mlp_leaky_slope": 0.5, "model.xsa": True, "model.rope_dims": 16,
     "model.ln_scale": True, "model.smear_gate": True, "model.embed_bf16": True,

@@ -106,6 +106,14 @@ def test_resume_reproduces_the_uninterrupted_run(dataset, tmp_path, ema_decay):
         assert torch.equal(t, b["model"][name]), name
     assert resumed["val_bpb"] == full["val_bpb"]
     assert (tmp_path / "b" / "model.pga").read_bytes()[-1000:] == (tmp_path / "a" / "model.pga").read_bytes()[-1000:]
+    # The benchmarks' loader: the newest checkpoint's weights, or its EMA's.
+    for ema in (False, True):
+        model, saved, state, missing = checkpoint.newest_model(tmp_path / "a", ema=ema)
+        want = a["ema"] if ema and ema_decay else a["model"]
+        assert state["path"].name == "step_000006.pt" and missing == [] and not model.training
+        assert saved == cfg and all(torch.equal(t, want[k]) for k, t in model.state_dict().items())
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        checkpoint.newest_model(tmp_path / "empty")
 
 
 def test_wall_clock_limit_stops_cleanly_and_writes_the_artifact(dataset, tmp_path):

@@ -14,6 +14,10 @@ import re
 from pathlib import Path
 
 import torch
+from torch import nn
+
+from .. import registry
+from ..config import Config
 
 _NAME = re.compile(r"^step_(\d{6,})\.pt$")
 REQUIRED = ("step", "train_seconds", "model", "optimizers")
@@ -87,3 +91,22 @@ def load(path: str | os.PathLike) -> dict:
     if isinstance(state["config"], str):  # older checkpoints hold the config as a dict
         state["config"] = json.loads(state["config"])
     return state
+
+
+def newest_model(
+    run_dir: str | os.PathLike, *, ema: bool = False, strict: bool = True
+) -> tuple[nn.Module, Config, dict, list[str]]:
+    """The model of the run's newest checkpoint, in eval mode: ``(model, config, checkpoint state, missing names)``;
+    its EMA's weights with ``ema`` where the run kept one. ``strict=False`` loads what matches (a checkpoint from
+    before a model change may name small tensors otherwise) and lists what it lacked; FileNotFoundError without
+    a checkpoint."""
+    path = latest(run_dir)
+    if path is None:
+        raise FileNotFoundError(f"{run_dir}: no checkpoint in {checkpoint_dir(run_dir)}")
+    state = load(path)
+    cfg = registry.config_from_dict(state["config"], where=str(path))
+    model = registry.build(cfg)
+    weights = state["ema"] if ema and state.get("ema") else state["model"]
+    missing = model.load_state_dict(weights, strict=strict).missing_keys
+    state["path"] = path
+    return model.eval(), cfg, state, missing
