@@ -165,7 +165,9 @@ class ModelConfig(Section):
         1.0, "YaRN: RoPE low frequencies stretched by this (eval length / train length)", POSITIVE
     )
     doc_masked: bool = _field(
-        False, "attention within each document only (BOS to BOS): FlashAttention varlen on CUDA, else a mask"
+        False,
+        "attention (and BigramHash's previous token) within each document only (BOS to BOS): FlashAttention varlen "
+        "on CUDA, else a mask",
     )
 
     def check(self) -> None:

@@ -230,13 +230,15 @@ class SmearGate(nn.Module):
 
 class BigramHash(nn.Module):
     """BigramHash (records 2026-03-20 .. 04-04; docs/records.md): an embedding of the hashed (previous, current)
-    token pair, projected to the stream and added to the token embedding."""
+    token pair, projected to the stream and added to the token embedding. With ``bos_id`` (``model.doc_masked``) a
+    BOS has no previous token either, as at a row's start, so no document reads the one before it."""
 
-    def __init__(self, buckets: int, dim: int, model_dim: int) -> None:
+    def __init__(self, buckets: int, dim: int, model_dim: int, bos_id: int | None = None) -> None:
         super().__init__()
         self.emb = nn.Embedding(buckets, dim)
         self.proj = nn.Linear(dim, model_dim, bias=False)
         self.scale = nn.Parameter(torch.empty(()))
+        self.bos_id = bos_id
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -249,6 +251,8 @@ class BigramHash(nn.Module):
         prev = F.pad(idx[:, :-1], (1, 0))
         h = torch.bitwise_xor(36313 * idx, 27191 * prev) % (buckets - 1)
         h[:, 0] = buckets - 1  # position 0 has no previous token
+        if self.bos_id is not None:
+            h = torch.where(idx == self.bos_id, buckets - 1, h)
         return self.scale * self.proj(lookup(self.emb, h))
 
 
@@ -328,7 +332,9 @@ class GPT(nn.Module):
                     if isinstance(m, Linear):
                         m.weight_quant = LowBit(cfg.lowbit, cfg.lowbit_group)
             self.smear = SmearGate(cfg.bos_id) if cfg.smear_gate else None
-            self.bigram = BigramHash(cfg.bigram_buckets, cfg.bigram_dim, cfg.model_dim) if cfg.bigram_buckets else None
+            bos = cfg.bos_id if cfg.doc_masked else None
+            bigram = cfg.bigram_buckets and BigramHash(cfg.bigram_buckets, cfg.bigram_dim, cfg.model_dim, bos)
+            self.bigram = bigram or None
             self.value_embeds = ValueEmbeddings(cfg) if cfg.ve_layers else None
             self.set_looping(True)
             self.skip_weights = nn.Parameter(torch.empty(len(self.encoder_layers), cfg.model_dim))

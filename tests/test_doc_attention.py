@@ -121,12 +121,12 @@ def test_cu_seqlens_mark_every_bos_and_every_row_start():
     assert docs.cu_seqlens.tolist() == [0, 3, 6, 10, 12] and docs.max_seqlen == 6 and docs.mask is None
 
 
-# The switches that read only their own token or their own document (BigramHash reads the previous token even
-# across a BOS, so a packed window and a lone document differ at the BOS by design).
+# Every switch that reads another token: attention, SmearGate and BigramHash (both BOS-fixed), and the rest.
 DOC_CFG = dict(
     vocab_size=64, num_layers=4, model_dim=32, num_heads=4, num_kv_heads=2, bos_id=BOS, doc_masked=True,
     mlp_leaky_slope=0.5, rope_dims=4, ln_scale=True, xsa=True, attn_gate_width=4, smear_gate=True,
-    ve_layers=(3,), ve_dim=8, parallel_from=3, num_loops=1, loop_start=1, loop_end=1,
+    bigram_buckets=32, bigram_dim=8, ve_layers=(3,), ve_dim=8, parallel_from=3, num_loops=1, loop_start=1,
+    loop_end=1,
 )  # fmt: skip
 
 
