@@ -332,9 +332,10 @@ class GPT(nn.Module):
                     if isinstance(m, Linear):
                         m.weight_quant = LowBit(cfg.lowbit, cfg.lowbit_group)
             self.smear = SmearGate(cfg.bos_id) if cfg.smear_gate else None
-            bos = cfg.bos_id if cfg.doc_masked else None
-            bigram = cfg.bigram_buckets and BigramHash(cfg.bigram_buckets, cfg.bigram_dim, cfg.model_dim, bos)
-            self.bigram = bigram or None
+            self.bigram = None
+            if cfg.bigram_buckets:
+                bos = cfg.bos_id if cfg.doc_masked else None
+                self.bigram = BigramHash(cfg.bigram_buckets, cfg.bigram_dim, cfg.model_dim, bos)
             self.value_embeds = ValueEmbeddings(cfg) if cfg.ve_layers else None
             self.set_looping(True)
             self.skip_weights = nn.Parameter(torch.empty(len(self.encoder_layers), cfg.model_dim))
