@@ -9,9 +9,10 @@ from model_data import one_thread  # noqa: F401 (autouse fixture)
 from test_fidelity_switches import perturb
 from test_record_switches import BASE
 
-from pgolf_model.config import ModelConfig
+from pgolf_model.config import ModelConfig, QuantConfig
 from pgolf_model.export import calibration
 from pgolf_model.model import GPT
+from pgolf_model.training import qat
 
 BOS = 1
 RECORD = dict(
@@ -68,6 +69,16 @@ def test_decoding_gives_the_full_forwards_logits(name):
     assert all(c.length == idx.size(1) for c, b in zip(state.layers, virtual_blocks(model)) if b.attn is not None)
     torch.testing.assert_close(fed(model, idx, [5, 1, 3, 8, 7]), full, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(fed(model, idx, [24]), full, atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_fake_quantized_blocks_decode_as_their_forward():
+    """Late QAT's fake-quantized Linear layers (``training/qat.py``) just run in the cached path too."""
+    model, idx = build(RECORD), sample()
+    unquantized = model.logits(idx)
+    assert qat.enable(model, QuantConfig(bits=4, keep_float_max_numel=0)) > 0
+    assert not torch.allclose(model.logits(idx), unquantized, atol=1e-3)
+    torch.testing.assert_close(fed(model, idx, [1] * 7 + [17]), model.logits(idx), atol=1e-5, rtol=1e-5)
 
 
 def virtual_blocks(model: GPT) -> list:

@@ -159,7 +159,10 @@ def write_artifact(
                 model, cfg, runtime=rt, weights_budget=weights_budget, hessians=calib.hessians, tokens=calib.tokens
             )
             log.say(result.table(weights_budget if cfg.quant.allocate else None))
-            log.record("quant", plan=[asdict(r) for r in result.plan], seconds=calib.seconds | result.seconds)
+            seconds = dict(result.seconds)  # the calibration's steps, done before on every rank, added in
+            for step, spent in calib.seconds.items():
+                seconds[step] = seconds.get(step, 0.0) + spent
+            log.record("quant", plan=[asdict(r) for r in result.plan], seconds=seconds)
             data = artifact.build_compressed(cfg.to_dict(), tokenizer_bytes, result.compressed, code)
             artifact.write(path, data, limit)
         except (artifact.BudgetError, AllocationError) as e:
