@@ -73,8 +73,9 @@ def test_decoding_gives_the_full_forwards_logits(name):
 
 @torch.no_grad()
 def test_fake_quantized_blocks_decode_as_their_forward():
-    """Late QAT's fake-quantized Linear layers (``training/qat.py``) just run in the cached path too."""
-    model, idx = build(RECORD), sample()
+    """Late QAT's fake-quantized Linear layers (``training/qat.py``, on in training mode) just run in the cached path
+    too."""
+    model, idx = build(RECORD).train(), sample()
     unquantized = model.logits(idx)
     assert qat.enable(model, QuantConfig(bits=4, keep_float_max_numel=0)) > 0
     assert not torch.allclose(model.logits(idx), unquantized, atol=1e-3)
