@@ -27,13 +27,14 @@ runs the forward pass under bf16 autocast.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .attention import Documents, causal_attention, documents, use_varlen
+from .attention import Documents, causal_attention, document_starts, documents, use_varlen
 from .config import ModelConfig
 from .layers import MLP, Linear, linear_init_, lm_loss, rms_norm, shallow, softcap_logits
 from .lowbit import LowBit
@@ -75,14 +76,33 @@ class Rotary(nn.Module):
             inv_freq = inv_freq / (ramp * (yarn_factor - 1.0) + 1.0)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Rotate channel pairs (i, i + rot_dim/2) of ``x`` (B, H, T, D) by position-dependent angles."""
-        t = torch.arange(x.size(-2), device=x.device, dtype=torch.float32)
+    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
+        """Rotate channel pairs (i, i + rot_dim/2) of ``x`` (B, H, T, D) by the angles of positions ``offset`` on."""
+        t = torch.arange(offset, offset + x.size(-2), device=x.device, dtype=torch.float32)
         freqs = torch.outer(t, self.inv_freq)  # (T, rot_dim/2); recomputed per call, cheap and compile-friendly
         cos, sin = freqs.cos().to(x.dtype), freqs.sin().to(x.dtype)
         half = self.rot_dim // 2
         x1, x2, rest = x[..., :half], x[..., half : self.rot_dim], x[..., self.rot_dim :]
         return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin, rest), dim=-1)
+
+
+class KVCache:
+    """One virtual layer's keys (rotated) and values (B, Hkv, L, D) of the tokens decoded so far (``GPT.decode``)."""
+
+    def __init__(self) -> None:
+        self.k: Tensor | None = None
+        self.v: Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        return 0 if self.k is None else self.k.size(2)
+
+    def extend(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """The cached keys and values followed by the new ones ``k``, ``v``, which the cache now holds too."""
+        if self.k is not None:
+            k, v = torch.cat((self.k, k), dim=2), torch.cat((self.v, v), dim=2)
+        self.k, self.v = k, v
+        return k, v
 
 
 class CausalSelfAttention(nn.Module):
@@ -115,9 +135,12 @@ class CausalSelfAttention(nn.Module):
         if self.gate is not None:
             self.gate.zero_()
 
-    def forward(self, x: Tensor, ve: Tensor | None = None, docs: Documents | None = None) -> Tensor:
+    def forward(
+        self, x: Tensor, ve: Tensor | None = None, docs: Documents | None = None, cache: KVCache | None = None
+    ) -> Tensor:
         """``ve`` (B, T, Hkv * D): a value embedding added to the values (and so seen by XSA too); ``docs``: attend
-        within each document only (``model.doc_masked``)."""
+        within each document only (``model.doc_masked``); ``cache``: ``x`` follows the cached tokens, at positions
+        from the cache's length on, and ``docs.mask`` (B or 1, 1, T, L + T) says which keys each query sees."""
         B, T, C = x.shape
         q = self.c_q(x).view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, D)
         k = self.c_k(x).view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)  # (B, Hkv, T, D)
@@ -125,9 +148,11 @@ class CausalSelfAttention(nn.Module):
         if ve is not None:
             v = v + ve
         v = v.view(B, T, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = self.rotary(rms_norm(q)), self.rotary(rms_norm(k))
+        offset = cache.length if cache is not None else 0
+        q, k = self.rotary(rms_norm(q), offset), self.rotary(rms_norm(k), offset)
         q = q * self.q_gain.to(q.dtype)[None, :, None, None]
-        y = causal_attention(q, k, v, docs)
+        keys, values = (k, v) if cache is None else cache.extend(k, v)  # XSA below: the new tokens' own values only
+        y = causal_attention(q, keys, values, docs)
         if self.xsa:
             # XSA: attention tends to copy the token's own value back; remove that direction so the layer adds
             # only information from other tokens. Head h uses KV group h // (H / Hkv), as in the GQA attention.
@@ -189,19 +214,33 @@ class Block(nn.Module):
     def norm(self, x: Tensor) -> Tensor:
         return rms_norm(x) * self.in_scale if self.in_scale != 1.0 else rms_norm(x)
 
-    def forward(self, x: Tensor, x0: Tensor, ve: Tensor | None = None, docs: Documents | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        x0: Tensor,
+        ve: Tensor | None = None,
+        docs: Documents | None = None,
+        cache: KVCache | None = None,
+    ) -> Tensor:
         mix = self.resid_mix.to(x.dtype)
         x = mix[0] * x + mix[1] * x0
         if self.attn is not None:
-            x = x + self.attn_scale.to(x.dtype) * self.attn(self.norm(x), ve=ve, docs=docs)
+            x = x + self.attn_scale.to(x.dtype) * self.attn(self.norm(x), ve=ve, docs=docs, cache=cache)
         return x + self.mlp_scale.to(x.dtype) * self.mlp(self.norm(x))
 
     def forward_lanes(
-        self, lane0: Tensor, lane1: Tensor, x0: Tensor, ve: Tensor | None, docs: Documents | None = None
+        self,
+        lane0: Tensor,
+        lane1: Tensor,
+        x0: Tensor,
+        ve: Tensor | None,
+        docs: Documents | None = None,
+        cache: KVCache | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Two-lane block: attention reads lane 0 (mixed with x0), the MLP reads lane 1, both write to both lanes."""
         mix = self.resid_mix.to(lane0.dtype)
-        a = self.attn_scale.to(lane0.dtype) * self.attn(self.norm(mix[0] * lane0 + mix[1] * x0), ve=ve, docs=docs)
+        a = self.attn(self.norm(mix[0] * lane0 + mix[1] * x0), ve=ve, docs=docs, cache=cache)
+        a = self.attn_scale.to(lane0.dtype) * a
         m = self.mlp_scale.to(lane1.dtype) * self.mlp(self.norm(lane1))
         r, p = self.lanes.decay.to(lane0.dtype), self.lanes.mix.to(lane0.dtype)
         return r[0] * lane0 + p[0, 0] * a + p[0, 1] * m, r[1] * lane1 + p[1, 0] * a + p[1, 1] * m
@@ -222,7 +261,12 @@ class SmearGate(nn.Module):
         self.weight.zero_()
         self.lam.zero_()
 
-    def forward(self, e: Tensor, idx: Tensor) -> Tensor:
+    def forward(self, e: Tensor, idx: Tensor, prev: Tensor | None = None) -> Tensor:
+        """``prev`` (B, 1, C): the pre-smear embedding of the token before ``idx[:, 0]`` (decoding), which is then
+        smeared as the tail of ``prev, e``; without it the first position has no previous token and stays as it
+        is."""
+        if prev is not None:  # the placeholder id before idx is never read: position 0 is not smeared
+            return self(torch.cat((prev, e), dim=1), F.pad(idx, (1, 0)))[:, 1:]
         gate = torch.sigmoid(e[:, 1:, :SMEAR_WIDTH] @ self.weight.to(e.dtype)).unsqueeze(-1)
         keep = (idx[:, 1:] != self.bos_id).unsqueeze(-1).to(e.dtype)
         return torch.cat((e[:, :1], e[:, 1:] + self.lam.to(e.dtype) * gate * e[:, :-1] * keep), dim=1)
@@ -246,11 +290,13 @@ class BigramHash(nn.Module):
         linear_init_(self.proj.weight)
         self.scale.fill_(BIGRAM_SCALE)
 
-    def forward(self, idx: Tensor) -> Tensor:
+    def forward(self, idx: Tensor, prev: Tensor | None = None) -> Tensor:
+        """``prev`` (B, 1): the token before ``idx[:, 0]`` (decoding); without it position 0 has its own bucket."""
         buckets = self.emb.num_embeddings
-        prev = F.pad(idx[:, :-1], (1, 0))
-        h = torch.bitwise_xor(36313 * idx, 27191 * prev) % (buckets - 1)
-        h[:, 0] = buckets - 1  # position 0 has no previous token
+        before = F.pad(idx[:, :-1], (1, 0)) if prev is None else torch.cat((prev, idx[:, :-1]), dim=1)
+        h = torch.bitwise_xor(36313 * idx, 27191 * before) % (buckets - 1)
+        if prev is None:
+            h[:, 0] = buckets - 1  # position 0 has no previous token
         if self.bos_id is not None:
             h = torch.where(idx == self.bos_id, buckets - 1, h)
         return self.scale * self.proj(lookup(self.emb, h))
@@ -312,6 +358,35 @@ class SlotValues(nn.Module):
     def forward(self, idx: Tensor) -> dict[int, Tensor]:
         ves = self.inner(idx)
         return {slot: ves[p] for slot, p in enumerate(self.order) if p in ves}
+
+
+class DecodeState:
+    """What ``GPT.decode`` keeps between calls: a ``KVCache`` per virtual layer (a looped block has one per pass),
+    the number of tokens fed, the last token (BigramHash) and its pre-smear embedding (SmearGate), and with
+    ``doc_masked`` every fed token's document number within its row."""
+
+    def __init__(self, num_layers: int) -> None:
+        self.layers = [KVCache() for _ in range(num_layers)]
+        self.length = 0
+        self.last_token: Tensor | None = None  # (B, 1)
+        self.last_embed: Tensor | None = None  # (B, 1, C)
+        self.docs: Tensor | None = None  # (B, length)
+
+    def attention_mask(self, idx: Tensor, bos_id: int, doc_masked: bool) -> Documents:
+        """The keys (cached, then ``idx``'s) each token of ``idx`` (B, T) attends to: the earlier ones and itself, of
+        its own document with ``doc_masked`` (since its row's last BOS; a row's first token starts a document, as in
+        ``attention.document_starts``). Records ``idx``'s documents."""
+        T, L = idx.size(1), self.length
+        keys = torch.arange(L + T, device=idx.device)
+        mask = keys[None, :] <= L + torch.arange(T, device=idx.device)[:, None]  # (T, L + T)
+        if not doc_masked:
+            return Documents(mask[None, None], None, L + T)
+        starts = document_starts(idx, bos_id) if L == 0 else idx == bos_id
+        last = self.docs[:, -1:] if L else torch.zeros_like(idx[:, :1])
+        docs = last + torch.cumsum(starts, dim=1)
+        self.docs = docs if L == 0 else torch.cat((self.docs, docs), dim=1)
+        same = docs[:, :, None] == self.docs[:, None, :]  # (B, T, L + T)
+        return Documents((same & mask)[:, None], None, L + T)
 
 
 class GPT(nn.Module):
@@ -447,33 +522,44 @@ class GPT(nn.Module):
         self.encoder_layers = order[:half]
         self.decoder_layers, self.lane_layers = order[half : len(order) - len(lanes)], lanes
 
-    def embed(self, idx: Tensor) -> Tensor:
-        """x0: the normed token embedding, after the optional BigramHash and SmearGate."""
+    def embed(self, idx: Tensor, state: DecodeState | None = None) -> Tensor:
+        """x0: the normed token embedding, after the optional BigramHash and SmearGate; with a decoding ``state``,
+        ``idx`` follows its last token (which it is then updated to)."""
         e = lookup(self.tok_emb, idx)
         if self.factored is not None:
             e = self.factored.up(e)
+        last_token, last_embed = (state.last_token, state.last_embed) if state is not None else (None, None)
         if self.bigram is not None:
-            e = e + self.bigram(idx).to(e.dtype)
+            e = e + self.bigram(idx, last_token).to(e.dtype)
+        if state is not None:
+            state.last_token, state.last_embed = idx[:, -1:], e[:, -1:]
         if self.smear is not None:
-            e = self.smear(e, idx)
+            e = self.smear(e, idx, last_embed)
         return rms_norm(e)
 
-    def hidden(self, idx: Tensor) -> Tensor:
+    def hidden(self, idx: Tensor, state: DecodeState | None = None) -> Tensor:
         """The head's input (B, T, C) for token ids (B, T): the final normed hidden states (with a factored
-        embedding, projected down to its width)."""
-        x0 = self.embed(idx)
+        embedding, projected down to its width). With a decoding ``state`` ``idx`` follows the tokens it holds
+        (attention reads their cached keys and values), and ``state`` is updated to end with ``idx``."""
+        x0 = self.embed(idx, state)
         ves = self.value_embeds(idx) if self.value_embeds is not None else {}
-        docs = documents(idx, self.cfg.bos_id, use_varlen(idx.device)) if self.cfg.doc_masked else None
+        if state is not None:
+            docs = state.attention_mask(idx, self.cfg.bos_id, self.cfg.doc_masked)
+            state.length += idx.size(1)
+            caches = iter(state.layers)
+        else:
+            docs = documents(idx, self.cfg.bos_id, use_varlen(idx.device)) if self.cfg.doc_masked else None
+            caches = itertools.repeat(None)
         x, outs = x0, []
         for i in self.encoder_layers:
-            x = self.blocks[i](x, x0, ve=ves.get(i), docs=docs)
+            x = self.blocks[i](x, x0, ve=ves.get(i), docs=docs, cache=next(caches))
             outs.append(x)
         # U-Net skips: decoder position j takes the weighted output of encoder position -1 - j, while there is one.
         skips = list(range(len(outs)))
         skips += [None] * (len(self.decoder_layers) + len(self.lane_layers) - len(skips))
         outs.reverse()
         for i, j in zip(self.decoder_layers, skips):
-            x = self.blocks[i](self.join_skip(x, outs, j), x0, ve=ves.get(i), docs=docs)
+            x = self.blocks[i](self.join_skip(x, outs, j), x0, ve=ves.get(i), docs=docs, cache=next(caches))
         if not self.lane_layers:
             return self.unembed_input(rms_norm(x))
         # The stream splits into two lanes after the first lane block's skip joins it (with lane0_skip, as in the
@@ -483,7 +569,7 @@ class GPT(nn.Module):
         for k, (i, j) in enumerate(zip(self.lane_layers, lane_skips)):
             if k or self.cfg.lane0_skip:
                 lane0 = self.join_skip(lane0, outs, j)
-            lane0, lane1 = self.blocks[i].forward_lanes(lane0, lane1, x0, ve=ves.get(i), docs=docs)
+            lane0, lane1 = self.blocks[i].forward_lanes(lane0, lane1, x0, ve=ves.get(i), docs=docs, cache=next(caches))
         return self.unembed_input(rms_norm(0.5 * (lane0 + lane1)))
 
     def join_skip(self, x: Tensor, outs: list[Tensor], j: int | None) -> Tensor:
@@ -534,6 +620,19 @@ class GPT(nn.Module):
         return loss if reduction != "none" else loss.view_as(targets)
 
     # -- the model interface's optional hooks (pgolf_model.registry) ------------------------------------------------
+
+    def decode(self, idx: Tensor, state: DecodeState | None = None) -> tuple[Tensor, DecodeState]:
+        """Logits (B, V) of the last of ``idx`` (B, T) fed on top of ``state`` (None: a fresh start), and the state
+        after it (updated in place): the self-generated calibration's sampler, with a KV cache."""
+        logits, state = self.decode_logits(idx, state)
+        return logits[:, -1], state
+
+    def decode_logits(self, idx: Tensor, state: DecodeState | None = None) -> tuple[Tensor, DecodeState]:
+        """``decode``'s logits (B, T, V) at every position of ``idx``: ``logits`` of the whole sequence fed so far,
+        at its last T positions."""
+        if state is None:
+            state = DecodeState(len(self.encoder_layers) + len(self.decoder_layers) + len(self.lane_layers))
+        return self.head(self.hidden(idx, state)), state
 
     def head_input(self, idx: Tensor) -> tuple[str, Tensor]:
         """The logit matmul's weight name and its input, for that matrix's GPTQ Hessian."""

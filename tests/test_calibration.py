@@ -15,6 +15,7 @@ from pgolf_model.export import calibration
 from pgolf_model.export.ptq import tensor_groups
 from pgolf_model.presets import preset
 from pgolf_model.quant import tensor_format
+from pgolf_model.runtime import Runtime
 
 
 class Toy(nn.Module):
@@ -84,6 +85,34 @@ def test_generation_is_deterministic_and_in_range():
     assert not torch.equal(a, calibration.generate(model, 5, 9, batch_size=2, seed=4))
     # The batch size only groups the work; each batch draws from the same seeded generator in turn.
     assert torch.equal(a[:2], calibration.generate(model, 2, 9, batch_size=2, seed=3))
+    # One process shares the work with no one: the same stream.
+    shared, share = calibration.generate_shared(model, 5, 9, batch_size=2, seed=3, runtime=Runtime(torch.device("cpu")))
+    assert torch.equal(shared, a) and torch.equal(share, a)
+    # Batches named (the ranks' shares): each from its own generator, seeded from (seed, batch), so any subset of
+    # batches, in any order, generates those batches' rows.
+    every = calibration.generate(model, 5, 9, batch_size=2, seed=3, batches=[0, 1, 2])
+    some = calibration.generate(model, 5, 9, batch_size=2, seed=3, batches=[2, 0])
+    assert torch.equal(some, torch.cat((every[4:], every[:2])))
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 4])
+def test_the_ranks_shares_cover_every_batch_once(world_size):
+    model, n, batch = Toy(), 7, 2
+    full = calibration.generate(model, n, 5, batch_size=batch, seed=1, batches=[0, 1, 2, 3])
+    got = torch.full_like(full, -1)
+    for rank in range(world_size):
+        rt = Runtime(torch.device("cpu"), rank=rank, world_size=world_size)
+        mine = calibration.rank_batches(n, batch, rt)
+        assert (rank == 0) <= (0 in mine)
+        rows = calibration.batch_rows(mine, n, batch)
+        assert (got[rows] == -1).all(), "a row in two shares"
+        got[rows] = calibration.generate(model, n, 5, batch_size=batch, seed=1, batches=mine)
+    assert torch.equal(got, full)
+
+
+def test_batch_seeds_are_distinct():
+    seeds = {calibration.batch_seed(s, b) for s in range(4) for b in range(64)}
+    assert len(seeds) == 4 * 64 and all(0 <= x < 2**64 for x in seeds)
 
 
 def test_first_tokens_are_uniform():

@@ -5,7 +5,9 @@ self-generated calibration tokens (when GPTQ or the bit allocation needs them) -
 by the trainer on training tokens inside its clock: ``quant.calib_source train``) -> bit width per
 tensor group (fixed by the config, or chosen to fit the budget by ``allocation``) -> GPTQ or round-to-nearest per
 matrix -> LQER -> serialize -> compress (the config's codec, or the smallest of zstd-22/lzma/brotli/pergroup
-with ``codec = best``; the codec id is recorded in the artifact).
+with ``codec = best``; the codec id is recorded in the artifact). Under torchrun the calibration tokens and Hessians
+come from every rank (``shared_calibration``, each rank generating and collecting on its share) before rank 0
+alone quantizes.
 """
 
 from __future__ import annotations
@@ -52,11 +54,52 @@ def coding_roles(model: nn.Module) -> dict[str, tuple[str, int]]:
     return {name: (r.role, r.layer or 0) for name, r in model.tensor_roles().items()}
 
 
-def calibration_hessians(model: nn.Module, cfg: Config, tokens: Tensor, *, runtime: Runtime) -> dict[str, Tensor]:
+def calibration_hessians(
+    model: nn.Module, cfg: Config, tokens: Tensor, *, runtime: Runtime, reduce: bool = False
+) -> dict[str, Tensor]:
     """GPTQ Hessians of ``model`` on calibration ``tokens``, of the (function-preserving) rotated model the export
-    quantizes; ``export_weights`` takes them into each matrix's basis."""
+    quantizes; ``export_weights`` takes them into each matrix's basis. ``reduce``: ``tokens`` is this rank's share,
+    and the Hessians are all ranks' (``calibration.collect_hessians``; every rank calls this)."""
     rotated = rotation.function_preserving(model, cfg.quant.rotate)
-    return calibration.collect_hessians(rotated, tokens, batch_size=cfg.quant.calib_batch, runtime=runtime)
+    q = cfg.quant
+    return calibration.collect_hessians(rotated, tokens, batch_size=q.calib_batch, runtime=runtime, reduce=reduce)
+
+
+@dataclass
+class Calibration:
+    tokens: Tensor | None  # the self-generated calibration tokens, when the export needs them
+    hessians: dict[str, Tensor] | None
+    seconds: dict[str, float]
+
+
+def shared_calibration(
+    model: nn.Module,
+    cfg: Config,
+    *,
+    runtime: Runtime,
+    seed: int | None = None,
+    hessians: dict[str, Tensor] | None = None,
+) -> Calibration:
+    """What ``export_weights`` would compute from the model itself, with every rank doing its share (every rank calls
+    this): the self-generated tokens (for GPTQ without ``hessians``, or the allocation), all-gathered, and GPTQ's
+    Hessians on them (``quant.calib_source self``, unless given), all-reduced. Pass both to ``export_weights``."""
+    q = cfg.quant
+    seed = cfg.train.seed if seed is None else seed
+    own_hessians = q.method == "gptq" and q.calib_source == "self" and hessians is None
+    if not (own_hessians or q.allocate):
+        return Calibration(None, hessians, {})
+    rotated = rotation.function_preserving(model, q.rotate)  # what export_weights generates with
+    t0 = time.perf_counter()
+    length = q.calib_seq_len or cfg.train.seq_len
+    tokens, share = calibration.generate_shared(
+        rotated, q.calib_seqs, length, batch_size=q.calib_batch, seed=seed, runtime=runtime
+    )
+    seconds = {"calibration": time.perf_counter() - t0}
+    if own_hessians:
+        t0 = time.perf_counter()
+        hessians = calibration.collect_hessians(rotated, share, batch_size=q.calib_batch, runtime=runtime, reduce=True)
+        seconds["hessians"] = time.perf_counter() - t0
+    return Calibration(tokens, hessians, seconds)
 
 
 def export_weights(
@@ -67,10 +110,12 @@ def export_weights(
     weights_budget: int | None = None,
     seed: int | None = None,
     hessians: dict[str, Tensor] | None = None,
+    tokens: Tensor | None = None,
 ) -> Export:
     """Quantize and compress ``model``'s weights as ``cfg.quant`` says; ``weights_budget`` (bytes of the compressed
     weights part) is required when ``cfg.quant.allocate`` is on. ``hessians`` (``calibration_hessians``): GPTQ's,
-    collected already; required with ``quant.calib_source train``, where the trainer collects them on its clock."""
+    collected already; required with ``quant.calib_source train``, where the trainer collects them on its clock.
+    ``tokens``: the self-generated calibration tokens, generated already (``shared_calibration``)."""
     q = cfg.quant
     if q.allocate and weights_budget is None:
         raise ValueError("quant.allocate needs the byte budget left for the weights")
@@ -90,8 +135,7 @@ def export_weights(
     quantized = [n for names in group_members(state, groups, q).values() for n in names]
     rotations = rotation.basis_rotations(model, q.rotate, quantized)
 
-    tokens = None
-    if (q.method == "gptq" and hessians is None) or q.allocate:
+    if tokens is None and ((q.method == "gptq" and hessians is None) or q.allocate):
         t0 = time.perf_counter()
         length = q.calib_seq_len or cfg.train.seq_len
         tokens = calibration.generate(model, q.calib_seqs, length, batch_size=q.calib_batch, seed=seed, runtime=runtime)

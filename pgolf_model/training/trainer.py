@@ -38,9 +38,9 @@ from ..cli import flat
 from ..config import Config, ConfigError, NgramTilt, TrainConfig
 from ..evaluation.byte_counts import ValBytes, val_bytes
 from ..evaluation.scoring import BPBResult, score
-from ..export import estimate
+from ..export import calibration, estimate
 from ..export.allocation import AllocationError
-from ..export.weights import calibration_hessians, export_weights
+from ..export.weights import calibration_hessians, export_weights, shared_calibration
 from ..runtime import Runtime
 from . import checkpoint, context, qat, run_dir
 from .clock import Clock
@@ -145,18 +145,24 @@ def write_artifact(
     log: RunLog,
     hessians: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Rank 0 quantizes (``export``: prints the plan; ``hessians``: GPTQ's, collected in training) and writes; every
-    rank raises BudgetError if the file would be over ``limit``, OSError if it could not be written (no file is left:
-    ``artifact.write`` is atomic)."""
+    """Every rank generates and collects its share of the calibration, then rank 0 quantizes (``export``: prints the
+    plan; ``hessians``: GPTQ's, collected in training) and writes; every rank raises BudgetError if the file would be
+    over ``limit``, OSError if it could not be written (no file is left: ``artifact.write`` is atomic)."""
     error = None
+    calib = shared_calibration(model, cfg, runtime=rt, hessians=hessians)
     if rt.is_main:
         code = artifact.counted_code(type(model))
         # Everything but the weights is known before quantizing; the rest of the limit is the weights' budget.
         weights_budget = limit - len(artifact.build_compressed(cfg.to_dict(), tokenizer_bytes, (0, b""), code))
         try:
-            result = export_weights(model, cfg, runtime=rt, weights_budget=weights_budget, hessians=hessians)
+            result = export_weights(
+                model, cfg, runtime=rt, weights_budget=weights_budget, hessians=calib.hessians, tokens=calib.tokens
+            )
             log.say(result.table(weights_budget if cfg.quant.allocate else None))
-            log.record("quant", plan=[asdict(r) for r in result.plan], seconds=result.seconds)
+            seconds = dict(result.seconds)  # the calibration's steps, done before on every rank, added in
+            for step, spent in calib.seconds.items():
+                seconds[step] = seconds.get(step, 0.0) + spent
+            log.record("quant", plan=[asdict(r) for r in result.plan], seconds=seconds)
             data = artifact.build_compressed(cfg.to_dict(), tokenizer_bytes, result.compressed, code)
             artifact.write(path, data, limit)
         except (artifact.BudgetError, AllocationError) as e:
@@ -449,9 +455,11 @@ class Trainer:
             return
         self.rt.synchronize()
         t0 = time.perf_counter()
-        if self.rt.is_main:  # rank 0 exports
-            tokens = random_windows(self.loader.stream, q.calib_seqs, q.calib_seq_len or t.seq_len, t.seed)
-            self.hessians = calibration_hessians(self.model, self.cfg, tokens, runtime=self.rt)
+        # Every rank on its share of the windows (rank 0 exports with the all-reduced Hessians).
+        tokens = random_windows(self.loader.stream, q.calib_seqs, q.calib_seq_len or t.seq_len, t.seed)
+        mine = calibration.rank_batches(q.calib_seqs, q.calib_batch, self.rt)
+        share = calibration.batch_rows(mine, q.calib_seqs, q.calib_batch)
+        self.hessians = calibration_hessians(self.model, self.cfg, tokens[share], runtime=self.rt, reduce=True)
         seconds = self.rt.broadcast(time.perf_counter() - t0)
         self.clock.seconds += seconds
         over = t.max_minutes and self.clock.seconds > 60.0 * t.max_minutes
