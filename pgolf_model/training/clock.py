@@ -12,12 +12,13 @@ from the last agreed seconds plus the agreed pace times the steps since, so the 
 and late QAT are the same on every rank by construction, not by each rank's timing.
 
 The limit (``--max-minutes``): each check point projects the end to the last step that fits the limit at the agreed
-pace (``stop_at``), and that step is a check point too, where training stops unless its own measurement leaves room
-for another step (then the projection moves on). So training stops at the first check point from which one more
-step at the pace would pass the limit: it ends at most about one step before the limit, and past it only by how much
-the steps since the previous check point ran slower than the pace measured before them (at most ``clock_every``
-steps' worth of that excess, and in practice one step, since check points get one step apart near the end; nothing
-at a steady pace). Every step used to be synchronized and the run ended less than one step past the limit.
+pace (``stop_at``) and adds a check point halfway there; ``stop_at`` is a check point too, where training stops
+unless its own measurement leaves room for another step (then the projection moves on). So training stops at the
+first check point from which one more step at the pace would pass the limit, less than one step before it at a
+steady pace. It ends past the limit only when the steps since the previous check point ran slower than the agreed
+pace, and by at most their excess over it less the room that check point projected: with one step projected left,
+that step's excess; with more, nothing unless those steps took about twice the pace (a stall, a recompile). Every
+step used to be synchronized, and the run ended less than one step past the limit.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Clock:
     marks: list[Mark] = field(init=False)  # recent check points, the newest last: the pace is measured over them
     pace: float | None = field(init=False, default=None)  # agreed seconds per step; None before the first check point
     stop_at: int | None = field(init=False, default=None)  # the last step that fits the limit (last check point's)
+    halfway: int | None = field(init=False, default=None)  # a check point halfway to stop_at
     _since: float | None = field(init=False, default=None)  # host clock when the steps since the last check began
 
     def __post_init__(self) -> None:
@@ -73,7 +75,8 @@ class Clock:
         """Whether the step just counted ends at a check point."""
         s = self.step
         every = (cfg.log_every, cfg.val_every, cfg.checkpoint_every, cfg.clock_every)
-        return s in (self.start.step + 1, cfg.iterations, self.stop_at) or any(n and s % n == 0 for n in every)
+        ends = (self.start.step + 1, cfg.iterations, self.stop_at, self.halfway)
+        return s in ends or any(n and s % n == 0 for n in every)
 
     def check(self, rt: Runtime, cfg: TrainConfig, signalled: bool) -> bool:
         """A check point: wait for this rank's device work, agree on the training seconds (the slowest rank's) and
@@ -93,6 +96,7 @@ class Clock:
             self.pace = (self.seconds - base.seconds) / (self.step - base.step)
         if cfg.limit_seconds and self.pace:
             self.stop_at = self.step + max(0, math.floor((cfg.limit_seconds - self.seconds) / self.pace))
+            self.halfway = (self.step + self.stop_at + 1) // 2
         return anyone > 0
 
     def projected_steps(self, cfg: TrainConfig) -> int:
