@@ -2,21 +2,29 @@
 a GPU. Against brute force over the true times: the run stops at the last step that fits the limit at a steady
 pace, past the limit by no more than the bound in clock.py's docstring when the pace changes, and two ranks timed
 differently derive the same seconds, fraction and projected end at every step (threads for ranks, the check
-point's collective a barrier)."""
+point's collective a barrier). Then for real: two gloo ranks under torchrun, one slower, stop at the same step with
+the same learning rate and layer order at every step and the same final weights."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 import torch
+from model_data import make_dataset, one_thread, synthetic_docs  # noqa: F401 (autouse fixture)
 
 from pgolf_model.config import TrainConfig
 from pgolf_model.runtime import Runtime
 from pgolf_model.training import clock as clock_module
 from pgolf_model.training.clock import Clock
 
+REPO = Path(__file__).resolve().parents[1]
 RT = Runtime(torch.device("cpu"))
 HOST_SHARE = 0.1  # of a step's time spent on the host queueing it; the rest runs on the device, waited for at syncs
 
@@ -195,3 +203,32 @@ def test_two_ranks_timed_differently_agree_at_every_step(fake, monkeypatch):
     assert a == b and len(a) < 10_000  # steps, seconds, fractions and projections: equal floats, and the same stop
     assert runs[1][-1][1] == pytest.approx(runs[1][-1][4])  # the slower rank's time is the clock's
     assert runs[0][-1][1] > runs[0][-1][4] + 5.0
+
+
+@pytest.mark.slow
+def test_two_ranks_one_slower_stop_together_with_the_same_lr_and_weights(tmp_path):
+    """Rank 1 sleeps 30 ms before each step (``fixtures/slow_rank/train.py``), which rank 0 spends waiting inside the
+    step's all-reduce: the ranks time their steps differently, but the warm-down (projected from the clock), depth
+    recurrence (from half of the time) and late QAT (from the lr scale) follow the agreed clock on both."""
+    data, tok = make_dataset(tmp_path, synthetic_docs(300, 1), synthetic_docs(10, 2))
+    steps = tmp_path / "steps"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "PGOLF_TEST_STEPS": str(steps)}
+    argv = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29541"]
+    argv += [str(REPO / "tests" / "fixtures" / "slow_rank" / "train.py"), "--preset", "smoke", "--no-progress"]
+    argv += ["--data", str(data), "--tokenizer", str(tok), "--out", str(tmp_path / "run"), "--max-minutes", "0.1"]
+    flags = {
+        "train.iterations": 100_000, "train.val_every": 0, "train.val_tokens": 512, "train.log_every": 25,
+        "model.num_loops": 1, "model.loop_start": 1, "model.loop_end": 1, "train.loop_after": 0.5,
+        "train.qat_threshold": 0.3,
+    }  # fmt: skip
+    argv += [f for key, value in flags.items() for f in (f"--{key}", str(value))]
+    done = subprocess.run(argv, cwd=REPO, env={**env, "PGOLF_TEST_SLEEP": "0.03"}, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [[json.loads(line) for line in Path(f"{steps}.{r}").read_text().splitlines()] for r in (0, 1)]
+    assert ranks[0][-1] == ranks[1][-1], "the same final weights"
+    zero, one = ([(s["step"], s["lr_scale"], s["looping"], s["s"]) for s in r[:-1]] for r in ranks)
+    assert zero == one, "step by step: the same lr scale, layer order and seconds"
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["stopped_by_clock"] and summary["steps"] == zero[-1][0] and summary["steps"] > 10
+    assert {looping for _, _, looping, _ in zero} == {False, True} and min(lr for _, lr, _, _ in zero) < 0.3
