@@ -4,12 +4,12 @@ device synchronization or collective on most steps.
 Steps are timed by the host clock alone. A CUDA step returns once its kernels are queued, so one step's host time
 says little, but the time from the start of a run of steps to a device synchronization after the last is exact. The
 clock synchronizes only at *check points* (``due``): the process's first step (the first pace), every logged,
-validated or checkpointed step, every ``train.clock_every`` steps, the last step and the step the time limit was
-projected to end at. There each rank measures its training seconds and one collective agrees on the slowest rank's
-and on whether any rank has a stop signal pending (``check``). Between check points every rank derives the seconds
-from the last agreed seconds plus the agreed pace times the steps since, so the share of training done
-(``fraction``), the projected end (``projected_steps``, the learning rate's), depth recurrence, progressive context
-and late QAT are the same on every rank by construction, not by each rank's timing.
+validated or checkpointed step, every ``train.clock_every`` steps, the last step, and the step the time limit was
+projected to end at (with one halfway to it). There each rank measures its training seconds and one collective
+agrees on the slowest rank's and on whether any rank has a stop signal pending (``check``). Between check points
+every rank derives the seconds from the last agreed seconds plus the agreed pace times the steps since, so the share
+of training done (``fraction``), the projected end (``projected_steps``, the learning rate's), depth recurrence,
+progressive context and late QAT are the same on every rank by construction, not by each rank's timing.
 
 The limit (``--max-minutes``): each check point projects the end to the last step that fits the limit at the agreed
 pace (``stop_at``) and adds a check point halfway there; ``stop_at`` is a check point too, where training stops
