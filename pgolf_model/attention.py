@@ -9,8 +9,10 @@ a document's position inside the window changes nothing.
 
 - on CUDA with FlashAttention importable (FA3's ``flash_attn_interface``, else flash-attn 2's ``flash_attn``) as
   ``cu_seqlens`` over the flattened batch: the varlen kernel skips the masked blocks altogether. ``max_seqlen`` is
-  the window length, an upper bound that only sizes the kernel's grid, so it stays a static int under compile;
-  ``cu_seqlens`` has a data-dependent length (``compile_for_training`` lets Dynamo capture it);
+  the window length, an upper bound that only sizes the kernel's grid, so it stays a static int under compile.
+  Training passes the bounds the loader found on the host (``training.data.document_bounds``); scoring and TTT
+  find them here with ``torch.nonzero``, a host sync and a data-dependent length (``compile_for_training`` lets
+  Dynamo capture it);
 - elsewhere (CPUs, fp32, no FlashAttention) as a block-diagonal causal boolean mask for
   ``F.scaled_dot_product_attention``: exact, and (B, 1, T, T) bytes of memory.
 """
@@ -59,9 +61,12 @@ def document_starts(idx: Tensor, bos_id: int) -> Tensor:
     return starts
 
 
-def documents(idx: Tensor, bos_id: int, varlen: bool) -> Documents:
-    starts = document_starts(idx, bos_id)
+def documents(idx: Tensor, bos_id: int, varlen: bool, cu_seqlens: Tensor | None = None) -> Documents:
+    """``idx``'s documents; the varlen path takes ``cu_seqlens`` as given when it is (the mask path needs none)."""
     B, T = idx.shape
+    if varlen and cu_seqlens is not None:
+        return Documents(None, cu_seqlens, T)
+    starts = document_starts(idx, bos_id)
     if varlen:
         flat = torch.nonzero(starts.flatten()).flatten().to(torch.int32)
         end = torch.full((1,), B * T, dtype=torch.int32, device=idx.device)

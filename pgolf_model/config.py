@@ -286,6 +286,13 @@ class TrainConfig(Section):
     val_tokens: int = _field(0, "score the first this many validation targets during training; 0 = all", NON_NEGATIVE)
     log_every: int = _field(200, "print and log the training loss every this many steps", NON_NEGATIVE)
     checkpoint_every: int = _field(0, "save a checkpoint every this many steps; 0 = only at the end", NON_NEGATIVE)
+    clock_every: int = _field(
+        10,
+        "the ranks agree on the training clock (a device sync and a two-number collective) at least every this many "
+        "steps; between, its seconds advance at the agreed pace. Rare enough that the host stays ahead of the GPU, "
+        "often enough that the pace follows a slower phase (depth recurrence, late QAT) within about a second",
+        POSITIVE_INT,
+    )
     keep_checkpoints: int = _field(2, "how many of the newest step checkpoints to keep", POSITIVE)
     seed: int = _field(1337, "seed for initialization and the data order")
     shuffle: bool = _field(False, "read training windows in a seeded random order instead of sequentially")

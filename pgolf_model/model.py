@@ -537,10 +537,11 @@ class GPT(nn.Module):
             e = self.smear(e, idx, last_embed)
         return rms_norm(e)
 
-    def hidden(self, idx: Tensor, state: DecodeState | None = None) -> Tensor:
+    def hidden(self, idx: Tensor, state: DecodeState | None = None, cu_seqlens: Tensor | None = None) -> Tensor:
         """The head's input (B, T, C) for token ids (B, T): the final normed hidden states (with a factored
         embedding, projected down to its width). With a decoding ``state`` ``idx`` follows the tokens it holds
-        (attention reads their cached keys and values), and ``state`` is updated to end with ``idx``."""
+        (attention reads their cached keys and values), and ``state`` is updated to end with ``idx``.
+        ``cu_seqlens``: a doc-masked model's document bounds if known (``attention.documents``)."""
         x0 = self.embed(idx, state)
         ves = self.value_embeds(idx) if self.value_embeds is not None else {}
         if state is not None:
@@ -548,7 +549,8 @@ class GPT(nn.Module):
             state.length += idx.size(1)
             caches = iter(state.layers)
         else:
-            docs = documents(idx, self.cfg.bos_id, use_varlen(idx.device)) if self.cfg.doc_masked else None
+            varlen = use_varlen(idx.device)
+            docs = documents(idx, self.cfg.bos_id, varlen, cu_seqlens) if self.cfg.doc_masked else None
             caches = itertools.repeat(None)
         x, outs = x0, []
         for i in self.encoder_layers:
@@ -610,9 +612,12 @@ class GPT(nn.Module):
         """Soft-capped logits (B, T, V) in fp32."""
         return self.head(self.hidden(idx))
 
-    def forward(self, idx: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
-        """Cross-entropy in nats: a scalar for ``reduction="mean"``, (B, T) for ``"none"``."""
-        x = self.hidden(idx)
+    def forward(
+        self, idx: Tensor, targets: Tensor, reduction: str = "mean", cu_seqlens: Tensor | None = None
+    ) -> Tensor:
+        """Cross-entropy in nats: a scalar for ``reduction="mean"``, (B, T) for ``"none"`` (``cu_seqlens``:
+        ``hidden``'s)."""
+        x = self.hidden(idx, cu_seqlens=cu_seqlens)
         if self.logit_caps is None:
             return lm_loss(x, self.head_weight, targets, self.cfg.logit_softcap, reduction)
         # AsymLogit: the plain form through the learned caps (the chunked CPU loss has one fixed cap), so they train.

@@ -15,7 +15,8 @@ file alone. ``RUN/log.jsonl`` gets one JSON record per
 logged step, validation and result; ``RUN/checkpoints/`` the resumable checkpoints (``--resume auto``).
 ``RUN`` holds one run: a new run needs an empty one, ``--resume`` continues the run there with its settings, and
 ``--force`` starts over, deleting only what a run writes (log.jsonl, summary.json, model.pga, checkpoints/).
-Ctrl-C (or SIGTERM) stops after the current step with a checkpoint, exit status 130 (143). Under torchrun, a rank that
+Ctrl-C (or SIGTERM) stops after the current step (under torchrun: at the clock's next check point, at most
+``--train.clock_every`` steps on) with a checkpoint, exit status 130 (143). Under torchrun, a rank that
 loses its peers (one died) says so in one line and exits 1; the last checkpoint stays intact for ``--resume auto``.
 The work is ``pgolf_model.training.trainer``; this module is its command line.
 

@@ -7,12 +7,14 @@ sidecars in ``bytes/`` and their index (what ``pgolf-data sidecars`` leaves), bo
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from pgolf_data.shards import shard_filename, sidecar_name, write_shard
 from pgolf_data.sidecars import write_index
@@ -126,3 +128,24 @@ def interrupted_at(run_number: int, recipe, *args, **kwargs) -> None:
             recipe(*args, **kwargs)
     finally:
         trainer.run = real_run
+
+
+_TOLIST = torch.Tensor.tolist  # bound at import, before any test patches Tensor.tolist to count host syncs
+
+
+def sdpa_per_document(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal=False):
+    """A stand-in for FlashAttention's ``flash_attn_varlen_func`` on CPU, eager only: (total, H, D) inputs, each
+    document of ``cu_seqlens`` through causal SDPA on its own (grouped-query when k has fewer heads), zero-length
+    documents skipped. It reads the bounds on the host where the CUDA kernel reads them on the device: through
+    ``_TOLIST``, which a sync counter patching ``Tensor.tolist`` does not see."""
+    assert causal and cu_seqlens_q is cu_seqlens_k and cu_seqlens_q.dtype == torch.int32
+    bounds = _TOLIST(cu_seqlens_q)
+    spans = list(itertools.pairwise(bounds))
+    assert bounds[0] == 0 and bounds[-1] == q.size(0) and max(b - a for a, b in spans) <= max_seqlen_q
+    gqa = k.size(1) != q.size(1)
+    docs = [
+        F.scaled_dot_product_attention(*(t[a:b].transpose(0, 1) for t in (q, k, v)), is_causal=True, enable_gqa=gqa)
+        for a, b in spans
+        if b > a
+    ]
+    return torch.cat(docs, dim=1).transpose(0, 1)

@@ -219,7 +219,7 @@ ADDED_SINCE_CB2B357 = {
               "skip_gates": False, "ortho_init": False, "asym_softcap": False},
     "quant": {"sdclip_correction": 0, "gate_int8": False, "calib_source": "self", "awq_groups": 0,
               "awq_group_size": 64, "awq_bits": 8},
-    "train": {"calib_reserve_s": 0.0, "seq_stages": [], "seq_stage_ends": [], "seq_rewarm_steps": 0},
+    "train": {"calib_reserve_s": 0.0, "seq_stages": [], "seq_stage_ends": [], "seq_rewarm_steps": 0, "clock_every": 10},
     "eval": {"tilt": {"boost": 0.0, "order": 16, "threshold": 0.8}},
     "eval.lora": {"short_until": [], "short_chunks": []},
 }  # fmt: skip

@@ -11,6 +11,10 @@ window picked by a seeded permutation of all windows, a fresh permutation per ep
 
 A batch may be asked for at a shorter length than ``seq_len`` (progressive context, ``context.py``): the same slot
 is cut into more, shorter rows (in shuffled order, windows of that length with their own permutations).
+
+For a document-masked model (``model.doc_masked``) the loader also gives each batch's document bounds, found on the
+host before the tokens are copied (``document_bounds``): the model would otherwise find them on the device with
+``torch.nonzero``, a host sync in every forward pass.
 """
 
 from __future__ import annotations
@@ -51,6 +55,15 @@ def random_windows(stream: TokenStream, num: int, length: int, seed: int) -> tor
     rng = np.random.default_rng([seed, length])
     starts = rng.integers(0, max(1, stream.total - length), size=num)
     return torch.from_numpy(np.stack([stream.read(int(s), length) for s in starts]))
+
+
+def document_bounds(inputs: np.ndarray, bos_id: int) -> np.ndarray:
+    """FlashAttention's ``cu_seqlens`` of (B, T) input rows flattened, int32: where each document starts, at each BOS
+    and at each row's first token (a row may open inside a document), then ``B * T``; as ``attention.documents``
+    finds them on the device."""
+    starts = inputs == bos_id
+    starts[:, 0] = True
+    return np.append(np.flatnonzero(starts), inputs.size).astype(np.int32)
 
 
 class TrainLoader:
@@ -106,7 +119,20 @@ class TrainLoader:
 
     def batch(self, step: int, micro_step: int, seq_len: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and targets (rows, L) on the loader's device (``tokens``)."""
-        rows = torch.from_numpy(np.ascontiguousarray(self.tokens(step, micro_step, seq_len)))
-        if self.device.type == "cuda":
-            rows = rows.pin_memory().to(self.device, non_blocking=True)
+        rows = self._to_device(np.ascontiguousarray(self.tokens(step, micro_step, seq_len)))
         return rows[:, :-1], rows[:, 1:]
+
+    def batch_and_documents(
+        self, step: int, micro_step: int, bos_id: int, seq_len: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``batch`` and its inputs' ``document_bounds``, on the device. The bounds' length (the count of documents
+        + 1) changes from batch to batch: it is marked dynamic, so one compiled graph takes every count."""
+        rows = np.ascontiguousarray(self.tokens(step, micro_step, seq_len))
+        bounds = self._to_device(document_bounds(rows[:, :-1], bos_id))
+        torch._dynamo.mark_dynamic(bounds, 0)
+        rows = self._to_device(rows)
+        return rows[:, :-1], rows[:, 1:], bounds
+
+    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(array)
+        return t.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" else t

@@ -1,8 +1,10 @@
-"""Stopping a run between two steps: SIGINT (Ctrl-C) and SIGTERM become a request the training loop honours after
-the step in flight, so that the checkpoint it then saves holds a whole step; a second signal stops at once.
+"""Stopping a run between two steps: SIGINT (Ctrl-C) and SIGTERM become a request the training loop honours at the
+next check point of its clock (``clock``: at most ``train.clock_every`` steps on; a lone process, after the step in
+flight), so that the checkpoint it then saves holds a whole step; a second signal stops at once.
 
 Under torchrun every rank must stop at the same step (a rank that leaves early strands the others in their next
-collective), so the loop sums the request over ranks before acting on it (``Trainer.should_stop``).
+collective), so the ranks agree on the request, any rank's, in the check point's collective before acting on it
+(``Trainer.should_stop``).
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ compiled kernels off the clock, train until ``train.iterations`` or until ``--ma
 (validation excluded) have passed, validate the final model on the whole val split, then export: quantize, write
 ``RUN/model.pga`` and score the model rebuilt from that file alone. ``RUN/log.jsonl`` gets one JSON record per
 logged step, validation and result; ``RUN/checkpoints/`` the resumable checkpoints. ``RUN`` holds one run
-(``run_dir``): a resumed run must have the checkpoint's settings. SIGINT or SIGTERM during training stops after the
-step in flight with a checkpoint (``stop``).
+(``run_dir``): a resumed run must have the checkpoint's settings. SIGINT or SIGTERM during training stops at the
+next check point of the clock with a checkpoint (``stop``). The steps themselves never wait for the device: the
+clock synchronizes and the ranks agree only at its check points (``clock``).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ RESUMABLE_CHANGES = frozenset(
         "train.val_every",
         "train.val_tokens",
         "train.checkpoint_every",
+        "train.clock_every",
         "train.keep_checkpoints",
         "train.compile",
         "train.compile_warmup_steps",
@@ -65,11 +67,12 @@ RESUMABLE_CHANGES = frozenset(
 
 def compile_for_training(model: torch.nn.Module, backend: str = "inductor") -> torch.nn.Module:
     """``torch.compile`` as the trainer (and ``bench/gpu.py``) runs it: one graph per training state, each with static
-    shapes (the loader's batches never change shape); ``fullgraph`` makes a graph break an error at the first step
-    instead of a silent slowdown."""
+    shapes (the loader's batches never change shape; a document-masked model's document bounds are the one dynamic
+    dimension); ``fullgraph`` makes a graph break an error at the first step instead of a silent slowdown."""
     if getattr(getattr(model, "cfg", None), "doc_masked", False):
-        # FlashAttention's cu_seqlens has one entry per document of the batch (attention.py): Dynamo must capture
-        # that data-dependent length instead of breaking the graph there.
+        # FlashAttention's cu_seqlens has one entry per document of the batch (attention.py). Training steps get them
+        # from the loader, a dynamic dimension of an input; validation finds them on the device, where Dynamo must
+        # capture that data-dependent length instead of breaking the graph there.
         torch._dynamo.config.capture_dynamic_output_shape_ops = True
     return torch.compile(model, fullgraph=True, dynamic=False, backend=backend)
 
@@ -270,13 +273,19 @@ class Trainer:
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
         total = torch.zeros((), device=self.rt.device)
+        doc_masked = getattr(self.cfg.model, "doc_masked", False)
         for micro in range(self.grad_accum):
-            x, y = self.loader.batch(step, micro, seq_len)
+            docs = {}
+            if doc_masked:  # the document bounds from the host: no device sync in the forward pass
+                x, y, bounds = self.loader.batch_and_documents(step, micro, self.cfg.model.bos_id, seq_len)
+                docs = {"cu_seqlens": bounds}
+            else:
+                x, y = self.loader.batch(step, micro, seq_len)
             # DDP all-reduces gradients on the last micro-step only.
             last = self.ddp is None or micro == self.grad_accum - 1
             with contextlib.nullcontext() if last else self.ddp.no_sync():
                 with self.rt.autocast():
-                    loss = (self.ddp or self.net)(x, y)
+                    loss = (self.ddp or self.net)(x, y, **docs)
                 (loss / self.grad_accum).backward()
             total += loss.detach()
         if self.cfg.optim.grad_clip_norm > 0:
@@ -304,7 +313,7 @@ class Trainer:
             for opt in self.optimizers:
                 for group in opt.param_groups:
                     group["lr"] = group["base_lr"] * lr_scale
-        with self.clock.timed_step(self.rt):
+        with self.clock.timed_step():
             loss = self.forward_backward(step, seq_len)
             if self.ema is not None:
                 self.ema.update(self.model)
@@ -429,9 +438,9 @@ class Trainer:
                         bar.set_postfix({result.key: f"{result.bpb:.4f}"})
                     loss, lr_scale = self.step()
                     bar.update(1)
+                    self.stopped_by_clock, signalled = self.should_stop()  # first: a logged step is a check point
                     if t.log_every and (self.clock.step % t.log_every == 0 or self.clock.step == t.iterations):
                         bar.set_postfix(loss=f"{self.log_step(loss, lr_scale):.3f}")
-                    self.stopped_by_clock, signalled = self.should_stop()
                     due = t.checkpoint_every and self.clock.step % t.checkpoint_every == 0
                     saved = self.save_checkpoint() if self.rt.is_main and (due or signalled) else None
                     if signalled:
@@ -481,17 +490,18 @@ class Trainer:
         return mean_loss
 
     def should_stop(self) -> tuple[bool, bool]:
-        """``(out of time, signalled)``, the same on every rank: the first rank out of time or signalled decides, so
-        every rank stops at the same step."""
-        out_of_time = self.cfg.train.max_minutes > 0 and self.clock.out_of_time(self.cfg.train)
-        flags = [float(out_of_time), float(self.stop.requested)]
-        if self.rt.distributed:
-            flags = runtime.all_reduce_sum(flags, self.rt)
-        over, signalled = flags[0] > 0 and self.clock.step < self.cfg.train.iterations, flags[1] > 0
+        """After a step: ``(out of time, signalled)``, the same on every rank. Both change only at the clock's check
+        points, where the ranks agree on its seconds and on any rank's signal, so every rank stops at the same step;
+        a lone process has nothing to agree with and takes a signal at once."""
+        t, clock = self.cfg.train, self.clock
+        signalled = False
+        if clock.due(t) or (self.stop.requested and not self.rt.distributed):
+            signalled = clock.check(self.rt, t, self.stop.requested)
+        over = clock.out_of_time(t) and clock.step < t.iterations
         if over:
             self.log.say(
-                f"stopping at step {self.clock.step}: {self.clock.seconds:.1f}s reached --max-minutes "
-                f"{self.cfg.train.max_minutes}"
+                f"stopping at step {clock.step}: {clock.seconds:.1f}s of training, and another step would pass "
+                f"--max-minutes {t.max_minutes} ({t.limit_seconds:.1f}s for the steps)"
             )
         return over, signalled
 
