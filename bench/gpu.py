@@ -54,6 +54,7 @@ from pgolf_model.model import GPT
 from pgolf_model.presets import preset
 from pgolf_model.runtime import Runtime
 from pgolf_model.training import qat
+from pgolf_model.training.data import document_bounds
 from pgolf_model.training.optim import build_optimizers, newton_schulz, orthogonalize_all
 from pgolf_model.training.trainer import compile_for_training
 
@@ -88,10 +89,10 @@ class PresetTiming:
 
 
 def step_fn(model, net, optimizers, clip: float):
-    def step(x, y):
+    def step(x, y, **docs):
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
-        loss = net(x, y)
+        loss = net(x, y, **docs)
         loss.backward()
         if clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
@@ -102,14 +103,22 @@ def step_fn(model, net, optimizers, clip: float):
     return step
 
 
-def batch(cfg: Config, tokens: int, device: torch.device, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random ids with a BOS every ~700 tokens (SmearGate and document masks see documents)."""
+def batch(cfg: Config, tokens: int, device: torch.device, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random ids with a BOS every ~700 tokens (SmearGate and document masks see documents): inputs, targets and
+    the inputs' document bounds, found on the host as the trainer's loader does (``documents``)."""
     gen = torch.Generator().manual_seed(seed)
     rows = tokens // cfg.train.seq_len
     ids = torch.randint(2, cfg.model.vocab_size, (rows, cfg.train.seq_len + 1), generator=gen)
     ids[torch.rand(ids.shape, generator=gen) < 1 / 700] = cfg.model.bos_id
+    bounds = torch.from_numpy(document_bounds(ids[:, :-1].numpy(), cfg.model.bos_id)).to(device)
+    torch._dynamo.mark_dynamic(bounds, 0)
     ids = ids.to(device)
-    return ids[:, :-1], ids[:, 1:]
+    return ids[:, :-1], ids[:, 1:], bounds
+
+
+def documents(cfg: Config, bounds: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The forward pass's document bounds, as the trainer passes them to a doc-masked model (no device sync)."""
+    return {"cu_seqlens": bounds} if getattr(cfg.model, "doc_masked", False) else {}
 
 
 def time_preset(
@@ -124,8 +133,9 @@ def time_preset(
     model = GPT(cfg.model).to(device)
     model.set_looping(True)
     pool = [batch(cfg, cfg.train.device_batch_tokens, device, seed=s) for s in range(4)]  # made before the timing
+    x0, y0, bounds0 = pool[0]
     with rt.autocast():
-        eager_loss = model(*pool[0]).item()
+        eager_loss = model(x0, y0, **documents(cfg, bounds0)).item()
     net = compile_for_training(model, backend)
     optimizers = build_optimizers(model, cfg.optim)
 
@@ -136,8 +146,9 @@ def time_preset(
             opt.zero_grad(set_to_none=True)
         losses = []
         for micro in range(accum):
+            x, y, bounds = pool[(i * accum + micro) % len(pool)]
             with rt.autocast():
-                loss = net(*pool[(i * accum + micro) % len(pool)])
+                loss = net(x, y, **documents(cfg, bounds))
             (loss / accum).backward()
             losses.append(loss.detach())
         if cfg.optim.grad_clip_norm > 0:
@@ -211,18 +222,18 @@ def time_switches(cfg: Config, rt: Runtime, steps: int, rounds: int, backend: st
             qat.enable(model, vcfg.quant)
         net = compile_for_training(model, backend) if backend else model
         variants[name] = (step_fn(model, net, build_optimizers(model, vcfg.optim), 0.0), vcfg)
-    x, y = batch(cfg, cfg.train.device_batch_tokens, rt.device, seed=0)
-    for step, _ in variants.values():  # warm-up (compilation)
+    x, y, bounds = batch(cfg, cfg.train.device_batch_tokens, rt.device, seed=0)
+    for step, vcfg in variants.values():  # warm-up (compilation)
         with rt.autocast():
-            step(x, y)
+            step(x, y, **documents(vcfg, bounds))
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(rounds):
-        for name, (step, _) in variants.items():
+        for name, (step, vcfg) in variants.items():
             rt.synchronize()
             t0 = time.perf_counter()
             for _ in range(steps):
                 with rt.autocast():
-                    step(x, y)
+                    step(x, y, **documents(vcfg, bounds))
             rt.synchronize()
             times[name].append((time.perf_counter() - t0) / steps)
     off = statistics.median(times["off"])

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_model_args(parser, steps=300)
     parser.add_argument("--calib-seqs", type=int, default=32, help="self-generated calibration sequences")
-    parser.add_argument("--calib-len", type=int, default=128, help="their length (no KV cache: cost ~ len^2)")
+    parser.add_argument("--calib-len", type=int, default=128, help="their length")
     parser.add_argument("--calib-batch", type=int, default=32)
     parser.add_argument("--sdclip-k", type=float, default=0.0, help="SDClip k for the row scales (0: clip quantile)")
     args = parser.parse_args(argv)
