@@ -12,6 +12,8 @@ exact but for the compressed weights, which come from a table measured on traine
 it prints each codec's weights estimate under the table. The tokenizer's bytes are those of ``--tokenizer`` (a
 directory or .pgt file), or, for a spec name or no tokenizer, the spec's typical artifact size
 (``TYPICAL_TOKENIZER_BYTES``; ``PRESET_TOKENIZERS`` names each preset's spec). An estimate over the limit exits 1.
+Under the table, the total as a submission: the artifact and, counted beside it, the ``train_gpt.py`` that
+``pgolf_model.submit`` writes for such a run (``submission.stub``, which carries pgolf's code).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from .artifact import LIMIT
 from .cli import add_config_arguments, arch_from_argv, command_parser, config_from_args, guarded
 from .export.estimate import estimate, format_table, weights_estimates
 from .presets import bind_tokenizer
+from .submission import stub
 
 # pgolf tokenizer artifacts (.pgt) measured, by spec (tokenizers/NAME.toml): what an estimate counts before the
 # tokenizer exists. The records' own SentencePiece files are larger than what the 16 MB development corpus trains.
@@ -48,18 +51,19 @@ PRESET_TOKENIZERS = {
 }
 
 
-def tokenizer_for(cfg, name: str | None, given) -> tuple[object, int, str]:
-    """``(config with the tokenizer's ids, tokenizer bytes, where they come from)``."""
+def tokenizer_for(cfg, name: str | None, given) -> tuple[object, int, str, str]:
+    """``(config with the tokenizer's ids, tokenizer bytes, where they come from, its spec's name)``."""
     if name and (Path(name).is_dir() or Path(name).suffix == ".pgt"):
         path = artifact_path(name)
         data = path.read_bytes()
-        return bind_tokenizer(cfg, from_artifact(data, where=str(path)), keep=given), len(data), str(path)
+        tok = from_artifact(data, where=str(path))
+        return bind_tokenizer(cfg, tok, keep=given), len(data), str(path), tok.spec.name
     spec = resolve_spec(name or PRESET_TOKENIZERS.get(cfg.preset, ""))
     if spec.name not in TYPICAL_TOKENIZER_BYTES:
         known = ", ".join(TYPICAL_TOKENIZER_BYTES)
         raise SystemExit(f"spec {spec.name}: no typical artifact size is known (known: {known}); give --tokenizer DIR")
     cfg = cfg.override({} if "model.vocab_size" in given else {"model.vocab_size": spec.vocab_size})
-    return cfg, TYPICAL_TOKENIZER_BYTES[spec.name], f"the typical size of spec {spec.name}"
+    return cfg, TYPICAL_TOKENIZER_BYTES[spec.name], f"the typical size of spec {spec.name}", spec.name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,12 +96,20 @@ def artifact_budget(args) -> int:
 
 def estimate_budget(args) -> int:
     cfg, given = config_from_args(args)
-    cfg, tokenizer_bytes, source = tokenizer_for(cfg, args.tokenizer, given)
+    cfg, tokenizer_bytes, source, spec_name = tokenizer_for(cfg, args.tokenizer, given)
     sizes = estimate(cfg, tokenizer_bytes)
     title = f"estimate for preset {cfg.preset} (weights estimated, codec {cfg.quant.codec}; tokenizer: {source})"
     print(format_table(sizes, args.limit, title=title))
     per_codec = ", ".join(f"{c} {b:,}" for c, b in weights_estimates(cfg).items())
     print(f"  weights by codec: {per_codec}")
+    # A submission counts its train_gpt.py beside the artifact: pgolf_model.submit's stub carries pgolf's code.
+    code = stub.estimated_bytes(cfg.to_dict(), spec_name)
+    total = sum(sizes.values()) + code
+    verdict = "fits" if total <= args.limit else "OVER"
+    print(
+        f"  as a submission, with pgolf_model.submit's train_gpt.py ({code:,} bytes): {total:,}, {verdict}: "
+        f"{args.limit - total:+,} bytes"
+    )
     return 0 if sum(sizes.values()) <= args.limit else 1
 
 

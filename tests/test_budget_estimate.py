@@ -12,6 +12,7 @@ from pgolf_model import artifact, budget
 from pgolf_model.export import estimate
 from pgolf_model.export.weights import export_weights
 from pgolf_model.presets import preset
+from pgolf_model.submission import stub
 
 RECORD_SCHEME = {  # the 1.0611 record's widths and SDClip k (records/track_10min_16mb/2026-04-27_SP8192_LQER_...)
     "quant.bits": 6,
@@ -77,6 +78,10 @@ def test_the_record_caseops_preset_fits_with_margin(capsys):
     assert budget.main(["--preset", "record-caseops"]) == 0
     out = capsys.readouterr().out
     assert "tokenizer: the typical size of spec caseops_v1_sp8192" in out and "codec pergroup" in out
+    # The submission's total: the artifact and the stub counted beside it.
+    (line,) = [line for line in out.splitlines() if "as a submission" in line]
+    code = stub.estimated_bytes(preset("record-caseops").to_dict(), "caseops_v1_sp8192")
+    assert f"train_gpt.py ({code:,} bytes)" in line and "fits" in line
     sizes = estimate.check(preset("record-caseops"), budget.TYPICAL_TOKENIZER_BYTES["caseops_v1_sp8192"])
     # the margin: at least 1% of the weights, three times the estimate's largest miss at the records' shapes
     assert sum(sizes.values()) + sizes["weights"] // 100 <= artifact.LIMIT, sizes

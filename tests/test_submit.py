@@ -26,7 +26,7 @@ from pgolf_model import artifact
 from pgolf_model.evaluation.ttt import evaluate_ttt
 from pgolf_model.presets import preset
 from pgolf_model.runtime import Runtime
-from pgolf_model.submission import logs
+from pgolf_model.submission import logs, stub
 from pgolf_model.submission.check import check_folder
 from pgolf_model.submission.legality import Probe, probe_stream
 from pgolf_model.submit import main as submit_main
@@ -119,6 +119,8 @@ def test_folder_contents_follow_the_records(folder, runs):
     assert meta["val_bpb_std"] == pytest.approx(np.std([s["artifact_val_bpb"] for s in summaries], ddof=1), abs=1e-8)
     code = (folder / "train_gpt.py").stat().st_size
     assert meta["bytes_code"] == code
+    start = json.loads((runs[0] / "log.jsonl").read_text().splitlines()[0])
+    assert abs(stub.estimated_bytes(start["config"], "bytes260") - code) < 100  # what budget counts before a run
     assert meta["bytes_total"] == max(s["artifact_bytes"] for s in summaries) + code
     for seed, s in zip((1, 2), summaries):
         facts = logs.parse((folder / f"train_seed{seed}.log").read_text())

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import functools
 import hashlib
 import json
 import lzma
@@ -119,6 +120,7 @@ def minify(source: str) -> str:
     )  # fmt: skip
 
 
+@functools.cache  # minifying takes seconds; the sources do not change while a process runs
 def sources(minified: bool = True, arch: str = DEFAULT_ARCH) -> dict[str, str]:
     """``{path: source}`` of the carried modules for model family ``arch``; the counted ones byte for byte."""
     out = {}
@@ -175,6 +177,22 @@ def wrap(source: str) -> bytes:
     codec = min(packed, key=lambda k: len(packed[k]))
     text = base64.b85encode(packed[codec]).decode("ascii")
     return f'import {codec} as C,base64 as B\nexec(C.decompress(B.b85decode("{text}")))\n'.encode("ascii")
+
+
+def estimated_bytes(config: dict, tokenizer_name: str) -> int:
+    """``build``'s size for a run of ``config`` before there is one: the frozen run's tokenizer fields stand in at
+    their lengths (an exported file name; two sha256s, as hex digits as incompressible as theirs), within a few
+    dozen bytes of the stub of a real run."""
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+    frozen_run = {
+        "config": config,
+        "tokenizer_name": tokenizer_name,
+        "tokenizer_file": f"{tokenizer_name}.model",
+        "tokenizer_sha256": digest,
+        "tokenizer_export_sha256": hashlib.sha256(digest.encode()).hexdigest(),
+        "case_transform": AUTO,
+    }
+    return len(wrap(payload(frozen_run)))
 
 
 def build(run: Run, minified: bool = True) -> bytes:
