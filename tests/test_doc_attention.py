@@ -92,6 +92,7 @@ def per_document(idx: torch.Tensor, fn) -> torch.Tensor:
     return torch.stack([torch.cat([fn(row[a:b][None])[0] for a, b in spans(row)]) for row in idx])
 
 
+@pytest.mark.parametrize("bounds_from", ["device", "host"])
 @settings(max_examples=25, deadline=None)
 @given(
     rows=st.integers(1, 3),
@@ -99,7 +100,10 @@ def per_document(idx: torch.Tensor, fn) -> torch.Tensor:
     heads=st.sampled_from([(4, 4), (4, 2), (2, 1)]),
     data=st.data(),
 )
-def test_mask_and_varlen_paths_equal_each_document_alone(rows, T, heads, data):
+def test_mask_and_varlen_paths_equal_each_document_alone(bounds_from, rows, T, heads, data):
+    """Any count of documents, to one per token. The varlen path finds the document bounds on the device (through
+    the reference kernel, a custom op) or is given the loader's from the host (through the per-document SDPA
+    stand-in for FlashAttention, with nothing looked for on the device)."""
     H, Hkv = heads
     starts = data.draw(st.lists(st.integers(0, rows * T - 1), max_size=rows * T, unique=True))
     idx = with_bos((rows, T), starts)
@@ -107,8 +111,15 @@ def test_mask_and_varlen_paths_equal_each_document_alone(rows, T, heads, data):
     q, k, v = (torch.randn(rows, h, T, 8, generator=gen) for h in (H, Hkv, Hkv))
     mask_path = attention.causal_attention(q, k, v, attention.documents(idx, BOS, varlen=False))
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(attention, "VARLEN", reference_varlen)
-        varlen_path = attention.causal_attention(q, k, v, attention.documents(idx, BOS, varlen=True))
+        if bounds_from == "device":
+            m.setattr(attention, "VARLEN", reference_varlen)
+            docs = attention.documents(idx, BOS, varlen=True)
+        else:
+            bounds = torch.from_numpy(document_bounds(idx.numpy(), BOS))
+            m.setattr(attention, "VARLEN", sdpa_per_document)
+            m.setattr(torch, "nonzero", None)
+            docs = attention.documents(idx, BOS, True, bounds)
+        varlen_path = attention.causal_attention(q, k, v, docs)
     torch.testing.assert_close(varlen_path, mask_path, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(mask_path, attention_alone(q, k, v, idx), atol=1e-5, rtol=1e-5)
 
@@ -224,30 +235,6 @@ def test_the_loaders_bounds_are_each_documents_start(bos_loader):
             assert torch.equal(bounds, attention.documents(x, BOS, varlen=True).cu_seqlens)  # the device's
             counts.add(len(expected))
     assert len(counts) > 10 and max(counts) > 40  # from a few documents per batch to the 40 one-token ones
-
-
-@settings(max_examples=25, deadline=None)
-@given(
-    rows=st.integers(1, 3),
-    T=st.integers(1, 24),
-    heads=st.sampled_from([(4, 4), (4, 2), (2, 1)]),
-    data=st.data(),
-)
-def test_given_bounds_the_varlen_path_equals_the_mask_path_and_each_document_alone(rows, T, heads, data):
-    """Any count of documents, to one per token; through the per-document SDPA stand-in for FlashAttention."""
-    H, Hkv = heads
-    starts = data.draw(st.lists(st.integers(0, rows * T - 1), max_size=rows * T, unique=True))
-    idx = with_bos((rows, T), starts)
-    gen = torch.Generator().manual_seed(T)
-    q, k, v = (torch.randn(rows, h, T, 8, generator=gen) for h in (H, Hkv, Hkv))
-    bounds = torch.from_numpy(document_bounds(idx.numpy(), BOS))
-    mask_path = attention.causal_attention(q, k, v, attention.documents(idx, BOS, varlen=False))
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(attention, "VARLEN", sdpa_per_document)
-        m.setattr(torch, "nonzero", None)  # given the bounds, nothing looks for them on the device
-        varlen_path = attention.causal_attention(q, k, v, attention.documents(idx, BOS, True, bounds))
-    torch.testing.assert_close(varlen_path, mask_path, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(mask_path, attention_alone(q, k, v, idx), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("starts", [[], list(range(80)), [0, 7, 8, 23, 40 + 15, 40 + 16]])
