@@ -103,6 +103,9 @@ def estimate_budget(args) -> int:
     per_codec = ", ".join(f"{c} {b:,}" for c, b in weights_estimates(cfg).items())
     print(f"  weights by codec: {per_codec}")
     # A submission counts its train_gpt.py beside the artifact: pgolf_model.submit's stub carries pgolf's code.
+    if cfg.arch not in artifact.BUILTIN_MODELS:
+        print(f"  as a submission: pgolf_model.submit writes no train_gpt.py for {cfg.arch!r}, a plugin's family")
+        return 0 if sum(sizes.values()) <= args.limit else 1
     code = stub.estimated_bytes(cfg.to_dict(), spec_name)
     total = sum(sizes.values()) + code
     verdict = "fits" if total <= args.limit else "OVER"

@@ -267,6 +267,7 @@ def test_a_plugins_budget_estimate_and_help(plugin, dataset):
                        "--tokenizer", str(dataset[1]), path=[plugin])  # fmt: skip
     assert estimate.returncode == 0, estimate.stderr
     assert "estimate for preset smoke" in estimate.stdout and "fits" in estimate.stdout
+    assert "pgolf_model.submit writes no train_gpt.py for 'tinylm', a plugin's family" in estimate.stdout
     helped = command("pgolf_model.train", "--model.arch", "tinylm", "--help", path=[plugin])
     assert "--model.window" in helped.stdout and "how many tokens each position mixes" in helped.stdout
 
